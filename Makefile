@@ -1,0 +1,40 @@
+# meshtools: `make test` (the README's test command), `make release && make install-all`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PREFIX ?= $(HOME)/.local
+PYTEST_ARGS ?=
+
+.PHONY: test release install-all bench man completions shims clean
+
+# The dev venv, refreshed only when pyproject.toml changes. `compat` editable mode is a
+# plain .pth path entry: no import hook taxing every command's start-up.
+.make-venv: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	touch $@
+
+test: .make-venv
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+release: .make-venv
+	$(PY) -m pip install -q build
+	$(PY) -m build --outdir dist .
+
+install-all:
+	./install.sh --prefix $(PREFIX)
+
+bench: .make-venv
+	@for f in bench/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit $$?; done
+
+man: .make-venv
+	$(PY) man/gen.py man
+
+completions: .make-venv
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" sh completions/gen.sh completions
+
+shims: .make-venv
+	$(PY) bin/_gen.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .make-venv

@@ -1,0 +1,52 @@
+"""Cold start of the tiny commands as whole processes, against `python -c "import click"`.
+
+Every pipe stage, cron tick and TAB press pays this. Baseline and commands are measured
+interleaved in one run, median of RUNS each. Target: ratio <= 1.5.
+
+    python bench/cold_start.py [RUNS]
+"""
+
+import sys
+
+from _common import median_ms, scratch_mesh, time_process
+
+TARGET = 1.5
+
+
+def main(runs: int = 15) -> int:
+    repo, env = scratch_mesh()
+    py = sys.executable
+    time_process(["coord-register", "--role", "builder", "--id", "peer-1", "--pid", "1"],
+                 repo, env)
+    cases = {
+        "baseline: python -c 'import click'": [py, "-c", "import click"],
+        "coord-send peer-1 hello": ["coord-send", "peer-1", "hello"],
+        "coord-peers": ["coord-peers"],
+        "file-lock acquire crates/core": ["file-lock", "acquire", "--as", "b1", "crates/core"],
+        "file-lock release crates/core": ["file-lock", "release", "--as", "b1", "crates/core"],
+    }
+    samples = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, argv in cases.items():  # interleaved: drift hits every case alike
+            samples[name].append(time_process(argv, repo, env))
+    base = median_ms(samples[next(iter(cases))])
+    print(f"cold start, median of {runs} runs (target <= {TARGET}x baseline)")
+    worst = 0.0
+    for name in cases:
+        ms = median_ms(samples[name])
+        ratio = ms / base
+        if name.startswith("baseline"):
+            print(f"  {name:38s} {ms:7.1f} ms")
+        else:
+            worst = max(worst, ratio)
+            print(f"  {name:38s} {ms:7.1f} ms  {ratio:4.2f}x")
+    pair = (median_ms(samples["file-lock acquire crates/core"])
+            + median_ms(samples["file-lock release crates/core"]))
+    print(f"  {'file-lock acquire+release (pair)':38s} {pair:7.1f} ms  {pair / (2 * base):4.2f}x"
+          " of two baselines")
+    print(f"worst ratio {worst:.2f}x: {'OK' if worst <= TARGET else 'OVER TARGET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(int(sys.argv[1]) if len(sys.argv) > 1 else 15))

@@ -1,0 +1,181 @@
+"""What every command shares: the exit-code contract, the common options, the output switch.
+
+Commands are click objects built with `command()` / `group()` from here, so a usage error
+exits 64 instead of click's 2, a MeshError becomes one line on stderr and its exit code, a
+broken pipe exits quietly, and ^C exits 130. One click object serves both the standalone
+entry point (`coord-send`) and the umbrella's subcommand (`meshctl send`).
+"""
+
+import functools
+import os
+import sys
+
+import click
+
+from .core import errors, jsonl
+from .core.home import MeshHome
+
+SESSION_ENV = "MESH_SESSION"
+
+
+def prog_name() -> str:
+    ctx = click.get_current_context(silent=True)
+    return ctx.command_path if ctx else os.path.basename(sys.argv[0])
+
+
+def fail(message: str, code: int) -> int:
+    click.echo(f"{prog_name()}: {message}", err=True)
+    return code
+
+
+class _Contract:
+    """Mixin: run click in non-standalone mode and map every outcome to an exit code."""
+
+    def main(self, args=None, prog_name=None, **extra):
+        extra.pop("standalone_mode", None)
+        try:
+            code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
+        except click.UsageError as e:
+            e.show()
+            code = errors.USAGE
+        except click.ClickException as e:
+            e.show()
+            code = e.exit_code
+        except (click.Abort, KeyboardInterrupt):
+            click.echo("interrupted", err=True)
+            code = errors.INTERRUPTED
+        except errors.MeshError as e:
+            code = fail(str(e), e.exit_code)
+        except BrokenPipeError:
+            code = _quiet_broken_pipe()
+        except PermissionError as e:
+            code = fail(f"permission denied: {e.filename or e}", errors.NOPERM)
+        except OSError as e:
+            code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
+                        errors.SOFTWARE)
+        except Exception as e:  # a bug: one line, the traceback only on request
+            if os.environ.get("MESH_DEBUG"):
+                raise
+            code = fail(f"internal error: {type(e).__name__}: {e} (MESH_DEBUG=1 shows where)",
+                        errors.SOFTWARE)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            code = _quiet_broken_pipe()
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _quiet_broken_pipe() -> int:
+    # Point stdout at /dev/null so the interpreter's final flush cannot raise again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13  # as if killed by SIGPIPE, like any C filter
+
+
+class Command(_Contract, click.Command):
+    pass
+
+
+class Group(_Contract, click.Group):
+    command_class = Command
+    group_class = type
+
+
+CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+
+
+def command(name=None, **kw):
+    kw.setdefault("context_settings", CONTEXT_SETTINGS)
+    return click.command(name, cls=Command, **kw)
+
+
+def group(name=None, **kw):
+    kw.setdefault("context_settings", CONTEXT_SETTINGS)
+    return click.group(name, cls=Group, **kw)
+
+
+class Mesh:
+    """Per-invocation state: which mesh, who is calling, how to print."""
+
+    def __init__(self, home: str | None, as_json: bool, session: str | None = None):
+        self._home_arg = home
+        self.as_json = as_json or not sys.stdout.isatty()
+        self._session = session
+
+    @functools.cached_property
+    def home(self) -> MeshHome:
+        return MeshHome.find(self._home_arg)
+
+    def session(self, required: bool = True) -> str | None:
+        from .core.ids import validate_name
+
+        sid = self._session or os.environ.get(SESSION_ENV)
+        if sid is None or sid == "":
+            if required:
+                raise errors.UsageError(f"who is calling? pass --as ID or set ${SESSION_ENV}")
+            return None
+        return validate_name(sid, "session id")
+
+    def emit(self, record: dict, human: str | None = None) -> None:
+        """One record: a JSON line when piped or --json, else the human line if given."""
+        if self.as_json or human is None:
+            jsonl.write(record)
+        else:
+            click.echo(human)
+
+    def table(self, records: list[dict], columns: list[str]) -> None:
+        if self.as_json:
+            for record in records:
+                jsonl.write(record)
+            return
+        if not records:
+            return
+        from tabulate import tabulate
+
+        rows = [[_cell(r.get(c)) for c in columns] for r in records]
+        click.echo(tabulate(rows, headers=[c.upper() for c in columns], tablefmt="plain"))
+
+
+def _cell(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return value
+
+
+def mesh_options(identity: bool = False):
+    """The options every command takes: --home, --json and, for commands that act as a
+    session, --as. The decorated function receives `mesh` instead of them."""
+
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, home, as_json, as_id=None, **kwargs):
+            return f(*args, mesh=Mesh(home, as_json, as_id), **kwargs)
+
+        wrapper = click.option("--json", "as_json", is_flag=True,
+                               help="JSON lines even on a terminal.")(wrapper)
+        wrapper = click.option("--home", metavar="DIR", envvar="MESH_HOME",
+                               show_envvar=True, help="Mesh state directory.")(wrapper)
+        if identity:
+            wrapper = click.option("--as", "as_id", metavar="ID",
+                                   help=f"Act as this session (default ${SESSION_ENV}).")(wrapper)
+        return wrapper
+
+    return decorate
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like ^C (finally blocks run) and exits 143, as a killed process would."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+
+
+def stdin_lines():
+    """stdin as text lines, refusing an interactive terminal where records were promised."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise errors.UsageError("'-' reads JSON lines from stdin, but stdin is a terminal")
+    return sys.stdin

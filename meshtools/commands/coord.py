@@ -1,0 +1,192 @@
+"""coord: register sessions, list peers, heartbeat, and pass messages.
+
+Each command is a standalone entry point (coord-register, coord-peers, ...) and, as the
+same click object, a subcommand of `coord` and of `meshctl`.
+"""
+
+import os
+import sys
+
+import click
+
+from .. import cli
+from ..coord import inbox, registry
+from ..core import clock, errors, events, jsonl, proc
+
+STATES = ("alive", "stale", "dead")
+PEER_COLUMNS = ["id", "role", "state", "heartbeat_age", "phase", "pid", "branch"]
+
+
+def _warn(message: str) -> None:
+    click.echo(f"{cli.prog_name()}: warning: {message}", err=True)
+
+
+def _human(record: dict) -> str:
+    return (f"{record['id']} ({record['role']}) pid {record['pid']} on {record['host']}, "
+            f"branch {record.get('branch') or '-'}, phase {record.get('phase')}")
+
+
+@cli.command("coord-register")
+@click.option("--role", required=True, help="The session's role (builder, memory, ...).")
+@click.option("--id", "session_id", metavar="ID",
+              help="Session id (default --as / $MESH_SESSION, else the first free <role>-<n>).")
+@click.option("--pid", type=int, metavar="PID",
+              help="The process the session lives as long as (default: the parent, i.e. "
+                   "the shell or agent that ran this).")
+@click.option("--phase", metavar="TEXT", help="Initial phase (default: registered).")
+@cli.mesh_options(identity=True)
+def register(role, session_id, pid, phase, mesh):
+    """Register a session; a live duplicate id is refused (75), a dead one taken over."""
+    if session_id is None:
+        session_id = mesh.session(required=False)
+    record, previous = registry.register(mesh.home, role, session_id,
+                                         pid if pid is not None else os.getppid(), phase)
+    if previous:
+        events.emit(mesh.home, "session.takeover", id=record["id"], role=record["role"],
+                    previous_pid=previous.get("pid"), pid=record["pid"])
+    events.emit(mesh.home, "session.registered", id=record["id"], role=record["role"],
+                pid=record["pid"])
+    mesh.emit(record, f"registered {_human(record)}")
+
+
+@cli.command("coord-peers")
+@click.option("--role", "roles", multiple=True, metavar="ROLE", help="Only these roles.")
+@click.option("--state", "states", multiple=True, type=click.Choice(STATES),
+              help="Only sessions in these states.")
+@click.option("--prune", is_flag=True, help="Remove dead sessions (their inboxes stay).")
+@cli.mesh_options()
+def peers(roles, states, prune, mesh):
+    """Sessions with their liveness (alive / stale / dead) and heartbeat age."""
+    if prune:
+        removed = registry.prune(mesh.home)
+        for record in removed:
+            events.emit(mesh.home, "session.pruned", id=record["id"], role=record.get("role"))
+        mesh.table([dict(r, pruned=True) for r in removed], PEER_COLUMNS)
+        return
+    now = clock.now()
+    records = [registry.classify(mesh.home, r, now)
+               for r in registry.all_sessions(mesh.home, warn=_warn)]
+    records = [dict(r, ts=clock.iso(now)) for r in records
+               if (not roles or r.get("role") in roles) and (not states or r["state"] in states)]
+    mesh.table(records, PEER_COLUMNS)
+
+
+@cli.command("coord-heartbeat")
+@click.option("--phase", metavar="TEXT", help="What the session is doing now.")
+@cli.mesh_options(identity=True)
+def heartbeat(phase, mesh):
+    """Refresh the calling session's heartbeat (and phase)."""
+    record, previous_phase = registry.heartbeat(mesh.home, mesh.session(), phase)
+    if phase is not None and phase != previous_phase:
+        events.emit(mesh.home, "session.phase", id=record["id"], phase=phase,
+                    previous=previous_phase)
+    mesh.emit(record, f"heartbeat {record['id']} ({record.get('phase')})")
+
+
+@cli.command("coord-unregister")
+@cli.mesh_options(identity=True)
+def unregister(mesh):
+    """Remove the calling session from the registry (its inbox stays)."""
+    record = registry.unregister(mesh.home, mesh.session())
+    events.emit(mesh.home, "session.unregistered", id=record["id"], role=record.get("role"))
+    mesh.emit(record, f"unregistered {record['id']}")
+
+
+@cli.command("coord-send")
+@click.argument("to", metavar="TO")
+@click.argument("text", metavar="MESSAGE")
+@cli.mesh_options(identity=True)
+def send(to, text, mesh):
+    """Send MESSAGE to TO: a peer id, a role, `all`, or `-` (peer records on stdin).
+
+    MESSAGE `-` reads stdin: JSON lines (one message each, under `data`) when it starts
+    with `{`, else the whole text as one message (under `body`).
+    """
+    if to == "-" and text == "-":
+        raise click.UsageError("TO and MESSAGE cannot both come from stdin")
+    sender = mesh.session(required=False) or f"{os.environ.get('USER', 'user')}@{proc.hostname()}"
+    targets = _stdin_targets() if to == "-" else _targets(mesh, to, sender)
+    payloads = _stdin_payloads() if text == "-" else [{"body": text}]
+    records = [inbox.message(sender, target, **payload)
+               for target in targets for payload in payloads]
+    for record in records:  # everything validated above: now deliver
+        inbox.deliver(mesh.home, record)
+        events.emit(mesh.home, "message.sent", id=record["id"], to=record["to"],
+                    sender=sender, size=len(jsonl.dumps(record)))
+        mesh.emit(record, f"sent {record['id']} to {record['to']}")
+
+
+def _targets(mesh, to: str, sender: str) -> list[str]:
+    sessions = [registry.classify(mesh.home, r) for r in registry.all_sessions(mesh.home)]
+    found = inbox.recipients(sessions, to, sender)
+    if found is None:
+        raise errors.BadInput(f"unknown peer or role {to!r}")
+    if not found:
+        raise errors.BadInput(f"no live peer to send to for {to!r}")
+    return found
+
+
+def _stdin_targets() -> list[str]:
+    from ..core.ids import validate_name
+
+    targets = []
+    for lineno, line in enumerate(cli.stdin_lines(), 1):
+        record = jsonl.parse_line(line, lineno)
+        if record is None:
+            continue
+        if not isinstance(record.get("id"), str):
+            raise errors.BadInput(f"stdin line {lineno}: a peer record needs a string 'id'")
+        targets.append(validate_name(record["id"], "peer id"))
+    if not targets:
+        raise errors.BadInput("no peers on stdin")
+    return targets
+
+
+def _stdin_payloads() -> list[dict]:
+    text = cli.stdin_lines().read()
+    if text.lstrip().startswith("{"):
+        payloads = [{"data": r} for r in jsonl.read_all(text.splitlines())]
+    else:
+        payloads = [{"body": text}]
+    if not text.strip():
+        raise errors.BadInput("empty message on stdin")
+    return payloads
+
+
+@cli.command("coord-recv")
+@click.option("--peek", is_flag=True, help="Show new messages without marking them read.")
+@click.option("--follow", "-f", is_flag=True, help="Keep running; print messages as they come.")
+@click.option("--all", "everything", is_flag=True,
+              help="Also list messages read before (marked read).")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="At most N new messages.")
+@cli.mesh_options(identity=True)
+def recv(peek, follow, everything, limit, mesh):
+    """Read the calling session's inbox, oldest first, as JSON lines."""
+    if follow and (peek or limit):
+        raise click.UsageError("--follow takes no --peek or --limit")
+    me = mesh.session()
+    if everything:
+        for record in inbox.read_messages(mesh.home, me, warn=_warn):
+            _show(mesh, record)
+    if follow:
+        cli.exit_on_sigterm()
+        messages = inbox.follow(mesh.home, me, warn=_warn)
+    else:
+        messages = inbox.receive(mesh.home, me, peek=peek, limit=limit, warn=_warn)
+    for record in messages:
+        _show(mesh, record)
+
+
+def _show(mesh, record: dict) -> None:
+    content = record.get("body") if "body" in record else jsonl.dumps(record.get("data"))
+    mesh.emit(record, f"[{record['ts']}] {record['from']}: {content}")
+
+
+@cli.group("coord")
+def coord():
+    """The session registry and inbox: register, peers, heartbeat, unregister, send, recv."""
+
+
+for _name, _command in {"register": register, "peers": peers, "heartbeat": heartbeat,
+                        "unregister": unregister, "send": send, "recv": recv}.items():
+    coord.add_command(_command, _name)

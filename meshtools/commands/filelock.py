@@ -1,0 +1,274 @@
+"""file-lock: the mandatory gate before editing shared files.
+
+    file-lock acquire PATH... [-n | -w SECONDS]    all scopes or none; waits by default
+    file-lock release [PATH...] [--all]
+    file-lock check PATH... [--hook]               exit 0 if yours, 1 if not
+    file-lock status | graph
+    file-lock [-n | -w SECONDS] PATH... -- COMMAND  like flock(1): run COMMAND holding them
+"""
+
+import os
+import signal
+import sys
+
+import click
+
+from .. import cli
+from ..core import clock, errors, jsonl, proc
+from ..locks import graph, policy
+from ..locks.service import LockService, is_dead
+
+WAIT_HELP = "Wait at most SECONDS (exit 75 when still busy)."
+
+
+class FileLockGroup(cli.Group):
+    """`file-lock PATH -- CMD` (flock(1) style) is the hidden `run` subcommand."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+
+class RunCommand(cli.Command):
+    """Split at the first `--` before click swallows it: what follows is the command."""
+
+    def parse_args(self, ctx, args):
+        if "--" in args:
+            cut = args.index("--")
+            args, ctx.meta["argv"] = args[:cut], args[cut + 1:]
+        return super().parse_args(ctx, args)
+
+
+def wait_options(f):
+    f = click.option("--lease", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+                     help="Expire the lock after SECONDS unless renewed by acquiring again.")(f)
+    f = click.option("-w", "--wait", "timeout", type=click.FloatRange(min=0),
+                     metavar="SECONDS", help=WAIT_HELP)(f)
+    f = click.option("-n", "--nonblock", is_flag=True, help="Fail at once (exit 75) if busy.")(f)
+    return f
+
+
+def _timeout(nonblock: bool, timeout: float | None) -> float | None:
+    if nonblock and timeout is not None:
+        raise click.UsageError("-n and -w exclude each other")
+    return 0.0 if nonblock else timeout
+
+
+@click.group(cls=FileLockGroup, context_settings=cli.CONTEXT_SETTINGS,
+             epilog="Exit codes: 0 granted/yours, 1 not yours (check), 64 usage, "
+                    "65 bad path or id, 75 busy, timed out or deadlock, 77 not the holder.")
+def file_lock():
+    """Sub-project locks with deadlock detection: the gate before editing shared files.
+
+    A PATH maps to its scope: the nearest directory below the repository root holding a
+    package manifest (Cargo.toml, pyproject.toml, package.json, go.mod), else its top-level
+    directory; files at the root share the scope ".".
+    """
+
+
+def _record(holding: dict, **extra) -> dict:
+    record = {"ts": clock.iso(), "kind": "lock", "scope": holding["scope"],
+              "holder": holding["holder"], "generation": holding["generation"],
+              "since": holding["since"], "pid": holding["pid"], "host": holding["host"],
+              "lease_until": holding.get("lease_until")}
+    record.update(extra)
+    return record
+
+
+@file_lock.command(cls=cli.Command)
+@click.argument("paths", nargs=-1, required=True)
+@wait_options
+@click.option("--pid", "anchor", type=int, metavar="PID",
+              help="Tie the lock to this process instead of the session's (or the parent's).")
+@cli.mesh_options(identity=True)
+def acquire(paths, nonblock, timeout, lease, anchor, mesh):
+    """Lock the scopes of PATHs for the calling session: all of them or none."""
+    timeout = _timeout(nonblock, timeout)
+    service = LockService(mesh.home)
+    targets = service.resolve(list(paths))
+    if anchor is not None and proc.is_alive(anchor) is not True:
+        raise errors.BadInput(f"--pid {anchor}: no such process")
+    claimant = service.claimant(mesh.session(), anchor)
+    cli.exit_on_sigterm()  # a waiter always takes its wait record with it
+    granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout, lease=lease)
+    for holding in granted:
+        mesh.emit(_record(holding, event="granted"),
+                  f"locked {holding['scope']} (generation {holding['generation']})")
+
+
+@file_lock.command(cls=cli.Command)
+@click.argument("paths", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Release every scope the session holds.")
+@click.option("--force", is_flag=True, help="Break another session's lock (an event records it).")
+@cli.mesh_options(identity=True)
+def release(paths, everything, force, mesh):
+    """Release the scopes of PATHs (or --all). Releasing what nobody holds is not an error."""
+    if bool(paths) == everything:
+        raise click.UsageError("name PATHs or give --all (not both)")
+    service = LockService(mesh.home)
+    scopes = None if everything else [t.scope for t in service.resolve(list(paths))]
+    for holding in service.release(mesh.session(), scopes, force=force):
+        mesh.emit(_record(holding, event="released"), f"released {holding['scope']}")
+
+
+@file_lock.command(cls=cli.Command)
+@click.argument("paths", nargs=-1)
+@click.option("--generation", type=int, metavar="N",
+              help="Also require this fencing generation (refuse a stale grant).")
+@click.option("--hook", is_flag=True,
+              help="Act as a Claude Code PreToolUse hook: read the tool call on stdin, "
+                   "exit 2 with the reason to deny.")
+@click.option("-q", "--quiet", is_flag=True, help="Exit status only.")
+@cli.mesh_options(identity=True)
+def check(paths, generation, hook, quiet, mesh):
+    """Exit 0 if the calling session holds the scope of every PATH, 1 if not."""
+    if hook:
+        sys.exit(_hook(mesh))
+    if not paths:
+        raise click.UsageError("name at least one PATH")
+    service = LockService(mesh.home)
+    me = mesh.session()
+    missing = []
+    for target in service.resolve(list(paths)):
+        holding = service.holding(target.scope)
+        mine = (holding is not None and holding["holder"] == me
+                and (generation is None or holding["generation"] == generation))
+        if not mine:
+            missing.append((target, holding))
+    if missing and not quiet:
+        for target, holding in missing:
+            click.echo(f"file-lock: {_not_yours(target.path, target.scope, holding, me)}", err=True)
+    sys.exit(errors.NEGATIVE if missing else errors.OK)
+
+
+def _not_yours(path: str, scope: str, holding: dict | None, me: str | None) -> str:
+    if holding is None:
+        held = "nobody holds it"
+    elif holding["holder"] == me:
+        held = f"you hold generation {holding['generation']}, not the one given"
+    else:
+        held = f"held by {holding['holder']} since {holding['since']}"
+    return (f"{path} is in scope {scope}, which {me or 'this session'} does not hold "
+            f"({held}); take it with: file-lock acquire {scope}")
+
+
+def _hook(mesh) -> int:
+    """Claude Code gate. Anything but a clear yes is a deny (exit 2): never fail open."""
+    try:
+        call = jsonl.parse_line(sys.stdin.read(), 1, "hook input") or {}
+        tool_input = call.get("tool_input") or {}
+        path = tool_input.get("file_path") or tool_input.get("notebook_path")
+        if not path:
+            return 0  # a tool call without a file touches no scope
+        me = mesh.session(required=False)
+        if me is None:
+            raise errors.UsageError("no session: $MESH_SESSION is not set for this agent")
+        service = LockService(mesh.home)
+        try:
+            target = service.resolve([path], cwd=call.get("cwd") or None)[0]
+        except errors.BadInput as e:
+            if "outside the repository" in str(e):
+                return 0  # not a shared file of this mesh
+            raise
+        holding = service.holding(target.scope)
+        if holding is not None and holding["holder"] == me:
+            return 0
+        reason = _not_yours(target.path, target.scope, holding, me)
+    except BaseException as e:  # noqa: BLE001 - the gate must turn every failure into a deny
+        reason = f"lock gate error ({type(e).__name__}: {e}); denying to be safe"
+    click.echo(f"file-lock: {reason}", err=True)
+    return 2
+
+
+@file_lock.command(cls=cli.Command)
+@cli.mesh_options()
+def status(mesh):
+    """Holders and waiters, and since when."""
+    service = LockService(mesh.home)
+    table = service.snapshot()
+    now = clock.now()
+    records = []
+    for scope, holding in sorted(table["locks"].items()):
+        dead = is_dead(holding) or policy.lease_expired(holding, now)
+        records.append(_record(holding, state="dead" if dead else "held",
+                               age=round(now - holding.get("since_ts", now), 3)))
+    edges = policy.wait_for_edges(table)
+    for wait in sorted(table["waits"].values(), key=lambda w: w["since"]):
+        records.append({"ts": clock.iso(), "kind": "wait", "waiter": wait["waiter"],
+                        "scopes": wait["scopes"], "since": wait["since"], "pid": wait["pid"],
+                        "blocked_by": sorted({e.holder for e in edges
+                                              if e.waiter == wait["waiter"]})})
+    if mesh.as_json:
+        for record in records:
+            jsonl.write(record)
+        return
+    locks = [r for r in records if r["kind"] == "lock"]
+    waits = [r for r in records if r["kind"] == "wait"]
+    mesh.table(locks, ["scope", "holder", "state", "generation", "since", "pid"])
+    if waits:
+        click.echo()
+        mesh.table(waits, ["waiter", "scopes", "blocked_by", "since", "pid"])
+    if not records:
+        click.echo("no locks held")
+
+
+@file_lock.command("graph", cls=cli.Command)
+@cli.mesh_options()
+def graph_command(mesh):
+    """The wait-for graph as one JSON object: nodes, edges (waiter, scope, holder), cycles."""
+    table = LockService(mesh.home).snapshot()
+    edges = policy.wait_for_edges(table)
+    nodes = sorted({h["holder"] for h in table["locks"].values()}
+                   | {w["waiter"] for w in table["waits"].values()})
+    jsonl.write({"ts": clock.iso(), "kind": "graph", "nodes": nodes,
+                 "edges": [e._asdict() for e in edges],
+                 "cycles": [[e._asdict() for e in c] for c in graph.all_cycles(edges)]})
+
+
+@file_lock.command("run", cls=RunCommand, hidden=True)
+@click.argument("paths", nargs=-1, required=True)
+@wait_options
+@cli.mesh_options(identity=True)
+@click.pass_context
+def run(ctx, paths, nonblock, timeout, lease, mesh):
+    """file-lock [-n|-w S] PATH... -- COMMAND: run COMMAND while holding the scopes."""
+    argv = ctx.meta.get("argv")
+    if not argv:
+        raise click.UsageError("give the command after '--': file-lock PATH... -- COMMAND")
+    timeout = _timeout(nonblock, timeout)
+    service = LockService(mesh.home)
+    targets = service.resolve(list(paths))
+    # This process anchors the lock: if it dies, even by kill -9, the lock is reclaimable.
+    claimant = service.claimant(mesh.session(required=False), anchor_pid=os.getpid())
+    cli.exit_on_sigterm()
+    scopes = [t.scope for t in targets]
+    already = {s for s in scopes if (service.holding(s) or {}).get("holder") == claimant.id}
+    service.acquire(claimant, scopes, timeout=timeout, lease=lease)
+    try:
+        code = _run_child(argv)
+    finally:
+        fresh = [s for s in scopes if s not in already]
+        if fresh:
+            service.release(claimant.id, fresh)
+    sys.exit(code)
+
+
+def _run_child(argv: list[str]) -> int:
+    """Run argv in the foreground, forwarding SIGTERM/SIGHUP; exit status as a shell does."""
+    import subprocess
+
+    try:
+        child = subprocess.Popen(argv)
+    except FileNotFoundError:
+        click.echo(f"file-lock: {argv[0]}: command not found", err=True)
+        return 127
+    except PermissionError:
+        click.echo(f"file-lock: {argv[0]}: permission denied", err=True)
+        return 126
+    forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends ^C to the child too
+    code = child.wait()
+    return code if code >= 0 else 128 - code

@@ -1,0 +1,90 @@
+"""meshctl: the umbrella. Porcelain of its own (init, home) plus every tiny command under a
+short name, imported only when called so that `meshctl peers` costs what `coord-peers` does."""
+
+import importlib
+import os
+
+import click
+
+from .. import __version__, cli
+from ..core import clock, events, fs
+from ..core.home import MeshHome
+
+# name -> "module:object": the very click objects behind the standalone entry points.
+SUBCOMMANDS = {
+    "register": "meshtools.commands.coord:register",
+    "peers": "meshtools.commands.coord:peers",
+    "heartbeat": "meshtools.commands.coord:heartbeat",
+    "unregister": "meshtools.commands.coord:unregister",
+    "send": "meshtools.commands.coord:send",
+    "recv": "meshtools.commands.coord:recv",
+    "coord": "meshtools.commands.coord:coord",
+    "lock": "meshtools.commands.filelock:file_lock",
+}
+
+DEFAULT_CONFIG = """\
+# meshtools configuration for this mesh (see meshtools(7)).
+
+[coord]
+# A session whose heartbeat is older than this is "stale"; older than dead_after, "dead".
+stale_after = 60
+dead_after = 600
+
+[locks]
+# A path's scope is the nearest directory holding one of these, else its top-level directory.
+manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
+# Explicit rules come first (fnmatch on the repository-relative path):
+# [[locks.rule]]
+# match = "docs/*"
+# scope = "docs"
+"""
+
+
+class LazyGroup(cli.Group):
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), *SUBCOMMANDS])
+
+    def get_command(self, ctx, name):
+        if name in SUBCOMMANDS:
+            module, attr = SUBCOMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, context_settings=cli.CONTEXT_SETTINGS)
+@click.version_option(__version__, "-V", "--version", prog_name="meshctl")
+def meshctl():
+    """Orchestrate a mesh of parallel coding agents on a git repository."""
+
+
+@meshctl.command()
+@cli.mesh_options()
+def init(mesh):
+    """Cold-boot the mesh of the repository around the current directory (idempotent)."""
+    home: MeshHome = mesh.home
+    repository = home.repository()
+    home.ensure()
+    for part in ("sessions", "inbox", "locks"):
+        home.ensure(part)
+    recorded = fs.read_json(home.mesh_file) or {}
+    created = "created" not in recorded
+    record = {"root": os.path.realpath(repository.root if repository.git_dir == repository.common_dir
+                                       else os.path.dirname(repository.common_dir)),
+              "common_dir": os.path.realpath(repository.common_dir),
+              "created": recorded.get("created", clock.iso())}
+    if record != {k: recorded.get(k) for k in record}:
+        fs.atomic_write_json(home.mesh_file, record)
+    if not os.path.exists(home.config_file):
+        fs.atomic_write(home.config_file, DEFAULT_CONFIG)
+    if created:
+        events.emit(home, "mesh.init", home=home.path, root=record["root"])
+    mesh.emit({"ts": clock.iso(), "kind": "mesh", "home": home.path, **record,
+               "new": created},
+              f"mesh ready: {home.path}\n  repository {record['root']}")
+
+
+@meshctl.command()
+@cli.mesh_options()
+def home(mesh):
+    """Print the mesh's state directory (for scripts: cd "$(meshctl home)")."""
+    click.echo(mesh.home.path)

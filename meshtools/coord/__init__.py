@@ -1,0 +1,1 @@
+"""coord: the filesystem-backed session registry and inbox (no Redis needed)."""

@@ -1,0 +1,192 @@
+"""The session registry: who is in the mesh, in what role, and whether they still live.
+
+sessions/<id>/session.json, one per session. A new id is claimed with an atomic mkdir; every
+change to a record (takeover, heartbeat, unregister, prune) happens under flock on
+sessions/.registry.lock, so a heartbeat can never resurrect a record that a takeover replaced.
+
+Liveness (pure, see `liveness`):
+  dead   the pid is gone on this host (pid reuse caught by the start time), or the
+         heartbeat is older than dead_after (600 s) — the only test for other hosts;
+  stale  the heartbeat is older than stale_after (60 s): alive but maybe stuck;
+  alive  otherwise.
+"""
+
+import os
+import shutil
+import sys
+import time
+
+from ..core import clock, fs, git, proc
+from ..core.errors import BadInput, Busy
+from ..core.home import MeshHome
+from ..core.ids import validate_name
+
+STALE_AFTER, DEAD_AFTER = 60.0, 600.0
+RECORD = "session.json"
+
+
+def thresholds(home: MeshHome) -> tuple[float, float]:
+    """(stale_after, dead_after): env MESH_STALE_AFTER/MESH_DEAD_AFTER, then config.toml."""
+    coord = home.config.get("coord", {})
+    stale = float(os.environ.get("MESH_STALE_AFTER") or coord.get("stale_after", STALE_AFTER))
+    dead = float(os.environ.get("MESH_DEAD_AFTER") or coord.get("dead_after", DEAD_AFTER))
+    return stale, dead
+
+
+def liveness(record: dict, now: float, stale_after: float, dead_after: float,
+             pid_alive: bool | None) -> tuple[str, float]:
+    """('alive'|'stale'|'dead', heartbeat age in seconds). pid_alive is None when the
+    process lives on another host and only the heartbeat can tell."""
+    try:
+        beat = clock.parse_iso(record["heartbeat"])
+    except (KeyError, TypeError, ValueError):
+        beat = 0.0  # no readable heartbeat: as old as can be
+    age = max(0.0, now - beat)
+    if pid_alive is False or age >= dead_after:
+        return "dead", age
+    return ("stale" if age >= stale_after else "alive"), age
+
+
+def classify(home: MeshHome, record: dict, now: float | None = None) -> dict:
+    """The record with its state and heartbeat_age filled in (as listed by coord-peers)."""
+    stale, dead = thresholds(home)
+    alive = proc.is_alive(record.get("pid"), record.get("pid_start"), record.get("host"))
+    state, age = liveness(record, now if now is not None else time.time(), stale, dead, alive)
+    return dict(record, state=state, heartbeat_age=round(age, 3))
+
+
+def _dir(home: MeshHome, session_id: str) -> str:
+    return os.path.join(home.sessions, validate_name(session_id, "session id"))
+
+
+def _guard(home: MeshHome):
+    home.ensure("sessions")
+    return fs.flocked(os.path.join(home.sessions, ".registry.lock"))
+
+
+def get(home: MeshHome, session_id: str) -> dict | None:
+    try:
+        return fs.read_json(os.path.join(_dir(home, session_id), RECORD))
+    except (ValueError, IsADirectoryError):
+        return None
+
+
+def all_sessions(home: MeshHome, warn=None) -> list[dict]:
+    """Every readable record, sorted by id; a corrupt one is reported through warn and skipped."""
+    try:
+        names = sorted(n for n in os.listdir(home.sessions) if not n.startswith("."))
+    except FileNotFoundError:
+        return []
+    records = []
+    for name in names:
+        path = os.path.join(home.sessions, name, RECORD)
+        try:
+            record = fs.read_json(path)
+        except (ValueError, UnicodeDecodeError, IsADirectoryError) as e:
+            if warn:
+                warn(f"skipping corrupt {path}: {e}")
+            continue
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def new_record(session_id: str, role: str, pid: int, phase: str | None,
+               cwd: str | None = None) -> dict:
+    worktree = git.find_worktree(cwd or os.getcwd())
+    ident = proc.identity(pid)
+    now = time.time()
+    return {"ts": clock.iso(now), "kind": "session", "id": session_id, "role": role,
+            **ident, "worktree": worktree.root if worktree else None,
+            "branch": git.current_branch(worktree) if worktree else None,
+            "started": clock.iso(now), "heartbeat": clock.iso(now),
+            "phase": phase or "registered"}
+
+
+def register(home: MeshHome, role: str, session_id: str | None, pid: int,
+             phase: str | None = None) -> tuple[dict, dict | None]:
+    """Claim session_id (or the first free or dead `<role>-<n>`). Returns (record, the dead
+    record it took over or None). A live holder of the id raises Busy (exit 75)."""
+    validate_name(role, "role")
+    if session_id is not None:
+        validate_name(session_id, "session id")
+    if proc.start_time(pid) is None:
+        raise BadInput(f"pid {pid}: no such process")
+    with _guard(home):
+        if session_id is None:
+            session_id = _free_slot(home, role)
+        previous = _claim(home, session_id)
+        record = new_record(session_id, role, pid, phase)
+        fs.atomic_write_json(os.path.join(_dir(home, session_id), RECORD), record)
+    return record, previous
+
+
+def _claim(home: MeshHome, session_id: str) -> dict | None:
+    """mkdir the id's directory; if it exists, it may be taken over only from the dead."""
+    directory = _dir(home, session_id)
+    try:
+        os.mkdir(directory, fs.DIR_MODE)
+        return None
+    except FileExistsError:
+        pass
+    previous = get(home, session_id)
+    if previous is None:
+        return None  # a claim that died before writing its record
+    current = classify(home, previous)
+    if current["state"] != "dead":
+        raise Busy(f"session id {session_id} is {current['state']}: pid {previous.get('pid')} "
+                   f"on {previous.get('host')}, heartbeat {current['heartbeat_age']:.0f}s ago")
+    return current
+
+
+def _free_slot(home: MeshHome, role: str) -> str:
+    n = 1
+    while True:
+        candidate = f"{role}-{n}"
+        record = get(home, candidate)
+        if record is None and not os.path.exists(_dir(home, candidate)):
+            return candidate
+        if record is not None and classify(home, record)["state"] == "dead":
+            return candidate
+        n += 1
+
+
+def heartbeat(home: MeshHome, session_id: str, phase: str | None = None) -> tuple[dict, str | None]:
+    """Refresh the heartbeat (and phase). Returns (record, the previous phase)."""
+    _existing(home, session_id)  # an unknown id writes nothing, not even the registry lock
+    with _guard(home):
+        record = _existing(home, session_id)
+        previous_phase = record.get("phase")
+        now = clock.iso()
+        record.update(ts=now, heartbeat=now)
+        if phase is not None:
+            record["phase"] = phase
+        fs.atomic_write_json(os.path.join(_dir(home, session_id), RECORD), record)
+    return record, previous_phase
+
+
+def unregister(home: MeshHome, session_id: str) -> dict:
+    _existing(home, session_id)
+    with _guard(home):
+        record = _existing(home, session_id)
+        shutil.rmtree(_dir(home, session_id))
+    return record
+
+
+def prune(home: MeshHome) -> list[dict]:
+    """Remove every dead session (re-checked under the lock); their inboxes stay."""
+    removed = []
+    with _guard(home):
+        for record in all_sessions(home, warn=lambda m: print(m, file=sys.stderr)):
+            current = classify(home, record)
+            if current["state"] == "dead":
+                shutil.rmtree(_dir(home, record["id"]), ignore_errors=True)
+                removed.append(current)
+    return removed
+
+
+def _existing(home: MeshHome, session_id: str) -> dict:
+    record = get(home, session_id)
+    if record is None:
+        raise BadInput(f"unknown session {session_id} (not registered)")
+    return record

@@ -1,0 +1,111 @@
+"""MESH_HOME: the one state directory of a mesh, and the layout inside it.
+
+Resolution, first match wins (documented in meshtools(7)):
+  1. --home DIR
+  2. $MESH_HOME
+  3. <common git dir>/meshtools of the repository around the current directory, so that
+     every worktree of one repository (and a tmux pane or cron job cd'd into any of them)
+     agrees on one mesh;
+  4. $XDG_STATE_HOME/meshtools (default ~/.local/state/meshtools) outside any repository.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from . import fs, git
+from .errors import ConfigError
+
+HOME_ENV = "MESH_HOME"
+
+
+def resolve(explicit: str | None = None, cwd: str | None = None) -> str:
+    if explicit:
+        return os.path.abspath(explicit)
+    if os.environ.get(HOME_ENV):
+        return os.path.abspath(os.environ[HOME_ENV])
+    worktree = git.find_worktree(cwd or os.getcwd())
+    if worktree:
+        return os.path.join(worktree.common_dir, "meshtools")
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(state, "meshtools")
+
+
+@dataclass(frozen=True)
+class MeshHome:
+    path: str
+
+    @classmethod
+    def find(cls, explicit: str | None = None) -> "MeshHome":
+        return cls(resolve(explicit))
+
+    def sub(self, *parts: str) -> str:
+        return os.path.join(self.path, *parts)
+
+    def ensure(self, *parts: str) -> str:
+        """Create (0700) and return a directory inside the home."""
+        target = self.sub(*parts)
+        try:
+            fs.ensure_dir(target)
+        except (FileExistsError, NotADirectoryError):
+            raise ConfigError(f"{target} exists and is not a directory")
+        except PermissionError:
+            raise ConfigError(f"cannot create {target}: permission denied")
+        return target
+
+    # The layout; meshtools(7) lists it too.
+    @property
+    def sessions(self) -> str:
+        return self.sub("sessions")
+
+    @property
+    def inboxes(self) -> str:
+        return self.sub("inbox")
+
+    @property
+    def locks(self) -> str:
+        return self.sub("locks")
+
+    @property
+    def events_file(self) -> str:
+        return self.sub("events.jsonl")
+
+    @property
+    def config_file(self) -> str:
+        return self.sub("config.toml")
+
+    @property
+    def mesh_file(self) -> str:
+        return self.sub("mesh.json")
+
+    @cached_property
+    def config(self) -> dict:
+        """config.toml as a dict ({} when absent); tomllib is imported only when needed."""
+        try:
+            with open(self.config_file, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            return {}
+        import tomllib
+
+        try:
+            return tomllib.loads(data.decode())
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{self.config_file}: {e}")
+
+    def repository(self, cwd: str | None = None) -> git.Worktree:
+        """The repository the mesh serves: the one around cwd, else the one recorded at init."""
+        here = git.find_worktree(cwd or os.getcwd())
+        if here:
+            return here
+        recorded = fs.read_json(self.mesh_file) or {}
+        common = recorded.get("common_dir")
+        if common and os.path.isdir(common):
+            root = recorded.get("root") or git.main_root(common)
+            return git.Worktree(root, common, common)
+        raise ConfigError("not inside a git repository, and the mesh records none "
+                          f"(run `meshctl init` in the repository, or cd into it)")
+
+    def describe(self) -> str:
+        return json.dumps({"home": self.path})

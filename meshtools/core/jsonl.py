@@ -1,0 +1,40 @@
+"""JSON lines in and out: the wire format between the tiny commands."""
+
+import json
+import sys
+
+from .errors import BadInput
+
+
+def dumps(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+
+
+def write(record: dict, stream=None) -> None:
+    """One record, one line, flushed at once so that `--follow | jq` sees it live."""
+    stream = stream or sys.stdout
+    stream.write(dumps(record) + "\n")
+    stream.flush()
+
+
+def parse_line(line: str, lineno: int, source: str = "stdin") -> dict | None:
+    """One JSON object from one line (None for a blank line); BadInput names the line."""
+    if not line.strip():
+        return None
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadInput(f"{source} line {lineno}: malformed JSON ({e.msg} at column {e.colno})")
+    if not isinstance(value, dict):
+        raise BadInput(f"{source} line {lineno}: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def read_all(stream, source: str = "stdin") -> list[dict]:
+    """Every record of a stream, or BadInput before any is used: a batch is all or nothing."""
+    records = []
+    for lineno, line in enumerate(stream, 1):
+        record = parse_line(line, lineno, source)
+        if record is not None:
+            records.append(record)
+    return records

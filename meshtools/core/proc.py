@@ -1,0 +1,59 @@
+"""Process liveness that survives pid reuse: a pid plus its start time names one process."""
+
+import os
+
+_HOST = os.uname().nodename
+
+
+def hostname() -> str:
+    return _HOST
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if there is no such pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return _psutil_start_time(pid)
+    # comm (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] == b"Z":  # a zombie has exited; only its parent has not reaped it
+        return None
+    return int(fields[19])
+
+
+def _psutil_start_time(pid: int) -> int | None:
+    import psutil  # only where /proc is missing (macOS, BSD)
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return int(proc.create_time() * 100)
+    except psutil.Error:
+        return None
+
+
+if not os.path.isdir("/proc/self"):
+    start_time = _psutil_start_time  # noqa: F811
+
+
+def is_alive(pid: int, started: int | None = None, host: str | None = None) -> bool | None:
+    """True/False for a process on this host; None when it lives on another host (unknown)."""
+    if host is not None and host != _HOST:
+        return None
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    actual = start_time(pid)
+    if actual is None:
+        return False
+    return started is None or actual == started
+
+
+def identity(pid: int | None = None) -> dict:
+    """What a record needs to recognise this process later: pid, its start time, host."""
+    pid = os.getpid() if pid is None else pid
+    return {"pid": pid, "pid_start": start_time(pid), "host": _HOST}

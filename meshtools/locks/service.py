@@ -1,0 +1,167 @@
+"""The lock service: policy applied to a table, with process liveness, waits and events.
+
+Deadlock victim rule: the claimant whose wait would close a cycle in the wait-for graph is
+refused at once (exit 75) and keeps what it already holds; everyone else waits on. Since
+every wait is recorded and checked inside the table's exclusive update, exactly one claimant
+closes any cycle, so exactly one is refused. Its caller should release and retry.
+"""
+
+import os
+import random
+import time
+from dataclasses import dataclass
+
+from ..core import clock, events, proc
+from ..core.errors import Busy, Refused
+from ..core.home import MeshHome
+from . import graph, policy, scopes as scope_rules
+from .table import FileLockTable, LockTable
+
+POLL_MIN, POLL_MAX = 0.002, 0.05
+
+
+class Deadlock(Busy):
+    def __init__(self, victim: str, cycle: list[graph.Edge]):
+        self.victim, self.cycle = victim, cycle
+        super().__init__(f"deadlock: {graph.describe(cycle)}; refused {victim}'s wait "
+                         "(release what you hold and retry)")
+
+
+class Timeout(Busy):
+    def __init__(self, blocking: dict[str, dict], waited: float | None):
+        self.blocking = blocking
+        held = ", ".join(f"{s} (held by {h['holder']} since {h['since']})"
+                         for s, h in sorted(blocking.items()))
+        what = "busy" if not waited else f"still busy after {waited:g}s"
+        super().__init__(f"{what}: {held}")
+
+
+def is_dead(anchor: dict) -> bool:
+    """Only a process known to be gone is dead; one on another host is not ours to judge."""
+    return proc.is_alive(anchor["pid"], anchor.get("pid_start"), anchor.get("host")) is False
+
+
+@dataclass
+class LockService:
+    home: MeshHome
+    table: LockTable | None = None
+
+    def __post_init__(self):
+        if self.table is None:
+            self.table = FileLockTable(self.home.sub("locks"))
+        self.waiting_process = proc.identity()  # what a recorded wait is anchored at
+
+    # --- who is asking -------------------------------------------------------------------
+
+    def claimant(self, session_id: str | None, anchor_pid: int | None = None) -> policy.Claimant:
+        """A registered session is anchored at its own process; anyone else at anchor_pid
+        (default: the parent, the shell or agent that outlives this command)."""
+        if session_id is not None and anchor_pid is None:
+            record = _registered(self.home, session_id)
+            if record and record.get("host") == proc.hostname() and record.get("pid"):
+                return policy.Claimant(session_id, record["pid"], record.get("pid_start"),
+                                       record["host"])
+        pid = anchor_pid if anchor_pid is not None else os.getppid()
+        return policy.Claimant(session_id or f"pid-{pid}", pid, proc.start_time(pid),
+                               proc.hostname())
+
+    # --- scopes --------------------------------------------------------------------------
+
+    def resolve(self, args: list[str], cwd: str | None = None) -> list[scope_rules.Resolved]:
+        repository = self.home.repository(cwd)
+        rules = scope_rules.ScopeRules.from_config(self.home.config)
+        return [scope_rules.resolve(a, repository, rules, cwd) for a in args]
+
+    # --- acquire / release ---------------------------------------------------------------
+
+    def try_acquire(self, claimant: policy.Claimant, scopes: list[str], *, wait: bool,
+                    lease: float | None = None) -> tuple[list[dict] | None, dict]:
+        """One attempt, all scopes or none. Returns (granted, blocking); when wait is set and
+        blocked, the wait is recorded and checked for a deadlock (raised as Deadlock)."""
+        now, since = time.time(), clock.iso()
+        with self.table.update() as table:
+            reclaimed = policy.reap(table, now, is_dead)
+            blocking = policy.blockers(table, claimant.id, scopes)
+            cycle, new_wait = None, False
+            if not blocking:
+                policy.clear_wait(table, self.waiting_process)
+                granted = policy.grant(table, claimant, scopes, now, lease, since)
+            else:
+                granted = None
+                if wait:
+                    new_wait = policy.set_wait(table, claimant.id, self.waiting_process,
+                                               scopes, since)
+                    cycle = graph.cycle_through(claimant.id, policy.wait_for_edges(table))
+                    if cycle:
+                        policy.clear_wait(table, self.waiting_process)
+        for holding in reclaimed:
+            events.emit(self.home, "lock.reclaimed", **_event_fields(holding))
+        if cycle:
+            events.emit(self.home, "lock.deadlock", victim=claimant.id,
+                        cycle=[e._asdict() for e in cycle])
+            raise Deadlock(claimant.id, cycle)
+        if granted:
+            for holding in granted:
+                events.emit(self.home, "lock.granted", **_event_fields(holding))
+        elif new_wait:
+            events.emit(self.home, "lock.waiting", waiter=claimant.id, scopes=scopes,
+                        blocked_by=sorted({h["holder"] for h in blocking.values()}))
+        return granted, blocking
+
+    def acquire(self, claimant: policy.Claimant, scopes: list[str], *,
+                timeout: float | None = None, lease: float | None = None) -> list[dict]:
+        """Wait for all scopes (timeout None: forever; 0: don't wait). Raises Timeout when
+        time runs out and Deadlock when this wait would close a cycle."""
+        scopes = sorted(set(scopes))
+        deadline = None if timeout is None else time.monotonic() + timeout
+        pause = POLL_MIN
+        try:
+            while True:
+                last_try = deadline is not None and time.monotonic() >= deadline
+                granted, blocking = self.try_acquire(claimant, scopes, wait=not last_try,
+                                                     lease=lease)
+                if granted is not None:
+                    return granted
+                if last_try:
+                    raise Timeout(blocking, timeout)
+                left = None if deadline is None else deadline - time.monotonic()
+                time.sleep(pause if left is None else max(0.0, min(pause, left)))
+                pause = min(POLL_MAX, pause * 1.5) * random.uniform(0.8, 1.2)
+        except BaseException:
+            self._forget_wait()
+            raise
+
+    def _forget_wait(self) -> None:
+        with self.table.update() as table:
+            policy.clear_wait(table, self.waiting_process)
+
+    def release(self, claimant_id: str, scopes: list[str] | None,
+                force: bool = False) -> list[dict]:
+        with self.table.update() as table:
+            released, refused = policy.release(table, claimant_id, scopes, force)
+        for holding in released:
+            events.emit(self.home, "lock.released", by=claimant_id, forced=force and
+                        holding["holder"] != claimant_id, **_event_fields(holding))
+        if refused:
+            raise Refused("not the holder: " + ", ".join(
+                f"{h['scope']} is held by {h['holder']}" for h in refused))
+        return released
+
+    # --- read-only views -----------------------------------------------------------------
+
+    def holding(self, scope: str) -> dict | None:
+        return self.table.snapshot()["locks"].get(scope)
+
+    def snapshot(self) -> dict:
+        return self.table.snapshot()
+
+
+def _event_fields(holding: dict) -> dict:
+    keep = ("scope", "holder", "generation", "pid", "reason")
+    return {k: holding[k] for k in keep if k in holding}
+
+
+def _registered(home: MeshHome, session_id: str) -> dict | None:
+    from ..coord import registry
+
+    return registry.get(home, session_id)

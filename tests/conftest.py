@@ -1,0 +1,96 @@
+"""Every test gets its own mesh: its own MESH_HOME, no inherited session, no colour.
+
+Commands run as real processes through `run`; library code is called directly where a
+subprocess would only add time.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)  # the venv's bin dir, where the entry points live
+
+
+@pytest.fixture(autouse=True)
+def mesh_home(tmp_path, monkeypatch):
+    home = tmp_path / "mesh-home"
+    monkeypatch.setenv("MESH_HOME", str(home))
+    for var in ("MESH_SESSION", "MESH_REDIS_URL", "CLAUDECODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
+    return home
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path, monkeypatch):
+    """A real git repository shaped like a small workspace, and the cwd of the test."""
+    root = tmp_path / "project"
+    files = {
+        "Cargo.toml": "[workspace]\n",
+        "README.md": "hello\n",
+        "crates/core/Cargo.toml": "[package]\nname='core'\n",
+        "crates/core/src/lib.rs": "pub fn f() {}\n",
+        "crates/cli/Cargo.toml": "[package]\nname='cli'\n",
+        "crates/cli/src/main.rs": "fn main() {}\n",
+        "crates/shared.rs": "// no manifest in crates/\n",
+        "docs/guide.md": "# guide\n",
+        "web/package.json": "{}\n",
+        "web/src/app.js": "1\n",
+    }
+    for rel, text in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    git(root, "init", "-q", "-b", "main")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    monkeypatch.chdir(root)
+    return root
+
+
+class Result(subprocess.CompletedProcess):
+    @property
+    def records(self):
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def run():
+    """Run an installed command as a real process: run("coord-peers", "--role", "x")."""
+
+    def _run(*argv, input=None, env=None, check=None, timeout=60, cwd=None):
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True,
+                              env=full_env, timeout=timeout, cwd=cwd)
+        result = Result(proc.args, proc.returncode, proc.stdout, proc.stderr)
+        if check is not None:
+            assert result.returncode == check, (result.returncode, result.stdout, result.stderr)
+        return result
+
+    return _run
+
+
+@pytest.fixture
+def anchor_process():
+    """Long-lived processes to anchor sessions (a session lives as long as its pid)."""
+    procs = []
+
+    def _start():
+        proc = subprocess.Popen(["sleep", "600"])
+        procs.append(proc)
+        return proc
+
+    yield _start
+    for proc in procs:
+        proc.kill()
+        proc.wait()

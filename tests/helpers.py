@@ -1,0 +1,19 @@
+"""Small helpers the test modules share."""
+
+import json
+import time
+
+
+def wait_until(predicate, timeout=10.0):
+    """Poll until predicate() is truthy; fail the test if it never is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError("condition never became true")
+
+
+def lock_table(mesh_home):
+    path = mesh_home / "locks" / "table.json"
+    return json.loads(path.read_text()) if path.exists() else {"locks": {}, "waits": {}}

@@ -1,0 +1,253 @@
+"""coord: the session registry and the inbox, through real processes."""
+
+import json
+import os
+import subprocess
+
+import pytest
+
+from meshtools.coord import inbox, registry
+from meshtools.core.home import MeshHome
+
+from .helpers import wait_until
+
+
+def state_files(mesh_home):
+    return sorted(str(p.relative_to(mesh_home)) for p in mesh_home.rglob("*")) \
+        if mesh_home.exists() else []
+
+
+def register(run, anchor, role="builder", *extra, check=0):
+    return run("coord-register", "--role", role, "--pid", str(anchor.pid), *extra, check=check)
+
+
+# --- liveness, pure ---------------------------------------------------------------------
+
+RECORD = {"heartbeat": "2026-01-01T00:00:00.000Z"}
+T0 = 1767225600.0  # that heartbeat, in epoch seconds
+
+
+@pytest.mark.parametrize("age,pid_alive,expected", [
+    (1, True, "alive"), (59.9, True, "alive"), (60, True, "stale"), (599, True, "stale"),
+    (600, True, "dead"), (1, False, "dead"), (1, None, "alive"), (700, None, "dead"),
+])
+def test_liveness(age, pid_alive, expected):
+    state, measured = registry.liveness(RECORD, T0 + age, 60, 600, pid_alive)
+    assert state == expected and measured == pytest.approx(age)
+
+
+def test_liveness_without_a_heartbeat_is_dead():
+    assert registry.liveness({}, T0, 60, 600, True)[0] == "dead"
+
+
+def test_recipients_routing():
+    sessions = [{"id": "builder-1", "role": "builder", "state": "alive"},
+                {"id": "builder-2", "role": "builder", "state": "dead"},
+                {"id": "memory-1", "role": "memory", "state": "stale"}]
+    assert inbox.recipients(sessions, "builder-2", None) == ["builder-2"]  # waits for restart
+    assert inbox.recipients(sessions, "builder", None) == ["builder-1"]
+    assert inbox.recipients(sessions, "all", "memory-1") == ["builder-1"]
+    assert inbox.recipients(sessions, "ghost", None) is None
+
+
+# --- register / peers / heartbeat / unregister ---------------------------------------------
+
+def test_register_allocates_stable_slots(run, anchor_process, repo):
+    a = anchor_process()
+    first = register(run, a).records[0]
+    second = register(run, a).records[0]
+    assert (first["id"], second["id"]) == ("builder-1", "builder-2")
+    assert first["kind"] == "session" and first["ts"].endswith("Z")
+    assert first["pid"] == a.pid and first["branch"] == "main"
+    assert first["worktree"] == str(repo)
+
+
+def test_register_defaults_to_the_parent_process(run, mesh_home):
+    record = run("sh", "-c", "coord-register --role memory --json; sleep 0").records[0]
+    assert record["pid"] != os.getpid()  # the shell that ran it, not the test
+
+
+def test_live_duplicate_refused_dead_taken_over(run, anchor_process, mesh_home):
+    a, b = anchor_process(), anchor_process()
+    register(run, a, "builder", "--id", "b1")
+    refused = register(run, b, "builder", "--id", "b1", check=75)
+    assert "session id b1 is alive" in refused.stderr and refused.stderr.count("\n") == 1
+    a.kill()
+    a.wait()
+    taken = register(run, b, "builder", "--id", "b1").records[0]
+    assert taken["pid"] == b.pid
+    kinds = [json.loads(l)["event"] for l in (mesh_home / "events.jsonl").read_text().splitlines()]
+    assert "session.takeover" in kinds
+
+
+def test_dead_slot_is_reused(run, anchor_process):
+    a, b = anchor_process(), anchor_process()
+    register(run, a)
+    a.kill()
+    a.wait()
+    assert register(run, b).records[0]["id"] == "builder-1"
+
+
+def test_peers_filters_states_and_prune(run, anchor_process, mesh_home):
+    a, b = anchor_process(), anchor_process()
+    register(run, a, "builder")
+    register(run, b, "memory")
+    b.kill()
+    b.wait()
+    peers = {r["id"]: r for r in run("coord-peers", check=0).records}
+    assert peers["builder-1"]["state"] == "alive" and peers["memory-1"]["state"] == "dead"
+    assert peers["builder-1"]["heartbeat_age"] >= 0
+    assert [r["id"] for r in run("coord-peers", "--role", "memory", check=0).records] == ["memory-1"]
+    assert [r["id"] for r in run("coord-peers", "--state", "alive", check=0).records] == ["builder-1"]
+    pruned = run("coord-peers", "--prune", check=0).records
+    assert [(r["id"], r["pruned"]) for r in pruned] == [("memory-1", True)]
+    assert [r["id"] for r in run("coord-peers", check=0).records] == ["builder-1"]
+
+
+def test_stale_then_dead_by_heartbeat_age(run, anchor_process):
+    register(run, anchor_process(), "groomer", "--id", "g1")
+    env = {"MESH_STALE_AFTER": "0.01", "MESH_DEAD_AFTER": "1000"}
+    assert run("coord-peers", env=env, check=0).records[0]["state"] == "stale"
+    env = {"MESH_STALE_AFTER": "0.01", "MESH_DEAD_AFTER": "0.02"}
+    assert run("coord-peers", env=env, check=0).records[0]["state"] == "dead"
+
+
+def test_heartbeat_phase_and_unregister(run, anchor_process, mesh_home):
+    register(run, anchor_process(), "builder", "--id", "b1")
+    beat = run("coord-heartbeat", "--as", "b1", "--phase", "tool Edit", check=0).records[0]
+    assert beat["phase"] == "tool Edit"
+    run("coord-send", "b1", "keep me", check=0)
+    gone = run("coord-unregister", env={"MESH_SESSION": "b1"}, check=0).records[0]
+    assert gone["id"] == "b1"
+    assert run("coord-peers", check=0).records == []
+    assert run("coord-heartbeat", "--as", "b1").returncode == 65
+    assert (mesh_home / "inbox" / "b1" / "new").exists()  # the inbox outlives the session
+    kinds = [json.loads(l)["event"] for l in (mesh_home / "events.jsonl").read_text().splitlines()]
+    assert {"session.registered", "session.phase", "session.unregistered"} <= set(kinds)
+
+
+def test_corrupt_record_is_skipped_with_a_warning(run, anchor_process, mesh_home):
+    register(run, anchor_process(), "builder", "--id", "ok")
+    (mesh_home / "sessions" / "broken").mkdir()
+    (mesh_home / "sessions" / "broken" / "session.json").write_text("{half")
+    result = run("coord-peers", check=0)
+    assert [r["id"] for r in result.records] == ["ok"] and "skipping corrupt" in result.stderr
+
+
+# --- send / recv -------------------------------------------------------------------------
+
+def test_send_to_id_role_all_and_recv(run, anchor_process):
+    a = anchor_process()
+    for sid, role in (("b1", "builder"), ("b2", "builder"), ("m1", "memory")):
+        register(run, a, role, "--id", sid)
+    run("coord-send", "--as", "m1", "b1", "direct", check=0)
+    to_role = run("coord-send", "--as", "m1", "builder", "to builders", check=0).records
+    assert sorted(r["to"] for r in to_role) == ["b1", "b2"]
+    to_all = run("coord-send", "--as", "m1", "all", "everyone", check=0).records
+    assert sorted(r["to"] for r in to_all) == ["b1", "b2"]  # not the sender
+    peeked = run("coord-recv", "--as", "b1", "--peek", check=0).records
+    assert [m["body"] for m in peeked] == ["direct", "to builders", "everyone"]
+    got = run("coord-recv", "--as", "b1", "--limit", "2", check=0).records
+    assert [m["body"] for m in got] == ["direct", "to builders"]
+    assert all(m["from"] == "m1" and m["kind"] == "message" for m in got)
+    rest = run("coord-recv", "--as", "b1", check=0).records
+    assert [m["body"] for m in rest] == ["everyone"]
+    assert run("coord-recv", "--as", "b1", check=0).records == []
+    again = run("coord-recv", "--as", "b1", "--all", check=0).records
+    assert len(again) == 3 and all(m["read"] for m in again)
+
+
+def test_pipeline_peers_into_send(run, anchor_process, repo):
+    a = anchor_process()
+    for sid, role in (("b1", "builder"), ("b2", "builder"), ("r1", "research")):
+        register(run, a, role, "--id", sid)
+    result = run("sh", "-c", 'coord-peers --role builder | coord-send - "rebase on main"', check=0)
+    assert sorted(r["to"] for r in result.records) == ["b1", "b2"]
+    assert run("coord-recv", "--as", "r1", check=0).records == []
+    assert run("coord-recv", "--as", "b2", check=0).records[0]["body"] == "rebase on main"
+
+
+def test_message_from_stdin_text_and_json_lines(run, anchor_process):
+    register(run, anchor_process(), "builder", "--id", "b1")
+    run("coord-send", "b1", "-", input="line one\nline two\n", check=0)
+    run("coord-send", "b1", "-", input='{"task": 1}\n{"task": 2}\n', check=0)
+    bodies = run("coord-recv", "--as", "b1", check=0).records
+    assert bodies[0]["body"] == "line one\nline two\n"
+    assert [m["data"] for m in bodies[1:]] == [{"task": 1}, {"task": 2}]
+
+
+def test_follow_prints_messages_as_they_arrive(run, anchor_process):
+    register(run, anchor_process(), "builder", "--id", "b1")
+    follower = subprocess.Popen(["coord-recv", "--as", "b1", "--follow"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        run("coord-send", "b1", "first", check=0)
+        assert json.loads(follower.stdout.readline())["body"] == "first"
+        run("coord-send", "b1", "second", check=0)
+        assert json.loads(follower.stdout.readline())["body"] == "second"
+    finally:
+        follower.terminate()
+        assert follower.wait(timeout=10) == 143
+
+
+def test_malformed_message_file_is_moved_aside(run, anchor_process, mesh_home):
+    register(run, anchor_process(), "builder", "--id", "b1")
+    run("coord-send", "b1", "good", check=0)
+    bad = mesh_home / "inbox" / "b1" / "new" / "1.bad.message"
+    bad.write_text("{not json")
+    result = run("coord-recv", "--as", "b1", check=0)
+    assert [m["body"] for m in result.records] == ["good"]
+    assert "malformed message" in result.stderr and not bad.exists()
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["coord-register", "--role", "builder", "--id", "../x"], 65, "invalid session id"),
+    (["coord-register", "--role", "builder", "--id", ""], 65, "invalid session id"),
+    (["coord-register", "--role", "builder", "--id", "a" * 65], 65, "invalid session id"),
+    (["coord-register", "--role", "builder", "--id", "a/b"], 65, "invalid session id"),
+    (["coord-register", "--role", "../../etc"], 65, "invalid role"),
+    (["coord-register", "--role", "builder", "--pid", "999999999"], 65, "no such process"),
+    (["coord-register"], 64, "Missing option"),
+    (["coord-send", "ghost", "hi"], 65, "unknown peer or role 'ghost'"),
+    (["coord-send", "../etc", "hi"], 65, "unknown peer or role"),
+    (["coord-send", "-", "-"], 64, "cannot both come from stdin"),
+    (["coord-recv"], 64, "who is calling"),
+    (["coord-recv", "--as", ".hidden"], 65, "invalid session id"),
+    (["coord-heartbeat", "--as", "nobody"], 65, "unknown session nobody"),
+    (["coord-peers", "--state", "zombie"], 64, "Invalid value"),
+])
+def test_bad_input_one_line_right_code_nothing_written(run, mesh_home, argv, code, message):
+    before = state_files(mesh_home)
+    result = run(*argv, input="")
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert state_files(mesh_home) == before
+
+
+@pytest.mark.parametrize("stdin,message", [
+    ('{"id": "b1"}\n{"id": \n', "stdin line 2: malformed JSON"),
+    ('{"id": "b1"}\n[1]\n', "stdin line 2: expected a JSON object"),
+    ('{"name": "b1"}\n', "stdin line 1: a peer record needs a string 'id'"),
+    ('{"id": "../../x"}\n', "invalid peer id"),
+])
+def test_malformed_recipients_send_nothing(run, anchor_process, mesh_home, stdin, message):
+    register(run, anchor_process(), "builder", "--id", "b1")
+    result = run("coord-send", "-", "hello", input=stdin)
+    assert result.returncode == 65 and message in result.stderr
+    assert not (mesh_home / "inbox").exists() or not list((mesh_home / "inbox").rglob("new/*"))
+
+
+def test_malformed_message_lines_send_nothing(run, anchor_process, mesh_home):
+    register(run, anchor_process(), "builder", "--id", "b1")
+    result = run("coord-send", "b1", "-", input='{"ok": 1}\n{"broken"\n')
+    assert result.returncode == 65 and "stdin line 2" in result.stderr
+    assert not list((mesh_home).rglob("new/*"))
+
+
+def test_library_get_and_all(mesh_home, anchor_process):
+    home = MeshHome(str(mesh_home))
+    a = anchor_process()
+    record, previous = registry.register(home, "triage", None, a.pid)
+    assert previous is None and registry.get(home, record["id"]) == record
+    assert [r["id"] for r in registry.all_sessions(home)] == ["triage-1"]
+    wait_until(lambda: registry.classify(home, record)["state"] == "alive")

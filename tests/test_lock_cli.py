@@ -1,0 +1,246 @@
+"""file-lock as a user runs it: real processes, a real repository, real signals."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from meshtools.core import events
+from meshtools.core.home import MeshHome
+
+from .helpers import lock_table as table, wait_until
+
+
+def state_files(mesh_home):
+    return sorted(str(p.relative_to(mesh_home)) for p in mesh_home.rglob("*")) \
+        if mesh_home.exists() else []
+
+
+def test_acquire_maps_path_to_scope_and_prints_the_grant(repo, run):
+    result = run("file-lock", "acquire", "--as", "builder-1", "crates/core/src/lib.rs", check=0)
+    [record] = result.records
+    assert record["kind"] == "lock" and record["event"] == "granted"
+    assert record["scope"] == "crates/core" and record["holder"] == "builder-1"
+    assert record["ts"].endswith("Z") and record["generation"] == 1
+
+
+def test_all_scopes_or_none(repo, run, mesh_home):
+    run("file-lock", "acquire", "--as", "A", "crates/cli", check=0)
+    busy = run("file-lock", "acquire", "--as", "B", "-n", "crates/core", "crates/cli/src/main.rs")
+    assert busy.returncode == 75
+    assert "crates/cli (held by A" in busy.stderr and busy.stderr.count("\n") == 1
+    assert set(table(mesh_home)["locks"]) == {"crates/cli"}
+
+
+def test_reentrant_and_generation_fencing(repo, run):
+    first = run("file-lock", "acquire", "--as", "A", "web/src/app.js", check=0).records[0]
+    again = run("file-lock", "acquire", "--as", "A", "web", check=0).records[0]
+    assert again["generation"] == first["generation"]
+    run("file-lock", "check", "--as", "A", "web/src/app.js", check=0)
+    run("file-lock", "check", "--as", "A", "--generation", str(first["generation"]), "web", check=0)
+    stale = run("file-lock", "check", "--as", "A", "--generation", "99", "web")
+    assert stale.returncode == 1 and "not the one given" in stale.stderr
+
+
+def test_check_says_no_with_the_way_out(repo, run):
+    run("file-lock", "acquire", "--as", "A", "crates/core", check=0)
+    other = run("file-lock", "check", "--as", "B", "crates/core/src/lib.rs")
+    assert other.returncode == 1
+    assert "held by A" in other.stderr and "file-lock acquire crates/core" in other.stderr
+    assert run("file-lock", "check", "-q", "--as", "B", "docs").stderr == ""
+
+
+def test_release_rules(repo, run, mesh_home):
+    run("file-lock", "acquire", "--as", "A", "crates/core", "docs", check=0)
+    refused = run("file-lock", "release", "--as", "B", "crates/core")
+    assert refused.returncode == 77 and "held by A" in refused.stderr
+    assert run("file-lock", "release", "--as", "B", "web", check=0).stdout == ""  # unheld: no-op
+    forced = run("file-lock", "release", "--as", "B", "--force", "crates/core", check=0)
+    assert forced.records[0]["scope"] == "crates/core"
+    run("file-lock", "release", "--as", "A", "--all", check=0)
+    assert table(mesh_home)["locks"] == {}
+    kinds = [e["event"] for e in events.read(MeshHome(str(mesh_home)))]
+    assert kinds.count("lock.granted") == 2 and kinds.count("lock.released") == 2
+
+
+def test_wait_times_out_with_75(repo, run):
+    run("file-lock", "acquire", "--as", "A", "docs", check=0)
+    started = time.monotonic()
+    result = run("file-lock", "acquire", "--as", "B", "-w", "0.3", "docs/guide.md")
+    assert result.returncode == 75 and "still busy after 0.3s" in result.stderr
+    assert time.monotonic() - started >= 0.3
+
+
+def test_waiter_gets_the_lock_when_released(repo, run, mesh_home):
+    run("file-lock", "acquire", "--as", "A", "docs", check=0)
+    waiter = subprocess.Popen(["file-lock", "acquire", "--as", "B", "docs"],
+                              stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: table(mesh_home)["waits"])
+    graph = run("file-lock", "graph", check=0).records[0]
+    assert graph["edges"] == [{"waiter": "B", "scope": "docs", "holder": "A"}]
+    assert graph["cycles"] == []
+    run("file-lock", "release", "--as", "A", "docs", check=0)
+    out, _ = waiter.communicate(timeout=10)
+    assert waiter.returncode == 0 and json.loads(out)["holder"] == "B"
+    assert table(mesh_home)["waits"] == {}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["acquire", "--as", "A", "../outside.txt"], "outside the repository"),
+    (["acquire", "--as", "A", "/etc/passwd"], "outside the repository"),
+    (["acquire", "--as", "A", ".git/config"], "inside the git directory"),
+    (["acquire", "--as", "../x", "docs"], "invalid session id"),
+    (["acquire", "--as", "a/b", "docs"], "invalid session id"),
+    (["acquire", "--as", "x" * 65, "docs"], "invalid session id"),
+    (["check", "--as", "A", "/tmp"], "outside the repository"),
+])
+def test_bad_input_exits_65_and_writes_nothing(repo, run, mesh_home, argv, message):
+    before = state_files(mesh_home)
+    result = run("file-lock", *argv)
+    assert result.returncode == 65, result.stderr
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert "Traceback" not in result.stderr
+    assert state_files(mesh_home) == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["acquire", "docs"],  # no identity
+    ["acquire", "--as", "A"],  # no path
+    ["acquire", "--as", "A", "-n", "-w", "1", "docs"],
+    ["release", "--as", "A"],
+    ["release", "--as", "A", "--all", "docs"],
+    ["acquire", "--as", "A", "--bogus", "docs"],
+    ["docs"],  # run mode without a command
+])
+def test_usage_errors_exit_64(repo, run, argv):
+    result = run("file-lock", *argv)
+    assert result.returncode == 64, (result.returncode, result.stderr)
+    assert "Traceback" not in result.stderr
+
+
+def test_odd_path_and_empty_session(repo, run, mesh_home):
+    assert run("file-lock", "acquire", "--as", "A", "do\x01cs/../../..").returncode == 65
+    assert run("file-lock", "acquire", "docs", env={"MESH_SESSION": ""}).returncode == 64
+
+
+def test_relative_paths_from_outside_the_repository_use_the_recorded_one(repo, run, tmp_path):
+    run("meshctl", "init", check=0)
+    result = run("file-lock", "acquire", "--as", "A", "crates/core/src", cwd=str(tmp_path), check=0)
+    assert result.records[0]["scope"] == "crates/core"
+
+
+def test_linked_worktree_paths_share_scopes(repo, run):
+    subprocess.run(["git", "worktree", "add", "-q", "-b", "mesh/builder",
+                    str(repo.parent / "wt-builder")], cwd=repo, check=True)
+    run("file-lock", "acquire", "--as", "A", "crates/core", check=0)
+    in_worktree = str(repo.parent / "wt-builder" / "crates" / "core" / "src" / "lib.rs")
+    other = run("file-lock", "check", "--as", "B", in_worktree, cwd=str(repo.parent / "wt-builder"))
+    assert other.returncode == 1 and "crates/core" in other.stderr
+    run("file-lock", "check", "--as", "A", in_worktree, check=0)
+
+
+def test_run_mode_holds_the_lock_for_the_command_only(repo, run, mesh_home):
+    inner = "file-lock check --as A crates/core/src/lib.rs && exit 7"
+    result = run("file-lock", "--as", "A", "crates/core", "--", "sh", "-c", inner)
+    assert result.returncode == 7  # the command ran while holding, its status comes back
+    assert table(mesh_home)["locks"] == {}
+    run("file-lock", "acquire", "--as", "B", "crates/core", check=0)
+    busy = run("file-lock", "-n", "--as", "A", "crates/core", "--", "touch", "ran")
+    assert busy.returncode == 75 and not (repo / "ran").exists()
+    assert run("file-lock", "--as", "A", "docs", "--", "no-such-cmd-x").returncode == 127
+
+
+def test_run_mode_keeps_a_lock_held_before(repo, run, mesh_home):
+    run("file-lock", "acquire", "--as", "A", "docs", check=0)
+    run("file-lock", "--as", "A", "docs", "--", "true", check=0)
+    assert table(mesh_home)["locks"]["docs"]["holder"] == "A"
+
+
+def test_run_mode_forwards_sigterm_and_releases(repo, mesh_home):
+    proc = subprocess.Popen(["file-lock", "--as", "A", "docs", "--", "sleep", "30"])
+    wait_until(lambda: table(mesh_home)["locks"])
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+    assert table(mesh_home)["locks"] == {}
+
+
+def test_kill_9_of_a_holder_lets_a_waiter_through(repo, run, mesh_home):
+    holder = subprocess.Popen(["file-lock", "--as", "A", "docs", "--", "sleep", "60"])
+    wait_until(lambda: table(mesh_home)["locks"])
+    waiter = subprocess.Popen(["file-lock", "acquire", "--as", "B", "-w", "20", "docs"],
+                              stdout=subprocess.PIPE, text=True)
+    wait_until(lambda: table(mesh_home)["waits"])
+    assert waiter.poll() is None
+    holder.kill()  # SIGKILL: no cleanup runs; `sleep` is orphaned and does not anchor the lock
+    holder.wait()
+    out, _ = waiter.communicate(timeout=15)
+    assert waiter.returncode == 0 and json.loads(out)["holder"] == "B"
+    reclaimed = [e for e in events.read(MeshHome(str(mesh_home))) if e["event"] == "lock.reclaimed"]
+    assert reclaimed and reclaimed[0]["holder"] == "A" and reclaimed[0]["reason"] == "holder dead"
+
+
+def test_kill_9_of_a_waiter_leaves_no_edge(repo, run, mesh_home):
+    run("file-lock", "acquire", "--as", "A", "docs", check=0)
+    waiter = subprocess.Popen(["file-lock", "acquire", "--as", "B", "docs"])
+    wait_until(lambda: table(mesh_home)["waits"])
+    waiter.kill()
+    waiter.wait()
+    run("file-lock", "acquire", "--as", "C", "-n", "web", check=0)  # any update reaps it
+    assert table(mesh_home)["waits"] == {}
+
+
+def test_lease_expires(repo, run):
+    run("file-lock", "acquire", "--as", "A", "--lease", "0.2", "docs", check=0)
+    time.sleep(0.3)
+    assert run("file-lock", "acquire", "--as", "B", "-n", "docs", check=0).records[0]["holder"] == "B"
+
+
+def test_status_lists_holders_and_waiters(repo, run, mesh_home):
+    run("file-lock", "acquire", "--as", "A", "docs", check=0)
+    waiter = subprocess.Popen(["file-lock", "acquire", "--as", "B", "docs", "web"])
+    try:
+        wait_until(lambda: table(mesh_home)["waits"])
+        records = run("file-lock", "status", check=0).records
+        lock = next(r for r in records if r["kind"] == "lock")
+        wait = next(r for r in records if r["kind"] == "wait")
+        assert lock["scope"] == "docs" and lock["state"] == "held" and lock["holder"] == "A"
+        assert wait["waiter"] == "B" and wait["scopes"] == ["docs", "web"]
+        assert wait["blocked_by"] == ["A"]
+    finally:
+        waiter.kill()
+        waiter.wait()
+
+
+def hook_call(path, cwd):
+    return json.dumps({"session_id": "s", "cwd": str(cwd), "hook_event_name": "PreToolUse",
+                       "tool_name": "Edit", "tool_input": {"file_path": str(path),
+                                                           "old_string": "a", "new_string": "b"},
+                       "tool_use_id": "toolu_1"})
+
+
+def test_hook_denies_without_the_lock_and_allows_with_it(repo, run):
+    call = hook_call(repo / "crates/core/src/lib.rs", repo)
+    env = {"MESH_SESSION": "builder-1"}
+    denied = run("file-lock", "check", "--hook", input=call, env=env)
+    assert denied.returncode == 2 and "file-lock acquire crates/core" in denied.stderr
+    run("file-lock", "acquire", "crates/core", env=env, check=0)
+    run("file-lock", "check", "--hook", input=call, env=env, check=0)
+    outside = hook_call("/tmp/scratch.txt", repo)
+    run("file-lock", "check", "--hook", input=outside, env=env, check=0)
+
+
+@pytest.mark.parametrize("stdin,env", [
+    ("not json", {"MESH_SESSION": "b"}),
+    ("[1, 2]", {"MESH_SESSION": "b"}),
+    (None, {}),  # no session: deny
+    (None, {"MESH_SESSION": "../evil"}),
+])
+def test_hook_never_fails_open(repo, run, stdin, env):
+    stdin = stdin if stdin is not None else hook_call(repo / "docs/guide.md", repo)
+    result = run("file-lock", "check", "--hook", input=stdin, env=env)
+    assert result.returncode == 2 and result.stderr.startswith("file-lock: ")

@@ -1,0 +1,83 @@
+"""What a new user meets first: the install script, the shims, man pages, completions, CI."""
+
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPTS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def test_every_command_has_an_up_to_date_shim():
+    sys.path.insert(0, str(ROOT / "bin"))
+    try:
+        import _gen
+    finally:
+        sys.path.pop(0)
+    shims = {p.name for p in (ROOT / "bin").iterdir() if not p.name.startswith("_")}
+    assert shims == set(SCRIPTS)
+    for name, target in SCRIPTS.items():
+        shim = ROOT / "bin" / name
+        assert os.access(shim, os.X_OK)
+        assert shim.read_text() == _gen.render(name, target), f"run `make shims` ({name})"
+
+
+def test_a_shim_runs_from_the_checkout(tmp_path, mesh_home):
+    env = dict(os.environ, PYTHON=sys.executable)
+    result = subprocess.run([str(ROOT / "bin" / "coord-peers"), "--json"], env=env,
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout == ""
+    bad = subprocess.run([str(ROOT / "bin" / "coord-send"), "nobody", "x"], env=env,
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert bad.returncode == 65 and bad.stderr.startswith("coord-send: unknown peer")
+
+
+def test_man_pages_match_the_help(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "man" / "gen.py"), str(tmp_path)], check=True)
+    for name in SCRIPTS:
+        committed = ROOT / "man" / f"{name}.1"
+        assert committed.read_text() == (tmp_path / f"{name}.1").read_text(), \
+            f"run `make man` ({name})"
+    assert (ROOT / "man" / "meshtools.7").exists()
+
+
+def test_completions_for_every_command():
+    for name in SCRIPTS:
+        assert (ROOT / "completions" / "bash" / name).read_text().strip()
+        assert (ROOT / "completions" / "zsh" / f"_{name}").exists()
+        assert (ROOT / "completions" / "fish" / f"{name}.fish").exists()
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "\nmake test " in readme and ci.rstrip().endswith("make test")
+
+
+@pytest.mark.slow
+def test_install_round_trip(tmp_path):
+    prefix = tmp_path / "prefix"
+    for _ in range(2):  # idempotent
+        done = subprocess.run([str(ROOT / "install.sh"), "--prefix", str(prefix)],
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert f"commands in {prefix}/bin" in done.stdout
+    assert {p.name for p in (prefix / "bin").iterdir()} == set(SCRIPTS)
+    assert (prefix / "share" / "man" / "man7" / "meshtools.7").exists()
+    version = subprocess.run([str(prefix / "bin" / "meshctl"), "--version"],
+                             capture_output=True, text=True)
+    assert version.returncode == 0 and "meshctl" in version.stdout
+    gone = subprocess.run([str(ROOT / "install.sh"), "--prefix", str(prefix), "--uninstall"],
+                          capture_output=True, text=True)
+    assert gone.returncode == 0
+    assert [p for p in prefix.rglob("*") if not p.is_dir()] == []
+
+
+def test_install_refuses_bad_options(tmp_path):
+    result = subprocess.run([str(ROOT / "install.sh"), "--frobnicate"], capture_output=True,
+                            text=True)
+    assert result.returncode == 64 and "unknown option" in result.stderr
