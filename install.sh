@@ -41,9 +41,14 @@ uninstall() {
     exit 0
   fi
   while IFS= read -r path; do
-    [ -L "$path" ] || [ -f "$path" ] && rm -f "$path"
+    if [ -L "$path" ] || [ -f "$path" ]; then
+      rm -f "$path"
+      dir=$(dirname "$path")  # remove the folders left empty, never above the prefix
+      while [ "$dir" != "$prefix" ] && rmdir "$dir" 2>/dev/null; do dir=$(dirname "$dir"); done
+    fi
   done < "$manifest"
   rm -rf "$share"
+  rmdir "$prefix/share" 2>/dev/null || true
   echo "meshtools removed from $prefix"
 }
 

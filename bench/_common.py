@@ -27,6 +27,8 @@ def scratch_mesh() -> tuple[str, dict]:
     env = dict(os.environ, MESH_HOME=os.path.join(root, "mesh"),
                PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
     env.pop("MESH_SESSION", None)
+    # Measure what an installed copy costs: byte-code cached, as pip leaves a wheel.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return repo, env
 
 

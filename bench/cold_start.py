@@ -26,6 +26,8 @@ def main(runs: int = 15) -> int:
         "file-lock release crates/core": ["file-lock", "release", "--as", "b1", "crates/core"],
     }
     samples = {name: [] for name in cases}
+    for argv in cases.values():  # warm-up: byte-code caches and the page cache
+        time_process(argv, repo, env)
     for _ in range(runs):
         for name, argv in cases.items():  # interleaved: drift hits every case alike
             samples[name].append(time_process(argv, repo, env))

@@ -46,6 +46,7 @@ def test_recipients_routing():
                 {"id": "memory-1", "role": "memory", "state": "stale"}]
     assert inbox.recipients(sessions, "builder-2", None) == ["builder-2"]  # waits for restart
     assert inbox.recipients(sessions, "builder", None) == ["builder-1"]
+    assert inbox.recipients(sessions, "builder", "builder-1") == []  # not to oneself
     assert inbox.recipients(sessions, "all", "memory-1") == ["builder-1"]
     assert inbox.recipients(sessions, "ghost", None) is None
 

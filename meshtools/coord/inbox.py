@@ -112,12 +112,11 @@ def follow(home: MeshHome, session_id: str, warn=lambda _m: None, poll: float = 
 
 def recipients(sessions: list[dict], to: str, sender: str | None) -> list[str] | None:
     """Who a message to `to` reaches, from classified session records: a registered id (even
-    a dead one: the message waits for its next start) wins; then a role (its non-dead
-    sessions); `all` is every non-dead session but the sender. None: no such peer or role."""
+    a dead one: the message waits for its next start) wins; then `all` or a role, meaning
+    their non-dead sessions other than the sender. None: no such peer or role."""
     if any(s["id"] == to for s in sessions):
         return [to]
-    live = [s for s in sessions if s.get("state") != "dead"]
-    if to == "all":
-        return [s["id"] for s in live if s["id"] != sender]
-    by_role = [s["id"] for s in live if s.get("role") == to]
-    return by_role or None
+    if to != "all" and not any(s.get("role") == to for s in sessions):
+        return None
+    return [s["id"] for s in sessions if s.get("state") != "dead" and s["id"] != sender
+            and (to == "all" or s.get("role") == to)]

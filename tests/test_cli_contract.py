@@ -1,0 +1,101 @@
+"""The contract every command keeps: the umbrella, terminals vs pipes, broken pipes, help."""
+
+import json
+import os
+import pty
+import subprocess
+
+import pytest
+
+
+def register(run, anchor, sid, role="builder"):
+    run("coord-register", "--role", role, "--id", sid, "--pid", str(anchor.pid), check=0)
+
+
+def test_meshctl_init_is_idempotent_and_records_the_repository(run, repo, mesh_home):
+    first = run("meshctl", "init", check=0).records[0]
+    assert first["kind"] == "mesh" and first["new"] is True and first["root"] == str(repo)
+    assert oct(os.stat(mesh_home).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(mesh_home / "config.toml").st_mode & 0o777) == "0o600"
+    again = run("meshctl", "init", check=0).records[0]
+    assert again["new"] is False and again["created"] == first["created"]
+    assert run("meshctl", "home", check=0).stdout.strip() == str(mesh_home)
+
+
+def test_default_home_is_shared_by_every_worktree(run, repo, monkeypatch):
+    monkeypatch.delenv("MESH_HOME")
+    subprocess.run(["git", "worktree", "add", "-q", "-b", "mesh/research",
+                    str(repo.parent / "wt-research")], cwd=repo, check=True)
+    main = run("meshctl", "home", check=0).stdout.strip()
+    linked = run("meshctl", "home", cwd=str(repo.parent / "wt-research" / "docs"), check=0)
+    assert main == linked.stdout.strip() == str(repo / ".git" / "meshtools")
+
+
+def test_meshctl_outside_a_repository_without_a_mesh_is_a_config_error(run, tmp_path):
+    result = run("meshctl", "init", cwd=str(tmp_path))
+    assert result.returncode == 78 and "not inside a git repository" in result.stderr
+
+
+def test_umbrella_and_group_serve_the_same_commands(run, anchor_process, repo):
+    a = anchor_process()
+    register(run, a, "b1")
+    run("coord", "register", "--role", "memory", "--id", "m1", "--pid", str(a.pid), check=0)
+    assert [r["id"] for r in run("meshctl", "peers", check=0).records] == ["b1", "m1"]
+    run("meshctl", "send", "--as", "m1", "builder", "hi", check=0)
+    assert run("coord", "recv", "--as", "b1", check=0).records[0]["body"] == "hi"
+    run("meshctl", "lock", "acquire", "--as", "b1", "docs", check=0)
+    assert run("meshctl", "lock", "status", check=0).records[0]["holder"] == "b1"
+    assert run("meshctl", "lock", "--as", "b1", "web", "--", "true").returncode == 0
+
+
+def test_terminal_gets_a_table_pipe_gets_json(anchor_process, run, repo):
+    register(run, anchor_process(), "b1")
+    parent, child = pty.openpty()
+    proc = subprocess.Popen(["coord-peers"], stdout=child, stderr=child)
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait()
+    text = out.decode()
+    assert "ID" in text and "STATE" in text and "b1" in text and "{" not in text
+    piped = run("coord-peers", check=0).stdout
+    assert json.loads(piped.splitlines()[0])["id"] == "b1"
+
+
+def test_broken_pipe_exits_quietly(run, anchor_process):
+    a = anchor_process()
+    register(run, a, "b1")
+    run("sh", "-c", "for i in $(seq 400); do echo '{\"n\": '$i'}'; done | coord-send b1 -",
+        check=0)
+    result = run("sh", "-c", "coord-recv --as b1 --peek | head -1", check=0)
+    assert json.loads(result.stdout)["data"] == {"n": 1}
+    assert "Traceback" not in result.stderr and "Broken pipe" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["meshctl", "coord", "coord-register", "coord-peers",
+                                     "coord-send", "coord-recv", "file-lock"])
+def test_help_exits_zero(run, command):
+    result = run(command, "--help", check=0)
+    assert result.stdout.startswith("Usage:")
+
+
+def test_nul_and_control_characters_in_piped_ids(run, anchor_process, mesh_home):
+    register(run, anchor_process(), "b1")
+    result = run("coord-send", "-", "hi", input='{"id": "b1\\u0000../../x"}\n')
+    assert result.returncode == 65 and "invalid peer id" in result.stderr
+    assert not (mesh_home / "inbox").exists()
+
+
+def test_internal_errors_are_one_line(run, repo, mesh_home):
+    (mesh_home).mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text("[locks\nbroken")
+    result = run("file-lock", "acquire", "--as", "a", "docs")
+    assert result.returncode == 78 and "config.toml" in result.stderr
+    assert result.stderr.count("\n") == 1
