@@ -97,10 +97,22 @@ def group(name=None, **kw):
 class Mesh:
     """Per-invocation state: which mesh, who is calling, how to print."""
 
-    def __init__(self, home: str | None, as_json: bool, session: str | None = None):
+    def __init__(self, home: str | None, as_json: bool, session: str | None = None,
+                 redis_url: str | None = None, namespace: str | None = None):
         self._home_arg = home
         self.as_json = as_json or not sys.stdout.isatty()
         self._session = session
+        self.redis_url = redis_url
+        self.namespace = namespace
+
+    def broker(self, blocking: bool = False):
+        """The queue broker on a checked connection (redis-py is imported only here)."""
+        from .queue.broker import Broker
+        from .queue.connection import connect
+        from .queue.names import Names
+
+        names = Names.from_env(self.namespace)
+        return Broker(connect(self.home, self.redis_url, blocking=blocking), names)
 
     @functools.cached_property
     def home(self) -> MeshHome:
@@ -146,14 +158,23 @@ def _cell(value):
     return value
 
 
-def mesh_options(identity: bool = False):
-    """The options every command takes: --home, --json and, for commands that act as a
-    session, --as. The decorated function receives `mesh` instead of them."""
+def mesh_options(identity: bool = False, redis: bool = False):
+    """The options every command takes: --home, --json; --as for commands that act as a
+    session; --redis-url and --namespace for those that use the queue. The decorated
+    function receives `mesh` instead of them."""
 
     def decorate(f):
         @functools.wraps(f)
-        def wrapper(*args, home, as_json, as_id=None, **kwargs):
-            return f(*args, mesh=Mesh(home, as_json, as_id), **kwargs)
+        def wrapper(*args, home, as_json, as_id=None, redis_url=None, namespace=None, **kwargs):
+            return f(*args, mesh=Mesh(home, as_json, as_id, redis_url, namespace), **kwargs)
+
+        if redis:
+            wrapper = click.option("--namespace", metavar="NAME", envvar="MESH_NAMESPACE",
+                                   help="Prefix for every Redis key (several meshes, one "
+                                        "Redis).")(wrapper)
+            wrapper = click.option("--redis-url", metavar="URL", envvar="MESH_REDIS_URL",
+                                   help="Redis to use (default: the mesh's embedded "
+                                        "server).")(wrapper)
 
         wrapper = click.option("--json", "as_json", is_flag=True,
                                help="JSON lines even on a terminal.")(wrapper)

@@ -16,13 +16,19 @@ BIN = os.path.dirname(sys.executable)  # the venv's bin dir, where the entry poi
 
 @pytest.fixture(autouse=True)
 def mesh_home(tmp_path, monkeypatch):
+    """Its own MESH_HOME, and so its own embedded Redis if the test starts one (stopped after)."""
     home = tmp_path / "mesh-home"
     monkeypatch.setenv("MESH_HOME", str(home))
-    for var in ("MESH_SESSION", "MESH_REDIS_URL", "CLAUDECODE"):
+    for var in ("MESH_SESSION", "MESH_REDIS_URL", "MESH_NAMESPACE", "CLAUDECODE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("NO_COLOR", "1")
     monkeypatch.setenv("PATH", BIN + os.pathsep + os.environ.get("PATH", ""))
-    return home
+    yield home
+    if (home / "redis" / "redis.pid").exists():
+        from meshtools.core.home import MeshHome
+        from meshtools.queue.server import EmbeddedRedis
+
+        EmbeddedRedis(MeshHome(str(home))).stop()
 
 
 def git(cwd, *args):

@@ -20,6 +20,13 @@ SUBCOMMANDS = {
     "recv": "meshtools.commands.coord:recv",
     "coord": "meshtools.commands.coord:coord",
     "lock": "meshtools.commands.filelock:file_lock",
+    "push": "meshtools.commands.queue:push",
+    "drain": "meshtools.commands.queue:drain",
+    "results": "meshtools.commands.queue:results",
+    "stat": "meshtools.commands.queue:stat",
+    "dead": "meshtools.commands.queue:dead",
+    "events": "meshtools.commands.events:mesh_events",
+    "redis": "meshtools.commands.meshredis:mesh_redis",
 }
 
 DEFAULT_CONFIG = """\

@@ -1,0 +1,275 @@
+"""The task queue: queue-push, queue-drain, queue-results, queue-stat, queue-dead.
+
+    queue-push "make test"                    one task to tasks:queue:default
+    queue-push --role builder - < tasks.jsonl  a batch: all enqueued, or none (exit 65)
+    queue-drain --queue builder --agent shell a worker: XREADGROUP, run, result + ACK
+    queue-results --wait ID                   block until ID has its result
+"""
+
+import json
+import os
+import sys
+import time
+
+import click
+
+from .. import cli
+from ..core import clock, errors, jsonl
+
+RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
+
+
+@cli.command("queue-push")
+@click.argument("prompt", required=False)
+@click.option("--role", metavar="ROLE", help="Route to tasks:queue:ROLE (default: the task's "
+                                             "role, else tasks:queue:default).")
+@click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
+@click.option("--max-attempts", type=click.IntRange(1, 100), help="Deliveries before it is "
+                                                                  "dead-lettered (default 3).")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+              help="Kill the task after SECONDS.")
+@cli.mesh_options(redis=True)
+def push(prompt, role, task_id, max_attempts, timeout, mesh):
+    """Enqueue PROMPT as a task, or JSON lines from stdin (`-`, or no PROMPT with piped stdin).
+
+    Pushing an id that is already queued or done changes nothing (the record says
+    "duplicate"), so a retried cron job never duplicates work.
+    """
+    from ..queue.tasks import normalise
+
+    overrides = {k: v for k, v in (("id", task_id), ("max_attempts", max_attempts),
+                                   ("timeout", timeout)) if v is not None}
+    if prompt is None or prompt == "-":
+        if task_id is not None:
+            raise click.UsageError("--id names one task: give PROMPT, or ids in the JSON lines")
+        lines = cli.stdin_lines()
+        raw = [(jsonl.parse_line(line, n), n) for n, line in enumerate(lines, 1)]
+        tasks = [normalise({**overrides, **r}, f"stdin line {n}") for r, n in raw if r is not None]
+        if not tasks:
+            raise errors.BadInput("no tasks on stdin")
+    else:
+        tasks = [normalise({**overrides, "prompt": prompt})]
+    broker = mesh.broker()
+    batch = [(t, broker.queue_for(t, role)) for t in tasks]
+    for record in broker.push(batch):
+        note = " (duplicate: " + record["state"] + ")" if record.get("duplicate") else ""
+        mesh.emit(record, f"{record['id']} -> tasks:queue:{record['queue']}{note}")
+
+
+@cli.command("queue-drain")
+@click.option("--queue", "queues", multiple=True, metavar="NAME",
+              help="Queues to drain, in priority order (default: default).")
+@click.option("--agent", type=click.Choice(["shell"]), default="shell", show_default=True,
+              help="How a task runs.")
+@click.option("--consumer", metavar="NAME",
+              help="Consumer name; keep it stable per worker slot so a restart finishes its "
+                   "own pending tasks (default: $MESH_SESSION, else HOST-PID).")
+@click.option("--workdir", type=click.Path(exists=True, file_okay=False), default=".",
+              help="Where tasks run.")
+@click.option("--once", is_flag=True, help="Handle one task, then exit.")
+@click.option("--max-tasks", type=click.IntRange(min=1), metavar="N", help="Exit after N tasks.")
+@click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
+@click.option("--timeout", "default_timeout", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Timeout for tasks that set none.")
+@cli.mesh_options(redis=True)
+def drain(queues, agent, consumer, workdir, once, max_tasks, burst, default_timeout, mesh):
+    """Run tasks from the queues; print each result as it is recorded."""
+    from ..core import proc
+    from ..core.ids import validate_name
+    from ..queue.executor import EXECUTORS
+    from ..queue.worker import Worker
+
+    if once and max_tasks:
+        raise click.UsageError("--once and --max-tasks exclude each other")
+    consumer = consumer or os.environ.get(cli.SESSION_ENV) or f"{proc.hostname()}-{os.getpid()}"
+    validate_name(consumer, "consumer name")
+    worker = Worker(broker=mesh.broker(blocking=True), beat_broker=mesh.broker(),
+                    executor=EXECUTORS[agent](), consumer=consumer,
+                    queues=[validate_name(q, "queue name") for q in queues] or ["default"],
+                    workdir=os.path.abspath(workdir), max_tasks=1 if once else max_tasks,
+                    burst=burst, default_timeout=default_timeout,
+                    block_ms=200 if burst else 2000,  # burst: a short last look, then exit
+                    on_result=lambda r: mesh.emit(r, _result_line(r)))
+    sys.exit(worker.run())
+
+
+def _result_line(record: dict) -> str:
+    return (f"{record['id']} {record['status']} (exit {record.get('exit_code')}, "
+            f"{record.get('duration', 0):.2f}s, attempt {record.get('attempt')})")
+
+
+@cli.command("queue-results")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing results as they come.")
+@click.option("--task", "task_ids", multiple=True, metavar="ID", help="Only these tasks.")
+@click.option("--wait", "wait_id", metavar="ID",
+              help="Block until task ID has its result; print it; exit 0 if ok, 1 if not.")
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help="With --wait: give up after SECONDS (exit 75).")
+@cli.mesh_options(redis=True)
+def results(follow, task_ids, wait_id, timeout, mesh):
+    """Results of finished tasks, oldest first, as JSON lines."""
+    broker = mesh.broker(blocking=True)
+    stream = broker.names.results
+    if wait_id is not None:
+        record = _wait_for(broker, wait_id, timeout)
+        mesh.emit(record, _result_line(record))
+        sys.exit(errors.OK if record["status"] == "ok" else errors.NEGATIVE)
+    wanted = set(task_ids)
+    last = "0-0"
+    for last, fields in broker.redis.xrange(stream):
+        _show_result(mesh, fields, wanted)
+    if follow:
+        cli.exit_on_sigterm()
+        while True:
+            for _, entries in broker.redis.xread({stream: last}, block=1000) or []:
+                for last, fields in entries:
+                    _show_result(mesh, fields, wanted)
+
+
+def _show_result(mesh, fields: dict, wanted: set) -> None:
+    record = json.loads(fields["result"])
+    if not wanted or record["id"] in wanted:
+        mesh.emit(record, _result_line(record))
+
+
+def _wait_for(broker, task_id: str, timeout: float | None) -> dict:
+    """Follow the results stream from now, after checking the index for a finished task."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    stream = broker.names.results
+    last = "$"
+    while True:
+        state = broker.redis.hget(broker.names.index, task_id)
+        if state is None:
+            raise errors.BadInput(f"unknown task {task_id!r}")
+        if state.startswith(("done:", "dead:")):
+            entry = state.split(":", 1)[1]
+            found = broker.redis.xrange(stream, entry, entry)
+            if found:
+                return json.loads(found[0][1]["result"])
+            raise errors.Unavailable(f"the result of {task_id} was trimmed from {stream}")
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise errors.Busy(f"task {task_id} has no result after {timeout:g}s")
+        block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
+        for _, entries in broker.redis.xread({stream: last}, block=block) or []:
+            for last, fields in entries:
+                record = json.loads(fields["result"])
+                if record["id"] == task_id:
+                    return record
+
+
+@cli.command("queue-stat")
+@cli.mesh_options(redis=True)
+def stat(mesh):
+    """Per queue: length, pending, lag, consumers and their idle times, dead letters, and the
+    age of the oldest pending task."""
+    from ..queue.broker import DeadLetters
+    from ..queue.names import GROUP
+
+    broker = mesh.broker()
+    r = broker.redis
+    dead_by_queue: dict[str, int] = {}
+    for record in DeadLetters(broker).list():
+        dead_by_queue[record["queue"]] = dead_by_queue.get(record["queue"], 0) + 1
+    now_ms = int(time.time() * 1000)
+    records = []
+    for queue in sorted(set(broker.queues()) | set(dead_by_queue)):
+        stream = broker.names.queue(queue)
+        group = next((g for g in _groups(r, stream) if g["name"] == GROUP), {})
+        consumers = [{"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]}
+                     for c in _consumers(r, stream)]
+        oldest = r.xpending_range(stream, GROUP, "-", "+", 1) if group else []
+        records.append({
+            "ts": clock.iso(), "kind": "queue", "queue": queue, "stream": stream,
+            "length": r.xlen(stream), "pending": group.get("pending", 0),
+            "lag": group.get("lag"), "consumers": consumers,
+            "dead": dead_by_queue.get(queue, 0),
+            "oldest_pending_age": round((now_ms - int(oldest[0]["message_id"].split("-")[0]))
+                                        / 1000, 3) if oldest else None})
+    if mesh.as_json:
+        for record in records:
+            jsonl.write(record)
+    else:
+        rows = [dict(r, consumers=len(r["consumers"])) for r in records]
+        mesh.table(rows, ["queue", "length", "pending", "lag", "consumers", "dead",
+                          "oldest_pending_age"])
+
+
+def _groups(r, stream):
+    try:
+        return r.xinfo_groups(stream)
+    except Exception:  # noqa: BLE001 - no such stream yet
+        return []
+
+
+def _consumers(r, stream):
+    from ..queue.names import GROUP
+
+    try:
+        return r.xinfo_consumers(stream, GROUP)
+    except Exception:  # noqa: BLE001 - no group yet
+        return []
+
+
+@cli.group("queue-dead")
+def dead():
+    """Dead letters: tasks that failed max_attempts times, with their reasons."""
+
+
+def _selected(letters, ids, everything):
+    if bool(ids) == everything:
+        raise click.UsageError("name task IDs or give --all (not both)")
+    records = letters.list()
+    if everything:
+        return records
+    known = {r["id"] for r in records}
+    missing = [i for i in ids if i not in known]
+    if missing:
+        raise errors.BadInput(f"not in the dead letters: {', '.join(missing)}")
+    return [r for r in records if r["id"] in ids]
+
+
+@dead.command("list", cls=cli.Command)
+@cli.mesh_options(redis=True)
+def dead_list(mesh):
+    """Every dead letter with its reason."""
+    from ..queue.broker import DeadLetters
+
+    records = DeadLetters(mesh.broker()).list()
+    if mesh.as_json:
+        for record in records:
+            jsonl.write(record)
+    else:
+        mesh.table(records, ["id", "queue", "reason", "ts"])
+
+
+@dead.command("retry", cls=cli.Command)
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@cli.mesh_options(redis=True)
+def dead_retry(ids, everything, mesh):
+    """Put dead letters back on their queues with fresh attempts."""
+    from ..queue.broker import DeadLetters
+
+    letters = DeadLetters(mesh.broker())
+    for record in _selected(letters, ids, everything):
+        entry = letters.retry(record)
+        if entry:
+            mesh.emit({"ts": clock.iso(), "kind": "task", "id": record["id"],
+                       "queue": record["queue"], "entry": entry, "retried": True},
+                      f"{record['id']} -> tasks:queue:{record['queue']}")
+
+
+@dead.command("purge", cls=cli.Command)
+@click.argument("ids", nargs=-1)
+@click.option("--all", "everything", is_flag=True, help="Every dead letter.")
+@cli.mesh_options(redis=True)
+def dead_purge(ids, everything, mesh):
+    """Forget dead letters for good (their ids may be pushed again)."""
+    from ..queue.broker import DeadLetters
+
+    letters = DeadLetters(mesh.broker())
+    for record in _selected(letters, ids, everything):
+        if letters.purge(record):
+            mesh.emit({"ts": clock.iso(), "kind": "dead", "id": record["id"], "purged": True},
+                      f"purged {record['id']}")

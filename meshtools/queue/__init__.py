@@ -1,0 +1,10 @@
+"""The Redis task queue: fan-out to queue-drain workers, results, dead letters.
+
+names       every Redis key the mesh uses, under an optional namespace (pure)
+tasks       what a task is: validation and normalisation (pure)
+server      the mesh's embedded redis-server (a real process on a unix socket)
+connection  reaching Redis: --redis-url, $MESH_REDIS_URL, or the embedded server
+broker      the queue operations, each state change atomic in a Lua script
+executor    how a task runs (`--agent shell` today, the agent adapter later)
+worker      the drain loop: read, execute, record + ACK, heartbeat, reclaim
+"""

@@ -1,0 +1,277 @@
+"""The queue operations. Every state change is one Lua script, so it is atomic: a result is
+recorded together with its XACK (a crash leaves a duplicate run, never a lost task), and a
+task id gets exactly one final result however often it runs.
+
+Task ids live in a hash (tasks:index) with their state: `queued`, `done:<result entry>` or
+`dead:<result entry>`. Pushing a known id is a no-op.
+"""
+
+import json
+import time
+
+from ..core import clock
+from ..core.events import redact
+from .names import GROUP, Names
+
+EVENTS_MAXLEN = 10_000
+RESULTS_MAXLEN = 1_000_000
+
+_EVENT = """
+local function event(fields)
+  fields['ts'] = ARGV[1]
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', %d, '*', 'e', cjson.encode(fields))
+end
+""" % EVENTS_MAXLEN
+
+# KEYS: events, index, queue   ARGV: ts, id, task json, queue name
+PUSH = _EVENT + """
+local state = redis.call('HGET', KEYS[2], ARGV[2])
+if state then return {0, state} end
+redis.call('HSET', KEYS[2], ARGV[2], 'queued')
+local entry = redis.call('XADD', KEYS[3], '*', 'task', ARGV[3])
+event({event='task.enqueued', id=ARGV[2], queue=ARGV[4], entry=entry})
+return {1, entry}
+"""
+
+# KEYS: events, index, queue, results   ARGV: ts, id, entry, group, result json, status, final state
+FINISH = _EVENT + """
+redis.call('XACK', KEYS[3], ARGV[4], ARGV[3])
+redis.call('XDEL', KEYS[3], ARGV[3])
+local state = redis.call('HGET', KEYS[2], ARGV[2])
+if state and (string.sub(state, 1, 5) == 'done:' or string.sub(state, 1, 5) == 'dead:') then
+  event({event='task.duplicate', id=ARGV[2], kept=state})
+  return false
+end
+local rid = redis.call('XADD', KEYS[4], 'MAXLEN', '~', %d, '*', 'result', ARGV[5])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[7] .. ':' .. rid)
+event({event='task.' .. ARGV[6], id=ARGV[2], result=rid})
+return rid
+""" % RESULTS_MAXLEN
+
+# KEYS: events, index, queue, dead   ARGV: ts, id, entry, group, task json, reason
+# (the final result is written by FINISH in the same pipeline transaction)
+DEAD_LETTER = _EVENT + """
+redis.call('XADD', KEYS[4], '*', 'task', ARGV[5], 'reason', ARGV[6], 'ts', ARGV[1])
+event({event='task.dead_lettered', id=ARGV[2], reason=ARGV[6]})
+return 1
+"""
+
+# KEYS: events, index, queue, attempts   ARGV: ts, id, entry, group, task json, why, undo
+REQUEUE = _EVENT + """
+redis.call('XACK', KEYS[3], ARGV[4], ARGV[3])
+redis.call('XDEL', KEYS[3], ARGV[3])
+local state = redis.call('HGET', KEYS[2], ARGV[2])
+if state ~= 'queued' then return false end
+if ARGV[7] == '1' then redis.call('HINCRBY', KEYS[4], ARGV[2], -1) end
+local entry = redis.call('XADD', KEYS[3], '*', 'task', ARGV[5])
+event({event='task.' .. ARGV[6], id=ARGV[2], entry=entry})
+return entry
+"""
+
+
+class Broker:
+    def __init__(self, client, names: Names):
+        self.redis = client
+        self.names = names
+        self._push = client.register_script(PUSH)
+        self._finish = client.register_script(FINISH)
+        self._dead = client.register_script(DEAD_LETTER)
+        self._requeue = client.register_script(REQUEUE)
+
+    # --- producing ------------------------------------------------------------------------
+
+    def queue_for(self, task: dict, explicit: str | None = None) -> str:
+        return explicit or task.get("role") or "default"
+
+    def push(self, tasks: list[tuple[dict, str]]) -> list[dict]:
+        """Enqueue (task, queue name) pairs in one transaction; returns a record per task,
+        `duplicate` when its id was already known."""
+        now = clock.iso()
+        pipe = self.redis.pipeline(transaction=True)
+        for task, queue in tasks:
+            self._push(keys=[self.names.events, self.names.index, self.names.queue(queue)],
+                       args=[now, task["id"], json.dumps(task), queue], client=pipe)
+        replies = pipe.execute()
+        records = []
+        for (task, queue), (fresh, detail) in zip(tasks, replies):
+            record = {"ts": now, "kind": "task", "id": task["id"], "queue": queue,
+                      "prompt": task["prompt"]}
+            if fresh:
+                record["entry"] = detail
+            else:
+                record.update(duplicate=True, state=detail.split(":")[0])
+            records.append(record)
+        return records
+
+    # --- consuming ------------------------------------------------------------------------
+
+    def ensure_group(self, queue: str) -> None:
+        import redis
+
+        try:
+            self.redis.xgroup_create(self.names.queue(queue), GROUP, id="0", mkstream=True)
+        except redis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+    def read(self, client, consumer: str, queues: list[str], own: bool, block_ms: int):
+        """One entry: from this consumer's own pending list (own=True) or new ones.
+        Returns (queue name, entry id, fields) or None."""
+        streams = {self.names.queue(q): ("0" if own else ">") for q in queues}
+        reply = client.xreadgroup(GROUP, consumer, streams, count=1,
+                                  block=None if own else block_ms)
+        for stream, entries in reply or []:
+            for entry_id, fields in entries:
+                return stream.removeprefix(self.names.queue_prefix), entry_id, fields
+        return None
+
+    def start_attempt(self, task_id: str) -> int:
+        return int(self.redis.hincrby(self.names.attempts, task_id, 1))
+
+    def finish(self, queue: str, entry: str, task: dict, result: dict,
+               final_state: str = "done", pipe=None) -> str | None:
+        """Record the final result and ACK, atomically; None when the task already had one."""
+        return self._finish(
+            keys=[self.names.events, self.names.index, self.names.queue(queue), self.names.results],
+            args=[clock.iso(), task["id"], entry, GROUP, json.dumps(redact(result)),
+                  result["status"], final_state], client=pipe)
+
+    def dead_letter(self, queue: str, entry: str, task: dict, result: dict, reason: str):
+        pipe = self.redis.pipeline(transaction=True)
+        self._dead(keys=[self.names.events, self.names.index, self.names.queue(queue),
+                         self.names.dead],
+                   args=[clock.iso(), task["id"], entry, GROUP,
+                         json.dumps(dict(task, _queue=queue)), reason],
+                   client=pipe)
+        self.finish(queue, entry, task, dict(result, dead_letter=True, reason=reason),
+                    final_state="dead", pipe=pipe)
+        return pipe.execute()[-1]
+
+    def requeue(self, queue: str, entry: str, task: dict, why: str, undo_attempt: bool) -> str | None:
+        """Put the task back at the end of its queue (a retry, or a hand-back)."""
+        return self._requeue(
+            keys=[self.names.events, self.names.index, self.names.queue(queue),
+                  self.names.attempts],
+            args=[clock.iso(), task["id"], entry, GROUP, json.dumps(task), why,
+                  "1" if undo_attempt else "0"])
+
+    def ack_empty(self, queue: str, entry: str) -> None:
+        """An entry trimmed while pending comes back empty: ACK it, nothing to run."""
+        self.redis.xack(self.names.queue(queue), GROUP, entry)
+
+    # --- reclaiming -----------------------------------------------------------------------
+
+    def claim_from(self, queue: str, dead_consumer: str, me: str, min_idle_ms: int = 1000) -> int:
+        """Move a dead consumer's pending entries to me; returns how many moved. min_idle
+        keeps two reclaimers from taking an entry from each other: a claim resets it."""
+        stream = self.names.queue(queue)
+        pending = self.redis.xpending_range(stream, GROUP, min="-", max="+", count=1000,
+                                            consumername=dead_consumer)
+        if not pending:
+            return 0
+        ids = [p["message_id"] for p in pending]
+        return len(self.redis.xclaim(stream, GROUP, me, min_idle_ms, ids, justid=True))
+
+    def pending_of(self, queue: str, consumer: str) -> int:
+        import redis
+
+        try:
+            return len(self.redis.xpending_range(self.names.queue(queue), GROUP, min="-",
+                                                 max="+", count=1, consumername=consumer))
+        except redis.ResponseError:  # no such stream or group
+            return 0
+
+    def claim_idle(self, queue: str, me: str, min_idle_ms: int) -> int:
+        """The lease fallback: claim entries idle past min_idle_ms from anyone, looping on
+        XAUTOCLAIM's cursor (it scans at most COUNT*10 entries a call)."""
+        stream, cursor, moved = self.names.queue(queue), "0-0", 0
+        while True:
+            # Not JUSTID: redis-py drops the cursor from a JUSTID reply. The reply has 2 or 3
+            # elements depending on the server and client versions.
+            reply = self.redis.xautoclaim(stream, GROUP, me, min_idle_ms, cursor, count=100)
+            cursor, claimed = reply[0], reply[1]
+            moved += len(claimed)
+            if cursor in ("0-0", b"0-0"):
+                return moved
+
+    def touch(self, queue: str, me: str, entry: str) -> None:
+        """Reset my in-flight entry's idle time, so the lease fallback never steals it."""
+        self.redis.xclaim(self.names.queue(queue), GROUP, me, 0, [entry], justid=True)
+
+    # --- workers' heartbeats --------------------------------------------------------------
+
+    def beat(self, consumer: str, record: dict) -> None:
+        self.redis.hset(self.names.workers, consumer, json.dumps(dict(record, beat=time.time())))
+
+    def workers(self) -> dict[str, dict]:
+        return {name: json.loads(value)
+                for name, value in self.redis.hgetall(self.names.workers).items()}
+
+    def forget_worker(self, consumer: str, queues: list[str]) -> bool:
+        """Drop a dead worker once nothing is pending under its name on any of its queues
+        (XGROUP DELCONSUMER would make such entries unclaimable). True when forgotten."""
+        if any(self.pending_of(queue, consumer) for queue in queues):
+            return False
+        for queue in queues:
+            try:
+                self.redis.xgroup_delconsumer(self.names.queue(queue), GROUP, consumer)
+            except Exception:  # noqa: BLE001 - the group may not exist on that queue
+                pass
+        self.redis.hdel(self.names.workers, consumer)
+        return True
+
+    def queues(self) -> list[str]:
+        prefix = self.names.queue_prefix
+        return sorted(k.removeprefix(prefix) for k in self.redis.scan_iter(prefix + "*")
+                      if self.redis.type(k) == "stream")
+
+
+# KEYS: events, index, attempts, dead, queue   ARGV: ts, dead entry id, task id, task json, queue
+RETRY_DEAD = _EVENT + """
+if redis.call('XDEL', KEYS[4], ARGV[2]) == 0 then return false end
+redis.call('HSET', KEYS[2], ARGV[3], 'queued')
+redis.call('HDEL', KEYS[3], ARGV[3])
+local entry = redis.call('XADD', KEYS[5], '*', 'task', ARGV[4])
+event({event='task.retried', id=ARGV[3], queue=ARGV[5], entry=entry})
+return entry
+"""
+
+# KEYS: events, index, attempts, dead   ARGV: ts, dead entry id, task id
+PURGE_DEAD = _EVENT + """
+if redis.call('XDEL', KEYS[4], ARGV[2]) == 0 then return 0 end
+redis.call('HDEL', KEYS[2], ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[3])
+event({event='task.purged', id=ARGV[3]})
+return 1
+"""
+
+
+class DeadLetters:
+    """tasks:dead: list, retry (back to its queue as new), purge (forgotten for good)."""
+
+    def __init__(self, broker: Broker):
+        self.broker = broker
+        self._retry = broker.redis.register_script(RETRY_DEAD)
+        self._purge = broker.redis.register_script(PURGE_DEAD)
+
+    def list(self) -> list[dict]:
+        records = []
+        for entry, fields in self.broker.redis.xrange(self.broker.names.dead):
+            task = json.loads(fields["task"])
+            queue = task.pop("_queue", "default")
+            records.append({"ts": fields.get("ts"), "kind": "dead", "id": task["id"],
+                            "queue": queue, "reason": fields.get("reason"),
+                            "entry": entry, "task": task})
+        return records
+
+    def retry(self, record: dict) -> str | None:
+        names = self.broker.names
+        return self._retry(keys=[names.events, names.index, names.attempts, names.dead,
+                                 names.queue(record["queue"])],
+                           args=[clock.iso(), record["entry"], record["id"],
+                                 json.dumps(record["task"]), record["queue"]])
+
+    def purge(self, record: dict) -> bool:
+        names = self.broker.names
+        return bool(self._purge(keys=[names.events, names.index, names.attempts, names.dead],
+                                args=[clock.iso(), record["entry"], record["id"]]))

@@ -1,0 +1,192 @@
+"""The drain loop: read with XREADGROUP BLOCK, run, record the result and ACK atomically.
+
+A heartbeat thread (its own connection) keeps `tasks:workers` fresh, refreshes the idle time
+of the in-flight entry, and reclaims the pending entries of consumers whose heartbeat
+stopped (dead workers) — those come back to this worker's own pending list, which the main
+loop drains before reading new entries. The lease (XAUTOCLAIM min-idle) is only the fallback
+for consumers that never beat at all.
+
+SIGTERM/SIGINT once: finish the current task, then exit. Twice: stop it and hand it back.
+"""
+
+import json
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+
+from ..core import clock, proc
+from .broker import Broker
+from .executor import Executor, Outcome
+from .tasks import DEFAULT_MAX_ATTEMPTS
+
+BEAT_EVERY = 2.0
+DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
+LEASE_MS = 3_600_000
+
+
+@dataclass
+class Worker:
+    broker: Broker
+    beat_broker: Broker  # a second connection: the main one may sit in a BLOCK
+    executor: Executor
+    consumer: str
+    queues: list[str]
+    workdir: str
+    block_ms: int = 2000
+    max_tasks: int | None = None
+    burst: bool = False
+    default_timeout: float | None = None
+    on_result: object = None  # called with each result record (queue-drain prints it)
+    stopping: int = 0
+    done: int = 0
+    _current: tuple | None = None
+    _reclaimed: threading.Event = field(default_factory=threading.Event)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for queue in self.queues:
+            self.broker.ensure_group(queue)
+        self._install_signals()
+        self._reclaimed.set()  # first look at our own pending list (a restart's leftovers)
+        beating = threading.Thread(target=self._beat_loop, daemon=True)
+        self.beat_broker.beat(self.consumer, self._beat_record())
+        beating.start()
+        try:
+            while not self.stopping and (self.max_tasks is None or self.done < self.max_tasks):
+                if not self._survive(self._step) and self.burst:
+                    break
+        finally:
+            self.stopping = max(self.stopping, 1)
+            beating.join(timeout=BEAT_EVERY + 1)
+            self.broker.redis.hdel(self.broker.names.workers, self.consumer)
+        return 0
+
+    def _install_signals(self) -> None:
+        def stop(signum, _frame):
+            self.stopping += 1
+            if self.stopping >= 2:
+                self.executor.interrupt()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, stop)
+
+    def _survive(self, operation):
+        """Run operation, waiting out a Redis that is down or restarting: a result already
+        computed is recorded once Redis is back, never dropped."""
+        import redis
+
+        pause = 0.05
+        while True:
+            try:
+                return operation()
+            except (redis.ConnectionError, redis.TimeoutError) as e:
+                if self.stopping >= 2:
+                    raise
+                if pause == 0.05:
+                    print(f"queue-drain: redis unavailable ({e}); retrying", file=sys.stderr)
+                time.sleep(pause)
+                pause = min(2.0, pause * 2)
+
+    # --- one step -------------------------------------------------------------------------
+
+    def _step(self) -> bool:
+        """Handle one entry if there is one; False when there was nothing to do."""
+        got = None
+        if self._reclaimed.is_set():
+            self._reclaimed.clear()
+            got = self.broker.read(self.broker.redis, self.consumer, self.queues, True, 0)
+            if got:
+                self._reclaimed.set()  # maybe more: look again next step
+        if got is None:
+            got = self.broker.read(self.broker.redis, self.consumer, self.queues, False,
+                                   self.block_ms)
+        if got is None:
+            return False
+        queue, entry, fields = got
+        if not fields or "task" not in fields:
+            self.broker.ack_empty(queue, entry)
+            return True
+        self._handle(queue, entry, json.loads(fields["task"]))
+        return True
+
+    def _handle(self, queue: str, entry: str, task: dict) -> None:
+        attempt = self.broker.start_attempt(task["id"])
+        limit = task.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
+        if attempt > limit:  # it keeps killing or losing its workers
+            outcome = Outcome("failed", None, "", 0.0)
+            self.broker.dead_letter(queue, entry, task, self._result(task, queue, outcome, attempt),
+                                    f"delivered {attempt} times, max_attempts is {limit}")
+            return
+        self._current = (queue, entry)
+        try:
+            outcome = self.executor.run(task, self.workdir,
+                                        task.get("timeout") or self.default_timeout)
+        finally:
+            self._current = None
+        if self.stopping >= 2:  # interrupted on purpose: not the task's fault
+            self._survive(lambda: self.broker.requeue(queue, entry, task, "handed_back",
+                                                      undo_attempt=True))
+            return
+        result = self._result(task, queue, outcome, attempt)
+        if outcome.status == "ok":
+            self._survive(lambda: self.broker.finish(queue, entry, task, result))
+        elif attempt >= limit:
+            self._survive(lambda: self.broker.dead_letter(
+                queue, entry, task, result, f"{outcome.status} on attempt {attempt} of {limit}"))
+        else:
+            result["retry"] = True
+            self._survive(lambda: self.broker.requeue(queue, entry, task, "retry",
+                                                      undo_attempt=False))
+        self.done += 1
+        if self.on_result:
+            self.on_result(result)
+
+    def _result(self, task: dict, queue: str, outcome: Outcome, attempt: int) -> dict:
+        return {"ts": clock.iso(), "kind": "result", "id": task["id"], "queue": queue,
+                "status": outcome.status, "exit_code": outcome.exit_code,
+                "duration": round(outcome.duration, 4), "output": outcome.output,
+                "worker": self.consumer, "attempt": attempt}
+
+    # --- the heartbeat thread -------------------------------------------------------------
+
+    def _beat_record(self) -> dict:
+        return {**proc.identity(), "queues": self.queues, "started": clock.iso(),
+                "task": self._current[1] if self._current else None}
+
+    def _beat_loop(self) -> None:
+        while self.stopping == 0 or self._current is not None:
+            try:
+                self.beat_broker.beat(self.consumer, self._beat_record())
+                current = self._current
+                if current:
+                    self.beat_broker.touch(current[0], self.consumer, current[1])
+                self._reclaim()
+            except Exception:  # noqa: BLE001 - Redis restarting: try again next beat
+                pass
+            for _ in range(int(BEAT_EVERY * 10)):
+                if self.stopping and self._current is None:
+                    return
+                time.sleep(0.1)
+
+    def _reclaim(self) -> None:
+        """Take over dead workers' pending entries (and, as a fallback, any entry idle past
+        the lease); the main loop finds them on its own pending list."""
+        for name, record in self.beat_broker.workers().items():
+            if name != self.consumer and worker_dead(record, time.time()):
+                for queue in self.queues:
+                    if self.beat_broker.claim_from(queue, name, self.consumer):
+                        self._reclaimed.set()
+                self.beat_broker.forget_worker(name, record.get("queues") or self.queues)
+        for queue in self.queues:
+            if self.beat_broker.claim_idle(queue, self.consumer, LEASE_MS):
+                self._reclaimed.set()
+
+
+def worker_dead(record: dict, now: float) -> bool:
+    """Silent past DEAD_AFTER, or its process is gone from this host."""
+    if now - record.get("beat", 0) > DEAD_AFTER:
+        return True
+    return proc.is_alive(record.get("pid"), record.get("pid_start"), record.get("host")) is False

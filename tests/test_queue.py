@@ -1,0 +1,280 @@
+"""The task queue against a real redis-server: the embedded one in each test's MESH_HOME."""
+
+import json
+import random
+import signal
+import subprocess
+import time
+
+import pytest
+
+from meshtools.core.home import MeshHome
+from meshtools.queue.connection import connect
+from meshtools.queue.names import Names
+
+from .helpers import wait_until
+
+
+def client(mesh_home):
+    return connect(MeshHome(str(mesh_home)))
+
+
+def results_by_id(run):
+    out = {}
+    for record in run("queue-results", check=0).records:
+        out.setdefault(record["id"], []).append(record)
+    return out
+
+
+def pending(mesh_home) -> int:
+    import redis
+
+    try:
+        return client(mesh_home).xpending("tasks:queue:default", "mesh")["pending"]
+    except redis.ResponseError:  # no group yet: the worker has not started
+        return 0
+
+
+def drain(*extra):
+    return subprocess.Popen(["queue-drain", *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_push_drain_results(run, tmp_path):
+    pushed = run("queue-push", "echo hello", check=0).records[0]
+    assert pushed["kind"] == "task" and pushed["queue"] == "default" and pushed["entry"]
+    drained = run("queue-drain", "--burst", "--workdir", str(tmp_path), check=0).records
+    assert [(r["id"], r["status"], r["output"]) for r in drained] == [(pushed["id"], "ok", "hello\n")]
+    [result] = run("queue-results", check=0).records
+    assert result["exit_code"] == 0 and result["attempt"] == 1 and result["worker"]
+    assert result["duration"] >= 0 and result["ts"].endswith("Z")
+
+
+def test_routing_by_role_and_stat(run, mesh_home):
+    run("queue-push", "--role", "builder", "true", check=0)
+    run("queue-push", "true", check=0)
+    stats = {r["queue"]: r for r in run("queue-stat", check=0).records}
+    assert stats["builder"]["length"] == 1 and stats["default"]["length"] == 1
+    assert stats["builder"]["stream"] == "tasks:queue:builder"
+    run("queue-drain", "--queue", "builder", "--burst", check=0)
+    stats = {r["queue"]: r for r in run("queue-stat", check=0).records}
+    assert stats["builder"]["length"] == 0 and stats["default"]["length"] == 1
+
+
+def test_pushing_a_known_id_is_a_no_op(run, mesh_home):
+    run("queue-push", "--id", "nightly", "true", check=0)
+    again = run("queue-push", "--id", "nightly", "true", check=0).records[0]
+    assert again["duplicate"] is True and again["state"] == "queued"
+    run("queue-drain", "--burst", check=0)
+    done = run("queue-push", "--id", "nightly", "true", check=0).records[0]
+    assert done["duplicate"] is True and done["state"] == "done"
+    assert client(mesh_home).xlen("tasks:queue:default") == 0
+    assert len(results_by_id(run)["nightly"]) == 1
+
+
+def test_batch_from_stdin(run, mesh_home):
+    lines = "\n".join(json.dumps({"id": f"t{i}", "prompt": f"echo {i}", "ticket": i})
+                      for i in range(5)) + "\n"
+    records = run("queue-push", "-", input=lines, check=0).records
+    assert [r["id"] for r in records] == [f"t{i}" for i in range(5)]
+    run("queue-drain", "--burst", check=0)
+    assert sorted(results_by_id(run)) == [f"t{i}" for i in range(5)]
+
+
+@pytest.mark.parametrize("stdin,message", [
+    ('{"prompt": "true"}\n{"prompt": \n', "stdin line 2: malformed JSON"),
+    ('{"prompt": "true"}\n{"id": "x"}\n', "stdin line 2: needs a non-empty string 'prompt'"),
+    ('{"prompt": "true", "id": "../x"}\n', "stdin line 1: invalid task id"),
+    ('{"prompt": "true", "max_attempts": 0}\n', "max_attempts"),
+    ('{"prompt": "true", "timeout": "soon"}\n', "timeout"),
+    ('[1]\n', "expected a JSON object"),
+])
+def test_malformed_batch_enqueues_nothing(run, mesh_home, stdin, message):
+    result = run("queue-push", "-", input=stdin)
+    assert result.returncode == 65 and message in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert not (mesh_home / "redis").exists()  # refused before Redis was even needed
+
+
+def test_redis_down_is_69_one_line(run, tmp_path):
+    env = {"MESH_REDIS_URL": f"unix://{tmp_path}/nothing.sock"}
+    for argv in (["queue-push", "true"], ["queue-stat"], ["queue-results"], ["queue-drain", "--once"]):
+        result = run(*argv, env=env)
+        assert result.returncode == 69, (argv, result.stderr)
+        assert "redis unavailable" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_too_old_redis_is_refused(run, tmp_path):
+    from meshtools.queue import connection
+    assert connection.MIN_VERSION == (6, 2)  # the version gate exists; its message:
+    result = run("queue-stat", env={"MESH_REDIS_URL": "redis://localhost:1"})
+    assert result.returncode == 69
+
+
+def test_poison_task_is_dead_lettered_and_the_rest_go_on(run, mesh_home):
+    run("queue-push", "--id", "poison", "--max-attempts", "3", "exit 7", check=0)
+    for n in range(5):
+        run("queue-push", "--id", f"ok{n}", "true", check=0)
+    drained = run("queue-drain", "--burst", check=0).records
+    assert [r["attempt"] for r in drained if r["id"] == "poison"] == [1, 2, 3]
+    final = results_by_id(run)
+    assert len(final["poison"]) == 1 and final["poison"][0]["dead_letter"] is True
+    assert all(final[f"ok{n}"][0]["status"] == "ok" for n in range(5))
+    [letter] = run("queue-dead", "list", check=0).records
+    assert letter["id"] == "poison" and "attempt 3 of 3" in letter["reason"]
+    assert run("queue-stat", check=0).records[0]["dead"] == 1
+
+
+def test_dead_letters_retry_and_purge(run, mesh_home):
+    run("queue-push", "--id", "flaky", "--max-attempts", "1", "test -f ok", check=0)
+    run("queue-drain", "--burst", check=0)
+    (mesh_home.parent / "ok").touch()
+    retried = run("queue-dead", "retry", "flaky", check=0).records[0]
+    assert retried["retried"] is True
+    run("queue-drain", "--burst", "--workdir", str(mesh_home.parent), check=0)
+    assert results_by_id(run)["flaky"][-1]["status"] == "ok"
+    assert run("queue-dead", "list", check=0).records == []
+    run("queue-push", "--id", "gone", "--max-attempts", "1", "false", check=0)
+    run("queue-drain", "--burst", check=0)
+    run("queue-dead", "purge", "--all", check=0)
+    assert run("queue-dead", "list", check=0).records == []
+    assert "duplicate" not in run("queue-push", "--id", "gone", "true", check=0).records[0]
+    assert run("queue-dead", "retry", "nope").returncode == 65
+    assert run("queue-dead", "retry").returncode == 64
+
+
+def test_timeout_kills_the_task(run):
+    run("queue-push", "--id", "slow", "--timeout", "0.3", "--max-attempts", "1", "sleep 30",
+        check=0)
+    started = time.monotonic()
+    [result] = run("queue-drain", "--burst", check=0).records
+    assert result["status"] == "timeout" and time.monotonic() - started < 20
+
+
+def test_wait_blocks_until_the_result(run):
+    run("queue-push", "--id", "later", "sleep 0.5; echo done", check=0)
+    waiter = subprocess.Popen(["queue-results", "--wait", "later"], stdout=subprocess.PIPE,
+                              text=True)
+    time.sleep(0.3)
+    assert waiter.poll() is None
+    run("queue-drain", "--once", check=0)
+    out, _ = waiter.communicate(timeout=20)
+    assert waiter.returncode == 0 and json.loads(out)["output"] == "done\n"
+    assert run("queue-results", "--wait", "later", check=0).records[0]["id"] == "later"
+    run("queue-push", "--id", "never", "true", check=0)
+    assert run("queue-results", "--wait", "never", "--timeout", "0.2").returncode == 75
+    assert run("queue-results", "--wait", "unknown-id").returncode == 65
+
+
+def test_events_stream_sees_enqueue_and_completion(run):
+    run("queue-push", "--id", "e1", "true", check=0)
+    run("queue-drain", "--burst", check=0)
+    names = [e["event"] for e in run("mesh-events", "--event", "task.", check=0).records]
+    assert names == ["task.enqueued", "task.ok"]
+
+
+def test_sigterm_finishes_the_current_task_then_exits(run, mesh_home):
+    run("queue-push", "--id", "finishing", "sleep 1; echo finished", check=0)
+    worker = drain()
+    wait_until(lambda: pending(mesh_home) == 1)
+    worker.send_signal(signal.SIGTERM)
+    out, _ = worker.communicate(timeout=30)
+    assert worker.returncode == 0 and json.loads(out)["output"] == "finished\n"
+
+
+def test_second_sigterm_hands_the_task_back(run, mesh_home):
+    run("queue-push", "--id", "handed", "sleep 30", check=0)
+    worker = drain()
+    wait_until(lambda: pending(mesh_home) == 1)
+    worker.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    worker.send_signal(signal.SIGTERM)
+    worker.communicate(timeout=30)
+    r = client(mesh_home)
+    assert r.xlen("tasks:queue:default") == 1 and r.hget("tasks:index", "handed") == "queued"
+    assert r.hget("tasks:attempts", "handed") == "0"  # a hand-back is not an attempt
+
+
+def test_kill_9_mid_task_is_taken_over(run, mesh_home):
+    run("queue-push", "--id", "survivor", "sleep 1; echo survived", check=0)
+    doomed = drain("--consumer", "doomed")
+    wait_until(lambda: pending(mesh_home) == 1)
+    doomed.kill()
+    doomed.wait()
+    died = time.monotonic()
+    rescuer = drain("--consumer", "rescuer", "--once")
+    out, _ = rescuer.communicate(timeout=60)
+    assert time.monotonic() - died < 15
+    record = json.loads(out)
+    assert record["id"] == "survivor" and record["status"] == "ok" and record["attempt"] == 2
+
+
+def test_crash_looping_task_is_dead_lettered(run, mesh_home):
+    """A task that kills its worker every time is delivered max_attempts times, no more."""
+    run("queue-push", "--id", "killer", "--max-attempts", "2",
+        "kill -9 $(ps -o ppid= -p $$)", check=0)
+    for n in range(2):
+        run("queue-drain", "--consumer", "slot-1", "--burst")  # killed by its task
+    run("queue-drain", "--consumer", "slot-1", "--burst", check=0)
+    [record] = results_by_id(run)["killer"]
+    assert record["dead_letter"] is True and "delivered 3 times" in record["reason"]
+
+
+def test_embedded_redis_restart_loses_nothing(run, mesh_home):
+    lines = "".join(json.dumps({"id": f"r{i}", "prompt": "true"}) + "\n" for i in range(200))
+    run("queue-push", "-", input=lines, check=0)
+    run("queue-drain", "--max-tasks", "50", check=0)
+    run("mesh-redis", "stop", check=0)
+    assert run("mesh-redis", "status").returncode == 1
+    run("mesh-redis", "start", check=0)
+    run("queue-drain", "--burst", check=0)
+    results = results_by_id(run)
+    assert sorted(results) == sorted(f"r{i}" for i in range(200))
+    assert all(len(v) == 1 and v[0]["status"] == "ok" for v in results.values())
+
+
+def test_worker_rides_out_a_redis_restart(run, mesh_home):
+    lines = "".join(json.dumps({"id": f"w{i}", "prompt": "sleep 0.01"}) + "\n" for i in range(150))
+    run("queue-push", "-", input=lines, check=0)
+    worker = drain("--consumer", "steady")
+    wait_until(lambda: len(run("queue-results", check=0).records) >= 20)
+    run("mesh-redis", "stop", check=0)
+    time.sleep(0.5)
+    run("mesh-redis", "start", check=0)
+    wait_until(lambda: len(run("queue-results", check=0).records) >= 150, timeout=60)
+    worker.terminate()
+    worker.wait(timeout=30)
+    results = results_by_id(run)
+    assert sorted(results) == sorted(f"w{i}" for i in range(150))
+    assert all(len(v) == 1 for v in results.values())
+
+
+@pytest.mark.slow
+def test_thousand_tasks_four_workers_random_kill_9(run, mesh_home):
+    total = 1000
+    lines = "".join(json.dumps({"id": f"k{i:04d}", "prompt": "sleep 0.005",
+                                "max_attempts": 20}) + "\n" for i in range(total))
+    run("queue-push", "-", input=lines, check=0)
+    slots = {f"slot-{n}": drain("--consumer", f"slot-{n}") for n in range(4)}
+    rng = random.Random(7)
+    r = client(mesh_home)
+    kills = 0
+    deadline = time.monotonic() + 240
+    while r.hlen("tasks:index") and time.monotonic() < deadline:
+        done = sum(1 for v in r.hvals("tasks:index") if v.startswith("done:"))
+        if done >= total:
+            break
+        time.sleep(rng.uniform(0.05, 0.3))
+        if kills < 12:
+            name = rng.choice(sorted(slots))
+            slots[name].kill()  # SIGKILL, mid-task more often than not
+            slots[name].wait()
+            kills += 1
+            slots[name] = drain("--consumer", name)  # the slot restarts under its name
+    for proc in slots.values():
+        proc.terminate()
+        proc.wait(timeout=30)
+    results = results_by_id(run)
+    assert kills == 12
+    assert len(results) == total  # none lost
+    assert all(len(v) == 1 and v[0]["status"] == "ok" for v in results.values())  # one each
