@@ -1,6 +1,7 @@
 """What a new user meets first: the install script, the shims, man pages, completions, CI."""
 
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -65,7 +66,7 @@ def test_install_round_trip(tmp_path):
         done = subprocess.run([str(ROOT / "install.sh"), "--prefix", str(prefix)],
                               capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr
-        assert f"commands in {prefix}/bin" in done.stdout
+        assert re.search(rf"commands +{re.escape(str(prefix))}/bin \({len(SCRIPTS)}:", done.stdout)
     assert {p.name for p in (prefix / "bin").iterdir()} == set(SCRIPTS)
     assert (prefix / "share" / "man" / "man7" / "meshtools.7").exists()
     version = subprocess.run([str(prefix / "bin" / "meshctl"), "--version"],
@@ -74,10 +75,21 @@ def test_install_round_trip(tmp_path):
     gone = subprocess.run([str(ROOT / "install.sh"), "--prefix", str(prefix), "--uninstall"],
                           capture_output=True, text=True)
     assert gone.returncode == 0
-    assert [p for p in prefix.rglob("*") if not p.is_dir()] == []
+    assert list(prefix.rglob("*")) == []  # the folders it made go too
+
+
+def test_install_never_overwrites_a_file_it_did_not_place(tmp_path):
+    prefix = tmp_path / "prefix"
+    (prefix / "bin").mkdir(parents=True)
+    theirs = prefix / "bin" / "meshctl"
+    theirs.write_text("#!/bin/sh\necho someone else's\n")
+    done = subprocess.run([str(ROOT / "install.sh"), "--prefix", str(prefix)],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 73 and "was not installed by this script" in done.stderr
+    assert theirs.read_text() == "#!/bin/sh\necho someone else's\n"
 
 
 def test_install_refuses_bad_options(tmp_path):
     result = subprocess.run([str(ROOT / "install.sh"), "--frobnicate"], capture_output=True,
                             text=True)
-    assert result.returncode == 64 and "unknown option" in result.stderr
+    assert result.returncode == 64 and "unknown argument" in result.stderr

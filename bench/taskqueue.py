@@ -1,0 +1,237 @@
+"""Queue benchmarks, all against one real redis-server started for the run.
+
+  dispatch   library push of a no-op task -> the idle drain worker has started its
+             subprocess: p50 and p99 over N tasks, one at a time (target p50 <= 10 ms)
+  throughput 5,000 no-op tasks (`sh -c true`) through 4 workers, tasks/s, for: queue-drain
+             (as the real command), RQ's default worker (forks a work horse per job; each
+             job runs the same command), and a bare 30-line XREADGROUP -> subprocess ->
+             XADD + XACK loop, the floor process spawning sets (targets: >= 3x RQ, >= 0.7x bare)
+  overhead   queue path per task without the subprocess: one worker, an executor that
+             returns at once (target <= 1 ms)
+
+    python bench/taskqueue.py [TASKS] [DISPATCH_TASKS]      (needs `pip install rq`)
+"""
+
+import json
+import multiprocessing
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from _common import BIN, percentile_ms
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from meshtools.core.home import MeshHome  # noqa: E402
+from meshtools.queue.broker import Broker  # noqa: E402
+from meshtools.queue.connection import connect  # noqa: E402
+from meshtools.queue.executor import Outcome, ShellExecutor  # noqa: E402
+from meshtools.queue.names import Names  # noqa: E402
+from meshtools.queue.server import EmbeddedRedis  # noqa: E402
+from meshtools.queue.worker import Worker  # noqa: E402
+
+WORKERS = 4
+NOOP = "true"
+CTX = multiprocessing.get_context("fork")
+
+
+def fresh(home: MeshHome, names: Names) -> Broker:
+    broker = Broker(connect(home), names)
+    broker.redis.flushall()
+    return broker
+
+
+def push_all(broker: Broker, count: int, queue: str = "default") -> None:
+    for start in range(0, count, 500):
+        broker.push([({"id": f"n{i}", "prompt": NOOP}, queue)
+                     for i in range(start, min(count, start + 500))])
+
+
+def wait_results(broker: Broker, count: int, timeout: float = 600) -> float:
+    deadline = time.monotonic() + timeout
+    while broker.redis.xlen(broker.names.results) < count:
+        if time.monotonic() > deadline:
+            raise RuntimeError("results never arrived")
+        time.sleep(0.005)
+    return time.perf_counter()
+
+
+# --- dispatch latency ---------------------------------------------------------------------
+
+class StampingExecutor(ShellExecutor):
+    def __init__(self, stamps):
+        super().__init__()
+        self.stamps = stamps
+
+    def run(self, task, workdir, timeout, on_start=None):
+        return super().run(task, workdir, timeout,
+                           on_start=lambda pid: self.stamps.put(time.time() - task["t0"]))
+
+
+def _dispatch_worker(url_home, stamps, count):
+    home = MeshHome(url_home)
+    worker = Worker(Broker(connect(home, blocking=True), Names()), Broker(connect(home), Names()),
+                    StampingExecutor(stamps), "dispatch", ["default"], "/", max_tasks=count)
+    worker.run()
+
+
+def dispatch(home: MeshHome, count: int) -> list[float]:
+    broker = fresh(home, Names())
+    broker.ensure_group("default")
+    stamps = CTX.Queue()
+    proc = CTX.Process(target=_dispatch_worker, args=(home.path, stamps, count))
+    proc.start()
+    latencies = []
+    time.sleep(0.5)  # let the worker block on XREADGROUP
+    for n in range(count):
+        broker.push([({"id": f"d{n}", "prompt": NOOP, "t0": time.time()}, "default")])
+        latencies.append(stamps.get(timeout=30))
+        wait_results(broker, n + 1)
+        time.sleep(0.002)  # the worker is idle again, blocking, when the next task comes
+    proc.join(timeout=30)
+    return latencies
+
+
+# --- throughput ---------------------------------------------------------------------------
+
+def meshtools_throughput(home: MeshHome, count: int) -> float:
+    broker = fresh(home, Names())
+    push_all(broker, count)
+    env = dict(os.environ, MESH_HOME=home.path)
+    start = time.perf_counter()
+    workers = [subprocess.Popen([os.path.join(BIN, "queue-drain"), "--burst", "--consumer",
+                                 f"w{n}"], env=env, stdout=subprocess.DEVNULL)
+               for n in range(WORKERS)]
+    end = wait_results(broker, count)
+    for w in workers:
+        w.wait()
+    return count / (end - start)
+
+
+def _bare_loop(home_path: str) -> None:
+    """The floor: what any stream worker must do, and nothing else."""
+    import redis as redislib
+    r = connect(MeshHome(home_path), blocking=True)
+    me = f"bare-{os.getpid()}"
+    while True:
+        reply = r.xreadgroup("bare", me, {"tasks:queue:default": ">"}, count=1, block=200)
+        if not reply:
+            return
+        entry, fields = reply[0][1][0]
+        task = json.loads(fields["task"])
+        code = subprocess.run(["/bin/sh", "-c", task["prompt"]]).returncode
+        pipe = r.pipeline(transaction=True)
+        pipe.xadd("tasks:results", {"result": json.dumps({"id": task["id"], "exit": code})})
+        pipe.xack("tasks:queue:default", "bare", entry)
+        pipe.execute()
+    del redislib
+
+
+def bare_throughput(home: MeshHome, count: int) -> float:
+    broker = fresh(home, Names())
+    push_all(broker, count)
+    broker.redis.xgroup_create("tasks:queue:default", "bare", id="0")
+    procs = [CTX.Process(target=_bare_loop, args=(home.path,)) for _ in range(WORKERS)]
+    start = time.perf_counter()
+    for p in procs:
+        p.start()
+    end = wait_results(broker, count)
+    for p in procs:
+        p.join()
+    return count / (end - start)
+
+
+def run_noop_job(command):
+    return subprocess.run(["/bin/sh", "-c", command]).returncode
+
+
+def _rq_worker(url: str) -> None:
+    from redis import Redis
+    from rq import Queue, Worker as RQWorker
+
+    connection = Redis.from_url(url)
+    RQWorker([Queue("bench", connection=connection)], connection=connection).work(
+        burst=True, logging_level="ERROR")
+
+
+def rq_throughput(home: MeshHome, url: str, count: int) -> float | None:
+    try:
+        from redis import Redis
+        from rq import Queue
+    except ImportError:
+        return None
+    fresh(home, Names())
+    queue = Queue("bench", connection=Redis.from_url(url))
+    for start in range(0, count, 500):
+        queue.enqueue_many([Queue.prepare_data(run_noop_job, args=(NOOP,))
+                            for _ in range(start, min(count, start + 500))])
+    procs = [CTX.Process(target=_rq_worker, args=(url,)) for _ in range(WORKERS)]
+    start = time.perf_counter()
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    end = time.perf_counter()
+    done = queue.finished_job_registry.count
+    return done / (end - start)
+
+
+# --- queue-path overhead ------------------------------------------------------------------
+
+class InstantExecutor:
+    def run(self, task, workdir, timeout, on_start=None):
+        return Outcome("ok", 0, "", 0.0)
+
+    def interrupt(self):
+        pass
+
+
+def overhead(home: MeshHome, count: int) -> float:
+    broker = fresh(home, Names())
+    push_all(broker, count)
+    worker = Worker(Broker(connect(home, blocking=True), Names()), Broker(connect(home), Names()),
+                    InstantExecutor(), "overhead", ["default"], "/", burst=True, block_ms=50)
+    start = time.perf_counter()
+    worker.run()
+    return (time.perf_counter() - start - 0.05) / count
+
+
+def main(tasks: int = 5000, dispatch_tasks: int = 1000) -> int:
+    home = MeshHome(tempfile.mkdtemp(prefix="meshbench-q-"))
+    server = EmbeddedRedis(home)
+    server.start()
+    try:
+        latencies = dispatch(home, dispatch_tasks)
+        print(f"dispatch latency (push -> subprocess started, idle worker, {len(latencies)} "
+              f"tasks): p50 {percentile_ms(latencies, 0.5):.2f} ms, "
+              f"p99 {percentile_ms(latencies, 0.99):.2f} ms (target p50 <= 10 ms)")
+        per_task = statistics.median(overhead(home, 2000) for _ in range(3))
+        print(f"queue-path overhead per task, no subprocess: {per_task * 1000:.3f} ms "
+              "(median of 3 runs of 2,000; target <= 1 ms)")
+        runs = {"meshtools queue-drain": [], "bare XREADGROUP loop": [], "RQ default worker": []}
+        for _ in range(3):
+            runs["meshtools queue-drain"].append(meshtools_throughput(home, tasks))
+            runs["bare XREADGROUP loop"].append(bare_throughput(home, tasks))
+            rq = rq_throughput(home, server.url, tasks)
+            if rq is not None:
+                runs["RQ default worker"].append(rq)
+        medians = {k: statistics.median(v) for k, v in runs.items() if v}
+        print(f"throughput, {tasks:,} no-op tasks (sh -c true), {WORKERS} workers, median of 3:")
+        for name, rate in medians.items():
+            print(f"  {name:24s} {rate:8,.0f} tasks/s")
+        ours = medians["meshtools queue-drain"]
+        print(f"  vs bare loop: {ours / medians['bare XREADGROUP loop']:.2f}x (target >= 0.7x)")
+        if "RQ default worker" in medians:
+            print(f"  vs RQ:        {ours / medians['RQ default worker']:.2f}x (target >= 3x)")
+        else:
+            print("  RQ not installed (pip install rq): no RQ baseline")
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*(int(a) for a in sys.argv[1:3])))
