@@ -5,14 +5,15 @@
   throughput 5,000 no-op tasks (`sh -c true`) through 4 workers, tasks/s, for: queue-drain
              (as the real command), RQ's default worker (forks a work horse per job; each
              job runs the same command), and a bare 30-line XREADGROUP -> subprocess ->
-             XADD + XACK loop, the floor process spawning sets (targets: >= 3x RQ, >= 0.7x bare)
+             XADD + XACK loop (bench/_bare_worker.py), the floor process spawning sets.
+             Every worker is a process of its own, started when the clock starts, on a
+             queue filled beforehand (targets: >= 3x RQ, >= 0.7x bare)
   overhead   queue path per task without the subprocess: one worker, an executor that
              returns at once (target <= 1 ms)
 
     python bench/taskqueue.py [TASKS] [DISPATCH_TASKS]      (needs `pip install rq`)
 """
 
-import json
 import multiprocessing
 import os
 import statistics
@@ -111,36 +112,17 @@ def meshtools_throughput(home: MeshHome, count: int) -> float:
     return count / (end - start)
 
 
-def _bare_loop(home_path: str) -> None:
-    """The floor: what any stream worker must do, and nothing else."""
-    import redis as redislib
-    r = connect(MeshHome(home_path), blocking=True)
-    me = f"bare-{os.getpid()}"
-    while True:
-        reply = r.xreadgroup("bare", me, {"tasks:queue:default": ">"}, count=1, block=200)
-        if not reply:
-            return
-        entry, fields = reply[0][1][0]
-        task = json.loads(fields["task"])
-        code = subprocess.run(["/bin/sh", "-c", task["prompt"]]).returncode
-        pipe = r.pipeline(transaction=True)
-        pipe.xadd("tasks:results", {"result": json.dumps({"id": task["id"], "exit": code})})
-        pipe.xack("tasks:queue:default", "bare", entry)
-        pipe.execute()
-    del redislib
-
-
-def bare_throughput(home: MeshHome, count: int) -> float:
+def bare_throughput(home: MeshHome, url: str, count: int) -> float:
     broker = fresh(home, Names())
     push_all(broker, count)
     broker.redis.xgroup_create("tasks:queue:default", "bare", id="0")
-    procs = [CTX.Process(target=_bare_loop, args=(home.path,)) for _ in range(WORKERS)]
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_bare_worker.py")
     start = time.perf_counter()
-    for p in procs:
-        p.start()
+    procs = [subprocess.Popen([sys.executable, script, url, f"bare{n}"])
+             for n in range(WORKERS)]
     end = wait_results(broker, count)
     for p in procs:
-        p.join()
+        p.wait()
     return count / (end - start)
 
 
@@ -214,7 +196,7 @@ def main(tasks: int = 5000, dispatch_tasks: int = 1000) -> int:
         runs = {"meshtools queue-drain": [], "bare XREADGROUP loop": [], "RQ default worker": []}
         for _ in range(3):
             runs["meshtools queue-drain"].append(meshtools_throughput(home, tasks))
-            runs["bare XREADGROUP loop"].append(bare_throughput(home, tasks))
+            runs["bare XREADGROUP loop"].append(bare_throughput(home, server.url, tasks))
             rq = rq_throughput(home, server.url, tasks)
             if rq is not None:
                 runs["RQ default worker"].append(rq)
