@@ -100,3 +100,17 @@ def anchor_process():
     for proc in procs:
         proc.kill()
         proc.wait()
+
+
+FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
+
+
+@pytest.fixture
+def claude_cli(tmp_path, monkeypatch):
+    """The stand-in `claude` (tests/fakes/claude) first on PATH; returns the path of the log
+    it appends one JSON line per invocation to ({ts, pid, argv, cwd, MESH_SESSION, prompt})."""
+    log = tmp_path / "claude-calls.jsonl"
+    monkeypatch.setenv("PATH", FAKES + os.pathsep + os.environ.get("PATH", ""))
+    monkeypatch.setenv("FAKE_CLAUDE_LOG", str(log))
+    monkeypatch.delenv("MESH_AGENT_COMMAND", raising=False)
+    return log

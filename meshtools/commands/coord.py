@@ -36,11 +36,15 @@ def _human(record: dict) -> str:
 @click.option("--phase", metavar="TEXT", help="Initial phase (default: registered).")
 @cli.mesh_options(identity=True)
 def register(role, session_id, pid, phase, mesh):
-    """Register a session; a live duplicate id is refused (75), a dead one taken over."""
+    """Register a session; a live duplicate id is refused (75), a dead one taken over, and
+    a role at its concurrency (roles.toml; one anchor per mesh) is refused (75)."""
     if session_id is None:
         session_id = mesh.session(required=False)
+    from ..agents.roles import session_limit
+
     record, previous = registry.register(mesh.home, role, session_id,
-                                         pid if pid is not None else os.getppid(), phase)
+                                         pid if pid is not None else os.getppid(), phase,
+                                         limit=session_limit(mesh.home, role))
     if previous:
         events.emit(mesh.home, "session.takeover", id=record["id"], role=record["role"],
                     previous_pid=previous.get("pid"), pid=record["pid"])

@@ -171,14 +171,30 @@ def _hook(mesh) -> int:
             if "outside the repository" in str(e):
                 return 0  # not a shared file of this mesh
             raise
-        holding = service.holding(target.scope)
-        if holding is not None and holding["holder"] == me:
-            return 0
-        reason = _not_yours(target.path, target.scope, holding, me)
+        reason = _outside_role(mesh, me, target.path)
+        if reason is None:
+            holding = service.holding(target.scope)
+            if holding is not None and holding["holder"] == me:
+                return 0
+            reason = _not_yours(target.path, target.scope, holding, me)
     except BaseException as e:  # noqa: BLE001 - the gate must turn every failure into a deny
         reason = f"lock gate error ({type(e).__name__}: {e}); denying to be safe"
     click.echo(f"file-lock: {reason}", err=True)
     return 2
+
+
+def _outside_role(mesh, me: str, path: str) -> str | None:
+    """The role boundary: why the session's role may not write path, or None if it may
+    (or the session's role is not one of the mesh's roles)."""
+    from ..agents import roles
+    from ..coord import registry
+
+    record = registry.get(mesh.home, me)
+    role = roles.load(mesh.home).get(record.get("role")) if record else None
+    if role is None or roles.may_write(role, path):
+        return None
+    allowed = ", ".join(role.writes) if role.writes else "nothing: it is read-only"
+    return f"role {role.name} may not write {path} (it may write {allowed})"
 
 
 @file_lock.command(cls=cli.Command)

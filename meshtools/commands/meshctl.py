@@ -27,6 +27,13 @@ SUBCOMMANDS = {
     "dead": "meshtools.commands.queue:dead",
     "events": "meshtools.commands.events:mesh_events",
     "redis": "meshtools.commands.meshredis:mesh_redis",
+    "roles": "meshtools.commands.roles:mesh_roles",
+    "agent": "meshtools.commands.agent:mesh_agent",
+    "worktree": "meshtools.commands.worktree:mesh_worktree",
+    "supervise": "meshtools.commands.supervise:mesh_supervise",
+    "spawn": "meshtools.commands.spawn:mesh_spawn",
+    "pick": "meshtools.commands.pick:mesh_pick",
+    "anchor": "meshtools.commands.anchor:mesh_anchor",
 }
 
 DEFAULT_CONFIG = """\
@@ -44,6 +51,31 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 # [[locks.rule]]
 # match = "docs/*"
 # scope = "docs"
+
+# Roles: the packaged seven, overridden key by key in roles.toml beside this file
+# (`mesh-roles show ROLE` prints one; see meshtools(7), ROLES).
+
+[worktrees]
+# root = "~/projects"          # where <repo>-wt-<role>/ go (default: beside the repository)
+# main = "main"                # the branch work lands on
+
+[pick]
+# gate = "make test"           # run in the main checkout after each landing; failure rolls back
+
+[anchor]
+# max_handbacks = 1            # how often a failed or conflicting task is handed back
+
+[budget]
+# daily_usd = 50.0             # stop starting agent tasks once the mesh spent this today (UTC)
+
+[agent]
+# command = ["claude"]         # the agent CLI (stream-json compatible)
+
+[supervisor]
+# base = 1.0                   # the n-th rapid failure waits base*n^2 seconds ...
+# cap = 60.0                   # ... at most this long
+# min_uptime = 10.0            # a run shorter than this is a rapid failure
+# max_failures = 5             # give up (FATAL) after this many in a row
 """
 
 
@@ -65,9 +97,12 @@ def meshctl():
 
 
 @meshctl.command()
-@cli.mesh_options()
-def init(mesh):
-    """Cold-boot the mesh of the repository around the current directory (idempotent)."""
+@click.option("--no-redis", is_flag=True,
+              help="Do not start the mesh's own redis-server now (it starts on first need).")
+@cli.mesh_options(redis=True)
+def init(no_redis, mesh):
+    """Cold-boot the mesh of the repository around the current directory (idempotent):
+    its state directory, config.toml, and its Redis."""
     home: MeshHome = mesh.home
     repository = home.repository()
     home.ensure()
@@ -85,9 +120,16 @@ def init(mesh):
         fs.atomic_write(home.config_file, DEFAULT_CONFIG)
     if created:
         events.emit(home, "mesh.init", home=home.path, root=record["root"])
+    redis_url = None
+    if not no_redis:
+        from ..queue.connection import resolve_url
+
+        redis_url = resolve_url(home, mesh.redis_url)
+        mesh.broker()  # reachable and new enough, or exit 69 now rather than later
     mesh.emit({"ts": clock.iso(), "kind": "mesh", "home": home.path, **record,
-               "new": created},
-              f"mesh ready: {home.path}\n  repository {record['root']}")
+               "redis": redis_url, "new": created},
+              f"mesh ready: {home.path}\n  repository {record['root']}"
+              + (f"\n  redis      {redis_url}" if redis_url else ""))
 
 
 @meshctl.command()

@@ -3,6 +3,7 @@
     queue-push "make test"                    one task to tasks:queue:default
     queue-push --role builder - < tasks.jsonl  a batch: all enqueued, or none (exit 65)
     queue-drain --queue builder --agent shell a worker: XREADGROUP, run, result + ACK
+    queue-drain --queue builder --agent claude  the same, each task a `claude -p` run
     queue-results --wait ID                   block until ID has its result
 """
 
@@ -59,8 +60,11 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 @cli.command("queue-drain")
 @click.option("--queue", "queues", multiple=True, metavar="NAME",
               help="Queues to drain, in priority order (default: default).")
-@click.option("--agent", type=click.Choice(["shell"]), default="shell", show_default=True,
-              help="How a task runs.")
+@click.option("--agent", default="shell", show_default=True, metavar="NAME",
+              help="How a task runs: shell, claude, or an [agents.NAME] of config.toml.")
+@click.option("--role", "role_name", metavar="ROLE",
+              help="The role an agent runs as (model, tools, charter, budget); default: the "
+                   "queue, when one --queue is given.")
 @click.option("--consumer", metavar="NAME",
               help="Consumer name; keep it stable per worker slot so a restart finishes its "
                    "own pending tasks (default: $MESH_SESSION, else HOST-PID).")
@@ -70,26 +74,61 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 @click.option("--max-tasks", type=click.IntRange(min=1), metavar="N", help="Exit after N tasks.")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
 @click.option("--timeout", "default_timeout", type=click.FloatRange(min=0, min_open=True),
-              metavar="SECONDS", help="Timeout for tasks that set none.")
-@cli.mesh_options(redis=True)
-def drain(queues, agent, consumer, workdir, once, max_tasks, burst, default_timeout, mesh):
-    """Run tasks from the queues; print each result as it is recorded."""
+              metavar="SECONDS", help="Timeout for tasks that set none (an agent: the role's).")
+@click.option("--startup-timeout", type=click.FloatRange(min=0, min_open=True),
+              metavar="SECONDS", help="Kill an agent that prints nothing for SECONDS after "
+                                      "its start (default 60).")
+@cli.mesh_options(identity=True, redis=True)
+def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, default_timeout,
+          startup_timeout, mesh):
+    """Run tasks from the queues; print each result as it is recorded.
+
+    With --agent claude a usage limit hands the task back (its attempt not counted) and
+    pauses dispatch mesh-wide until the limit resets; config.toml `[budget] daily_usd`
+    pauses it until the next UTC midnight once the day's spend reaches the cap.
+    """
+    from ..agents import adapter
     from ..core import proc
     from ..core.ids import validate_name
-    from ..queue.executor import EXECUTORS
+    from ..queue.pause import daily_cap
     from ..queue.worker import Worker
 
     if once and max_tasks:
         raise click.UsageError("--once and --max-tasks exclude each other")
-    consumer = consumer or os.environ.get(cli.SESSION_ENV) or f"{proc.hostname()}-{os.getpid()}"
+    queues = [validate_name(q, "queue name") for q in queues] or ["default"]
+    session = mesh.session(required=False)
+    consumer = consumer or session or f"{proc.hostname()}-{os.getpid()}"
     validate_name(consumer, "consumer name")
+    known = adapter.known_agents(mesh.home.config)
+    if agent not in known:
+        raise click.UsageError(f"unknown agent {agent!r} (agents: {', '.join(known)})")
+    role = None
+    if agent != "shell" and role_name is None:
+        role_name = queues[0] if len(queues) == 1 else None
+        if role_name is None and agent == "claude":
+            raise click.UsageError("--agent claude needs --role ROLE (or exactly one --queue)")
+    if role_name is not None:
+        from ..agents import roles
+
+        role = roles.get(mesh.home, role_name)
+    executor = adapter.make_executor(agent, home=mesh.home, role=role, session=session,
+                                     startup_timeout=startup_timeout,
+                                     on_phase=adapter.heartbeat_phase(mesh.home, session))
+    if hasattr(executor, "check"):
+        executor.check()  # a missing CLI is exit 69 before any task is taken
+    if role is not None and role.lands:
+        from ..agents.work import RecordingExecutor
+
+        executor = RecordingExecutor(executor, mesh.home, role.name)  # the anchor lands it
+    if default_timeout is None and role is not None:
+        default_timeout = role.timeout
     worker = Worker(broker=mesh.broker(blocking=True), beat_broker=mesh.broker(),
-                    executor=EXECUTORS[agent](), consumer=consumer,
-                    queues=[validate_name(q, "queue name") for q in queues] or ["default"],
+                    executor=executor, consumer=consumer, queues=queues,
                     workdir=os.path.abspath(workdir), max_tasks=1 if once else max_tasks,
                     burst=burst, default_timeout=default_timeout,
                     block_ms=200 if burst else 2000,  # burst: a short last look, then exit
-                    on_result=lambda r: mesh.emit(r, _result_line(r)))
+                    on_result=lambda r: mesh.emit(r, _result_line(r)),
+                    daily_budget_usd=daily_cap(mesh.home.config))
     sys.exit(worker.run())
 
 

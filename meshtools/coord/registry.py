@@ -104,21 +104,35 @@ def new_record(session_id: str, role: str, pid: int, phase: str | None,
 
 
 def register(home: MeshHome, role: str, session_id: str | None, pid: int,
-             phase: str | None = None) -> tuple[dict, dict | None]:
+             phase: str | None = None, limit: int | None = None) -> tuple[dict, dict | None]:
     """Claim session_id (or the first free or dead `<role>-<n>`). Returns (record, the dead
-    record it took over or None). A live holder of the id raises Busy (exit 75)."""
+    record it took over or None). A live holder of the id raises Busy (exit 75), as does a
+    role that already has `limit` live sessions (one anchor per mesh)."""
     validate_name(role, "role")
     if session_id is not None:
         validate_name(session_id, "session id")
     if proc.start_time(pid) is None:
         raise BadInput(f"pid {pid}: no such process")
     with _guard(home):
+        if limit is not None:
+            check_limit(home, role, session_id, limit)
         if session_id is None:
             session_id = _free_slot(home, role)
         previous = _claim(home, session_id)
         record = new_record(session_id, role, pid, phase)
         fs.atomic_write_json(os.path.join(_dir(home, session_id), RECORD), record)
     return record, previous
+
+
+def check_limit(home: MeshHome, role: str, session_id: str | None, limit: int) -> None:
+    """Busy (75) when the role already has `limit` live sessions besides session_id."""
+    now = clock.now()
+    live = sorted(r["id"] for r in all_sessions(home)
+                  if r.get("role") == role and r["id"] != session_id
+                  and classify(home, r, now)["state"] != "dead")
+    if len(live) >= limit:
+        raise Busy(f"role {role} allows {limit} live session{'s' if limit > 1 else ''} in a "
+                   f"mesh, and {', '.join(live)} {'is' if len(live) == 1 else 'are'} alive")
 
 
 def _claim(home: MeshHome, session_id: str) -> dict | None:

@@ -1,11 +1,13 @@
 """How a task runs. An executor takes a task and gives back an Outcome; the worker does the
-rest (attempts, results, ACK). The agent adapter will plug in here beside `shell`."""
+rest (attempts, results, ACK). The agent adapters (meshtools.agents.adapter) plug in beside `shell`: an Outcome's details
+(cost, turns, error kind, resets_at) go into the result record, and the worker reads
+`details["error"]` to tell a usage limit (hand back, pause the mesh) from a failure."""
 
 import os
 import signal
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 OUTPUT_TAIL = 4000
@@ -17,6 +19,7 @@ class Outcome:
     exit_code: int | None
     output: str
     duration: float
+    details: dict = field(default_factory=dict)  # merged into the result record (cost, ...)
 
 
 class Executor(Protocol):
@@ -63,7 +66,8 @@ class ShellExecutor:
             _kill_group(self._child)
 
 
-def _kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
+def kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
+    """SIGTERM the child's process group, SIGKILL it after grace seconds."""
     try:
         os.killpg(child.pid, signal.SIGTERM)
         child.wait(timeout=grace)
@@ -71,6 +75,9 @@ def _kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
         os.killpg(child.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+_kill_group = kill_group
 
 
 EXECUTORS = {"shell": ShellExecutor}

@@ -64,3 +64,14 @@ class Names:
     def paused(self) -> str:
         """String with a TTL: dispatch is paused until it expires (usage limits)."""
         return self.key("mesh:paused")
+
+    def spend(self, day: str) -> str:
+        """String (float): dollars the mesh's agents spent on that UTC day (YYYY-MM-DD),
+        INCRBYFLOAT after each agent task, expiring after two days."""
+        return self.key(f"mesh:spend:{day}")
+
+    @property
+    def resumed(self) -> str:
+        """String: the `since` of the last pause whose end was announced (mesh.resumed is
+        emitted once per pause, however many workers were waiting)."""
+        return self.key("mesh:resumed")

@@ -7,6 +7,11 @@ loop drains before reading new entries. The lease (XAUTOCLAIM min-idle) is only 
 for consumers that never beat at all.
 
 SIGTERM/SIGINT once: finish the current task, then exit. Twice: stop it and hand it back.
+
+Before each read the worker checks `mesh:paused` (and the daily budget) and waits while the
+mesh is paused. An agent run that ends on a usage limit is handed back with its attempt
+undone and pauses the whole mesh until the limit resets; a failed login pauses it for a
+while; a task over its own budget is dead-lettered at once (a retry would cost as much).
 """
 
 import json
@@ -17,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..core import clock, proc
+from . import pause as pausing
 from .broker import Broker
 from .executor import Executor, Outcome
 from .tasks import DEFAULT_MAX_ATTEMPTS
@@ -39,6 +45,7 @@ class Worker:
     burst: bool = False
     default_timeout: float | None = None
     on_result: object = None  # called with each result record (queue-drain prints it)
+    daily_budget_usd: float | None = None  # config.toml [budget] daily_usd
     stopping: int = 0
     done: int = 0
     _current: tuple | None = None
@@ -94,6 +101,8 @@ class Worker:
 
     def _step(self) -> bool:
         """Handle one entry if there is one; False when there was nothing to do."""
+        if not self._gate():
+            return True  # waited out (part of) a pause: look again
         got = None
         if self._reclaimed.is_set():
             self._reclaimed.clear()
@@ -130,9 +139,23 @@ class Worker:
             self._survive(lambda: self.broker.requeue(queue, entry, task, "handed_back",
                                                       undo_attempt=True))
             return
+        details = outcome.details or {}
+        spent = self._survive(lambda: self._add_spend(details))
         result = self._result(task, queue, outcome, attempt)
-        if outcome.status == "ok":
+        stop = pausing.for_outcome(details, time.time())
+        if stop and stop[1] == pausing.USAGE_LIMIT:
+            # Not the task's fault and not an attempt: pause everyone (first, so no worker
+            # picks the task up again before the pause is seen), then hand it back.
+            self._survive(lambda: self.broker.pause(*stop, by=self.consumer, task=task["id"]))
+            self._survive(lambda: self.broker.requeue(queue, entry, task, "usage_limited",
+                                                      undo_attempt=True))
+            result.update(status="usage_limited", handed_back=True)
+        elif outcome.status == "ok":
             self._survive(lambda: self.broker.finish(queue, entry, task, result))
+        elif details.get("error") == "budget":
+            self._survive(lambda: self.broker.dead_letter(
+                queue, entry, task, result, f"over its budget (error_max_budget_usd, spent "
+                                            f"${details.get('cost_usd') or 0:g})"))
         elif attempt >= limit:
             self._survive(lambda: self.broker.dead_letter(
                 queue, entry, task, result, f"{outcome.status} on attempt {attempt} of {limit}"))
@@ -140,15 +163,65 @@ class Worker:
             result["retry"] = True
             self._survive(lambda: self.broker.requeue(queue, entry, task, "retry",
                                                       undo_attempt=False))
+        if stop and stop[1] != pausing.USAGE_LIMIT:
+            self._survive(lambda: self.broker.pause(*stop, by=self.consumer, task=task["id"]))
+        over = pausing.for_budget(spent, self.daily_budget_usd, time.time())
+        if over:
+            self._survive(lambda: self.broker.pause(*over, by=self.consumer,
+                                                    spent=round(spent, 6)))
         self.done += 1
         if self.on_result:
             self.on_result(result)
 
     def _result(self, task: dict, queue: str, outcome: Outcome, attempt: int) -> dict:
-        return {"ts": clock.iso(), "kind": "result", "id": task["id"], "queue": queue,
-                "status": outcome.status, "exit_code": outcome.exit_code,
-                "duration": round(outcome.duration, 4), "output": outcome.output,
-                "worker": self.consumer, "attempt": attempt}
+        record = {"ts": clock.iso(), "kind": "result", "id": task["id"], "queue": queue,
+                  "status": outcome.status, "exit_code": outcome.exit_code,
+                  "duration": round(outcome.duration, 4), "output": outcome.output,
+                  "worker": self.consumer, "attempt": attempt}
+        for key, value in (outcome.details or {}).items():
+            record.setdefault(key, value)  # the executor's details never mask the core keys
+        for key, value in task.items():  # the task's own fields (prompt, role, metadata), so
+            if key not in ("max_attempts", "timeout"):  # a reader can act on the result
+                record.setdefault(key, value)
+        return record
+
+    # --- pausing --------------------------------------------------------------------------
+
+    def _add_spend(self, details: dict) -> float | None:
+        """Count an agent task's cost into today's counter; today's total (None: no cost)."""
+        cost = details.get("cost_usd")
+        if not isinstance(cost, (int, float)) or isinstance(cost, bool):
+            return None
+        day = pausing.day()
+        return self.broker.add_spend(cost, day) if cost > 0 else self.broker.spent(day)
+
+    def _gate(self) -> bool:
+        """True when a task may start. While the mesh is paused (or today's budget is
+        spent), wait in short steps, responsive to SIGTERM, and return False."""
+        pause = self.broker.paused()
+        if pause is None and self.daily_budget_usd is not None:
+            over = pausing.for_budget(self.broker.spent(pausing.day()), self.daily_budget_usd,
+                                      time.time())
+            if over:
+                pause = self.broker.pause(*over, by=self.consumer)
+        if pause is None:
+            return True
+        self._wait_out(pause)
+        return False
+
+    def _wait_out(self, pause: dict) -> None:
+        """Sleep until the pause ends (it may be extended or lifted meanwhile), or a signal."""
+        look_again = time.monotonic() + 1.0
+        while not self.stopping:
+            until = pause.get("until")
+            left = (until - time.time()) if isinstance(until, (int, float)) else 1.0
+            if left <= 0 or time.monotonic() >= look_again:
+                current = self.broker.paused()
+                if current is None:
+                    self.broker.resumed(pause, by=self.consumer)
+                    return
+                pause, look_again = current, time.monotonic() + 1.0
+            time.sleep(min(0.1, left) if left > 0.01 else 0.02)
 
     # --- the heartbeat thread -------------------------------------------------------------
 

@@ -1,0 +1,94 @@
+"""A supervised queue worker: how fast it is ready, and what it costs idle.
+
+  spawn-to-ready  `mesh-spawn builder --queue --detach` started -> the session is registered
+                  and its queue-drain worker has announced itself (it beats once, just before
+                  its first XREADGROUP BLOCK): median and max of RUNS, the worktree made
+                  beforehand (its creation is a one-off, measured apart)
+  idle memory     RSS of the supervisor + its queue-drain worker, idle for a few seconds
+                  (target <= 40 MB together); USS (memory only they use) beside it
+
+    python bench/spawn.py [RUNS]
+"""
+
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+
+from _common import BIN, median_ms, scratch_mesh
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+import psutil  # noqa: E402
+
+from meshtools.core.home import MeshHome  # noqa: E402
+from meshtools.queue.broker import Broker  # noqa: E402
+from meshtools.queue.connection import connect  # noqa: E402
+from meshtools.queue.names import Names  # noqa: E402
+
+
+def run(argv, env, cwd):
+    return subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True, text=True)
+
+
+def spawn_once(repo: str, env: dict, broker: Broker) -> tuple[float, int]:
+    start = time.perf_counter()
+    out = run([os.path.join(BIN, "mesh-spawn"), "builder", "--queue", "--agent", "shell",
+               "--detach", "--json"], env, repo).stdout
+    record = json.loads(out.splitlines()[-1])
+    while record["session"] not in broker.redis.hkeys(broker.names.workers):
+        if time.perf_counter() - start > 60:
+            raise RuntimeError("the worker never announced itself")
+        time.sleep(0.002)
+    return time.perf_counter() - start, record["pid"]
+
+
+def stop(pid: int) -> None:
+    os.kill(pid, signal.SIGTERM)
+    try:
+        psutil.Process(pid).wait(timeout=30)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def memory(pid: int) -> tuple[float, float]:
+    """(RSS, USS) in MB of the supervisor and everything under it."""
+    top = psutil.Process(pid)
+    procs = [top, *top.children(recursive=True)]
+    infos = [p.memory_full_info() for p in procs]
+    return (sum(i.rss for i in infos) / 2**20, sum(i.uss for i in infos) / 2**20)
+
+
+def main(runs: int = 7) -> int:
+    repo, env = scratch_mesh()
+    home = MeshHome(env["MESH_HOME"])
+    run([os.path.join(BIN, "meshctl"), "init"], env, repo)
+    started = time.perf_counter()
+    run([os.path.join(BIN, "mesh-worktree"), "ensure", "builder"], env, repo)
+    worktree_s = time.perf_counter() - started
+    broker = Broker(connect(home), Names())
+    times, rss, uss = [], [], []
+    try:
+        for _ in range(runs):
+            elapsed, pid = spawn_once(repo, env, broker)
+            times.append(elapsed)
+            time.sleep(3)  # idle: blocked on XREADGROUP, heartbeats only
+            r, u = memory(pid)
+            rss.append(r)
+            uss.append(u)
+            stop(pid)
+    finally:
+        run([os.path.join(BIN, "mesh-redis"), "stop"], env, repo)
+    print(f"spawn-to-ready, supervised queue worker ({runs} runs): median "
+          f"{median_ms(times):.0f} ms, max {max(times) * 1000:.0f} ms "
+          f"(worktree created once beforehand in {worktree_s * 1000:.0f} ms)")
+    print(f"idle memory, supervisor + queue-drain: RSS {statistics.median(rss):.1f} MB "
+          f"(target <= 40 MB), USS {statistics.median(uss):.1f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(*(int(a) for a in sys.argv[1:2])))

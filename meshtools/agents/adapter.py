@@ -1,0 +1,410 @@
+"""The agent adapter: runs a task through Claude Code headless (`claude -p`) as a queue
+Executor, reading its stream-json live.
+
+    claude_argv(role, prompt)        the command line (pure)
+    compose_prompt(messages, task)   peers' messages ahead of the task (pure)
+    agent_command(config, environ)   which executable plays `claude` (pure)
+    ClaudeExecutor(role, ...)        run(task, workdir, timeout) -> Outcome; interrupt()
+    make_executor(name, ...)         shell | claude | a configured [agents.NAME]
+
+The prompt goes on stdin: the CLI's tool options are variadic (`--disallowedTools A B`
+would swallow a prompt argument after them), and every valued option is passed as
+`--opt=VALUE` so a value can never be read as a flag. Headless runs cannot answer a
+permission prompt, so edits are accepted (`--permission-mode acceptEdits`) and the role's
+tools pre-approved; the role's disallowed tools and the file-lock hook still deny.
+A start-up watchdog kills a run that prints nothing (a known headless hang).
+"""
+
+import collections
+import os
+import queue as queues
+import shlex
+import shutil
+import subprocess
+import threading
+import time
+import uuid
+
+from ..core import events
+from ..core.errors import ConfigError, Unavailable, UsageError
+from ..queue.executor import Outcome, kill_group
+from . import stream
+
+DEFAULT_COMMAND = ("claude",)
+COMMAND_ENV = "MESH_AGENT_COMMAND"
+STARTUP_TIMEOUT = 60.0
+OUTPUT_TAIL = 4000
+PREVIEW = 80
+EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
+MISSING = ("{name}: command not found (install Claude Code or set [agent] command in "
+           "config.toml)")
+
+
+# --- pure pieces ----------------------------------------------------------------------------
+
+def agent_command(config: dict, environ=os.environ) -> list[str]:
+    """$MESH_AGENT_COMMAND (shell-split), else config.toml `[agent] command`, else claude."""
+    if environ.get(COMMAND_ENV, "").strip():
+        return shlex.split(environ[COMMAND_ENV])
+    command = (config.get("agent") or {}).get("command")
+    if command is None:
+        return list(DEFAULT_COMMAND)
+    if isinstance(command, str):
+        command = shlex.split(command)
+    if not command or not all(isinstance(p, str) and p for p in command):
+        raise ConfigError("config.toml: [agent] command must be a non-empty list of strings")
+    return list(command)
+
+
+def pre_approved(role) -> list[str]:
+    """What the run may use without a prompt: the role's tools (edits are covered by
+    acceptEdits), or Bash for a role with every tool. Deny rules still win."""
+    if role.tools is None:
+        return ["Bash"]
+    return [t for t in role.tools if t not in EDIT_TOOLS]
+
+
+def claude_argv(role, prompt: str | None = None, command=DEFAULT_COMMAND, extra=(),
+                session_id: str | None = None, prompt_on_stdin: bool = True) -> list[str]:
+    """The command line for one headless run of role. With prompt_on_stdin (the default)
+    the prompt is not in argv: the caller writes it to stdin."""
+    argv = [*command, "-p", "--output-format=stream-json", "--verbose",
+            f"--model={role.model}", "--permission-mode=acceptEdits"]
+    if session_id:
+        argv.append(f"--session-id={session_id}")
+    if role.tools is not None:
+        argv.append("--tools=" + ",".join(role.tools))
+    allowed = pre_approved(role)
+    if allowed:
+        argv.append("--allowedTools=" + ",".join(allowed))
+    if role.disallowed_tools:
+        argv.append("--disallowedTools=" + ",".join(role.disallowed_tools))
+    if role.charter:
+        argv.append("--append-system-prompt=" + role.charter)
+    if role.max_budget_usd is not None:
+        argv.append(f"--max-budget-usd={role.max_budget_usd:g}")
+    argv.extend(extra)
+    if not prompt_on_stdin and prompt is not None:
+        argv.extend(["--", prompt])
+    return argv
+
+
+def compose_prompt(messages: list[dict], prompt: str) -> str:
+    """Peers' messages reach the agent at its next start, ahead of the task."""
+    if not messages:
+        return prompt
+    lines = ["Messages from your peers:"]
+    for m in messages:
+        body = m.get("body")
+        if body is None:
+            import json
+
+            body = json.dumps(m.get("data"), ensure_ascii=False)
+        lines.append(f"- from {m.get('from', '?')}: " + str(body).replace("\n", "\n  "))
+    return "\n".join(lines) + "\n\nTask:\n" + prompt
+
+
+def preview(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= PREVIEW else line[:PREVIEW - 1] + "…"
+
+
+# --- I/O edges -------------------------------------------------------------------------------
+
+def find_executable(command: list[str], env: dict) -> str:
+    """The executable's path, or Unavailable (exit 69)."""
+    found = shutil.which(command[0], path=env.get("PATH"))
+    if not found:
+        raise Unavailable(MISSING.format(name=command[0]))
+    return found
+
+
+def take_messages(home, session: str | None) -> list[dict]:
+    """The session's unread messages, claimed (new/ -> cur/) so each is delivered once."""
+    if home is None or not session:
+        return []
+    from ..coord import inbox
+
+    return list(inbox.receive(home, session))
+
+
+def child_env(role_name: str, session: str | None, base=os.environ) -> dict:
+    env = dict(base)
+    env["MESH_ROLE"] = role_name
+    if session:
+        env["MESH_SESSION"] = session
+    env.pop("CLAUDECODE", None)  # a mesh agent is its own session, not a nested one
+    return env
+
+
+class ClaudeExecutor:
+    """Executor for `--agent claude`. on_phase(phase) hears every phase change (starting,
+    thinking, "tool NAME", done, failed): queue-drain and mesh-agent wire it to the
+    registry heartbeat. Events go to the mesh's event log when home is given."""
+
+    name = "claude"
+
+    def __init__(self, role, *, home=None, session: str | None = None, command=None,
+                 startup_timeout: float | None = None, on_phase=None, extra=(),
+                 environ=None):
+        self.role = role
+        self.home = home
+        self.session = session
+        self.command = list(command or agent_command(home.config if home else {}))
+        self.startup_timeout = startup_timeout or STARTUP_TIMEOUT
+        self.on_phase = on_phase
+        self.extra = tuple(extra)
+        self.env = child_env(role.name, session, os.environ if environ is None else environ)
+        self._child: subprocess.Popen | None = None
+
+    def check(self) -> str:
+        """Fail early (exit 69) when the CLI is missing, before any task is taken."""
+        return find_executable(self.command, self.env)
+
+    def interrupt(self) -> None:
+        if self._child is not None:
+            _kill_all(self._child)
+
+    # --- one run ------------------------------------------------------------------------
+
+    def run(self, task: dict, workdir: str, timeout: float | None,
+            on_start=lambda pid: None) -> Outcome:
+        started = time.monotonic()
+        self.check()
+        prompt = compose_prompt(take_messages(self.home, self.session), task["prompt"])
+        argv = claude_argv(self.role, prompt, self.command, self.extra,
+                           session_id=str(uuid.uuid4()))
+        state, phases = stream.StreamState(), []
+        try:
+            child = subprocess.Popen(argv, cwd=workdir, env=self.env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     start_new_session=True)
+        except FileNotFoundError:
+            raise Unavailable(MISSING.format(name=self.command[0]))
+        except OSError as e:
+            return Outcome("failed", None, f"cannot start {self.command[0]}: {e}",
+                           time.monotonic() - started, {"agent": self.name, "error": "start"})
+        self._child = child
+        on_start(child.pid)
+        self._phase(stream.STARTING, phases)
+        self._event("agent.started", pid=child.pid, model=self.role.model,
+                    task=task.get("id"), prompt=preview(task["prompt"]))
+        lines, err = _pump(child, prompt)
+        reason = None
+        try:
+            reason = self._follow(child, lines, state, phases, started, timeout)
+        finally:
+            self._child = None
+        return self._outcome(child, state, phases, reason, err, started)
+
+    def _follow(self, child, lines, state, phases, started, timeout) -> str | None:
+        """Feed stdout lines into state until EOF; 'startup_timeout' or 'timeout' if the
+        watchdog or the task timeout killed the process group."""
+        import json
+
+        seen_any = False
+        deadline = None if not timeout else started + timeout
+        startup = started + self.startup_timeout
+        while True:
+            limits = [d for d in (None if seen_any else startup, deadline) if d is not None]
+            wait = max(0.0, min(limits) - time.monotonic()) if limits else None
+            try:
+                raw = lines.get(timeout=wait)
+            except queues.Empty:
+                now = time.monotonic()
+                if not seen_any and now >= startup:
+                    _kill_all(child)
+                    return "startup_timeout"
+                if deadline is not None and now >= deadline:
+                    _kill_all(child)
+                    return "timeout"
+                continue
+            if raw is None:
+                return None
+            seen_any = True
+            try:
+                line = json.loads(raw)
+            except ValueError:
+                continue  # not a stream-json line: a warning the CLI printed on stdout
+            if not isinstance(line, dict):
+                continue
+            before = state.phase
+            stream.feed(state, line)
+            if state.phase != before:
+                self._phase(state.phase, phases)
+
+    def _outcome(self, child, state, phases, reason, err, started) -> Outcome:
+        try:
+            code = child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            _kill_all(child)
+            code = child.wait()
+        _kill_all(child)  # whatever it left behind in its group goes too
+        err.join(timeout=2)
+        stderr = "".join(err.tail)[-OUTPUT_TAIL:]
+        details = {"agent": self.name, "role": self.role.name, **stream.summary(state)}
+        if reason == "timeout":
+            status, kind = "timeout", "timeout"
+        elif reason == "startup_timeout":
+            status, kind = "failed", "startup_timeout"
+        else:
+            status, kind = stream.verdict(state, code)
+        if reason:
+            details["reason"] = reason
+        if kind:
+            details["error"] = kind
+        details["phases"] = phases
+        final = stream.DONE if status == "ok" else stream.FAILED
+        if not phases or phases[-1] != final:
+            self._phase(final, phases)
+        output = state.result or "; ".join(state.errors) or stderr
+        self._finished(status, kind, code, details, time.monotonic() - started)
+        return Outcome(status, code, output[-OUTPUT_TAIL:], time.monotonic() - started,
+                       details)
+
+    # --- reporting ----------------------------------------------------------------------
+
+    def _phase(self, phase: str, phases: list) -> None:
+        phases.append(phase)
+        if phase.startswith("tool "):
+            self._event("agent.tool", tool=phase[5:])
+        if self.on_phase:
+            try:
+                self.on_phase(phase)
+            except Exception:  # noqa: BLE001 - a heartbeat hiccup never fails the run
+                pass
+
+    def _finished(self, status, kind, code, details, duration) -> None:
+        common = {"status": status, "exit_code": code, "duration": round(duration, 3),
+                  "cost_usd": details.get("cost_usd"), "turns": details.get("turns"),
+                  "claude_session": details.get("session_id")}
+        if status == "ok":
+            self._event("agent.done", **common)
+        elif kind == stream.RATE_LIMIT:
+            self._event("agent.usage_limited", resets_at=details.get("resets_at"), **common)
+        else:
+            self._event("agent.failed", error=kind, **common)
+
+    def _event(self, name: str, **fields) -> None:
+        if self.home is not None:
+            events.emit(self.home, name, role=self.role.name, session=self.session, **fields)
+
+
+class _Tail:
+    """The last bytes of a stream, read on a thread."""
+
+    def __init__(self, stream_):
+        self.tail = collections.deque(maxlen=64)
+        self._thread = threading.Thread(target=self._read, args=(stream_,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream_):
+        for chunk in iter(lambda: stream_.read1(4096), b""):
+            self.tail.append(chunk.decode("utf-8", "replace"))
+
+    def join(self, timeout=None):
+        self._thread.join(timeout)
+
+
+def _pump(child: subprocess.Popen, prompt: str):
+    """Start the threads: prompt -> stdin (then close it), stdout -> a queue of lines
+    (None at EOF), stderr -> a tail."""
+    lines: queues.Queue = queues.Queue()
+
+    def write():
+        try:
+            child.stdin.write(prompt.encode())
+            child.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
+
+    def read():
+        for raw in child.stdout:
+            lines.put(raw.decode("utf-8", "replace"))
+        lines.put(None)
+
+    threading.Thread(target=write, daemon=True).start()
+    threading.Thread(target=read, daemon=True).start()
+    return lines, _Tail(child.stderr)
+
+
+def _kill_all(child: subprocess.Popen) -> None:
+    """TERM then KILL the run's whole process group (hooks, tools, their children)."""
+    import signal
+
+    if child.poll() is None:
+        kill_group(child)
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# --- choosing an executor ------------------------------------------------------------------
+
+def configured_agents(config: dict) -> dict[str, dict]:
+    """config.toml [agents.NAME] tables, checked: command (list), output text|stream-json."""
+    tables = config.get("agents") or {}
+    if not isinstance(tables, dict):
+        raise ConfigError("config.toml: [agents] must hold [agents.NAME] tables")
+    checked = {}
+    for name, table in tables.items():
+        where = f"config.toml: [agents.{name}]"
+        if name in ("shell", "claude"):
+            raise ConfigError(f"{where}: {name!r} is built in; pick another name")
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table")
+        command = table.get("command")
+        if isinstance(command, str):
+            command = shlex.split(command)
+        if not command or not all(isinstance(p, str) and p for p in command):
+            raise ConfigError(f"{where}: command must be a non-empty list of strings")
+        output = table.get("output", "text")
+        if output not in ("text", "stream-json"):
+            raise ConfigError(f"{where}: output must be \"text\" or \"stream-json\"")
+        checked[name] = {"command": list(command), "output": output}
+    return checked
+
+
+def known_agents(config: dict) -> list[str]:
+    return ["shell", "claude", *sorted(configured_agents(config))]
+
+
+def make_executor(name: str, *, home, role=None, session: str | None = None,
+                  startup_timeout: float | None = None, on_phase=None):
+    """The executor `--agent NAME` names; UsageError (64) naming the known ones."""
+    config = home.config if home is not None else {}
+    if name == "shell":
+        from ..queue.executor import ShellExecutor
+
+        return ShellExecutor()
+    agents = configured_agents(config)
+    if name != "claude" and name not in agents:
+        raise UsageError(f"unknown agent {name!r} (agents: {', '.join(known_agents(config))})")
+    spec = agents.get(name)
+    if spec and spec["output"] == "text":
+        from .plain import TextExecutor
+
+        return TextExecutor(name, spec["command"], home=home, session=session,
+                            role=role.name if role else None)
+    if role is None:
+        raise UsageError(f"--agent {name} needs a role: give --role ROLE")
+    return ClaudeExecutor(role, home=home, session=session,
+                          command=spec["command"] if spec else None,
+                          startup_timeout=startup_timeout, on_phase=on_phase)
+
+
+def heartbeat_phase(home, session: str | None):
+    """on_phase for a registered session: its registry phase follows the agent's."""
+    if not session:
+        return None
+    from ..coord import registry
+    from ..core.errors import BadInput
+
+    def beat(phase: str) -> None:
+        try:
+            registry.heartbeat(home, session, phase=phase)
+        except BadInput:
+            pass  # not registered: nobody watches its phase
+
+    return beat

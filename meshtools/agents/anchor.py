@@ -1,0 +1,250 @@
+"""The anchor's deterministic loop: the part of orchestration that needs no model.
+
+It follows tasks:results and, for each final result, decides: land the work of a role whose
+commits go to main (mesh-pick with the gate), hand a failed or conflicting task back with
+the failure as context (a new task, `<id>~<n>`, at most `max_handbacks` times), or just note
+it. It enqueues the standing task of each scheduled role once per period — the task id names
+the period, so a restarted anchor (or two of them) never enqueues it twice. And it watches
+the registry: a peer that turns stale, dead or FATAL is reported; a dead one that was
+spawned detached is respawned. Every decision is an event (anchor.*).
+
+Decisions are pure functions of data (`decide`, `standing_tasks`, `handback_task`,
+`peer_changes`); `Anchor` does the I/O.
+"""
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+from ..core import events, fs
+from .roles import Role
+
+CURSOR_FILE = "anchor-cursor"
+DEFAULT_MAX_HANDBACKS = 1
+TAIL = 1500
+
+
+# --- pure decisions -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Decision:
+    action: str  # land | hand_back | give_up | done
+    reason: str = ""
+
+
+def decide(result: dict, role: Role | None, work: dict | None, max_handbacks: int) -> Decision:
+    """What a final result calls for."""
+    handbacks = int(result.get("handback") or 0)
+    if result.get("status") == "ok":
+        if role is not None and role.lands and work and work.get("base") != work.get("head"):
+            return Decision("land")
+        return Decision("done", "nothing to land" if role is None or role.lands
+                        else f"role {role.name} does not land work")
+    why = result.get("reason") or f"{result.get('status')} (exit {result.get('exit_code')})"
+    if handbacks >= max_handbacks:
+        return Decision("give_up", f"{why}; handed back {handbacks} time(s) already")
+    return Decision("hand_back", why)
+
+
+def handback_task(result: dict, reason: str, context: str) -> dict:
+    """The task again, with what went wrong: a new id, so it is not a duplicate push."""
+    n = int(result.get("handback") or 0) + 1
+    root = result.get("parent") or result["id"]
+    prompt = result.get("prompt") or ""
+    return {"id": f"{root}~{n}", "prompt": (
+        f"{prompt}\n\n---\nA previous attempt at this task ({result['id']}) was handed back: "
+        f"{reason}.\n{context}\nStart from the main branch as it is now (rebase your branch on "
+        "it first) and try again.").strip(),
+        "role": result.get("role"), "parent": root, "handback": n}
+
+
+def standing_tasks(roles: dict[str, Role], now: float) -> list[tuple[dict, str]]:
+    """(task, queue) for each scheduled role's standing task of the current period."""
+    due = []
+    for role in roles.values():
+        if role.every:
+            period = int(now // role.every)
+            due.append(({"id": f"standing-{role.name}-{period}", "prompt": role.prompt,
+                         "role": role.name, "standing": True}, role.queue))
+    return due
+
+
+def peer_changes(previous: dict[str, str], sessions: list[dict]) -> tuple[dict, list[tuple]]:
+    """(the states now, [(session record, old state, new state)] for each peer that changed
+    into stale, dead or FATAL)."""
+    now, changes = {}, []
+    for record in sessions:
+        state = "FATAL" if record.get("phase") == "FATAL" else record["state"]
+        now[record["id"]] = state
+        if state != previous.get(record["id"]) and state in ("stale", "dead", "FATAL"):
+            changes.append((record, previous.get(record["id"]), state))
+    return now, changes
+
+
+def tail(text: str | None, limit: int = TAIL) -> str:
+    return (text or "")[-limit:]
+
+
+# --- the loop -----------------------------------------------------------------------------
+
+class Anchor:
+    def __init__(self, home, broker, roles: dict[str, Role], repo_root: str,
+                 gate: str | None = None, max_handbacks: int | None = None,
+                 respawn: bool = True):
+        config = home.config.get("anchor") or {}
+        self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
+        self.gate = gate
+        self.max_handbacks = (max_handbacks if max_handbacks is not None
+                              else int(config.get("max_handbacks", DEFAULT_MAX_HANDBACKS)))
+        self.respawn = respawn
+        self.peer_states: dict[str, str] = {}
+        self.blocked: str | None = None  # why landing waits (main checkout dirty), if it does
+
+    # results -------------------------------------------------------------------------------
+
+    @property
+    def cursor_path(self) -> str:
+        return self.home.sub(CURSOR_FILE)
+
+    def cursor(self) -> str:
+        try:
+            with open(self.cursor_path) as f:
+                return f.read().strip() or "0-0"
+        except FileNotFoundError:
+            return "0-0"
+
+    def follow_results(self, block_ms: int | None) -> int:
+        """Handle the results after the cursor; returns how many. The cursor moves after
+        each one, so a crash re-handles at most one (landing is idempotent)."""
+        import json
+
+        from ..core.errors import Busy
+
+        handled = 0
+        last = self.cursor()
+        reply = self.broker.redis.xread({self.broker.names.results: last}, count=100,
+                                        block=block_ms)
+        for _, entries in reply or []:
+            for entry, fields in entries:
+                try:
+                    self.handle(json.loads(fields["result"]))
+                except Busy as e:  # the main checkout is in use: this result waits
+                    if str(e) != self.blocked:
+                        events.emit(self.home, "anchor.blocked", reason=str(e))
+                    self.blocked = str(e)
+                    return handled
+                self.blocked = None
+                fs.atomic_write(self.cursor_path, entry, fsync=False)
+                handled += 1
+        return handled
+
+    def handle(self, result: dict) -> Decision:
+        from . import pick
+
+        role = self.roles.get(result.get("role") or result.get("queue") or "")
+        work = result.get("work")
+        if work is None and result.get("status") == "ok":
+            try:
+                work = pick.load_task_work(self.home, result["id"])
+            except Exception:  # noqa: BLE001 - no work recorded: nothing to land
+                work = None
+        decision = decide(result, role, work, self.max_handbacks)
+        if decision.action == "land":
+            return self.land(result, work)
+        if decision.action == "hand_back":
+            context = f"Its output ended with:\n{tail(result.get('output'))}"
+            return self.hand_back(result, decision.reason, context)
+        self.note(f"anchor.{decision.action}", result, decision.reason)
+        return decision
+
+    def land(self, result: dict, work: dict) -> Decision:
+        from . import pick
+
+        commits = pick.range_commits(self.repo_root, work.get("base"), work["head"])
+        record = pick.pick(self.home, self.repo_root, commits, role=result.get("role"),
+                           task=result["id"], gate=self.gate)
+        if record["status"] in ("picked", "skipped"):
+            self.note("anchor.landed", result, record["status"], picked=record["picked"],
+                      skipped=record["skipped"])
+            return Decision("land", record["status"])
+        if record["status"] == "conflict":
+            reason = f"its commits conflict with main in {', '.join(record['conflicts'])}"
+            context = f"Conflicting files: {', '.join(record['conflicts'])}."
+        else:
+            reason = f"the gate `{record.get('gate')}` failed on main with its commits"
+            context = f"The gate's output ended with:\n{tail(record.get('gate_output'))}"
+        if int(result.get("handback") or 0) >= self.max_handbacks:
+            self.note("anchor.give_up", result, reason)
+            return Decision("give_up", reason)
+        return self.hand_back(result, reason, context)
+
+    def hand_back(self, result: dict, reason: str, context: str) -> Decision:
+        task = handback_task(result, reason, context)
+        queue = result.get("queue") or "default"
+        self.broker.push([(task, queue)])
+        self.note("anchor.handed_back", result, reason, new_task=task["id"], queue=queue)
+        return Decision("hand_back", reason)
+
+    def note(self, event: str, result: dict, reason: str, **fields) -> None:
+        events.emit(self.home, event, task=result.get("id"), role=result.get("role"),
+                    status=result.get("status"), reason=reason, **fields)
+
+    # schedule ------------------------------------------------------------------------------
+
+    def schedule(self, now: float | None = None) -> list[dict]:
+        due = standing_tasks(self.roles, now if now is not None else time.time())
+        if not due:
+            return []
+        records = [r for r in self.broker.push(due) if not r.get("duplicate")]
+        for record in records:
+            events.emit(self.home, "anchor.scheduled", task=record["id"], queue=record["queue"])
+        return records
+
+    # peers ---------------------------------------------------------------------------------
+
+    def check_peers(self) -> list[tuple]:
+        from ..coord import registry
+
+        sessions = [registry.classify(self.home, r) for r in registry.all_sessions(self.home)]
+        self.peer_states, changes = peer_changes(self.peer_states, sessions)
+        for record, old, new in changes:
+            events.emit(self.home, f"anchor.peer_{new.lower()}", session=record["id"],
+                        role=record.get("role"), previous=old, pid=record.get("pid"))
+            spawned = spawn_info(self.home, record["id"])
+            if new == "dead" and self.respawn and spawned and spawned.get("mode") != "foreground":
+                self.respawn_session(record, spawned)
+        return changes
+
+    def respawn_session(self, record: dict, state: dict) -> None:
+        """A dead detached session comes back through mesh-spawn (its id is taken over)."""
+        argv = [_sibling("mesh-spawn"), record["role"], "--id", record["id"], "--detach"]
+        if state.get("queue"):
+            argv.append("--queue")
+        done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ))
+        events.emit(self.home, "anchor.respawned" if done.returncode == 0 else
+                    "anchor.respawn_failed", session=record["id"], role=record.get("role"),
+                    exit=done.returncode, error=done.stderr.strip()[-300:] or None)
+
+    # all of it -----------------------------------------------------------------------------
+
+    def step(self, block_ms: int | None) -> int:
+        self.schedule()
+        self.check_peers()
+        return self.follow_results(block_ms)
+
+
+def spawn_info(home, session_id: str) -> dict | None:
+    """What mesh-spawn recorded about a session it started (mode, queue, worktree)."""
+    try:
+        return fs.read_json(home.sub("spawns", f"{session_id}.spawn.json"))
+    except ValueError:
+        return None
+
+
+def _sibling(name: str) -> str:
+    """A meshtools command beside the running interpreter (the same install), else PATH."""
+    candidate = os.path.join(os.path.dirname(sys.executable), name)
+    return candidate if os.access(candidate, os.X_OK) else name
+

@@ -1,0 +1,230 @@
+"""The roles as data: the package's roles.toml, overridden key by key by MESH_HOME/roles.toml.
+
+A malformed file is refused with its path, line and key (exit 78), so that a typo in one
+role never starts an agent with the wrong boundaries.
+"""
+
+import fnmatch
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+
+from ..core.errors import BadInput, ConfigError
+from ..core.home import MeshHome
+from ..core.ids import validate_name
+
+OVERRIDE = "roles.toml"
+ANCHOR = "anchor"
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    description: str
+    model: str
+    queue: str
+    charter: str
+    prompt: str
+    capabilities: tuple[str, ...] = ()
+    tools: tuple[str, ...] | None = None
+    disallowed_tools: tuple[str, ...] = ()
+    writes: tuple[str, ...] = ()
+    lands: bool = False
+    concurrency: int = 1
+    every: float | None = None  # seconds between standing tasks
+    timeout: float | None = None
+    max_budget_usd: float | None = None
+    source: str = field(default="", compare=False)
+
+    @property
+    def read_only(self) -> bool:
+        return not self.writes
+
+    def summary(self) -> dict:
+        return {"kind": "role", "name": self.name, "model": self.model, "queue": self.queue,
+                "concurrency": self.concurrency, "lands": self.lands,
+                "read_only": self.read_only, "every": self.every,
+                "description": self.description}
+
+    def record(self) -> dict:
+        return {**self.summary(), "capabilities": list(self.capabilities),
+                "tools": list(self.tools) if self.tools is not None else None,
+                "disallowed_tools": list(self.disallowed_tools), "writes": list(self.writes),
+                "timeout": self.timeout, "max_budget_usd": self.max_budget_usd,
+                "charter": self.charter, "prompt": self.prompt, "source": self.source}
+
+
+# key -> (the TOML types it accepts, a converter to the Role field)
+def _strings(value):
+    return tuple(value)
+
+
+_KEYS = {
+    "description": (str, str), "model": (str, str), "queue": (str, str),
+    "charter": (str, str), "prompt": (str, str),
+    "capabilities": (list, _strings), "tools": (list, _strings),
+    "disallowed_tools": (list, _strings), "writes": (list, _strings),
+    "lands": (bool, bool), "concurrency": (int, int),
+    "every": ((str, int, float), lambda v: parse_duration(v)),
+    "timeout": ((int, float), float), "max_budget_usd": ((int, float), float),
+}
+_REQUIRED = ("description", "model", "charter", "prompt")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(value) -> float:
+    """'90s', '15m', '6h', '1d' or a number of seconds; > 0."""
+    if isinstance(value, bool):
+        raise ValueError("not a duration")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", value)
+        if not match:
+            raise ValueError(f"{value!r} is not a duration like 30m, 6h or 1d")
+        seconds = float(match[1]) * _UNITS[match[2] or "s"]
+    if seconds <= 0:
+        raise ValueError("must be more than 0")
+    return seconds
+
+
+def packaged_text() -> tuple[str, str]:
+    ref = resources.files(__package__).joinpath("roles.toml")
+    return str(ref), ref.read_text(encoding="utf-8")
+
+
+def _parse(path: str, text: str) -> dict:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}")
+    roles = data.get("roles", {})
+    unknown = set(data) - {"roles"}
+    if unknown:
+        key = sorted(unknown)[0]
+        raise ConfigError(f"{path}:{_line_of(text, None, key)}: unknown table or key {key!r} "
+                          "(roles go in [roles.NAME] tables)")
+    if not isinstance(roles, dict):
+        raise ConfigError(f"{path}:{_line_of(text, None, 'roles')}: 'roles' must be a table")
+    for name, table in roles.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}:{_line_of(text, None, name)}: roles.{name} must be a table")
+    return roles
+
+
+def _line_of(text: str, role: str | None, key: str) -> int:
+    """The line where key is set (inside [roles.ROLE] when role is given); 1 if not found."""
+    lines = text.splitlines()
+    start = 0
+    if role is not None:
+        header = re.compile(r"\s*\[\s*roles\s*\.\s*\"?" + re.escape(role) + r"\"?\s*\]")
+        for n, line in enumerate(lines):
+            if header.match(line):
+                start = n
+                break
+    setting = re.compile(r"\s*\"?" + re.escape(key) + r"\"?\s*=|\s*\[\s*" + re.escape(key))
+    for n in range(start, len(lines)):
+        if setting.match(lines[n]):
+            return n + 1
+    return start + 1
+
+
+def _build(name: str, table: dict, path: str, text: str) -> Role:
+    def bad(key, why):
+        return ConfigError(f"{path}:{_line_of(text, name, key)}: roles.{name}.{key}: {why}")
+
+    try:
+        validate_name(name, "role")
+    except BadInput as e:
+        raise ConfigError(f"{path}:{_line_of(text, None, name)}: {e}")
+    fields = {}
+    for key, value in table.items():
+        if key not in _KEYS:
+            raise bad(key, f"unknown key (known: {', '.join(sorted(_KEYS))})")
+        kinds, convert = _KEYS[key]
+        if isinstance(value, bool) and kinds is not bool:
+            raise bad(key, "must not be true/false")
+        if not isinstance(value, kinds):
+            raise bad(key, f"must be {_describe(kinds)}, not {type(value).__name__}")
+        if kinds is list and not all(isinstance(v, str) for v in value):
+            raise bad(key, "must be a list of strings")
+        try:
+            fields[key] = convert(value)
+        except ValueError as e:
+            raise bad(key, str(e))
+    for key in _REQUIRED:
+        if not fields.get(key):
+            raise bad(key, "missing (every role needs " + ", ".join(_REQUIRED) + ")")
+    if fields.get("concurrency", 1) < 1:
+        raise bad("concurrency", "must be at least 1")
+    if name == ANCHOR and fields.get("concurrency", 1) != 1:
+        raise bad("concurrency", "a mesh has exactly one anchor: must be 1")
+    for key in ("timeout", "max_budget_usd"):
+        if key in fields and fields[key] <= 0:
+            raise bad(key, "must be more than 0")
+    fields.setdefault("queue", name)
+    try:
+        validate_name(fields["queue"], "queue")
+    except BadInput as e:
+        raise bad("queue", str(e))
+    return Role(name=name, source=path, **fields)
+
+
+def load(home: MeshHome | None = None) -> dict[str, Role]:
+    """Every role, by name: the packaged ones with the mesh's overrides applied."""
+    path, text = packaged_text()
+    tables = {name: (dict(t), path, text) for name, t in _parse(path, text).items()}
+    if home is not None:
+        override = os.path.join(home.path, OVERRIDE)
+        try:
+            with open(override, encoding="utf-8") as f:
+                own = f.read()
+        except FileNotFoundError:
+            own = None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{override}: cannot read: {e}")
+        if own is not None:
+            for name, table in _parse(override, own).items():
+                base = tables.get(name, ({}, override, own))[0]
+                tables[name] = ({**base, **table}, override, own)
+    roles = {name: _build(name, table, p, t) for name, (table, p, t) in tables.items()}
+    return roles
+
+
+def get(home: MeshHome | None, name: str) -> Role:
+    """One role, or exit 65 naming the roles there are."""
+    validate_name(name, "role")
+    roles = load(home)
+    if name not in roles:
+        raise BadInput(f"unknown role {name!r} (roles: {', '.join(sorted(roles))})")
+    return roles[name]
+
+
+def may_write(role: Role, path: str) -> bool:
+    """Whether the role's `writes` globs cover a repository-relative path ('*' spans '/')."""
+    return any(fnmatch.fnmatchcase(path, glob) for glob in role.writes)
+
+
+def human_duration(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{int(seconds // _UNITS[unit])}{unit}"
+    return f"{seconds:g}s"
+
+
+def session_limit(home: MeshHome, role: str) -> int | None:
+    """How many live sessions the role may have; None for a role the roles file lacks
+    (coord-register serves ad-hoc roles too)."""
+    role_def = load(home).get(role)
+    return role_def.concurrency if role_def else None
+
+
+def _describe(kinds) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list"}
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join(names[k] for k in kinds)

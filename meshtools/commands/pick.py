@@ -1,0 +1,77 @@
+"""mesh-pick: land a worker's commits on the main branch, in the main checkout.
+
+    mesh-pick --role ROLE [--task ID] [--gate CMD]         every unpicked commit of mesh/ROLE
+    mesh-pick --commits BASE..HEAD [--task ID] [--gate CMD] exactly that range (or one commit)
+    mesh-pick TASK_ID [--gate CMD]                          the range recorded for the task
+
+Exit 0 picked or nothing to pick, 1 conflict or gate failed (main put back as it was).
+"""
+
+import sys
+
+import click
+
+from .. import cli
+from ..agents import gitops, pick, worktree
+from ..core import errors
+
+
+@cli.command("mesh-pick",
+             epilog="Exit codes: 0 picked (or nothing to pick), 1 conflict or gate failed "
+                    "(main unchanged), 64 usage, 65 unknown commit or task, 75 main checkout "
+                    "not clean or not on the main branch, 78 config.")
+@click.argument("task_id", required=False, metavar="[TASK_ID]")
+@click.option("--role", metavar="ROLE", help="Pick every unpicked commit of mesh/ROLE.")
+@click.option("--commits", "span", metavar="BASE..HEAD", help="Pick exactly this range.")
+@click.option("--task", metavar="ID", help="The task the commits belong to (recorded only).")
+@click.option("--gate", metavar="CMD",
+              help="Run CMD (sh -c, in the main checkout) after picking; if it fails, roll "
+                   "main back (default: config.toml [pick] gate).")
+@click.option("--no-gate", is_flag=True, help="Skip the configured gate.")
+@cli.mesh_options()
+def mesh_pick(task_id, role, span, task, gate, no_gate, mesh):
+    """Cherry-pick (-x) a worker's commits onto the main branch in the main checkout.
+
+    Commits whose change is already on main (reachable, an equivalent patch, or named in a
+    "cherry picked from" line) are skipped, never picked twice. All or nothing: on a
+    conflict or a failing gate, main is reset to where it was.
+    """
+    if sum(x is not None for x in (task_id, role, span)) != 1:
+        raise click.UsageError("give exactly one of TASK_ID, --role ROLE, --commits BASE..HEAD")
+    if task_id is not None and task is not None:
+        raise click.UsageError("TASK_ID already names the task; drop --task")
+    if gate is not None and no_gate:
+        raise click.UsageError("--gate and --no-gate exclude each other")
+    repo = mesh.home.repository().root
+    root = gitops.main_checkout(repo)
+    if role is not None:
+        branch = worktree.branch_for(role)
+        commits = pick.role_commits(root, gitops.main_branch(root, mesh.home.config), branch)
+    elif span is not None:
+        commits = pick.range_commits(root, *pick.parse_range(span))
+    else:
+        work = pick.load_task_work(mesh.home, task_id)
+        task, role = task_id, work.get("role")
+        commits = pick.range_commits(root, work["base"], work["head"])
+    record = pick.pick(mesh.home, root, commits, role=role, task=task,
+                       gate="" if no_gate else gate)
+    mesh.emit(record, _human(record))
+    if record["status"] in ("conflict", "gate_failed"):
+        if not mesh.as_json and record.get("gate_output"):
+            click.echo(record["gate_output"], err=True)
+        sys.exit(errors.NEGATIVE)
+
+
+def _human(record: dict) -> str:
+    status = record["status"]
+    if status == "picked":
+        return (f"picked {len(record['picked'])} onto {record['main']} "
+                f"({record['main_before'][:12]}..{record['main_after'][:12]})"
+                + (f", skipped {len(record['skipped'])}" if record["skipped"] else ""))
+    if status == "skipped":
+        return f"nothing to pick ({len(record['skipped'])} already on {record['main']})"
+    if status == "conflict":
+        return (f"conflict picking {record.get('commit', '')[:12]} in "
+                f"{', '.join(record['conflicts'])}; {record['main']} left as it was")
+    return (f"gate failed (exit {record.get('gate_exit')}): {record.get('gate')}; "
+            f"{record['main']} rolled back to {record['main_before'][:12]}")

@@ -1,0 +1,136 @@
+"""mesh-supervise: keep an agent running, restart it with backoff, give up on a crash loop.
+
+    mesh-supervise [--role ROLE] [--session ID] [OPTIONS] -- CMD [ARGS...]
+    mesh-supervise --stop KEY --spawn ID            stop that spawn (and its supervisor)
+    mesh-supervise --restart-child KEY --spawn ID   restart that spawn now
+
+The policy and the control protocol live in meshtools.agents.supervisor; this module only
+parses arguments, registers the session and prints the records.
+"""
+
+import os
+
+import click
+
+from .. import cli
+from ..agents import supervisor as sup
+from ..core import errors, events, jsonl
+
+EPILOG = ("Exit codes: the child's status once stopped (143 after SIGTERM), 0 when the child "
+          "exits 0 under --restart on-failure, 64 usage, 65 bad key or id, 69 supervisor gone, "
+          "75 gave up (FATAL) or the key is taken, 126/127 CMD cannot run.")
+
+
+def _human(record: dict) -> str:
+    detail = " ".join(f"{k}={record[k]}" for k in ("spawn", "pid", "n", "code", "uptime",
+                                                    "delay", "failures", "reason")
+                      if record.get(k) is not None)
+    return f"mesh-supervise: {record['event']} {detail}"
+
+
+@cli.command("mesh-supervise", epilog=EPILOG,
+             context_settings=dict(cli.CONTEXT_SETTINGS, allow_interspersed_args=False))
+@click.argument("argv", nargs=-1, metavar="-- CMD [ARGS...]")
+@click.option("--role", metavar="ROLE",
+              help="Register a session in this role (pid: this supervisor) before starting; "
+                   "unregister it on a clean stop.")
+@click.option("--session", metavar="ID",
+              help="The session whose heartbeat and phase to keep (with --role: its id; "
+                   "default the first free <role>-<n>). Also the control KEY.")
+@click.option("--base", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              metavar="S", help="Backoff base: the n-th rapid failure waits base*n^2.")
+@click.option("--cap", type=click.FloatRange(min=0), default=60.0, show_default=True,
+              metavar="S", help="The longest backoff.")
+@click.option("--min-uptime", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              metavar="S", help="A run shorter than this is a rapid failure.")
+@click.option("--max-failures", type=click.IntRange(min=1), default=5, show_default=True,
+              metavar="K", help="Give up (exit 75) at K consecutive rapid failures.")
+@click.option("--restart", "restart", type=click.Choice([sup.ALWAYS, sup.ON_FAILURE]),
+              default=sup.ALWAYS, show_default=True,
+              help="on-failure: an exit 0 ends supervision.")
+@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              metavar="S", help="After forwarding a stop signal, SIGKILL the group after S.")
+@click.option("--stop", "stop_key", metavar="KEY",
+              help="Send a stop to the supervisor of KEY (a session id or pid-<pid>).")
+@click.option("--restart-child", "restart_key", metavar="KEY",
+              help="Send a restart to the supervisor of KEY.")
+@click.option("--spawn", "spawn_id", metavar="ID",
+              help="With --stop/--restart-child: the spawn meant (ignored if no longer current).")
+@cli.mesh_options()
+def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, restart, grace,
+                   stop_key, restart_key, spawn_id, mesh):
+    """Run CMD in its own process group and keep it running.
+
+    A run shorter than --min-uptime is a rapid failure; before restarting after the n-th
+    consecutive one the supervisor waits min(base*n^2, cap); at --max-failures it gives up
+    (phase FATAL, exit 75). A longer run resets n. SIGTERM/SIGINT/SIGHUP go to CMD's whole
+    group, then SIGKILL after --grace; CMD's group is killed on every exit path. Each start
+    gets a fresh MESH_SPAWN_ID; state is in MESH_HOME/spawns/KEY.json. Records (kind
+    "spawn") go to stdout as JSON lines when it is not a terminal.
+    """
+    if stop_key or restart_key:
+        _control(mesh, argv, stop_key, restart_key, spawn_id, role, session)
+        return
+    if spawn_id:
+        raise errors.UsageError("--spawn goes with --stop or --restart-child")
+    if not argv:
+        raise errors.UsageError("no command: mesh-supervise [OPTIONS] -- CMD [ARGS...]")
+    try:
+        policy = sup.RestartPolicy(base, cap, min_uptime, max_failures, restart)
+    except ValueError as e:
+        raise errors.UsageError(str(e))
+    session = _register(mesh, role, session)
+    report = (jsonl.write if mesh.as_json
+              else lambda record: click.echo(_human(record), err=True))
+    outcome = sup.Supervisor(mesh.home, list(argv), policy, session=session, grace=grace,
+                             report=report).run()
+    if outcome.status == sup.FATAL:
+        raise errors.Busy(f"gave up: {outcome.failures} rapid failures "
+                          f"(last exit {outcome.code})")
+    if role:
+        _unregister(mesh, session)
+    raise SystemExit(outcome.code)
+
+
+def _control(mesh, argv, stop_key, restart_key, spawn_id, role, session) -> None:
+    if stop_key and restart_key:
+        raise errors.UsageError("--stop and --restart-child exclude each other")
+    if argv or role or session:
+        raise errors.UsageError("--stop/--restart-child take no command, --role or --session")
+    if not spawn_id:
+        raise errors.UsageError("--stop/--restart-child need --spawn ID (see spawns/KEY.json)")
+    control = sup.STOP if stop_key else sup.RESTART_CHILD
+    record = sup.request(mesh.home, stop_key or restart_key, control, spawn_id)
+    mesh.emit(record, f"sent {control} to {record['key']} spawn {spawn_id}"
+                      f"{'' if record['current'] else ' (not current: will be ignored)'}")
+
+
+def _register(mesh, role: str | None, session: str | None) -> str | None:
+    """With --role, this supervisor becomes the session (its pid is the record's pid)."""
+    from ..coord import registry
+    from ..core.ids import validate_name
+
+    if not role:
+        if session and registry.get(mesh.home, validate_name(session, "session id")) is None:
+            raise errors.BadInput(f"unknown session {session} (register it, or give --role)")
+        return session
+    from ..agents.roles import session_limit
+
+    record, previous = registry.register(mesh.home, role, session, os.getpid(), "starting",
+                                         limit=session_limit(mesh.home, role))
+    if previous:
+        events.emit(mesh.home, "session.takeover", id=record["id"], role=record["role"],
+                    previous_pid=previous.get("pid"), pid=record["pid"])
+    events.emit(mesh.home, "session.registered", id=record["id"], role=record["role"],
+                pid=record["pid"])
+    return record["id"]
+
+
+def _unregister(mesh, session: str) -> None:
+    from ..coord import registry
+
+    try:
+        registry.unregister(mesh.home, session)
+    except errors.BadInput:
+        return  # someone removed it already
+    events.emit(mesh.home, "session.unregistered", id=session)

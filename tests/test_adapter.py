@@ -1,0 +1,316 @@
+"""The agent adapter end to end: real processes, the stand-in `claude` on PATH (tests/fakes),
+a real Redis for the queue, a real git repository and the real file-lock hook."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+from meshtools.agents.adapter import claude_argv, compose_prompt
+from meshtools.agents.roles import Role
+from meshtools.core import proc
+from meshtools.core.home import MeshHome
+from meshtools.queue import pause
+from meshtools.queue.connection import connect
+
+from .conftest import BIN, FAKES
+from .helpers import wait_until
+
+
+def calls(log):
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def register(run, pid, sid, role="builder"):
+    run("coord-register", "--role", role, "--id", sid, "--pid", str(pid), check=0)
+
+
+def redis_of(mesh_home):
+    return connect(MeshHome(str(mesh_home)))
+
+
+def redis_events(mesh_home, prefix=""):
+    records = [json.loads(f["e"]) for _, f in redis_of(mesh_home).xrange("mesh:events")]
+    return [r for r in records if r["event"].startswith(prefix)]
+
+
+def file_events(mesh_home, prefix):
+    path = mesh_home / "events.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in records if r["event"].startswith(prefix)]
+
+
+ROLE = Role(name="research", description="d", model="haiku", queue="research",
+            charter="Read only.", prompt="p", tools=("Read", "Grep"),
+            disallowed_tools=("Edit", "Bash(git push *)"), max_budget_usd=2.0)
+
+
+# --- argv (pure) ---------------------------------------------------------------------------
+
+def test_claude_argv_is_headless_stream_json_with_the_roles_boundaries():
+    argv = claude_argv(ROLE, "hello", session_id="6f1b0b5e-8d9a-4b8e-9c0e-1a2b3c4d5e6f")
+    assert argv[:5] == ["claude", "-p", "--output-format=stream-json", "--verbose",
+                        "--model=haiku"]
+    assert "--permission-mode=acceptEdits" in argv
+    assert "--tools=Read,Grep" in argv and "--disallowedTools=Edit,Bash(git push *)" in argv
+    assert "--append-system-prompt=Read only." in argv and "--max-budget-usd=2" in argv
+    assert "--session-id=6f1b0b5e-8d9a-4b8e-9c0e-1a2b3c4d5e6f" in argv
+    assert "hello" not in argv  # the prompt goes on stdin
+    assert claude_argv(ROLE, "hi", prompt_on_stdin=False)[-2:] == ["--", "hi"]
+    every = Role(name="b", description="d", model="sonnet", queue="b", charter="c", prompt="p")
+    flat = claude_argv(every, "x", command=["my-claude", "--x"])
+    assert flat[:2] == ["my-claude", "--x"]
+    assert not any(a.startswith(("--tools", "--disallowedTools", "--max-budget")) for a in flat)
+
+
+def test_compose_prompt_puts_peers_messages_first():
+    text = compose_prompt([{"from": "anchor-1", "body": "rebase on main"},
+                           {"from": "b2", "data": {"n": 1}}], "fix it")
+    assert text == ('Messages from your peers:\n- from anchor-1: rebase on main\n'
+                    '- from b2: {"n": 1}\n\nTask:\nfix it')
+    assert compose_prompt([], "fix it") == "fix it"
+
+
+# --- mesh-agent ----------------------------------------------------------------------------
+
+def test_flags_reach_the_cli_and_the_roles_tools_bind(run, claude_cli, tmp_path):
+    record = run("mesh-agent", "research", "hello\n@write notes.md x", "--workdir",
+                 str(tmp_path), check=0).records[0]
+    assert record["status"] == "ok" and record["role"] == "research"
+    [call] = calls(claude_cli)
+    argv = call["argv"]
+    assert "-p" in argv and "--output-format=stream-json" in argv and "--verbose" in argv
+    assert "--model=sonnet" in argv
+    assert "--tools=Read,Grep,Glob,WebSearch,WebFetch" in argv
+    assert "--disallowedTools=Edit,Write,MultiEdit,NotebookEdit,Bash" in argv
+    assert any(a.startswith("--append-system-prompt=You are the research role") for a in argv)
+    assert call["prompt"] == "hello\n@write notes.md x" and call["cwd"] == str(tmp_path)
+    assert call["MESH_ROLE"] == "research"
+    assert not (tmp_path / "notes.md").exists()  # Write does not exist for research
+
+
+def test_a_run_reports_cost_turns_session_and_phases(run, claude_cli, repo, mesh_home,
+                                                     anchor_process):
+    register(run, anchor_process().pid, "b1")
+    record_file = "$MESH_HOME/sessions/b1/session.json"
+    look = (f"for i in $(seq 100); do grep -q '\"phase\":\"tool Bash\"' {record_file} && break;"
+            f" sleep 0.05; done; cp {record_file} seen.json")  # the beat lands while it runs
+    prompt = f"let me look\n@bash {look}\n@cost 0.25\nall done"
+    record = run("mesh-agent", "builder", prompt, "--as", "b1", check=0).records[0]
+    assert record["status"] == "ok" and record["exit_code"] == 0
+    assert record["cost_usd"] == 0.25 and record["turns"] == 2
+    assert record["output"] == "all done" and record["tokens"]["output"] > 0
+    assert len(record["session_id"]) == 36 and record["session"] == "b1"
+    assert record["phases"] == ["starting", "thinking", "tool Bash", "thinking", "done"]
+    # the registry followed the agent: mid-run it said which tool, at the end "done"
+    assert json.loads((repo / "seen.json").read_text())["phase"] == "tool Bash"
+    peers = {r["id"]: r for r in run("coord-peers", check=0).records}
+    assert peers["b1"]["phase"] == "done"
+    assert calls(claude_cli)[0]["MESH_SESSION"] == "b1"
+    names = [e["event"] for e in file_events(mesh_home, "agent.")]
+    assert names == ["agent.started", "agent.tool", "agent.done"]
+    assert "@bash" not in json.dumps(file_events(mesh_home, "agent.done"))
+
+
+def test_the_lock_gate_hook_denies_then_allows(run, claude_cli, repo, anchor_process):
+    settings = {"hooks": {"PreToolUse": [{"matcher": "Edit|Write|MultiEdit|NotebookEdit",
+                                          "hooks": [{"type": "command", "timeout": 30,
+                                                     "command": f"{BIN}/file-lock check --hook"}]}]}}
+    (repo / ".claude").mkdir()
+    (repo / ".claude" / "settings.local.json").write_text(json.dumps(settings))
+    register(run, anchor_process().pid, "b1")
+    target = repo / "crates" / "core" / "src" / "lib.rs"
+    denied = run("mesh-agent", "builder", "@write crates/core/src/lib.rs x", "--as", "b1",
+                 check=0).records[0]
+    assert target.read_text() == "pub fn f() {}\n"
+    assert denied["status"] == "ok"  # a denied tool is not a failed run...
+    assert denied["permission_denials"] == [{"tool": "Write", "tool_use_id":
+                                             denied["permission_denials"][0]["tool_use_id"],
+                                             "path": str(target)}]  # ...but it is reported
+    run("file-lock", "acquire", "crates/core", "--as", "b1", check=0)
+    allowed = run("mesh-agent", "builder", "@write crates/core/src/lib.rs x", "--as", "b1",
+                  check=0).records[0]
+    assert target.read_text() == "x" and "permission_denials" not in allowed
+
+
+def test_startup_watchdog_kills_a_silent_run(run, claude_cli, tmp_path):
+    result = run("mesh-agent", "builder", "@hang", "--startup-timeout", "1", "--workdir",
+                 str(tmp_path))
+    record = result.records[0]
+    assert result.returncode == 1
+    assert record["status"] == "failed" and record["reason"] == "startup_timeout"
+    [call] = calls(claude_cli)
+    assert proc.start_time(call["pid"]) is None  # no process left
+
+
+def test_timeout_kills_the_whole_group(run, claude_cli, tmp_path):
+    prompt = "@bash sleep 300 >/dev/null 2>&1 & echo $! > bg.pid\n@sleep 30"
+    result = run("mesh-agent", "builder", prompt, "--timeout", "1.5", "--workdir", str(tmp_path))
+    assert result.returncode == 1 and result.records[0]["status"] == "timeout"
+    background = int((tmp_path / "bg.pid").read_text())
+    wait_until(lambda: proc.start_time(background) is None, timeout=5)
+    assert proc.start_time(calls(claude_cli)[0]["pid"]) is None
+
+
+def test_missing_cli_is_69_one_line(run, tmp_path):
+    env = {"PATH": BIN}
+    for argv in (["mesh-agent", "builder", "hi"],
+                 ["queue-drain", "--agent", "claude", "--queue", "builder", "--once"]):
+        result = run(*argv, env=env, cwd=str(tmp_path))
+        assert result.returncode == 69, (argv, result.stderr)
+        assert result.stderr.endswith("claude: command not found (install Claude Code or set "
+                                      "[agent] command in config.toml)\n")
+        assert result.stderr.count("\n") == 1 and result.stdout == ""
+
+
+def test_agent_command_can_be_swapped(run, claude_cli, tmp_path):
+    env = {"PATH": BIN, "MESH_AGENT_COMMAND": f"{sys.executable} {FAKES}/claude"}
+    record = run("mesh-agent", "builder", "hi", "--workdir", str(tmp_path), env=env,
+                 check=0).records[0]
+    assert record["status"] == "ok" and record["output"] == "hi"
+
+
+def test_auth_failure_is_recognised(run, claude_cli, tmp_path, mesh_home):
+    result = run("mesh-agent", "builder", "@fail auth", "--workdir", str(tmp_path))
+    record = result.records[0]
+    assert result.returncode == 1 and record["status"] == "failed"
+    assert record["error"] == "auth" and record["output"] == "Not logged in · Please run /login"
+    assert "paused" not in record  # no Redis running: nothing to pause, nothing started
+    assert not (mesh_home / "redis").exists()
+
+
+def test_inbox_messages_reach_the_prompt(run, claude_cli, tmp_path, anchor_process, mesh_home):
+    pid = anchor_process().pid
+    register(run, pid, "b1")
+    register(run, pid, "a1", role="anchor")
+    run("coord-send", "--as", "a1", "b1", "rebase on main", check=0)
+    run("mesh-agent", "builder", "fix the test", "--as", "b1", "--workdir", str(tmp_path),
+        check=0)
+    assert calls(claude_cli)[0]["prompt"] == ("Messages from your peers:\n- from a1: rebase on "
+                                              "main\n\nTask:\nfix the test")
+    assert run("coord-recv", "--as", "b1", check=0).records == []  # delivered once
+    run("mesh-agent", "builder", "again", "--as", "b1", "--workdir", str(tmp_path), check=0)
+    assert calls(claude_cli)[1]["prompt"] == "again"
+
+
+# --- queue-drain --agent ... ----------------------------------------------------------------
+
+def test_unknown_agent_is_a_usage_error_naming_the_known_ones(run, mesh_home):
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text('[agents.echoer]\ncommand = ["echo"]\n')
+    result = run("queue-drain", "--agent", "nope", "--once")
+    assert result.returncode == 64 and "agents: shell, claude, echoer" in result.stderr
+    claude = run("queue-drain", "--agent", "claude", "--queue", "a", "--queue", "b", "--once")
+    assert claude.returncode == 64 and "--role" in claude.stderr
+
+
+def test_configured_text_agent(run, mesh_home, tmp_path):
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text(
+        '[agents.echoer]\ncommand = ["sh", "-c", "echo got: $0 as $MESH_ROLE", "{prompt}"]\n'
+        'output = "text"\n')
+    run("queue-push", "--role", "research", "hello there", check=0)
+    [record] = run("queue-drain", "--agent", "echoer", "--queue", "research", "--burst",
+                   "--workdir", str(tmp_path), check=0).records
+    assert record["status"] == "ok" and record["output"] == "got: hello there as research\n"
+    assert record["agent"] == "echoer"
+
+
+def test_queue_drain_claude_records_the_details(run, claude_cli, tmp_path):
+    run("queue-push", "--role", "builder", "--id", "t1", "@cost 0.5\nok", check=0)
+    [record] = run("queue-drain", "--agent", "claude", "--queue", "builder", "--burst",
+                   "--workdir", str(tmp_path), check=0).records
+    assert record["status"] == "ok" and record["cost_usd"] == 0.5 and record["turns"] == 1
+    [stored] = run("queue-results", check=0).records
+    assert stored["cost_usd"] == 0.5 and stored["session_id"] == record["session_id"]
+    assert "--max-budget-usd=5" in calls(claude_cli)[0]["argv"]
+
+
+def test_usage_limit_hands_back_and_pauses_dispatch_until_the_reset(run, claude_cli, tmp_path,
+                                                                    mesh_home):
+    resets = int(time.time()) + 3
+    run("queue-push", "--role", "builder", "--id", "t1", f"@fail rate_limit {resets}\nhello",
+        check=0)
+    run("queue-push", "--role", "builder", "--id", "t2", "second", check=0)
+    drained = run("queue-drain", "--agent", "claude", "--queue", "builder", "--burst",
+                  "--workdir", str(tmp_path), check=0).records
+    assert [(r["id"], r["status"]) for r in drained] == [("t1", "usage_limited"), ("t2", "ok"),
+                                                         ("t1", "ok")]
+    assert drained[0]["handed_back"] and drained[0]["resets_at"] == resets
+    started = calls(claude_cli)
+    assert started[0]["ts"] < resets <= started[1]["ts"]  # nothing started while paused
+    results = {r["id"]: r for r in run("queue-results", check=0).records}
+    assert results["t1"]["attempt"] == 1  # the usage-limited run was not an attempt
+    assert run("queue-dead", "list", check=0).records == []
+    names = [e["event"] for e in redis_events(mesh_home)]
+    assert names.index("mesh.paused") < names.index("task.usage_limited") \
+        < names.index("mesh.resumed")
+    [paused] = redis_events(mesh_home, "mesh.paused")
+    assert paused["reason"] == "usage_limit"
+    assert redis_of(mesh_home).get("mesh:paused") is None
+    assert [e["event"] for e in file_events(mesh_home, "agent.usage_limited")]
+
+
+def test_paused_mesh_starts_no_agent(run, claude_cli, tmp_path, mesh_home):
+    run("queue-push", "--id", "t0", "true", check=0)  # starts the embedded Redis
+    from meshtools.queue.broker import Broker
+    from meshtools.queue.names import Names
+
+    Broker(redis_of(mesh_home), Names()).pause(time.time() + 60, "usage_limit", by="test")
+    result = run("mesh-agent", "builder", "hi", "--workdir", str(tmp_path))
+    assert result.returncode == 75 and result.records[0]["status"] == "paused"
+    assert calls(claude_cli) == []
+
+
+def test_daily_budget_cap_stops_new_work(run, claude_cli, tmp_path, mesh_home):
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text("[budget]\ndaily_usd = 0.05\n")
+    for n in range(3):
+        run("queue-push", "--role", "builder", "--id", f"t{n}", f"@cost 0.03\nrun {n}", check=0)
+    worker = subprocess.Popen(["queue-drain", "--agent", "claude", "--queue", "builder",
+                               "--workdir", str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        r = redis_of(mesh_home)
+        wait_until(lambda: r.get("mesh:paused") is not None, timeout=20)
+        time.sleep(0.5)
+        held = json.loads(r.get("mesh:paused"))
+        assert held["reason"] == "budget"
+        assert held["until"] == pause.next_utc_midnight(time.time())
+        assert float(r.get(f"mesh:spend:{pause.day()}")) == 0.06
+        assert len(calls(claude_cli)) == 2  # the third task was not started
+        assert r.xlen("tasks:queue:builder") == 1
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=10)
+    assert worker.returncode == 0, err
+
+
+def test_task_over_its_budget_is_dead_lettered_at_once(run, claude_cli, tmp_path):
+    run("queue-push", "--role", "builder", "--id", "pricey", "@cost 9\nspend", check=0)
+    [record] = run("queue-drain", "--agent", "claude", "--queue", "builder", "--burst",
+                   "--workdir", str(tmp_path), check=0).records
+    assert record["status"] == "failed" and record["error"] == "budget"
+    [dead] = run("queue-dead", "list", check=0).records
+    assert dead["id"] == "pricey" and "budget" in dead["reason"]
+
+
+def test_auth_failure_through_the_queue_pauses_the_mesh(run, claude_cli, tmp_path, mesh_home):
+    run("queue-push", "--role", "builder", "--id", "t1", "@fail auth", check=0)
+    [record] = run("queue-drain", "--agent", "claude", "--queue", "builder", "--once",
+                   "--workdir", str(tmp_path), check=0).records
+    assert record["status"] == "failed" and record["error"] == "auth" and record["retry"]
+    r = redis_of(mesh_home)
+    assert json.loads(r.get("mesh:paused"))["reason"] == "auth"
+    assert 590 < r.ttl("mesh:paused") <= 600
+
+
+def test_overloaded_is_an_ordinary_failure(run, claude_cli, tmp_path, mesh_home):
+    run("queue-push", "--role", "builder", "--id", "t1", "--max-attempts", "1",
+        "@fail overloaded", check=0)
+    [record] = run("queue-drain", "--agent", "claude", "--queue", "builder", "--burst",
+                   "--workdir", str(tmp_path), check=0, env={"CLAUDE_CODE_MAX_RETRIES": "2"}
+                   ).records
+    assert record["error"] == "overloaded" and record["api_retries"] == 2
+    assert redis_of(mesh_home).get("mesh:paused") is None

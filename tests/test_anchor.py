@@ -1,0 +1,115 @@
+"""mesh-anchor with real git, a real Redis and real queue-drain workers (shell agent)."""
+
+import json
+import subprocess
+
+from .conftest import git
+
+COMMIT = "git -c user.name=w -c user.email=w@w commit -qam"
+
+
+def events_named(mesh_home, prefix):
+    path = mesh_home / "events.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()
+            if json.loads(line)["event"].startswith(prefix)] if path.exists() else []
+
+
+def worktree(run, role):
+    return run("mesh-worktree", "ensure", role, "--json", check=0).records[0]["path"]
+
+
+def drain(run, role, path):
+    run("queue-drain", "--queue", role, "--role", role, "--agent", "shell", "--workdir", path,
+        "--burst", check=0, timeout=120)
+
+
+def queued(role):
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.broker import Broker
+    from meshtools.queue.connection import connect
+    from meshtools.queue.names import Names
+
+    broker = Broker(connect(MeshHome.find()), Names())
+    return [json.loads(fields["task"])
+            for _, fields in broker.redis.xrange(broker.names.queue(role))]
+
+
+def test_finished_builder_work_is_landed_on_main(run, repo, mesh_home):
+    wt = worktree(run, "builder")
+    run("queue-push", "--role", "builder", "--id", "t1",
+        f"echo 'pub fn g() {{}}' >> crates/core/src/lib.rs && {COMMIT} 'add g'", check=0)
+    drain(run, "builder", wt)
+    result = run("queue-results", "--task", "t1", check=0).records[0]
+    assert result["status"] == "ok" and result["work"]["head"] != result["work"]["base"]
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    assert "pub fn g()" in (repo / "crates/core/src/lib.rs").read_text()
+    message = git(repo, "log", "-1", "--format=%B")
+    assert "add g" in message and f"cherry picked from commit {result['work']['head']}" in message
+    landed = events_named(mesh_home, "anchor.landed")
+    assert [e["task"] for e in landed] == ["t1"]
+    run("mesh-anchor", "--once", "--no-respawn", check=0)  # the cursor moved: nothing twice
+    assert git(repo, "log", "--format=%s").splitlines().count("add g") == 1
+
+
+def test_a_conflicting_pick_leaves_main_unchanged_and_hands_the_task_back(run, repo,
+                                                                          mesh_home):
+    wt = worktree(run, "builder")
+    run("queue-push", "--role", "builder", "--id", "t1",
+        f"echo 'theirs' > README.md && {COMMIT} 'readme from builder'", check=0)
+    drain(run, "builder", wt)
+    (repo / "README.md").write_text("ours\n")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "readme on main")
+    before = git(repo, "rev-parse", "HEAD")
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    assert git(repo, "rev-parse", "HEAD") == before
+    assert git(repo, "status", "--porcelain") == ""
+    assert (repo / "README.md").read_text() == "ours\n"
+    [task] = queued("builder")
+    assert task["id"] == "t1~1" and task["parent"] == "t1" and "README.md" in task["prompt"]
+    assert events_named(mesh_home, "pick.conflict")[0]["conflicts"] == ["README.md"]
+    assert events_named(mesh_home, "anchor.handed_back")[0]["new_task"] == "t1~1"
+
+
+def test_a_failing_gate_rolls_main_back(run, repo, mesh_home):
+    wt = worktree(run, "builder")
+    run("queue-push", "--role", "builder", "--id", "t1",
+        f"echo x >> docs/guide.md && {COMMIT} 'docs'", check=0)
+    drain(run, "builder", wt)
+    before = git(repo, "rev-parse", "HEAD")
+    run("mesh-anchor", "--once", "--no-respawn", "--gate", "echo tests broke; exit 3", check=0)
+    assert git(repo, "rev-parse", "HEAD") == before
+    [task] = queued("builder")
+    assert "tests broke" in task["prompt"]
+
+
+def test_failed_tasks_are_handed_back_once_then_given_up(run, repo, mesh_home):
+    wt = worktree(run, "builder")
+    run("queue-push", "--role", "builder", "--id", "t1", "--max-attempts", "1",
+        "echo the parser is broken; exit 2", check=0)
+    drain(run, "builder", wt)
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    [task] = queued("builder")
+    assert task["id"] == "t1~1" and "the parser is broken" in task["prompt"]
+    drain(run, "builder", wt)  # fails again (same command, with context appended)
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    assert [e["task"] for e in events_named(mesh_home, "anchor.give_up")] == ["t1~1"]
+
+
+def test_scheduled_roles_get_their_standing_task_once_per_period(run, repo):
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    for role in ("memory", "security", "groomer"):
+        tasks = queued(role)
+        assert len(tasks) == 1 and tasks[0]["standing"] and tasks[0]["role"] == role
+    assert queued("builder") == []
+
+
+def test_a_peer_that_dies_is_reported(run, repo, mesh_home):
+    sleeper = subprocess.Popen(["sleep", "600"])
+    run("coord-register", "--role", "research", "--id", "r1", "--pid", str(sleeper.pid),
+        check=0)
+    sleeper.kill()
+    sleeper.wait()
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    [dead] = events_named(mesh_home, "anchor.peer_dead")
+    assert dead["session"] == "r1" and dead["role"] == "research"

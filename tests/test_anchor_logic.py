@@ -1,0 +1,64 @@
+"""The anchor's decisions as pure functions of data."""
+
+from meshtools.agents import anchor, roles
+
+ROLES = roles.load()
+
+
+def test_ok_work_of_a_landing_role_is_landed():
+    result = {"id": "t1", "status": "ok", "role": "builder"}
+    work = {"base": "a" * 40, "head": "b" * 40}
+    assert anchor.decide(result, ROLES["builder"], work, 1).action == "land"
+
+
+def test_ok_without_commits_or_from_a_read_only_role_is_just_done():
+    result = {"id": "t1", "status": "ok"}
+    same = {"base": "a" * 40, "head": "a" * 40}
+    assert anchor.decide(result, ROLES["builder"], same, 1).action == "done"
+    assert anchor.decide(result, ROLES["builder"], None, 1).action == "done"
+    research = anchor.decide(result, ROLES["research"], {"base": "a", "head": "b"}, 1)
+    assert research.action == "done" and "does not land" in research.reason
+
+
+def test_failures_are_handed_back_until_the_limit():
+    failed = {"id": "t1", "status": "failed", "exit_code": 2, "dead_letter": True,
+              "reason": "failed on attempt 3 of 3"}
+    assert anchor.decide(failed, ROLES["builder"], None, 1) == \
+        anchor.Decision("hand_back", "failed on attempt 3 of 3")
+    again = dict(failed, id="t1~1", handback=1, parent="t1")
+    assert anchor.decide(again, ROLES["builder"], None, 1).action == "give_up"
+    assert anchor.decide(again, ROLES["builder"], None, 2).action == "hand_back"
+
+
+def test_a_handed_back_task_carries_the_context_and_a_new_id():
+    result = {"id": "t1", "status": "failed", "prompt": "fix the parser", "role": "builder"}
+    task = anchor.handback_task(result, "conflict in README.md", "Conflicting files: README.md.")
+    assert task["id"] == "t1~1" and task["parent"] == "t1" and task["handback"] == 1
+    assert task["prompt"].startswith("fix the parser") and "README.md" in task["prompt"]
+    second = anchor.handback_task(dict(result, id="t1~1", parent="t1", handback=1), "x", "y")
+    assert second["id"] == "t1~2" and second["parent"] == "t1"
+
+
+def test_standing_tasks_are_named_by_their_period():
+    day = 86400
+    due = anchor.standing_tasks(ROLES, 10 * day + 5)
+    by_role = {task["role"]: (task, queue) for task, queue in due}
+    assert set(by_role) == {r.name for r in ROLES.values() if r.every}
+    assert by_role["groomer"][0]["id"] == "standing-groomer-10"
+    assert by_role["groomer"][1] == "groomer"
+    later_same_day = anchor.standing_tasks(ROLES, 10 * day + 3600)
+    assert {t["id"] for t, _ in due} & {t["id"] for t, _ in later_same_day} >= \
+        {"standing-groomer-10", "standing-security-10"}
+    next_day = {t["id"] for t, _ in anchor.standing_tasks(ROLES, 11 * day)}
+    assert "standing-groomer-11" in next_day
+
+
+def test_peer_changes_report_each_turn_for_the_worse_once():
+    sessions = [{"id": "b1", "state": "alive"}, {"id": "b2", "state": "stale"},
+                {"id": "m1", "state": "alive", "phase": "FATAL"}]
+    states, changes = anchor.peer_changes({}, sessions)
+    assert [(r["id"], new) for r, _, new in changes] == [("b2", "stale"), ("m1", "FATAL")]
+    sessions[1] = {"id": "b2", "state": "dead"}
+    states, changes = anchor.peer_changes(states, sessions)
+    assert [(r["id"], old, new) for r, old, new in changes] == [("b2", "stale", "dead")]
+    assert anchor.peer_changes(states, sessions)[1] == []

@@ -1,0 +1,105 @@
+"""mesh-spawn: a role's worker in its worktree under the supervisor, detached or in tmux."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+
+import psutil
+import pytest
+
+from .helpers import wait_until
+
+
+def spawn(run, *args, check=0):
+    return run("mesh-spawn", *args, "--json", check=check, timeout=60)
+
+
+def session_record(run, sid):
+    return next(r for r in run("coord-peers", "--json", check=0).records if r["id"] == sid)
+
+
+def stop_tree(pid):
+    """SIGTERM the supervisor; return every pid that was under it (to check none is left)."""
+    try:
+        top = psutil.Process(pid)
+        tree = [pid, *(p.pid for p in top.children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return [pid]
+    os.kill(pid, signal.SIGTERM)
+    psutil.wait_procs([top], timeout=30)
+    return tree
+
+
+def gone(pids):
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True
+
+
+def test_unknown_role_is_refused_and_nothing_is_made(run, repo, mesh_home):
+    result = run("mesh-spawn", "nope", "--detach")
+    assert result.returncode == 65 and "unknown role 'nope'" in result.stderr
+    assert not (repo.parent / f"{repo.name}-wt-nope").exists()
+    assert not (mesh_home / "sessions").exists() or not any((mesh_home / "sessions").iterdir())
+
+
+def test_a_detached_queue_worker_drains_its_role_queue_in_its_worktree(run, repo):
+    record = spawn(run, "builder", "--queue", "--agent", "shell", "--detach").records[-1]
+    worktree = repo.parent / f"{repo.name}-wt-builder"
+    assert record["session"] == "builder-1" and record["worktree"] == str(worktree)
+    assert os.path.exists(record["log"])
+    peer = session_record(run, "builder-1")
+    assert peer["state"] == "alive" and peer["pid"] == record["pid"]
+    assert peer["branch"] == "mesh/builder"
+    run("queue-push", "--role", "builder", "--id", "t1", "pwd; echo $MESH_SESSION", check=0)
+    result = run("queue-results", "--wait", "t1", "--timeout", "30", check=0).records[0]
+    assert result["status"] == "ok" and result["worker"] == "builder-1"
+    assert result["output"].split() == [str(worktree), "builder-1"]
+    pids = stop_tree(record["pid"])
+    assert gone(pids)
+
+
+def test_a_second_spawn_of_a_one_session_role_is_refused(run, repo):
+    first = spawn(run, "security", "--queue", "--agent", "shell", "--detach").records[-1]
+    try:
+        second = run("mesh-spawn", "security", "--queue", "--agent", "shell", "--detach")
+        assert second.returncode in (69, 75) and "security" in second.stderr
+        assert len([r for r in run("coord-peers", "--json", check=0).records
+                    if r["role"] == "security"]) == 1
+    finally:
+        assert gone(stop_tree(first["pid"]))
+
+
+@pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+def test_tmux_spawn_runs_the_worker_in_a_tmux_window(run, repo, tmp_path):
+    sock_dir = tmp_path / "tmux"
+    sock_dir.mkdir()
+    env = {"TMUX_TMPDIR": str(sock_dir), "TMUX": ""}
+    try:
+        record = run("mesh-spawn", "research", "--queue", "--agent", "shell", "--tmux",
+                     "--json", env=env, check=0, timeout=60).records[-1]
+        windows = subprocess.run(["tmux", "list-windows", "-a", "-F", "#{window_name}"],
+                                 env=dict(os.environ, **env), capture_output=True, text=True)
+        assert "research" in windows.stdout.split()
+        assert session_record(run, record["session"])["state"] == "alive"
+        run("queue-push", "--role", "research", "--id", "r1", "echo from tmux", check=0)
+        result = run("queue-results", "--wait", "r1", "--timeout", "30", check=0).records[0]
+        assert result["status"] == "ok" and "from tmux" in result["output"]
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=dict(os.environ, **env), capture_output=True)
+    wait_until(lambda: session_record(run, "research-1")["state"] == "dead", timeout=20)
+
+
+def test_the_spawn_record_is_kept_for_the_anchor(run, repo, mesh_home):
+    record = spawn(run, "builder", "--queue", "--agent", "shell", "--detach").records[-1]
+    try:
+        info = json.loads((mesh_home / "spawns" / "builder-1.spawn.json").read_text())
+        assert info["queue"] is True and info["mode"] == "detach" and info["role"] == "builder"
+    finally:
+        assert gone(stop_tree(record["pid"]))

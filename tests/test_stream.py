@@ -1,0 +1,140 @@
+"""Folding stream-json lines: the literal lines of CLAUDE-CLI.md, no process."""
+
+import json
+
+import pytest
+
+from meshtools.agents import stream
+from meshtools.agents.stream import StreamState, feed, verdict
+
+INIT = ('{"type":"system","subtype":"init","cwd":"/w","session_id":"6f1…","tools":["Task","Bash",'
+        '"Glob","Grep","Read","Edit","Write"],"mcp_servers":[],"model":"claude-sonnet-…",'
+        '"permissionMode":"default","apiKeySource":"ANTHROPIC_API_KEY",'
+        '"claude_code_version":"2.1.83","uuid":"…"}')
+TOOL_USE = ('{"type":"assistant","message":{"id":"msg_015","type":"message","role":"assistant",'
+            '"model":"claude-…","content":[{"type":"tool_use","id":"toolu_01A","name":"Read",'
+            '"input":{"file_path":"/w/main.rs"}}],"stop_reason":null,"usage":{"input_tokens":4,'
+            '"cache_creation_input_tokens":1200,"cache_read_input_tokens":8400,'
+            '"output_tokens":7}},"parent_tool_use_id":null,"session_id":"…","uuid":"…"}')
+TOOL_RESULT = ('{"type":"user","message":{"role":"user","content":[{"tool_use_id":"toolu_01A",'
+               '"type":"tool_result","content":"…","is_error":false}]},'
+               '"parent_tool_use_id":null,"session_id":"…","uuid":"…"}')
+RESULT = ('{"type":"result","subtype":"success","is_error":false,"duration_ms":5339,'
+          '"duration_api_ms":4800,"num_turns":2,"result":"…final text…","stop_reason":"end_turn",'
+          '"session_id":"…","total_cost_usd":0.0368,"usage":{"input_tokens":2,'
+          '"cache_creation_input_tokens":12000,"cache_read_input_tokens":10000,'
+          '"output_tokens":10},"modelUsage":{"claude-…":{"inputTokens":2,"outputTokens":10,'
+          '"costUSD":0.0368}},"permission_denials":[],"terminal_reason":"completed","uuid":"…"}')
+AUTH_RESULT = ('{"type":"result","subtype":"success","is_error":true,"num_turns":1,'
+               '"result":"Not logged in · Please run /login","total_cost_usd":0,'
+               '"terminal_reason":"api_error"}')
+REJECTED = ('{"type":"rate_limit_event","rate_limit_info":{"status":"rejected",'
+            '"resetsAt":1700003600,"rateLimitType":"five_hour"}}')
+ALLOWED = ('{"type":"rate_limit_event","rate_limit_info":{"status":"allowed",'
+           '"resetsAt":1700003600,"rateLimitType":"five_hour"}}')
+RETRY = ('{"type":"system","subtype":"api_retry","attempt":1,"max_retries":10,'
+         '"retry_delay_ms":500,"error_status":529,"error":"overloaded"}')
+MAX_TURNS = ('{"type":"result","subtype":"error_max_turns","is_error":true,"num_turns":40,'
+             '"errors":["Reached maximum number of turns (40)"],"total_cost_usd":1.2}')
+
+
+def fold(*lines) -> StreamState:
+    state = StreamState()
+    for line in lines:
+        feed(state, json.loads(line) if isinstance(line, str) else line)
+    return state
+
+
+def assistant_error(error, text="…"):
+    return {"type": "assistant", "error": error, "message": {
+        "id": "msg_x", "model": "<synthetic>", "content": [{"type": "text", "text": text}]}}
+
+
+def test_healthy_run_phases_and_totals():
+    state = StreamState()
+    seen = [state.phase]
+    for line in (INIT, ALLOWED, TOOL_USE, TOOL_RESULT, RESULT):
+        feed(state, json.loads(line))
+        if state.phase != seen[-1]:
+            seen.append(state.phase)
+    assert seen == ["starting", "thinking", "tool Read", "thinking", "done"]
+    assert state.session_id == "…" and state.model == "claude-sonnet-…"
+    assert state.turns == 2 and state.cost_usd == 0.0368 and state.result == "…final text…"
+    assert state.tokens == {"input": 2, "output": 10, "cache_creation": 12000,
+                            "cache_read": 10000}
+    assert not state.rate_limited  # an allowed rate_limit_event is healthy
+    assert verdict(state, 0) == ("ok", None)
+
+
+def test_usage_is_never_summed_across_lines_of_one_message():
+    # two assistant lines of one message id, then the result's totals
+    state = fold(INIT, TOOL_USE, TOOL_USE, RESULT)
+    assert state.tokens["input"] == 2 and state.tokens["cache_read"] == 10000
+
+
+def test_is_error_with_subtype_success_is_a_failure():
+    state = fold(INIT, assistant_error("authentication_failed", "Not logged in"), AUTH_RESULT)
+    assert state.subtype == "success" and state.is_error
+    assert verdict(state, 1) == ("failed", "auth")
+    assert state.phase == "failed"
+
+
+def test_exit_code_alone_also_fails_a_run():
+    assert verdict(fold(INIT, RESULT), 1)[0] == "failed"
+    assert verdict(fold(INIT, RESULT), 0)[0] == "ok"
+
+
+def test_usage_limit():
+    result = json.loads(AUTH_RESULT)
+    result.update(result="You've hit your limit · resets 2:50am (UTC)", api_error_status=429)
+    state = fold(INIT, REJECTED, assistant_error("rate_limit"), result)
+    assert state.rate_limited and state.resets_at == 1700003600
+    assert verdict(state, 1) == ("failed", "rate_limit")
+    assert stream.summary(state)["resets_at"] == 1700003600
+
+
+def test_429_without_the_event_is_still_a_usage_limit():
+    result = json.loads(AUTH_RESULT)
+    result.update(result="You've hit your limit", api_error_status=429)
+    assert verdict(fold(INIT, result), 1) == ("failed", "rate_limit")
+
+
+def test_overload_retries_counted():
+    result = {"type": "result", "subtype": "success", "is_error": True,
+              "result": "API Error: Repeated 529 Overloaded errors", "api_error_status": 529}
+    state = fold(INIT, RETRY, RETRY, RETRY, assistant_error("overloaded"), result)
+    assert state.api_retries == 3
+    assert verdict(state, 1) == ("failed", "overloaded")
+
+
+@pytest.mark.parametrize("subtype,kind", [("error_max_turns", "max_turns"),
+                                          ("error_max_budget_usd", "budget"),
+                                          ("error_during_execution", "execution")])
+def test_error_subtypes(subtype, kind):
+    line = json.loads(MAX_TURNS)
+    line["subtype"] = subtype
+    state = fold(INIT, line)
+    assert verdict(state, 1) == ("failed", kind)
+    assert state.errors and state.result is None
+
+
+def test_no_result_line():
+    state = fold(INIT, TOOL_USE)
+    assert verdict(state, 143) == ("failed", "terminated")
+    assert verdict(state, 0) == ("failed", "execution")
+    assert verdict(StreamState(), None) == ("failed", "execution")
+
+
+def test_permission_denials_are_kept_without_content():
+    line = json.loads(RESULT)
+    line["permission_denials"] = [{"tool_name": "Write", "tool_use_id": "toolu_1",
+                                   "tool_input": {"file_path": "/w/a.rs", "content": "secret"}}]
+    summary = stream.summary(fold(INIT, line))
+    assert summary["permission_denials"] == [{"tool": "Write", "tool_use_id": "toolu_1",
+                                              "path": "/w/a.rs"}]
+
+
+def test_unknown_lines_do_not_break_the_fold():
+    state = fold({"type": "stream_event", "event": {}}, {"type": "system", "subtype": "hook"},
+                 INIT, RESULT)
+    assert verdict(state, 0) == ("ok", None) and state.lines == 4
