@@ -54,12 +54,25 @@ def stop(pid: int) -> None:
         pass
 
 
-def memory(pid: int) -> tuple[float, float]:
-    """(RSS, USS) in MB of the supervisor and everything under it."""
+def memory(pid: int) -> dict[str, float]:
+    """MB of the supervisor and of everything under it: RSS each, and the pair's RSS, PSS
+    (shared pages split between their users) and USS (pages only they use)."""
     top = psutil.Process(pid)
     procs = [top, *top.children(recursive=True)]
     infos = [p.memory_full_info() for p in procs]
-    return (sum(i.rss for i in infos) / 2**20, sum(i.uss for i in infos) / 2**20)
+    mb = 2**20
+    return {"supervisor": infos[0].rss / mb, "worker": sum(i.rss for i in infos[1:]) / mb,
+            "rss": sum(i.rss for i in infos) / mb, "pss": sum(i.pss for i in infos) / mb,
+            "uss": sum(i.uss for i in infos) / mb}
+
+
+def baseline_rss(code: str) -> float:
+    """RSS (MB) of a bare interpreter that runs code, for scale."""
+    probe = ("\nwith open('/proc/self/status') as f:\n"
+             "    print(next(l.split()[1] for l in f if l.startswith('VmRSS')))")
+    out = subprocess.run([sys.executable, "-c", code + probe], capture_output=True, text=True,
+                         check=True).stdout
+    return int(out) / 1024
 
 
 def main(runs: int = 7) -> int:
@@ -70,23 +83,26 @@ def main(runs: int = 7) -> int:
     run([os.path.join(BIN, "mesh-worktree"), "ensure", "builder"], env, repo)
     worktree_s = time.perf_counter() - started
     broker = Broker(connect(home), Names())
-    times, rss, uss = [], [], []
+    times, samples = [], []
     try:
         for _ in range(runs):
             elapsed, pid = spawn_once(repo, env, broker)
             times.append(elapsed)
             time.sleep(3)  # idle: blocked on XREADGROUP, heartbeats only
-            r, u = memory(pid)
-            rss.append(r)
-            uss.append(u)
+            samples.append(memory(pid))
             stop(pid)
     finally:
         run([os.path.join(BIN, "mesh-redis"), "stop"], env, repo)
     print(f"spawn-to-ready, supervised queue worker ({runs} runs): median "
           f"{median_ms(times):.0f} ms, max {max(times) * 1000:.0f} ms "
           f"(worktree created once beforehand in {worktree_s * 1000:.0f} ms)")
-    print(f"idle memory, supervisor + queue-drain: RSS {statistics.median(rss):.1f} MB "
-          f"(target <= 40 MB), USS {statistics.median(uss):.1f} MB")
+    med = {k: statistics.median(s[k] for s in samples) for k in samples[0]}
+    print(f"idle memory, supervisor + queue-drain (median of {runs}): RSS {med['rss']:.1f} MB "
+          f"(target <= 40 MB) = supervisor {med['supervisor']:.1f} + worker "
+          f"{med['worker']:.1f}; PSS {med['pss']:.1f} MB, USS {med['uss']:.1f} MB")
+    print(f"  for scale, bare interpreters in this run: python {baseline_rss(''):.1f} MB, "
+          f"python + import redis {baseline_rss('import redis'):.1f} MB, "
+          f"python + import click {baseline_rss('import click'):.1f} MB")
     return 0
 
 

@@ -278,3 +278,26 @@ def test_thousand_tasks_four_workers_random_kill_9(run, mesh_home):
     assert kills == 12
     assert len(results) == total  # none lost
     assert all(len(v) == 1 and v[0]["status"] == "ok" for v in results.values())  # one each
+
+
+def test_a_paused_mesh_starts_no_task_until_resumed(run, tmp_path):
+    run("queue-pause", "--for", "10m", "--reason", "maintenance", check=0)
+    stat = run("queue-stat", "--json", check=0).records
+    assert [r["reason"] for r in stat if r["kind"] == "pause"] == ["maintenance"]
+    marker = tmp_path / "ran"
+    run("queue-push", "--id", "p1", f"touch {marker}", check=0)
+    worker = drain("--once")
+    try:
+        time.sleep(1.5)  # a paused worker waits: nothing may start meanwhile
+        assert not marker.exists() and worker.poll() is None
+        assert run("queue-resume", check=0).records[0]["resumed"] is True
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+    assert marker.exists()
+    assert [r["kind"] for r in run("queue-stat", "--json", check=0).records] == ["queue"]
+
+
+def test_pause_needs_a_duration(run):
+    result = run("queue-pause", "--for", "soon")
+    assert result.returncode == 64 and "not a duration" in result.stderr

@@ -25,6 +25,8 @@ SUBCOMMANDS = {
     "results": "meshtools.commands.queue:results",
     "stat": "meshtools.commands.queue:stat",
     "dead": "meshtools.commands.queue:dead",
+    "pause": "meshtools.commands.queue:pause",
+    "resume": "meshtools.commands.queue:resume",
     "events": "meshtools.commands.events:mesh_events",
     "redis": "meshtools.commands.meshredis:mesh_redis",
     "roles": "meshtools.commands.roles:mesh_roles",

@@ -225,13 +225,46 @@ def stat(mesh):
             "dead": dead_by_queue.get(queue, 0),
             "oldest_pending_age": round((now_ms - int(oldest[0]["message_id"].split("-")[0]))
                                         / 1000, 3) if oldest else None})
+    pause = broker.paused()
     if mesh.as_json:
         for record in records:
             jsonl.write(record)
+        if pause:
+            jsonl.write({"ts": clock.iso(), "kind": "pause", **pause})
     else:
         rows = [dict(r, consumers=len(r["consumers"])) for r in records]
         mesh.table(rows, ["queue", "length", "pending", "lag", "consumers", "dead",
                           "oldest_pending_age"])
+        if pause:
+            click.echo(f"dispatch paused until {pause.get('until_ts') or '?'} "
+                       f"({pause.get('reason')}): queue-resume ends it now")
+
+
+@cli.command("queue-pause")
+@click.option("--for", "duration", required=True, metavar="DURATION",
+              help="How long: 90s, 30m, 6h, 1d.")
+@click.option("--reason", default="manual", show_default=True, help="Shown by queue-stat.")
+@cli.mesh_options(redis=True)
+def pause(duration, reason, mesh):
+    """Stop workers from starting tasks, mesh-wide, for a while (a running task finishes)."""
+    from ..agents.roles import parse_duration
+
+    try:
+        seconds = parse_duration(duration)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--for")
+    record = mesh.broker().pause(time.time() + seconds, reason, by="queue-pause")
+    mesh.emit({"ts": clock.iso(), "kind": "pause", **record},
+              f"dispatch paused until {record.get('until_ts')} ({record.get('reason')})")
+
+
+@cli.command("queue-resume")
+@cli.mesh_options(redis=True)
+def resume(mesh):
+    """End a pause now (a usage-limit, budget or manual one); workers start tasks again."""
+    ended = mesh.broker().resume(by="queue-resume")
+    mesh.emit({"ts": clock.iso(), "kind": "pause", "resumed": ended is not None,
+               "ended": ended}, "dispatch resumed" if ended else "dispatch was not paused")
 
 
 def _groups(r, stream):
