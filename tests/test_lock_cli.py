@@ -1,10 +1,8 @@
 """file-lock as a user runs it: real processes, a real repository, real signals."""
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest

@@ -10,7 +10,6 @@ import pytest
 
 from meshtools.core.home import MeshHome
 from meshtools.queue.connection import connect
-from meshtools.queue.names import Names
 
 from .helpers import wait_until
 

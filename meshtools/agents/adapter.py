@@ -27,13 +27,12 @@ import uuid
 
 from ..core import events
 from ..core.errors import ConfigError, Unavailable, UsageError
-from ..queue.executor import Outcome, kill_group
+from ..queue.executor import OUTPUT_TAIL, Outcome, kill_group
 from . import stream
 
 DEFAULT_COMMAND = ("claude",)
 COMMAND_ENV = "MESH_AGENT_COMMAND"
 STARTUP_TIMEOUT = 60.0
-OUTPUT_TAIL = 4000
 PREVIEW = 80
 EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
 MISSING = ("{name}: command not found (install Claude Code or set [agent] command in "

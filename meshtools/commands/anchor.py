@@ -6,7 +6,7 @@ import time
 import click
 
 from .. import cli
-from ..core import clock, events
+from ..core import clock
 
 LOOP_ID = "anchor-loop"
 
@@ -31,6 +31,7 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, mesh):
     or FATAL peers. Every decision is an event (mesh-events --event anchor.)."""
     from ..agents import roles
     from ..agents.anchor import Anchor
+    from ..agents.sessions import join
     from ..coord import registry
 
     cli.exit_on_sigterm()
@@ -39,9 +40,8 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, mesh):
                     gate=gate, max_handbacks=max_handbacks, respawn=not no_respawn)
     registered = False
     if not once:
-        registry.register(mesh.home, LOOP_ID, LOOP_ID, os.getpid(), phase="following")
+        join(mesh.home, LOOP_ID, LOOP_ID, os.getpid(), phase="following")
         registered = True
-        events.emit(mesh.home, "session.registered", id=LOOP_ID, role=LOOP_ID, pid=os.getpid())
     handled = 0
     try:
         while True:

@@ -5,7 +5,6 @@ same click object, a subcommand of `coord` and of `meshctl`.
 """
 
 import os
-import sys
 
 import click
 
@@ -38,18 +37,11 @@ def _human(record: dict) -> str:
 def register(role, session_id, pid, phase, mesh):
     """Register a session; a live duplicate id is refused (75), a dead one taken over, and
     a role at its concurrency (roles.toml; one anchor per mesh) is refused (75)."""
+    from ..agents.sessions import join
+
     if session_id is None:
         session_id = mesh.session(required=False)
-    from ..agents.roles import session_limit
-
-    record, previous = registry.register(mesh.home, role, session_id,
-                                         pid if pid is not None else os.getppid(), phase,
-                                         limit=session_limit(mesh.home, role))
-    if previous:
-        events.emit(mesh.home, "session.takeover", id=record["id"], role=record["role"],
-                    previous_pid=previous.get("pid"), pid=record["pid"])
-    events.emit(mesh.home, "session.registered", id=record["id"], role=record["role"],
-                pid=record["pid"])
+    record = join(mesh.home, role, session_id, pid if pid is not None else os.getppid(), phase)
     mesh.emit(record, f"registered {_human(record)}")
 
 

@@ -114,16 +114,9 @@ def _register(mesh, role: str | None, session: str | None) -> str | None:
         if session and registry.get(mesh.home, validate_name(session, "session id")) is None:
             raise errors.BadInput(f"unknown session {session} (register it, or give --role)")
         return session
-    from ..agents.roles import session_limit
+    from ..agents.sessions import join
 
-    record, previous = registry.register(mesh.home, role, session, os.getpid(), "starting",
-                                         limit=session_limit(mesh.home, role))
-    if previous:
-        events.emit(mesh.home, "session.takeover", id=record["id"], role=record["role"],
-                    previous_pid=previous.get("pid"), pid=record["pid"])
-    events.emit(mesh.home, "session.registered", id=record["id"], role=record["role"],
-                pid=record["pid"])
-    return record["id"]
+    return join(mesh.home, role, session, os.getpid(), "starting")["id"]
 
 
 def _unregister(mesh, session: str) -> None:

@@ -105,7 +105,7 @@ class MeshHome:
             root = recorded.get("root") or git.main_root(common)
             return git.Worktree(root, common, common)
         raise ConfigError("not inside a git repository, and the mesh records none "
-                          f"(run `meshctl init` in the repository, or cd into it)")
+                          "(run `meshctl init` in the repository, or cd into it)")
 
     def describe(self) -> str:
         return json.dumps({"home": self.path})

@@ -29,41 +29,55 @@ class Executor(Protocol):
     def interrupt(self) -> None: ...
 
 
-class ShellExecutor:
-    """Runs the task's prompt with /bin/sh -c in workdir, in its own process group, with
-    stdout and stderr captured together; a timeout kills the whole group."""
-
-    name = "shell"
+class CapturingExecutor:
+    """What executors that run one process per task share: the process runs in workdir in
+    its own session (so a timeout or an interrupt kills its whole group), stdout and stderr
+    captured together, the last OUTPUT_TAIL characters kept."""
 
     def __init__(self):
         self._child: subprocess.Popen | None = None
 
-    def run(self, task, workdir, timeout, on_start=lambda pid: None) -> Outcome:
+    def capture(self, argv: list[str], workdir: str, timeout: float | None, on_start,
+                env: dict | None = None, stdin_data: bytes | None = None,
+                details: dict | None = None) -> Outcome:
+        """Run argv to its end; OSError (cannot start) is the caller's to turn into words."""
         started = time.monotonic()
-        try:
-            child = subprocess.Popen(["/bin/sh", "-c", task["prompt"]], cwd=workdir,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as e:
-            return Outcome("failed", None, f"cannot start: {e}", time.monotonic() - started)
+        child = subprocess.Popen(argv, cwd=workdir, env=env,
+                                 stdin=subprocess.PIPE if stdin_data is not None
+                                 else subprocess.DEVNULL,
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 start_new_session=True)
         self._child = child
         on_start(child.pid)
         try:
-            out, _ = child.communicate(timeout=timeout)
+            out, _ = child.communicate(stdin_data, timeout=timeout)
             status = "ok" if child.returncode == 0 else "failed"
         except subprocess.TimeoutExpired:
-            _kill_group(child)
+            kill_group(child)
             out, _ = child.communicate()
             status = "timeout"
         finally:
             self._child = None
         text = out.decode("utf-8", "replace")[-OUTPUT_TAIL:]
-        return Outcome(status, child.returncode, text, time.monotonic() - started)
+        return Outcome(status, child.returncode, text, time.monotonic() - started,
+                       dict(details or {}))
 
     def interrupt(self) -> None:
         """Stop the running task now (the worker hands the task back)."""
         if self._child is not None:
-            _kill_group(self._child)
+            kill_group(self._child)
+
+
+class ShellExecutor(CapturingExecutor):
+    """Runs the task's prompt with /bin/sh -c in workdir."""
+
+    name = "shell"
+
+    def run(self, task, workdir, timeout, on_start=lambda pid: None) -> Outcome:
+        try:
+            return self.capture(["/bin/sh", "-c", task["prompt"]], workdir, timeout, on_start)
+        except OSError as e:
+            return Outcome("failed", None, f"cannot start: {e}", 0.0)
 
 
 def kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
@@ -75,9 +89,6 @@ def kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
         os.killpg(child.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-
-
-_kill_group = kill_group
 
 
 EXECUTORS = {"shell": ShellExecutor}
