@@ -30,6 +30,7 @@ from .tasks import DEFAULT_MAX_ATTEMPTS
 BEAT_EVERY = 2.0
 DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
 LEASE_MS = 3_600_000
+PAUSE_RECHECK = 0.25
 
 
 @dataclass
@@ -49,6 +50,7 @@ class Worker:
     stopping: int = 0
     done: int = 0
     _current: tuple | None = None
+    _clear_until: float = 0.0  # no pause was in force when last asked: trust it until then
     _reclaimed: threading.Event = field(default_factory=threading.Event)
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -169,6 +171,8 @@ class Worker:
         if over:
             self._survive(lambda: self.broker.pause(*over, by=self.consumer,
                                                     spent=round(spent, 6)))
+        if stop or over:
+            self._clear_until = 0.0  # this worker paused the mesh: its next look sees it
         self.done += 1
         if self.on_result:
             self.on_result(result)
@@ -197,7 +201,11 @@ class Worker:
 
     def _gate(self) -> bool:
         """True when a task may start. While the mesh is paused (or today's budget is
-        spent), wait in short steps, responsive to SIGTERM, and return False."""
+        spent), wait in short steps, responsive to SIGTERM, and return False. A clear answer
+        holds for PAUSE_RECHECK seconds: a busy worker saves a round trip per task and still
+        sees a new pause within that time."""
+        if time.monotonic() < self._clear_until:
+            return True
         pause = self.broker.paused()
         if pause is None and self.daily_budget_usd is not None:
             over = pausing.for_budget(self.broker.spent(pausing.day()), self.daily_budget_usd,
@@ -205,6 +213,7 @@ class Worker:
             if over:
                 pause = self.broker.pause(*over, by=self.consumer)
         if pause is None:
+            self._clear_until = time.monotonic() + PAUSE_RECHECK
             return True
         self._wait_out(pause)
         return False
