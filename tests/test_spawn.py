@@ -103,3 +103,24 @@ def test_the_spawn_record_is_kept_for_the_anchor(run, repo, mesh_home):
         assert info["queue"] is True and info["mode"] == "detach" and info["role"] == "builder"
     finally:
         assert gone(stop_tree(record["pid"]))
+
+
+def test_a_persistent_agent_reruns_its_standing_prompt(run, repo, mesh_home, claude_cli):
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    # Each run is short (a rapid exit): only as clean exits may they outnumber max_failures.
+    (mesh_home / "config.toml").write_text("[supervisor]\nrerun_delay = 0.2\nmax_failures = 2\n"
+                                           "base = 0.1\n")
+    record = spawn(run, "research", "--detach").records[-1]
+    try:
+        def runs():
+            if not claude_cli.exists():
+                return []
+            return [json.loads(line) for line in claude_cli.read_text().splitlines()]
+
+        wait_until(lambda: len(runs()) >= 4, timeout=60)
+        standing = run("mesh-roles", "show", "research", "--json", check=0).records[0]["prompt"]
+        assert all(standing in r["prompt"] and r["MESH_SESSION"] == "research-1"
+                   for r in runs())
+        assert session_record(run, "research-1")["phase"] != "FATAL"
+    finally:
+        assert gone(stop_tree(record["pid"]))

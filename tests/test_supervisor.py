@@ -11,8 +11,8 @@ import subprocess
 
 import pytest
 
-from meshtools.agents.supervisor import (DONE, FATAL, ON_FAILURE, RESTART, RestartPolicy,
-                                         backoff_delay, decide)
+from meshtools.agents.supervisor import (DONE, FATAL, ON_FAILURE, RESTART, Decision,
+                                         RestartPolicy, backoff_delay, decide)
 from meshtools.coord import registry
 from meshtools.core import proc
 from meshtools.core.home import MeshHome
@@ -99,6 +99,12 @@ def test_exit_zero_ends_on_failure_but_is_a_rapid_failure_under_always():
     assert (d.action, d.n, d.delay) == (RESTART, 1, 1.0)
     with pytest.raises(ValueError):
         RestartPolicy(restart="sometimes")
+
+
+def test_a_persistent_agent_reruns_after_a_clean_exit_without_counting_it():
+    policy = RestartPolicy(rerun_delay=30.0)
+    assert decide(policy, 3, 0.1, 0) == Decision(RESTART, 0, 30.0)
+    assert decide(policy, 3, 0.1, 1) == Decision(RESTART, 4, 16.0)  # a crash still counts
 
 
 # --- real supervisors --------------------------------------------------------------------

@@ -52,11 +52,15 @@ class RestartPolicy:
     min_uptime: float = 10.0  # a run shorter than this is a rapid failure
     max_rapid_failures: int = 5  # the n-th consecutive rapid failure is FATAL
     restart: str = ALWAYS  # or ON_FAILURE: an exit 0 ends supervision
+    # Under ALWAYS, set for a persistent agent (a single-shot prompt re-run on each exit):
+    # an exit 0 is a finished run, not a failure: run again after this many seconds.
+    rerun_delay: float | None = None
 
     def __post_init__(self):
         if self.restart not in (ALWAYS, ON_FAILURE):
             raise ValueError(f"restart must be {ALWAYS!r} or {ON_FAILURE!r}")
-        if self.max_rapid_failures < 1 or min(self.base, self.cap, self.min_uptime) < 0:
+        if self.max_rapid_failures < 1 or min(self.base, self.cap, self.min_uptime,
+                                              self.rerun_delay or 0) < 0:
             raise ValueError("negative times or max_rapid_failures < 1")
 
 
@@ -72,6 +76,8 @@ def decide(policy: RestartPolicy, n: int, uptime: float, exit_code: int) -> Deci
     was the latest of n consecutive rapid failures before it."""
     if exit_code == 0 and policy.restart == ON_FAILURE:
         return Decision(DONE, 0)
+    if exit_code == 0 and policy.rerun_delay is not None:
+        return Decision(RESTART, 0, policy.rerun_delay)
     n = n + 1 if uptime < policy.min_uptime else 0
     if n >= policy.max_rapid_failures:
         return Decision(FATAL, n)

@@ -78,6 +78,7 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 # cap = 60.0                   # ... at most this long
 # min_uptime = 10.0            # a run shorter than this is a rapid failure
 # max_failures = 5             # give up (FATAL) after this many in a row
+# rerun_delay = 30.0           # a persistent agent's pause between runs of its standing prompt
 """
 
 

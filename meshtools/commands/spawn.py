@@ -20,6 +20,7 @@ from .. import cli
 from ..core import clock, errors, events, fs
 
 READY_TIMEOUT = 30.0
+RERUN_DELAY = 30.0  # a persistent agent's pause between runs of its standing prompt
 TMUX_SESSION = "meshtools"
 
 
@@ -36,13 +37,20 @@ def child_argv(role, workdir: str, queue: bool, agent: str) -> list[str]:
     return [_command("mesh-agent"), role.name, "--workdir", workdir]
 
 
-def supervisor_argv(role, session: str | None, child: list[str], config: dict) -> list[str]:
+def supervisor_argv(role, session: str | None, child: list[str], config: dict,
+                    persistent: bool) -> list[str]:
     """mesh-supervise with the mesh's [supervisor] settings (base, cap, min_uptime,
-    max_failures, grace) from config.toml."""
+    max_failures, grace, rerun_delay) from config.toml. A persistent agent re-runs its
+    standing prompt after each clean exit; a queue worker only exits to stop or crash."""
+    settings = dict(config.get("supervisor") or {})
+    if persistent:
+        settings.setdefault("rerun_delay", RERUN_DELAY)
+    else:
+        settings.pop("rerun_delay", None)
     argv = [_command("mesh-supervise"), "--role", role.name]
     if session:
         argv += ["--session", session]
-    for key, value in sorted((config.get("supervisor") or {}).items()):
+    for key, value in sorted(settings.items()):
         argv += [f"--{key.replace('_', '-')}", str(value)]
     return argv + ["--", *child]
 
@@ -76,7 +84,8 @@ def mesh_spawn(role, queue, session_id, agent, root, mode, mesh):
     registry.check_limit(mesh.home, role_def.name, session_id, role_def.concurrency)
     tree = worktree.ensure(mesh.home, mesh.home.repository().root, role_def.name, root)
     argv = supervisor_argv(role_def, session_id,
-                           child_argv(role_def, tree["path"], queue, agent), mesh.home.config)
+                           child_argv(role_def, tree["path"], queue, agent), mesh.home.config,
+                           persistent=not queue)
     env = dict(os.environ, MESH_HOME=mesh.home.path)
     env.pop("MESH_SESSION", None)  # the supervisor sets the spawned session's own
     info = {"role": role_def.name, "queue": queue, "mode": mode or "foreground",

@@ -48,6 +48,9 @@ def _human(record: dict) -> str:
 @click.option("--restart", "restart", type=click.Choice([sup.ALWAYS, sup.ON_FAILURE]),
               default=sup.ALWAYS, show_default=True,
               help="on-failure: an exit 0 ends supervision.")
+@click.option("--rerun-delay", type=click.FloatRange(min=0), metavar="S",
+              help="A persistent agent: an exit 0 is a finished run, not a failure; run CMD "
+                   "again after S seconds.")
 @click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
               metavar="S", help="After forwarding a stop signal, SIGKILL the group after S.")
 @click.option("--stop", "stop_key", metavar="KEY",
@@ -57,7 +60,8 @@ def _human(record: dict) -> str:
 @click.option("--spawn", "spawn_id", metavar="ID",
               help="With --stop/--restart-child: the spawn meant (ignored if no longer current).")
 @cli.mesh_options()
-def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, restart, grace,
+def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, restart,
+                   rerun_delay, grace,
                    stop_key, restart_key, spawn_id, mesh):
     """Run CMD in its own process group and keep it running.
 
@@ -76,7 +80,7 @@ def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, res
     if not argv:
         raise errors.UsageError("no command: mesh-supervise [OPTIONS] -- CMD [ARGS...]")
     try:
-        policy = sup.RestartPolicy(base, cap, min_uptime, max_failures, restart)
+        policy = sup.RestartPolicy(base, cap, min_uptime, max_failures, restart, rerun_delay)
     except ValueError as e:
         raise errors.UsageError(str(e))
     session = _register(mesh, role, session)
