@@ -124,3 +124,28 @@ def test_a_persistent_agent_reruns_its_standing_prompt(run, repo, mesh_home, cla
         assert session_record(run, "research-1")["phase"] != "FATAL"
     finally:
         assert gone(stop_tree(record["pid"]))
+
+
+def test_a_missing_agent_cli_is_69_before_anything_starts(run, repo, monkeypatch):
+    monkeypatch.setenv("PATH", os.path.dirname(shutil.which("queue-drain")) + ":/usr/bin:/bin")
+    result = run("mesh-spawn", "builder", "--queue", "--detach")
+    assert result.returncode == 69 and "claude: command not found" in result.stderr
+    assert run("coord-peers", "--json", check=0).records == []
+    unknown = run("mesh-spawn", "builder", "--queue", "--agent", "nope", "--detach")
+    assert unknown.returncode == 64 and "unknown agent 'nope'" in unknown.stderr
+
+
+def test_in_the_foreground_mesh_spawn_becomes_the_supervisor(run, repo):
+    spawned = subprocess.Popen(["mesh-spawn", "builder", "--queue", "--agent", "shell"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: any(r["pid"] == spawned.pid
+                               for r in run("coord-peers", "--json", check=0).records),
+                   timeout=30)
+        tree = [spawned.pid, *(p.pid for p in psutil.Process(spawned.pid).children(True))]
+        assert len(tree) >= 2  # the supervisor (this very pid) and its queue-drain
+        spawned.send_signal(signal.SIGTERM)
+        assert spawned.wait(timeout=30) == 143
+        assert gone(tree)
+    finally:
+        spawned.kill()

@@ -247,3 +247,14 @@ def test_a_failed_worktree_add_leaves_nothing_behind(run, repo):
     assert "project-wt-builder" not in git(repo, "worktree", "list")
     hook.unlink()
     assert run("mesh-worktree", "ensure", "builder", check=0).records[0]["created"] is True
+
+
+@pytest.mark.skipif(not os.path.isdir("/sys/fs"), reason="needs Linux sysfs")
+def test_a_root_no_one_may_write_is_refused_even_for_root(run, repo):
+    """sysfs refuses mkdir to every user, root included: the case CI (root) can test."""
+    result = run("mesh-worktree", "ensure", "builder", "--root", "/sys/fs")
+    assert result.returncode == 77 and result.stderr.count("\n") == 1, result.stderr
+    assert git(repo, "branch", "--list", "mesh/*") == ""
+    assert git(repo, "worktree", "list").count("\n") == 0  # only the main checkout
+    spawned = run("mesh-spawn", "builder", "--root", "/sys/fs", "--detach")
+    assert spawned.returncode == 77 and not run("coord-peers", "--json", check=0).records

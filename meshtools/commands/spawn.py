@@ -82,6 +82,7 @@ def mesh_spawn(role, queue, session_id, agent, root, mode, mesh):
     if session_id is not None:
         validate_name(session_id, "session id")
     registry.check_limit(mesh.home, role_def.name, session_id, role_def.concurrency)
+    _check_agent(mesh.home, role_def, agent if queue else "claude")
     tree = worktree.ensure(mesh.home, mesh.home.repository().root, role_def.name, root)
     argv = supervisor_argv(role_def, session_id,
                            child_argv(role_def, tree["path"], queue, agent), mesh.home.config,
@@ -108,6 +109,16 @@ def mesh_spawn(role, queue, session_id, agent, root, mode, mesh):
                                                       if k != "spawned"}},
               f"{record['id']} ({role_def.name}) pid {pid} in {tree['path']}"
               + (f", log {info['log']}" if info.get("log") else ""))
+
+
+def _check_agent(home, role, agent: str) -> None:
+    """A missing agent CLI is exit 69 now, not a crash loop under the supervisor later."""
+    from ..agents.adapter import make_executor
+
+    executor = make_executor(agent, home=home, role=role)
+    check = getattr(executor, "check", None)
+    if check is not None:
+        check()
 
 
 def _detach(home, argv: list[str], env: dict, role: str, cwd: str) -> tuple[int, str]:
