@@ -256,5 +256,6 @@ def test_a_root_no_one_may_write_is_refused_even_for_root(run, repo):
     assert result.returncode == 77 and result.stderr.count("\n") == 1, result.stderr
     assert git(repo, "branch", "--list", "mesh/*") == ""
     assert git(repo, "worktree", "list").count("\n") == 0  # only the main checkout
-    spawned = run("mesh-spawn", "builder", "--root", "/sys/fs", "--detach")
+    spawned = run("mesh-spawn", "builder", "--queue", "--agent", "shell", "--root", "/sys/fs",
+                  "--detach")
     assert spawned.returncode == 77 and not run("coord-peers", "--json", check=0).records
