@@ -113,3 +113,48 @@ def test_a_peer_that_dies_is_reported(run, repo, mesh_home):
     run("mesh-anchor", "--once", "--no-respawn", check=0)
     [dead] = events_named(mesh_home, "anchor.peer_dead")
     assert dead["session"] == "r1" and dead["role"] == "research"
+
+
+def test_a_dead_detached_worker_is_respawned_as_it_was_started(run, repo, mesh_home):
+    import psutil
+
+    first = run("mesh-spawn", "builder", "--queue", "--agent", "shell", "--detach", "--json",
+                check=0).records[-1]
+    run("mesh-anchor", "--once", check=0)  # sees it alive
+    supervisor = psutil.Process(first["pid"])
+    supervisor.kill()  # kill -9 of the supervisor (the kernel stops its worker)
+    psutil.wait_procs([supervisor], timeout=10)
+    run("mesh-anchor", "--once", check=0)
+    [respawned] = events_named(mesh_home, "anchor.respawned")
+    assert respawned["session"] == "builder-1"
+    again = next(r for r in run("coord-peers", "--json", check=0).records
+                 if r["id"] == "builder-1")
+    assert again["state"] == "alive" and again["pid"] != first["pid"]
+    run("queue-push", "--role", "builder", "--id", "after", "echo back", check=0)
+    assert run("queue-results", "--wait", "after", "--timeout", "30",
+               check=0).records[0]["status"] == "ok"
+    top = psutil.Process(again["pid"])
+    procs = [top, *top.children(recursive=True)]
+    top.terminate()
+    assert psutil.wait_procs(procs, timeout=30)[1] == []
+
+
+def test_the_loop_follows_results_as_they_come_and_stops_on_sigterm(run, repo, mesh_home):
+    from .helpers import wait_until
+
+    loop = subprocess.Popen(["mesh-anchor", "--interval", "0.2", "--no-respawn"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: any(r["id"] == "anchor-loop" and r["state"] == "alive"
+                               for r in run("coord-peers", "--json", check=0).records),
+                   timeout=30)
+        wt = worktree(run, "builder")
+        run("queue-push", "--role", "builder", "--id", "t1",
+            f"echo more >> docs/guide.md && {COMMIT} 'more docs'", check=0)
+        drain(run, "builder", wt)
+        wait_until(lambda: "more" in (repo / "docs/guide.md").read_text(), timeout=30)
+        loop.terminate()
+        assert loop.wait(timeout=30) == 143
+    finally:
+        loop.kill()
+    assert all(r["id"] != "anchor-loop" for r in run("coord-peers", "--json", check=0).records)

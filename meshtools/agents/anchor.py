@@ -14,7 +14,6 @@ Decisions are pure functions of data (`decide`, `standing_tasks`, `handback_task
 
 import os
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 
@@ -213,16 +212,15 @@ class Anchor:
             events.emit(self.home, f"anchor.peer_{new.lower()}", session=record["id"],
                         role=record.get("role"), previous=old, pid=record.get("pid"))
             spawned = spawn_info(self.home, record["id"])
-            if new == "dead" and self.respawn and spawned and spawned.get("mode") != "foreground":
+            if new == "dead" and self.respawn and spawned and spawned.get("respawn"):
                 self.respawn_session(record, spawned)
         return changes
 
-    def respawn_session(self, record: dict, state: dict) -> None:
-        """A dead detached session comes back through mesh-spawn (its id is taken over)."""
-        argv = [_sibling("mesh-spawn"), record["role"], "--id", record["id"], "--detach"]
-        if state.get("queue"):
-            argv.append("--queue")
-        done = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ))
+    def respawn_session(self, record: dict, spawned: dict) -> None:
+        """A dead detached or tmux session comes back as mesh-spawn started it (the same
+        id, taken over from the dead)."""
+        done = subprocess.run(spawned["respawn"], capture_output=True, text=True, env=dict(os.environ),
+                              timeout=120)
         events.emit(self.home, "anchor.respawned" if done.returncode == 0 else
                     "anchor.respawn_failed", session=record["id"], role=record.get("role"),
                     exit=done.returncode, error=done.stderr.strip()[-300:] or None)
@@ -241,10 +239,3 @@ def spawn_info(home, session_id: str) -> dict | None:
         return fs.read_json(home.sub("spawns", f"{session_id}.spawn.json"))
     except ValueError:
         return None
-
-
-def _sibling(name: str) -> str:
-    """A meshtools command beside the running interpreter (the same install), else PATH."""
-    candidate = os.path.join(os.path.dirname(sys.executable), name)
-    return candidate if os.access(candidate, os.X_OK) else name
-

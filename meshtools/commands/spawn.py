@@ -101,7 +101,8 @@ def mesh_spawn(role, queue, session_id, agent, root, mode, mesh):
     else:
         pid = _tmux(argv, env, session_id or role_def.name, tree["path"])
     record = _wait_registered(mesh.home, pid, info.get("log"))
-    info.update(session=record["id"], pid=pid)
+    info.update(session=record["id"], pid=pid,
+                respawn=respawn_argv(role_def.name, record["id"], mode, queue, agent, root))
     fs.atomic_write_json(mesh.home.sub("spawns", f"{record['id']}.spawn.json"), info)
     events.emit(mesh.home, "spawn.spawned", session=record["id"], role=role_def.name,
                 pid=pid, mode=info["mode"], queue=queue, worktree=tree["path"])
@@ -109,6 +110,18 @@ def mesh_spawn(role, queue, session_id, agent, root, mode, mesh):
                                                       if k != "spawned"}},
               f"{record['id']} ({role_def.name}) pid {pid} in {tree['path']}"
               + (f", log {info['log']}" if info.get("log") else ""))
+
+
+def respawn_argv(role: str, session: str, mode: str, queue: bool, agent: str,
+                 root: str | None) -> list[str]:
+    """The mesh-spawn command that starts this session again the same way (the anchor runs
+    it when the session dies)."""
+    argv = [_command("mesh-spawn"), role, "--id", session, f"--{mode}"]
+    if queue:
+        argv += ["--queue", "--agent", agent]
+    if root:
+        argv += ["--root", os.path.abspath(root)]
+    return argv
 
 
 def _check_agent(home, role, agent: str) -> None:
