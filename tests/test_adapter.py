@@ -2,6 +2,8 @@
 a real Redis for the queue, a real git repository and the real file-lock hook."""
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,6 +266,8 @@ def test_paused_mesh_starts_no_agent(run, claude_cli, tmp_path, mesh_home):
 
 
 def test_daily_budget_cap_stops_new_work(run, claude_cli, tmp_path, mesh_home):
+    if pause.next_utc_midnight(time.time()) - time.time() < 120:
+        time.sleep(pause.next_utc_midnight(time.time()) - time.time() + 1)  # one day's spend
     mesh_home.mkdir(parents=True, exist_ok=True)
     (mesh_home / "config.toml").write_text("[budget]\ndaily_usd = 0.05\n")
     for n in range(3):
@@ -314,3 +318,26 @@ def test_overloaded_is_an_ordinary_failure(run, claude_cli, tmp_path, mesh_home)
                    ).records
     assert record["error"] == "overloaded" and record["api_retries"] == 2
     assert redis_of(mesh_home).get("mesh:paused") is None
+
+
+def test_a_cli_that_vanishes_hands_the_task_back_uncounted(run, claude_cli, tmp_path,
+                                                           mesh_home):
+    cli_dir = tmp_path / "cli"
+    cli_dir.mkdir()
+    shutil.copy(f"{FAKES}/claude", cli_dir / "claude")
+    worker = subprocess.Popen(["queue-drain", "--agent", "claude", "--queue", "builder",
+                               "--workdir", str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ,
+                                   "MESH_AGENT_COMMAND": str(cli_dir / "claude")})
+    try:
+        r = redis_of(mesh_home)
+        wait_until(lambda: r.hlen("tasks:workers") == 1, timeout=20)  # blocking, idle
+        (cli_dir / "claude").unlink()  # uninstalled under a running worker
+        run("queue-push", "--role", "builder", "--id", "orphan", "hello", check=0)
+        out, err = worker.communicate(timeout=30)
+    finally:
+        worker.kill()
+    assert worker.returncode == 69 and "command not found" in err
+    assert r.xlen("tasks:queue:builder") == 1 and r.hget("tasks:index", "orphan") == "queued"
+    assert int(r.hget("tasks:attempts", "orphan") or 0) == 0

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from meshtools.core.home import MeshHome
@@ -142,12 +143,21 @@ def test_dead_letters_retry_and_purge(run, mesh_home):
     assert run("queue-dead", "retry").returncode == 64
 
 
-def test_timeout_kills_the_task(run):
-    run("queue-push", "--id", "slow", "--timeout", "0.3", "--max-attempts", "1", "sleep 30",
-        check=0)
-    started = time.monotonic()
+def test_timeout_kills_the_task(run, tmp_path):
+    pidfile = tmp_path / "pid"
+    run("queue-push", "--id", "slow", "--timeout", "0.3", "--max-attempts", "1",
+        f"sleep 30 & echo $! > {pidfile}; wait", check=0)
     [result] = run("queue-drain", "--burst", check=0).records
-    assert result["status"] == "timeout" and time.monotonic() - started < 20
+    assert result["status"] == "timeout"
+    sleeper = int(pidfile.read_text())
+
+    def gone():
+        try:
+            return psutil.Process(sleeper).status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    wait_until(gone)  # the whole group went: not even the background sleep is left
 
 
 def test_wait_blocks_until_the_result(run):

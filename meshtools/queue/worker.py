@@ -22,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..core import clock, proc
+from ..core.errors import Unavailable
 from . import pause as pausing
 from .broker import Broker
 from .executor import Executor, Outcome
@@ -135,6 +136,10 @@ class Worker:
         try:
             outcome = self.executor.run(task, self.workdir,
                                         task.get("timeout") or self.default_timeout)
+        except Unavailable:  # the agent CLI vanished: not the task's fault; give it back
+            self._survive(lambda: self.broker.requeue(queue, entry, task, "handed_back",
+                                                      undo_attempt=True))
+            raise
         finally:
             self._current = None
         if self.stopping >= 2:  # interrupted on purpose: not the task's fault
