@@ -202,7 +202,8 @@ def test_a_stale_control_never_touches_a_newer_spawn(supervise, run, mesh_home, 
     assert sup.poll() is None and not gone(second["child_pid"])
     assert not os.listdir(mesh_home / "spawns" / f"{key}.control")  # the stale one is gone
 
-    run("mesh-supervise", "--stop", key, "--spawn", second["spawn"], check=0)
+    now = run("mesh-supervise", "--stop", key, check=0)  # no --spawn: the current one
+    assert now.records[0]["spawn"] == second["spawn"] and now.records[0]["current"] is True
     assert sup.wait(timeout=20) == 143
     wait_until(lambda: gone(second["child_pid"]))
     assert seen.read_text().split() == [first["spawn"], second["spawn"]]
@@ -223,7 +224,7 @@ def test_the_registered_session_is_the_supervisor(supervise, run, mesh_home):
 
 @pytest.mark.parametrize("argv, code, message", [
     ([], 64, "no command"),
-    (["--stop", "pid-1"], 64, "--spawn"),
+    (["--stop", "pid-1"], 65, "no supervisor for pid-1"),
     (["--spawn", "abc"], 64, "--spawn goes with"),
     (["--stop", "pid-1", "--spawn", "abc", "--", "true"], 64, "take no command"),
     (["--stop", "nobody", "--spawn", "abc"], 65, "no supervisor for nobody"),

@@ -58,7 +58,8 @@ def _human(record: dict) -> str:
 @click.option("--restart-child", "restart_key", metavar="KEY",
               help="Send a restart to the supervisor of KEY.")
 @click.option("--spawn", "spawn_id", metavar="ID",
-              help="With --stop/--restart-child: the spawn meant (ignored if no longer current).")
+              help="With --stop/--restart-child: the spawn meant, ignored if no longer "
+                   "current (scripts should pass it; default: the current one).")
 @cli.mesh_options()
 def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, restart,
                    rerun_delay, grace,
@@ -101,10 +102,14 @@ def _control(mesh, argv, stop_key, restart_key, spawn_id, role, session) -> None
         raise errors.UsageError("--stop and --restart-child exclude each other")
     if argv or role or session:
         raise errors.UsageError("--stop/--restart-child take no command, --role or --session")
-    if not spawn_id:
-        raise errors.UsageError("--stop/--restart-child need --spawn ID (see spawns/KEY.json)")
+    key = stop_key or restart_key
+    if not spawn_id:  # a person saying "stop builder-1": whatever runs there now
+        state = sup.read_state(mesh.home, key)
+        if state is None or not state.get("spawn"):
+            raise errors.BadInput(f"no supervisor for {key} (no {sup.state_path(mesh.home, key)})")
+        spawn_id = state["spawn"]
     control = sup.STOP if stop_key else sup.RESTART_CHILD
-    record = sup.request(mesh.home, stop_key or restart_key, control, spawn_id)
+    record = sup.request(mesh.home, key, control, spawn_id)
     mesh.emit(record, f"sent {control} to {record['key']} spawn {spawn_id}"
                       f"{'' if record['current'] else ' (not current: will be ignored)'}")
 
