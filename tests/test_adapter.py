@@ -341,3 +341,28 @@ def test_a_cli_that_vanishes_hands_the_task_back_uncounted(run, claude_cli, tmp_
     assert worker.returncode == 69 and "command not found" in err
     assert r.xlen("tasks:queue:builder") == 1 and r.hget("tasks:index", "orphan") == "queued"
     assert int(r.hget("tasks:attempts", "orphan") or 0) == 0
+
+
+def test_an_agent_does_not_outlive_its_killed_worker(run, claude_cli, tmp_path, mesh_home):
+    import psutil
+
+    run("queue-push", "--role", "builder", "--id", "long", "@sleep 60", check=0)
+    worker = subprocess.Popen(["queue-drain", "--agent", "claude", "--queue", "builder",
+                               "--workdir", str(tmp_path)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: calls(claude_cli), timeout=20)
+        agent = calls(claude_cli)[0]["pid"]
+        assert psutil.pid_exists(agent)
+        worker.kill()  # kill -9: no chance to stop its agent itself
+        worker.wait()
+
+        def gone():
+            try:
+                return psutil.Process(agent).status() == psutil.STATUS_ZOMBIE
+            except psutil.NoSuchProcess:
+                return True
+
+        wait_until(gone, timeout=10)
+    finally:
+        worker.kill()

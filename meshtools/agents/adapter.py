@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 
-from ..core import events
+from ..core import events, proc
 from ..core.errors import ConfigError, Unavailable, UsageError
 from ..queue.executor import OUTPUT_TAIL, Outcome, kill_group
 from . import stream
@@ -177,7 +177,8 @@ class ClaudeExecutor:
         try:
             child = subprocess.Popen(argv, cwd=workdir, env=self.env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+                                     start_new_session=True,
+                                     preexec_fn=proc.die_with_parent())
         except FileNotFoundError:
             raise Unavailable(MISSING.format(name=self.command[0]))
         except OSError as e:

@@ -84,26 +84,6 @@ def decide(policy: RestartPolicy, n: int, uptime: float, exit_code: int) -> Deci
     return Decision(RESTART, n, backoff_delay(n, policy.base, policy.cap))
 
 
-def _die_with_parent():
-    """A preexec function asking Linux to SIGTERM the child if the supervisor dies (even by
-    kill -9), so a worker never runs on unsupervised; None where prctl is unavailable."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def arm() -> None:
-        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the supervisor died before prctl took effect
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    return arm
-
-
 def exit_status(returncode: int) -> int:
     """A Popen returncode as a shell reports it: 128+N for death by signal N."""
     return returncode if returncode >= 0 else 128 - returncode
@@ -266,7 +246,7 @@ class Supervisor:
         self._started, self._started_wall = time.monotonic(), time.time()
         try:
             self._child = subprocess.Popen(self.argv, env=env, start_new_session=True,
-                                           preexec_fn=_die_with_parent())
+                                           preexec_fn=proc.die_with_parent())
         except OSError as e:
             code = 127 if isinstance(e, FileNotFoundError) else 126
             self._child = self._pgid = None

@@ -21,6 +21,7 @@ from ..core import clock, errors, events, fs
 
 READY_TIMEOUT = 30.0
 RERUN_DELAY = 30.0  # a persistent agent's pause between runs of its standing prompt
+TASK_GRACE = 3600.0  # how long a stopping queue worker may finish a task with no timeout
 TMUX_SESSION = "meshtools"
 
 
@@ -41,12 +42,15 @@ def supervisor_argv(role, session: str | None, child: list[str], config: dict,
                     persistent: bool) -> list[str]:
     """mesh-supervise with the mesh's [supervisor] settings (base, cap, min_uptime,
     max_failures, grace, rerun_delay) from config.toml. A persistent agent re-runs its
-    standing prompt after each clean exit; a queue worker only exits to stop or crash."""
+    standing prompt after each clean exit; a queue worker only exits to stop or crash, and
+    on a stop it finishes its task first, so its grace is the role's task timeout (a second
+    SIGTERM hands the task back at once)."""
     settings = dict(config.get("supervisor") or {})
     if persistent:
         settings.setdefault("rerun_delay", RERUN_DELAY)
     else:
         settings.pop("rerun_delay", None)
+        settings.setdefault("grace", (role.timeout or TASK_GRACE) + 30)
     argv = [_command("mesh-supervise"), "--role", role.name]
     if session:
         argv += ["--session", session]

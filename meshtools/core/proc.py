@@ -57,3 +57,25 @@ def identity(pid: int | None = None) -> dict:
     """What a record needs to recognise this process later: pid, its start time, host."""
     pid = os.getpid() if pid is None else pid
     return {"pid": pid, "pid_start": start_time(pid), "host": _HOST}
+
+
+def die_with_parent():
+    """A preexec function asking Linux to SIGTERM the child when this process dies (even by
+    kill -9), so nothing it started runs on unwatched; None where prctl is unavailable.
+    (preexec_fn rules out vfork: keep it for long-lived children, not hot paths.)"""
+    try:
+        import ctypes
+
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    import signal
+
+    parent = os.getpid()
+
+    def arm() -> None:
+        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arm
