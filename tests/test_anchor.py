@@ -158,3 +158,36 @@ def test_the_loop_follows_results_as_they_come_and_stops_on_sigterm(run, repo, m
     finally:
         loop.kill()
     assert all(r["id"] != "anchor-loop" for r in run("coord-peers", "--json", check=0).records)
+
+
+def test_each_task_starts_from_what_has_landed_on_main(run, repo, mesh_home):
+    wt = worktree(run, "builder")
+    run("queue-push", "--role", "builder", "--id", "t1",
+        f"echo one > docs/one.md && git add docs/one.md && {COMMIT} 'one'", check=0)
+    drain(run, "builder", wt)
+    run("mesh-anchor", "--once", "--no-respawn", check=0)  # lands "one" on main
+    (repo / "docs" / "two.md").write_text("two from main\n")
+    git(repo, "add", "docs/two.md")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two")
+    run("queue-push", "--role", "builder", "--id", "t2", "cat docs/two.md && git log --format=%s",
+        check=0)
+    drain(run, "builder", wt)
+    result = run("queue-results", "--task", "t2", check=0).records[0]
+    assert result["status"] == "ok" and "two from main" in result["output"]
+    assert result["output"].splitlines()[1:].count("one") == 1  # its own pick, not twice
+    assert events_named(mesh_home, "worktree.synced")
+
+
+def test_a_sync_that_conflicts_is_aborted_and_the_task_runs_as_it_was(run, repo, mesh_home):
+    wt = worktree(run, "builder")
+    run("queue-push", "--role", "builder", "--id", "t1",
+        f"echo theirs > README.md && {COMMIT} 'readme'", check=0)
+    drain(run, "builder", wt)
+    (repo / "README.md").write_text("ours\n")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "readme on main")
+    run("queue-push", "--role", "builder", "--id", "t2", "cat README.md", check=0)
+    drain(run, "builder", wt)
+    result = run("queue-results", "--task", "t2", check=0).records[0]
+    assert result["status"] == "ok" and result["output"] == "theirs\n"
+    assert events_named(mesh_home, "worktree.sync_conflict")
+    assert git(wt, "status", "--porcelain") == ""

@@ -3,8 +3,14 @@
 The anchor lands exactly those (mesh-pick), so a worker of a landing role wraps its executor
 in `RecordingExecutor`. The range goes into the result record (`work`) and, for
 `mesh-pick TASK_ID`, into MESH_HOME/tasks/<id>.json.
+
+Before each task the worktree's branch is rebased on main, so every task starts from what
+has landed (its own earlier commits, picked to main, fall away as already applied) and
+conflicts with other roles' work show up at once rather than at landing. A rebase that
+conflicts is aborted and the task runs on the branch as it was.
 """
 
+from ..core import events
 from . import gitops, pick
 
 
@@ -17,6 +23,31 @@ def head_of(workdir: str) -> tuple[str | None, str | None]:
     return commit.stdout.strip(), (branch.stdout.strip() or None) if branch.returncode == 0 else None
 
 
+def sync_with_main(home, workdir: str, role: str) -> str:
+    """Rebase the worktree's branch on main when the worktree is clean: 'rebased',
+    'current' (nothing to do), 'dirty' (left alone), 'conflict' (aborted, left as it was),
+    or 'none' (workdir is no git checkout, or on no branch)."""
+    head, branch = head_of(workdir)
+    if head is None or branch is None:
+        return "none"
+    main = gitops.main_branch(gitops.main_checkout(workdir), home.config)
+    if gitops.ok(workdir, "merge-base", "--is-ancestor", main, "HEAD"):
+        return "current"
+    if gitops.status_lines(workdir, untracked=False):
+        return "dirty"
+    before = gitops.out(workdir, "rev-parse", "HEAD")
+    done = gitops.run(workdir, "rebase", "--quiet", main, check=False,
+                      config=gitops.identity_args(workdir))
+    if done.returncode != 0:
+        gitops.run(workdir, "rebase", "--abort", check=False)
+        events.emit(home, "worktree.sync_conflict", role=role, main=main, head=before,
+                    error=gitops.first_line(done.stderr or done.stdout))
+        return "conflict"
+    events.emit(home, "worktree.synced", role=role, main=main, before=before,
+                after=gitops.out(workdir, "rev-parse", "HEAD"))
+    return "rebased"
+
+
 class RecordingExecutor:
     """An executor that also notes the commits each task made on the worktree's branch."""
 
@@ -25,6 +56,7 @@ class RecordingExecutor:
         self.name = getattr(inner, "name", "agent")
 
     def run(self, task, workdir, timeout, on_start=lambda pid: None):
+        sync_with_main(self.home, workdir, self.role)
         base, _ = head_of(workdir)
         outcome = self.inner.run(task, workdir, timeout, on_start)
         head, branch = head_of(workdir)
