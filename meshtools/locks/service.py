@@ -7,7 +7,6 @@ closes any cycle, so exactly one is refused. Its caller should release and retry
 """
 
 import os
-import random
 import time
 from dataclasses import dataclass
 
@@ -126,7 +125,7 @@ class LockService:
                     raise Timeout(blocking, timeout)
                 left = None if deadline is None else deadline - time.monotonic()
                 time.sleep(pause if left is None else max(0.0, min(pause, left)))
-                pause = min(POLL_MAX, pause * 1.5) * random.uniform(0.8, 1.2)
+                pause = min(POLL_MAX, pause * 1.5) * _jitter()
         except BaseException:
             self._forget_wait()
             raise
@@ -165,3 +164,10 @@ def _registered(home: MeshHome, session_id: str) -> dict | None:
     from ..coord import registry
 
     return registry.get(home, session_id)
+
+
+def _jitter() -> float:
+    """0.8-1.2, so that waiters released together do not retry in lockstep."""
+    import random  # a waiter's cost, not every command's start-up
+
+    return random.uniform(0.8, 1.2)
