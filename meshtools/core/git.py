@@ -5,11 +5,10 @@ lock gate and every pipe stage would pay.
 """
 
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class Worktree:
+class Worktree(NamedTuple):
     root: str  # the worktree's top directory
     git_dir: str  # its own git dir (.git, or .git/worktrees/NAME for a linked worktree)
     common_dir: str  # the repository's shared git dir, the same for every worktree

@@ -11,7 +11,6 @@ Resolution, first match wins (documented in meshtools(7)):
 
 import json
 import os
-from dataclasses import dataclass
 from functools import cached_property
 
 from . import fs, git
@@ -32,9 +31,21 @@ def resolve(explicit: str | None = None, cwd: str | None = None) -> str:
     return os.path.join(state, "meshtools")
 
 
-@dataclass(frozen=True)
 class MeshHome:
-    path: str
+    """One mesh's state directory. (A plain class: a dataclass costs every command's
+    start-up a millisecond, and this one is built by all of them.)"""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, MeshHome) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    def __repr__(self) -> str:
+        return f"MeshHome({self.path!r})"
 
     @classmethod
     def find(cls, explicit: str | None = None) -> "MeshHome":

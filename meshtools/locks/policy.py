@@ -6,14 +6,12 @@ scopes it wants. Every grant takes a fresh, strictly increasing generation: the 
 token that lets the gate refuse a holder that was presumed dead and came back.
 """
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from . import graph
 
 
-@dataclass(frozen=True)
-class Claimant:
+class Claimant(NamedTuple):
     id: str  # session id: who holds, and the node in the wait-for graph
     pid: int  # the process whose life keeps the holding alive
     pid_start: int | None

@@ -13,8 +13,7 @@ config.toml come first:
 
 import fnmatch
 import os
-from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 from ..core import git
 from ..core.errors import BadInput, ConfigError
@@ -23,10 +22,9 @@ from ..core.ids import ROOT_SCOPE, validate_scope
 DEFAULT_MANIFESTS = ("Cargo.toml", "pyproject.toml", "package.json", "go.mod")
 
 
-@dataclass(frozen=True)
-class ScopeRules:
+class ScopeRules(NamedTuple):
     manifests: tuple[str, ...] = DEFAULT_MANIFESTS
-    rules: tuple[tuple[str, str], ...] = field(default=())  # (pattern, scope), first match wins
+    rules: tuple[tuple[str, str], ...] = ()  # (pattern, scope), first match wins
 
     @classmethod
     def from_config(cls, config: dict) -> "ScopeRules":
@@ -62,8 +60,7 @@ def scope_of(relpath: str, is_dir: bool, has_manifest: Callable[[str], bool],
     return dirs[0] if dirs else ROOT_SCOPE
 
 
-@dataclass(frozen=True)
-class Resolved:
+class Resolved(NamedTuple):
     arg: str  # what the user typed
     path: str  # repository-relative path
     scope: str

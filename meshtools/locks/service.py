@@ -8,7 +8,6 @@ closes any cycle, so exactly one is refused. Its caller should release and retry
 
 import os
 import time
-from dataclasses import dataclass
 
 from ..core import clock, events, proc
 from ..core.errors import Busy, Refused
@@ -40,14 +39,10 @@ def is_dead(anchor: dict) -> bool:
     return proc.is_alive(anchor["pid"], anchor.get("pid_start"), anchor.get("host")) is False
 
 
-@dataclass
 class LockService:
-    home: MeshHome
-    table: LockTable | None = None
-
-    def __post_init__(self):
-        if self.table is None:
-            self.table = FileLockTable(self.home.sub("locks"))
+    def __init__(self, home: MeshHome, table: LockTable | None = None):
+        self.home = home
+        self.table = table if table is not None else FileLockTable(home.sub("locks"))
         self.waiting_process = proc.identity()  # what a recorded wait is anchored at
 
     # --- who is asking -------------------------------------------------------------------
