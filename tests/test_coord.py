@@ -252,3 +252,18 @@ def test_library_get_and_all(mesh_home, anchor_process):
     assert previous is None and registry.get(home, record["id"]) == record
     assert [r["id"] for r in registry.all_sessions(home)] == ["triage-1"]
     wait_until(lambda: registry.classify(home, record)["state"] == "alive")
+
+
+def test_phase_age_tells_a_stuck_agent_from_a_busy_one(run, anchor_process):
+    keeper = anchor_process()
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(keeper.pid), check=0)
+    run("coord-heartbeat", "--as", "b1", "--phase", "tool Bash", check=0)
+    first = run("coord-peers", "--json", check=0).records[0]
+    since = first["phase_since"]
+    run("coord-heartbeat", "--as", "b1", "--phase", "tool Bash", check=0)  # still at it
+    again = run("coord-peers", "--json", check=0).records[0]
+    assert again["phase_since"] == since and again["heartbeat"] > first["heartbeat"]
+    assert again["phase_age"] >= first["phase_age"] >= 0
+    run("coord-heartbeat", "--as", "b1", "--phase", "thinking", check=0)  # moved on
+    moved = run("coord-peers", "--json", check=0).records[0]
+    assert moved["phase_since"] > since and moved["phase"] == "thinking"

@@ -13,7 +13,7 @@ from ..coord import inbox, registry
 from ..core import clock, errors, events, jsonl, proc
 
 STATES = ("alive", "stale", "dead")
-PEER_COLUMNS = ["id", "role", "state", "heartbeat_age", "phase", "pid", "branch"]
+PEER_COLUMNS = ["id", "role", "state", "heartbeat_age", "phase", "phase_age", "pid", "branch"]
 
 
 def _warn(message: str) -> None:

@@ -47,11 +47,18 @@ def liveness(record: dict, now: float, stale_after: float, dead_after: float,
 
 
 def classify(home: MeshHome, record: dict, now: float | None = None) -> dict:
-    """The record with its state and heartbeat_age filled in (as listed by coord-peers)."""
+    """The record with its state, heartbeat_age and phase_age filled in (as listed by
+    coord-peers): a live heartbeat with an old phase is an agent stuck in one step."""
     stale, dead = thresholds(home)
+    now = now if now is not None else time.time()
     alive = proc.is_alive(record.get("pid"), record.get("pid_start"), record.get("host"))
-    state, age = liveness(record, now if now is not None else time.time(), stale, dead, alive)
-    return dict(record, state=state, heartbeat_age=round(age, 3))
+    state, age = liveness(record, now, stale, dead, alive)
+    try:
+        phase_age = round(max(0.0, now - clock.parse_iso(record.get("phase_since")
+                                                            or record["started"])), 3)
+    except (KeyError, TypeError, ValueError):
+        phase_age = None
+    return dict(record, state=state, heartbeat_age=round(age, 3), phase_age=phase_age)
 
 
 def _dir(home: MeshHome, session_id: str) -> str:
@@ -172,8 +179,8 @@ def heartbeat(home: MeshHome, session_id: str, phase: str | None = None) -> tupl
         previous_phase = record.get("phase")
         now = clock.iso()
         record.update(ts=now, heartbeat=now)
-        if phase is not None:
-            record["phase"] = phase
+        if phase is not None and phase != previous_phase:
+            record.update(phase=phase, phase_since=now)
         fs.atomic_write_json(os.path.join(_dir(home, session_id), RECORD), record)
     return record, previous_phase
 
