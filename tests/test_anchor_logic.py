@@ -62,3 +62,14 @@ def test_peer_changes_report_each_turn_for_the_worse_once():
     states, changes = anchor.peer_changes(states, sessions)
     assert [(r["id"], old, new) for r, old, new in changes] == [("b2", "stale", "dead")]
     assert anchor.peer_changes(states, sessions)[1] == []
+
+
+def test_a_live_agent_in_one_working_phase_too_long_is_stuck():
+    busy = {"id": "b1", "state": "alive", "phase": "tool Bash", "phase_age": 100.0}
+    idle = {"id": "b2", "state": "alive", "phase": "done", "phase_age": 99999.0}
+    states, changes = anchor.peer_changes({}, [busy, idle], stuck_after=600)
+    assert changes == [] and states == {"b1": "alive", "b2": "alive"}
+    stuck = dict(busy, phase_age=700.0)
+    states, changes = anchor.peer_changes(states, [stuck, idle], stuck_after=600)
+    assert [(r["id"], old, new) for r, old, new in changes] == [("b1", "alive", "stuck")]
+    assert anchor.peer_changes(states, [stuck, idle], stuck_after=600)[1] == []

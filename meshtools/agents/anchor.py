@@ -22,6 +22,7 @@ from .roles import Role
 
 CURSOR_FILE = "anchor-cursor"
 DEFAULT_MAX_HANDBACKS = 1
+DEFAULT_STUCK_AFTER = 1800.0  # seconds in one working phase before a live agent is "stuck"
 TAIL = 1500
 
 
@@ -70,16 +71,26 @@ def standing_tasks(roles: dict[str, Role], now: float) -> list[tuple[dict, str]]
     return due
 
 
-def peer_changes(previous: dict[str, str], sessions: list[dict]) -> tuple[dict, list[tuple]]:
+def peer_changes(previous: dict[str, str], sessions: list[dict],
+                 stuck_after: float = DEFAULT_STUCK_AFTER) -> tuple[dict, list[tuple]]:
     """(the states now, [(session record, old state, new state)] for each peer that changed
-    into stale, dead or FATAL)."""
+    into stale, dead, FATAL or stuck: alive, but in the same working phase (an agent's
+    thinking or tool step) for stuck_after seconds)."""
     now, changes = {}, []
     for record in sessions:
         state = "FATAL" if record.get("phase") == "FATAL" else record["state"]
+        if state == "alive" and _working(record.get("phase")) and \
+                (record.get("phase_age") or 0) >= stuck_after:
+            state = "stuck"
         now[record["id"]] = state
-        if state != previous.get(record["id"]) and state in ("stale", "dead", "FATAL"):
+        if state != previous.get(record["id"]) and state in ("stale", "dead", "FATAL", "stuck"):
             changes.append((record, previous.get(record["id"]), state))
     return now, changes
+
+
+def _working(phase: str | None) -> bool:
+    """Phases in which an agent should make progress (idle and finished ones never stick)."""
+    return bool(phase) and (phase in ("starting", "thinking") or phase.startswith("tool "))
 
 
 def tail(text: str | None, limit: int = TAIL) -> str:
@@ -98,6 +109,7 @@ class Anchor:
         self.max_handbacks = (max_handbacks if max_handbacks is not None
                               else int(config.get("max_handbacks", DEFAULT_MAX_HANDBACKS)))
         self.respawn = respawn
+        self.stuck_after = float(config.get("stuck_after", DEFAULT_STUCK_AFTER))
         self.peer_states: dict[str, str] = {}
         self.blocked: str | None = None  # why landing waits (main checkout dirty), if it does
 
@@ -207,7 +219,7 @@ class Anchor:
         from ..coord import registry
 
         sessions = [registry.classify(self.home, r) for r in registry.all_sessions(self.home)]
-        self.peer_states, changes = peer_changes(self.peer_states, sessions)
+        self.peer_states, changes = peer_changes(self.peer_states, sessions, self.stuck_after)
         for record, old, new in changes:
             events.emit(self.home, f"anchor.peer_{new.lower()}", session=record["id"],
                         role=record.get("role"), previous=old, pid=record.get("pid"))

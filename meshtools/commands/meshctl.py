@@ -66,6 +66,7 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 
 [anchor]
 # max_handbacks = 1            # how often a failed or conflicting task is handed back
+# stuck_after = 1800           # seconds in one agent step before a live peer is "stuck"
 
 [budget]
 # daily_usd = 50.0             # stop starting agent tasks once the mesh spent this today (UTC)
