@@ -35,9 +35,11 @@ def pending(mesh_home) -> int:
         return 0
 
 
-def drain(*extra):
-    return subprocess.Popen(["queue-drain", *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def drain(*extra, capture=False):
+    """A queue-drain worker. Its output is captured only for tests that read it: an unread
+    pipe fills up (64 KiB of result lines) and stalls the worker."""
+    stream = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(["queue-drain", *extra], stdout=stream, stderr=stream, text=True)
 
 
 def test_push_drain_results(run, tmp_path):
@@ -184,7 +186,7 @@ def test_events_stream_sees_enqueue_and_completion(run):
 
 def test_sigterm_finishes_the_current_task_then_exits(run, mesh_home):
     run("queue-push", "--id", "finishing", "sleep 1; echo finished", check=0)
-    worker = drain()
+    worker = drain(capture=True)
     wait_until(lambda: pending(mesh_home) == 1)
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=30)
@@ -193,7 +195,7 @@ def test_sigterm_finishes_the_current_task_then_exits(run, mesh_home):
 
 def test_second_sigterm_hands_the_task_back(run, mesh_home):
     run("queue-push", "--id", "handed", "sleep 30", check=0)
-    worker = drain()
+    worker = drain(capture=True)
     wait_until(lambda: pending(mesh_home) == 1)
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.2)
@@ -211,7 +213,7 @@ def test_kill_9_mid_task_is_taken_over(run, mesh_home):
     doomed.kill()
     doomed.wait()
     died = time.monotonic()
-    rescuer = drain("--consumer", "rescuer", "--once")
+    rescuer = drain("--consumer", "rescuer", "--once", capture=True)
     out, _ = rescuer.communicate(timeout=60)
     assert time.monotonic() - died < 15
     record = json.loads(out)
@@ -310,3 +312,24 @@ def test_a_paused_mesh_starts_no_task_until_resumed(run, tmp_path):
 def test_pause_needs_a_duration(run):
     result = run("queue-pause", "--for", "soon")
     assert result.returncode == 64 and "not a duration" in result.stderr
+
+
+def test_connections_cut_at_random_moments_strand_no_task(run, mesh_home):
+    total = 200
+    lines = "".join(json.dumps({"id": f"c{i}", "prompt": "true", "max_attempts": 50}) + "\n"
+                    for i in range(total))
+    run("queue-push", "-", input=lines, check=0)
+    worker = drain("--consumer", "cut")
+    r = client(mesh_home)
+    rng = random.Random(3)
+    deadline = time.monotonic() + 60
+    try:
+        while r.xlen("tasks:results") < total and time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.005, 0.05))
+            r.client_kill_filter(_type="normal", skipme=True)  # every worker connection
+    finally:
+        worker.terminate()
+        worker.wait(timeout=30)
+    results = results_by_id(run)
+    assert sorted(results) == sorted(f"c{i}" for i in range(total))
+    assert all(len(v) == 1 for v in results.values())

@@ -85,7 +85,9 @@ class Worker:
 
     def _survive(self, operation):
         """Run operation, waiting out a Redis that is down or restarting: a result already
-        computed is recorded once Redis is back, never dropped."""
+        computed is recorded once Redis is back, never dropped. An entry read just before
+        the connection broke stays on this consumer's pending list, so the next step looks
+        there first."""
         import redis
 
         pause = 0.05
@@ -93,6 +95,7 @@ class Worker:
             try:
                 return operation()
             except (redis.ConnectionError, redis.TimeoutError) as e:
+                self._reclaimed.set()
                 if self.stopping >= 2:
                     raise
                 if pause == 0.05:
