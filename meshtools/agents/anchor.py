@@ -12,7 +12,6 @@ Decisions are pure functions of data (`decide`, `standing_tasks`, `handback_task
 `peer_changes`); `Anchor` does the I/O.
 """
 
-import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -152,15 +151,8 @@ class Anchor:
         return handled
 
     def handle(self, result: dict) -> Decision:
-        from . import pick
-
         role = self.roles.get(result.get("role") or result.get("queue") or "")
-        work = result.get("work")
-        if work is None and result.get("status") == "ok":
-            try:
-                work = pick.load_task_work(self.home, result["id"])
-            except Exception:  # noqa: BLE001 - no work recorded: nothing to land
-                work = None
+        work = result.get("work")  # the commits the task made (agents.work records them)
         decision = decide(result, role, work, self.max_handbacks)
         if decision.action == "land":
             return self.land(result, work)
@@ -231,8 +223,7 @@ class Anchor:
     def respawn_session(self, record: dict, spawned: dict) -> None:
         """A dead detached or tmux session comes back as mesh-spawn started it (the same
         id, taken over from the dead)."""
-        done = subprocess.run(spawned["respawn"], capture_output=True, text=True, env=dict(os.environ),
-                              timeout=120)
+        done = subprocess.run(spawned["respawn"], capture_output=True, text=True, timeout=120)
         events.emit(self.home, "anchor.respawned" if done.returncode == 0 else
                     "anchor.respawn_failed", session=record["id"], role=record.get("role"),
                     exit=done.returncode, error=done.stderr.strip()[-300:] or None)

@@ -20,7 +20,8 @@ def head_of(workdir: str) -> tuple[str | None, str | None]:
     if commit.returncode != 0:
         return None, None
     branch = gitops.run(workdir, "symbolic-ref", "-q", "--short", "HEAD", check=False)
-    return commit.stdout.strip(), (branch.stdout.strip() or None) if branch.returncode == 0 else None
+    name = branch.stdout.strip() if branch.returncode == 0 else ""
+    return commit.stdout.strip(), name or None
 
 
 def sync_with_main(home, workdir: str, role: str) -> str:

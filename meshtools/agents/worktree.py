@@ -31,9 +31,8 @@ import json
 import os
 import shlex
 import shutil
-import sys
 
-from ..core import clock, errors, events, fs
+from ..core import clock, errors, events, fs, proc
 from ..core.ids import validate_name
 from . import gitops, pick
 
@@ -114,15 +113,8 @@ def with_exclude(text: str, line: str = EXCLUDE_LINE) -> str | None:
 
 # -- the lock gate -------------------------------------------------------------------------
 
-def file_lock_path() -> str:
-    """file-lock as an absolute path: hooks run with whatever PATH the agent has."""
-    found = shutil.which("file-lock") or os.path.join(os.path.dirname(sys.executable),
-                                                      "file-lock")
-    return os.path.abspath(found)
-
-
 def gate_command() -> str:
-    return f"{shlex.quote(file_lock_path())} check --hook"
+    return f"{shlex.quote(proc.meshtools_command('file-lock'))} check --hook"
 
 
 def install_gate(worktree_path) -> str:

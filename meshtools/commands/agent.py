@@ -38,7 +38,7 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
     """Run PROMPT (default: ROLE's standing prompt; `-`: stdin) as ROLE; print the result."""
     from ..agents import adapter, roles
     from ..queue import pause as pausing
-    from ..queue.tasks import new_id
+    from ..queue.tasks import new_id, result_record
 
     role = roles.get(mesh.home, role_name)
     if prompt == "-":
@@ -53,26 +53,24 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
                                      startup_timeout=startup_timeout,
                                      on_phase=adapter.heartbeat_phase(mesh.home, session))
     executor.check()
-    base = {"kind": "result", "role": role.name, "session": session, "agent": agent}
+    base = {"role": role.name, "session": session, "agent": agent}
     broker = _broker(mesh)
     cap = pausing.daily_cap(mesh.home.config)
-    held = _pause_in_force(broker, pausing, cap)
+    held = _redis_or_none(lambda: broker.pause_in_force(cap, "mesh-agent"), broker)
     if held:
-        jsonl.write({"ts": clock.iso(), **base, "status": "paused", "paused": held})
+        jsonl.write({"ts": clock.iso(), "kind": "result", **base, "status": "paused",
+                     "paused": held})
         sys.exit(errors.TEMPFAIL)
     task = {"id": new_id(), "prompt": prompt}
     outcome = executor.run(task, os.path.abspath(workdir), timeout or role.timeout)
-    details = outcome.details or {}
-    record = {"ts": clock.iso(), **base, "id": task["id"], "status": outcome.status,
-              "exit_code": outcome.exit_code, "duration": round(outcome.duration, 4),
-              "output": outcome.output}
-    for key, value in details.items():
-        record.setdefault(key, value)
-    stop = pausing.for_outcome(details, time.time())
+    record = result_record(task, outcome, **base)
+    stop = pausing.for_outcome(outcome.details, time.time())
     if stop and stop[1] == pausing.USAGE_LIMIT:
         record["status"] = "usage_limited"
-    if broker is not None:
-        record.update(_account(broker, pausing, cap, details, stop, session or role.name))
+    paused = _redis_or_none(lambda: broker.account(outcome.details, cap, session or role.name),
+                            broker)
+    if paused:
+        record["paused"] = paused[-1]
     jsonl.write(record)
     if record["status"] == "ok":
         sys.exit(errors.OK)
@@ -92,35 +90,14 @@ def _broker(mesh):
         return None
 
 
-def _pause_in_force(broker, pausing, cap: float | None) -> dict | None:
-    """The pause a new run must respect (a spent daily budget starts one)."""
+def _redis_or_none(operation, broker):
+    """operation() against the mesh's Redis, best-effort: None without one, or when it
+    fails (a plain run never depends on Redis)."""
     if broker is None:
         return None
     import redis
 
     try:
-        current = broker.paused()
-        if current is None and cap is not None:
-            over = pausing.for_budget(broker.spent(pausing.day()), cap, time.time())
-            if over:
-                current = broker.pause(*over, by="mesh-agent")
-        return current
+        return operation()
     except redis.RedisError:
         return None
-
-
-def _account(broker, pausing, cap: float | None, details: dict, stop, by: str) -> dict:
-    """Count the spend, pause the mesh on a usage limit, failed login or spent budget."""
-    import redis
-
-    extra = {}
-    try:
-        cost = details.get("cost_usd")
-        spent = broker.add_spend(cost, pausing.day()) if isinstance(cost, (int, float)) \
-            and cost > 0 else None
-        over = pausing.for_budget(spent, cap, time.time())
-        for until, reason in (p for p in (stop, over) if p):
-            extra["paused"] = broker.pause(until, reason, by=by)
-    except redis.RedisError:
-        pass
-    return extra

@@ -100,7 +100,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     consumer = consumer or session or f"{proc.hostname()}-{os.getpid()}"
     validate_name(consumer, "consumer name")
     known = adapter.known_agents(mesh.home.config)
-    if agent not in known:
+    if agent not in known:  # before the role: the flag that is wrong is the one to name
         raise click.UsageError(f"unknown agent {agent!r} (agents: {', '.join(known)})")
     role = None
     if agent != "shell" and role_name is None:
@@ -114,8 +114,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     executor = adapter.make_executor(agent, home=mesh.home, role=role, session=session,
                                      startup_timeout=startup_timeout,
                                      on_phase=adapter.heartbeat_phase(mesh.home, session))
-    if hasattr(executor, "check"):
-        executor.check()  # a missing CLI is exit 69 before any task is taken
+    executor.check()  # a missing CLI is exit 69 before any task is taken
     if role is not None and role.lands:
         from ..agents.work import RecordingExecutor
 

@@ -10,6 +10,7 @@ In the foreground mesh-spawn becomes the supervisor (exec), so ^C and SIGTERM re
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import time
 import click
 
 from .. import cli
-from ..core import clock, errors, events, fs
+from ..core import clock, errors, events, fs, proc
 
 READY_TIMEOUT = 30.0
 RERUN_DELAY = 30.0  # a persistent agent's pause between runs of its standing prompt
@@ -25,17 +26,11 @@ TASK_GRACE = 3600.0  # how long a stopping queue worker may finish a task with n
 TMUX_SESSION = "meshtools"
 
 
-def _command(name: str) -> str:
-    """A meshtools command from the same install as this one, else from PATH."""
-    sibling = os.path.join(os.path.dirname(sys.executable), name)
-    return sibling if os.access(sibling, os.X_OK) else name
-
-
 def child_argv(role, workdir: str, queue: bool, agent: str) -> list[str]:
     if queue:
-        return [_command("queue-drain"), "--queue", role.queue, "--role", role.name,
-                "--agent", agent, "--workdir", workdir]
-    return [_command("mesh-agent"), role.name, "--workdir", workdir]
+        return [proc.meshtools_command("queue-drain"), "--queue", role.queue,
+                "--role", role.name, "--agent", agent, "--workdir", workdir]
+    return [proc.meshtools_command("mesh-agent"), role.name, "--workdir", workdir]
 
 
 def supervisor_argv(role, session: str | None, child: list[str], config: dict,
@@ -51,7 +46,7 @@ def supervisor_argv(role, session: str | None, child: list[str], config: dict,
     else:
         settings.pop("rerun_delay", None)
         settings.setdefault("grace", (role.timeout or TASK_GRACE) + 30)
-    argv = [_command("mesh-supervise"), "--role", role.name]
+    argv = [proc.meshtools_command("mesh-supervise"), "--role", role.name]
     if session:
         argv += ["--session", session]
     for key, value in sorted(settings.items()):
@@ -120,7 +115,7 @@ def respawn_argv(role: str, session: str, mode: str, queue: bool, agent: str,
                  root: str | None) -> list[str]:
     """The mesh-spawn command that starts this session again the same way (the anchor runs
     it when the session dies)."""
-    argv = [_command("mesh-spawn"), role, "--id", session, f"--{mode}"]
+    argv = [proc.meshtools_command("mesh-spawn"), role, "--id", session, f"--{mode}"]
     if queue:
         argv += ["--queue", "--agent", agent]
     if root:
@@ -132,10 +127,7 @@ def _check_agent(home, role, agent: str) -> None:
     """A missing agent CLI is exit 69 now, not a crash loop under the supervisor later."""
     from ..agents.adapter import make_executor
 
-    executor = make_executor(agent, home=home, role=role)
-    check = getattr(executor, "check", None)
-    if check is not None:
-        check()
+    make_executor(agent, home=home, role=role).check()
 
 
 def _detach(home, argv: list[str], env: dict, role: str, cwd: str) -> tuple[int, str]:
@@ -152,7 +144,7 @@ def _detach(home, argv: list[str], env: dict, role: str, cwd: str) -> tuple[int,
 
 def _tmux(argv: list[str], env: dict, name: str, cwd: str) -> int:
     """A window in the current tmux session, else in the detached session "meshtools"."""
-    if not _which("tmux"):
+    if not shutil.which("tmux"):
         raise errors.Unavailable("tmux: command not found (use --detach instead)")
     command = "exec " + shlex.join(argv)
     forwarded = ["-e", f"MESH_HOME={env['MESH_HOME']}", "-c", cwd]
@@ -173,7 +165,6 @@ def _tmux(argv: list[str], env: dict, name: str, cwd: str) -> int:
 def _wait_registered(home, pid: int, log: str | None) -> dict:
     """The session the supervisor (pid) registered; an error if it dies or never does."""
     from ..coord import registry
-    from ..core import proc
 
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -206,9 +197,3 @@ def _tail(log: str | None) -> str:
     except OSError:
         return ""
     return f": {lines[-1]}" if lines else f" (log: {log})"
-
-
-def _which(name: str) -> bool:
-    from shutil import which
-
-    return which(name) is not None

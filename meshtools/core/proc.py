@@ -79,3 +79,17 @@ def die_with_parent():
             os.kill(os.getpid(), signal.SIGTERM)
 
     return arm
+
+
+def meshtools_command(name: str) -> str:
+    """The absolute path of a meshtools command from this very install (beside the running
+    interpreter), else the one on PATH, else the bare name. Spawned agents and hooks run
+    with whatever PATH they get, so they are given a path, of matching version."""
+    import shutil
+    import sys
+
+    sibling = os.path.join(os.path.dirname(sys.executable), name)
+    if os.access(sibling, os.X_OK):
+        return sibling
+    found = shutil.which(name)
+    return os.path.abspath(found) if found else name

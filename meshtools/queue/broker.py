@@ -262,6 +262,32 @@ class Broker:
             self.resumed(current, by, force=True)
         return current
 
+    def pause_in_force(self, daily_cap: float | None, by: str) -> dict | None:
+        """The pause a new task must wait out, or None; a day whose budget is spent starts
+        one (until the next UTC midnight)."""
+        from . import pause
+
+        current = self.paused()
+        if current is None and daily_cap is not None:
+            over = pause.for_budget(self.spent(pause.day()), daily_cap, time.time())
+            if over:
+                current = self.pause(*over, by=by)
+        return current
+
+    def account(self, details: dict, daily_cap: float | None, by: str, **extra) -> list[dict]:
+        """After an agent run: count its cost into today's spend, and pause the mesh when the
+        run hit a usage limit or a failed login, or the day's budget is now spent. Returns
+        the pauses in force afterwards (one per cause)."""
+        from . import pause
+
+        now = time.time()
+        cost = (details or {}).get("cost_usd")
+        spent = None
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0:
+            spent = self.add_spend(cost, pause.day(now))
+        causes = (pause.for_outcome(details, now), pause.for_budget(spent, daily_cap, now))
+        return [self.pause(*cause, by=by, **extra) for cause in causes if cause]
+
     def add_spend(self, usd: float, day: str) -> float:
         """Add to the day's spend counter; returns the day's total."""
         from .pause import SPEND_TTL

@@ -1,7 +1,8 @@
 """How a task runs. An executor takes a task and gives back an Outcome; the worker does the
-rest (attempts, results, ACK). The agent adapters (meshtools.agents.adapter) plug in beside `shell`: an Outcome's details
-(cost, turns, error kind, resets_at) go into the result record, and the worker reads
-`details["error"]` to tell a usage limit (hand back, pause the mesh) from a failure."""
+rest (attempts, results, ACK). The agent adapters (meshtools.agents.adapter) plug in beside
+`shell`: an Outcome's details (cost, turns, error kind, resets_at) go into the result
+record, and the worker reads `details["error"]` to tell a usage limit (hand back, pause the
+mesh) from a failure."""
 
 import os
 import signal
@@ -23,6 +24,8 @@ class Outcome:
 
 
 class Executor(Protocol):
+    def check(self) -> None: ...
+
     def run(self, task: dict, workdir: str, timeout: float | None,
             on_start: Callable[[int], None]) -> Outcome: ...
 
@@ -36,6 +39,10 @@ class CapturingExecutor:
 
     def __init__(self):
         self._child: subprocess.Popen | None = None
+
+    def check(self) -> None:
+        """Raise Unavailable (69) when the executor cannot run at all; nothing to check for
+        a shell. (Agent executors look for their CLI.)"""
 
     def capture(self, argv: list[str], workdir: str, timeout: float | None, on_start,
                 env: dict | None = None, stdin_data: bytes | None = None,

@@ -46,3 +46,20 @@ def normalise(raw, where: str = "task") -> dict:
                                 or timeout <= 0):
         raise BadInput(f"{where}: timeout must be a positive number of seconds")
     return task
+
+
+def result_record(task: dict, outcome, **fields) -> dict:
+    """A task's result: the core keys (and fields), then the executor's details (cost,
+    turns, ...), then the task's own keys (prompt, role, metadata) so that a reader such as
+    the anchor can act on it; neither ever masks a core key."""
+    from ..core import clock
+
+    record = {"ts": clock.iso(), "kind": "result", "id": task["id"], **fields,
+              "status": outcome.status, "exit_code": outcome.exit_code,
+              "duration": round(outcome.duration, 4), "output": outcome.output}
+    for key, value in (outcome.details or {}).items():
+        record.setdefault(key, value)
+    for key, value in task.items():
+        if key not in ("max_attempts", "timeout"):
+            record.setdefault(key, value)
+    return record

@@ -26,7 +26,7 @@ from ..core.errors import Unavailable
 from . import pause as pausing
 from .broker import Broker
 from .executor import Executor, Outcome
-from .tasks import DEFAULT_MAX_ATTEMPTS
+from .tasks import DEFAULT_MAX_ATTEMPTS, result_record
 
 BEAT_EVERY = 2.0
 DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
@@ -150,13 +150,15 @@ class Worker:
                                                       undo_attempt=True))
             return
         details = outcome.details or {}
-        spent = self._survive(lambda: self._add_spend(details))
         result = self._result(task, queue, outcome, attempt)
+        # Pauses first, so that no worker starts another task before they are seen.
+        paused = self._survive(lambda: self.broker.account(
+            details, self.daily_budget_usd, self.consumer, task=task["id"]))
+        if paused:
+            self._clear_until = 0.0  # this worker paused the mesh: its next look sees it
         stop = pausing.for_outcome(details, time.time())
         if stop and stop[1] == pausing.USAGE_LIMIT:
-            # Not the task's fault and not an attempt: pause everyone (first, so no worker
-            # picks the task up again before the pause is seen), then hand it back.
-            self._survive(lambda: self.broker.pause(*stop, by=self.consumer, task=task["id"]))
+            # Not the task's fault and not an attempt: hand it back.
             self._survive(lambda: self.broker.requeue(queue, entry, task, "usage_limited",
                                                       undo_attempt=True))
             result.update(status="usage_limited", handed_back=True)
@@ -173,39 +175,14 @@ class Worker:
             result["retry"] = True
             self._survive(lambda: self.broker.requeue(queue, entry, task, "retry",
                                                       undo_attempt=False))
-        if stop and stop[1] != pausing.USAGE_LIMIT:
-            self._survive(lambda: self.broker.pause(*stop, by=self.consumer, task=task["id"]))
-        over = pausing.for_budget(spent, self.daily_budget_usd, time.time())
-        if over:
-            self._survive(lambda: self.broker.pause(*over, by=self.consumer,
-                                                    spent=round(spent, 6)))
-        if stop or over:
-            self._clear_until = 0.0  # this worker paused the mesh: its next look sees it
         self.done += 1
         if self.on_result:
             self.on_result(result)
 
     def _result(self, task: dict, queue: str, outcome: Outcome, attempt: int) -> dict:
-        record = {"ts": clock.iso(), "kind": "result", "id": task["id"], "queue": queue,
-                  "status": outcome.status, "exit_code": outcome.exit_code,
-                  "duration": round(outcome.duration, 4), "output": outcome.output,
-                  "worker": self.consumer, "attempt": attempt}
-        for key, value in (outcome.details or {}).items():
-            record.setdefault(key, value)  # the executor's details never mask the core keys
-        for key, value in task.items():  # the task's own fields (prompt, role, metadata), so
-            if key not in ("max_attempts", "timeout"):  # a reader can act on the result
-                record.setdefault(key, value)
-        return record
+        return result_record(task, outcome, queue=queue, worker=self.consumer, attempt=attempt)
 
     # --- pausing --------------------------------------------------------------------------
-
-    def _add_spend(self, details: dict) -> float | None:
-        """Count an agent task's cost into today's counter; today's total (None: no cost)."""
-        cost = details.get("cost_usd")
-        if not isinstance(cost, (int, float)) or isinstance(cost, bool):
-            return None
-        day = pausing.day()
-        return self.broker.add_spend(cost, day) if cost > 0 else self.broker.spent(day)
 
     def _gate(self) -> bool:
         """True when a task may start. While the mesh is paused (or today's budget is
@@ -214,12 +191,7 @@ class Worker:
         sees a new pause within that time."""
         if time.monotonic() < self._clear_until:
             return True
-        pause = self.broker.paused()
-        if pause is None and self.daily_budget_usd is not None:
-            over = pausing.for_budget(self.broker.spent(pausing.day()), self.daily_budget_usd,
-                                      time.time())
-            if over:
-                pause = self.broker.pause(*over, by=self.consumer)
+        pause = self.broker.pause_in_force(self.daily_budget_usd, self.consumer)
         if pause is None:
             self._clear_until = time.monotonic() + PAUSE_RECHECK
             return True
