@@ -188,6 +188,14 @@ def mesh_options(identity: bool = False, redis: bool = False):
     return decorate
 
 
+def exclusive(*options: tuple[str, object]) -> None:
+    """A usage error (64) when more than one of these (flag, value) options was given (a
+    value other than None or False: -w 0 is given)."""
+    given = [flag for flag, value in options if value is not None and value is not False]
+    if len(given) > 1:
+        raise errors.UsageError(f"{' and '.join(given)} exclude each other")
+
+
 def exit_on_sigterm() -> None:
     """SIGTERM unwinds like ^C (finally blocks run) and exits 143, as a killed process would."""
     import signal

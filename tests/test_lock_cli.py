@@ -110,6 +110,7 @@ def test_bad_input_exits_65_and_writes_nothing(repo, run, mesh_home, argv, messa
     ["acquire", "docs"],  # no identity
     ["acquire", "--as", "A"],  # no path
     ["acquire", "--as", "A", "-n", "-w", "1", "docs"],
+    ["acquire", "--as", "A", "-n", "-w", "0", "docs"],  # -w 0 is given too
     ["release", "--as", "A"],
     ["release", "--as", "A", "--all", "docs"],
     ["acquire", "--as", "A", "--bogus", "docs"],

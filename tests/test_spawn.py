@@ -42,6 +42,12 @@ def gone(pids):
     return True
 
 
+def test_detach_and_tmux_are_refused_together(run, repo, mesh_home):
+    result = run("mesh-spawn", "builder", "--detach", "--tmux")
+    assert result.returncode == 64 and "--detach and --tmux exclude each other" in result.stderr
+    assert not (repo.parent / f"{repo.name}-wt-builder").exists()
+
+
 def test_unknown_role_is_refused_and_nothing_is_made(run, repo, mesh_home):
     result = run("mesh-spawn", "nope", "--detach")
     assert result.returncode == 65 and "unknown role 'nope'" in result.stderr

@@ -172,6 +172,39 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(supervise, mesh_
     wait_until(lambda: gone(child) and gone(grandchild))
 
 
+def test_a_daemon_that_left_the_group_is_stopped_too(supervise, mesh_home, tmp_path):
+    pidfile = tmp_path / "daemon.pid"
+    daemonise = "setsid sleep 1000 >/dev/null 2>&1"  # no pipe of the test's held open
+    sup = supervise("--", "sh", "-c", f"{daemonise} & echo $! > {pidfile}; wait")
+    running(mesh_home, f"pid-{sup.pid}")
+    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
+    daemon = int(pidfile.read_text())
+    assert os.getsid(daemon) == daemon  # out of the child's session and group
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=20) == 143
+    wait_until(lambda: gone(daemon))
+
+
+def test_an_orphaned_daemon_dies_with_the_run_that_started_it(supervise, mesh_home, tmp_path):
+    """A double-forked daemon outlives its parent, so it is re-parented to the supervisor
+    (a subreaper) and stopped when that run ends, before the restart."""
+    pidfile = tmp_path / "daemon.pid"
+    sup = supervise(*FAST, "--", "sh", "-c",
+                    f"[ -e {pidfile} ] && exec sleep 1000; "
+                    f"(setsid sleep 1000 >/dev/null 2>&1 & echo $! > {pidfile}.tmp; "
+                    f"mv {pidfile}.tmp {pidfile}); "
+                    "sleep 0.3; exit 1")
+    key = f"pid-{sup.pid}"
+    first = running(mesh_home, key)
+    wait_until(lambda: pidfile.exists())
+    daemon = int(pidfile.read_text())
+    second = running(mesh_home, key, spawn=first["spawn"])
+    wait_until(lambda: gone(daemon))
+    assert not gone(second["child_pid"])
+    sup.send_signal(signal.SIGTERM)
+    assert sup.wait(timeout=20) == 143
+
+
 def test_sigterm_during_backoff_ends_it_at_once(supervise, mesh_home):
     sup = supervise("--base", "300", "--cap", "300", "--", "sh", "-c", "exit 5")
     wait_until(lambda: events(mesh_home, "spawn.restart"))

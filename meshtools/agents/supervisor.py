@@ -7,6 +7,10 @@ failures; before each restart the supervisor sleeps min(base*n*n, cap); at
 `max_rapid_failures` it goes FATAL; a run that lasted `min_uptime` resets n to 0. There is
 no time window: with a growing delay a window may never fill (systemd's trap).
 
+The child runs in a process group of its own, and the supervisor is a subreaper, so that a
+daemon which left the group is re-parented here: every run's whole tree is stopped when the
+run ends, and nothing outlives the supervisor.
+
 Each start gets a fresh spawn id (MESH_SPAWN_ID in the child). Control requests name the
 spawn they mean, so a stale `stop` aimed at an agent that has since been restarted can
 never kill its successor.
@@ -181,6 +185,7 @@ class Supervisor:
         self._wake_r = self._wake_w = None
         self._lock_fd = None
         self._saved: dict = {}
+        self._was_subreaper: bool | None = None
 
     # public ------------------------------------------------------------------------------
 
@@ -191,9 +196,10 @@ class Supervisor:
             return self._loop()
         finally:
             try:
-                self._kill_group(signal.SIGKILL)  # whatever happened, no orphans
+                self._signal_tree(signal.SIGKILL)  # whatever happened, no orphans
                 if self._child is not None and self._child.returncode is None:
                     self._child.wait()
+                self._reap_strays()
             finally:
                 self._uninstall()
                 self._release()
@@ -269,7 +275,7 @@ class Supervisor:
                 return code
             self._tick(running=True)
             if self._kill_at is not None and time.monotonic() >= self._kill_at:
-                self._kill_group(signal.SIGKILL)
+                self._signal_tree(signal.SIGKILL)
                 self._kill_at = None
             self._pause(POLL)
 
@@ -288,6 +294,7 @@ class Supervisor:
         """One round of housekeeping: pending signals, control requests, the heartbeat."""
         while self._signals:
             self._ask_stop(self._signals.pop(0), running)
+        self._reap_strays()
         self._poll_controls(running)
         if self.session and time.monotonic() >= self._beat_at:
             self._phase(None)
@@ -296,7 +303,7 @@ class Supervisor:
         first = self._stop_signal is None
         self._stop_signal = self._stop_signal or signum
         if running:
-            self._kill_group(signum)
+            self._signal_tree(signum)
             if first:
                 self._kill_at = time.monotonic() + self.grace
                 self._write_state("stopping")
@@ -304,7 +311,7 @@ class Supervisor:
     def _ask_restart(self) -> None:
         self._restart_asked = True
         if self._pgid is not None:
-            self._kill_group(signal.SIGTERM)
+            self._signal_tree(signal.SIGTERM)
             self._kill_at = time.monotonic() + self.grace
 
     def _stopped(self, code: int, reason: str = "stopped") -> Outcome:
@@ -327,24 +334,46 @@ class Supervisor:
                 pass
         elif self._child.poll() is None:
             return None
-        self._kill_group(signal.SIGKILL)
+        self._signal_tree(signal.SIGKILL)
         code = exit_status(self._child.wait())
         self._pgid, self._kill_at = None, None
         return code
 
-    def _kill_group(self, signum: int) -> None:
-        if self._pgid is None:
+    def _signal_tree(self, signum: int) -> None:
+        """signum to the child's process group and to every other process below this one: a
+        daemon that left the group (setsid, a double fork) is re-parented here, as this
+        process is a subreaper, and is stopped with the rest."""
+        if self._pgid is not None:
+            try:
+                os.killpg(self._pgid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
+        proc.signal_all(proc.descendants(), signum)
+
+    def _reap_strays(self) -> None:
+        """Reap orphans that were re-parented here and have exited; the child itself is left
+        to _reap_if_exited."""
+        if not hasattr(os, "waitid"):
             return
-        try:
-            os.killpg(self._pgid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
+        child = self._child.pid if self._child and self._child.returncode is None else None
+        while True:
+            try:
+                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if info is None or info.si_pid == child:
+                return
+            try:
+                os.waitpid(info.si_pid, 0)
+            except ChildProcessError:
+                pass
 
     # signals -----------------------------------------------------------------------------
 
     def _install(self) -> None:
         """Signals only queue themselves and wake the loop through a pipe, so that nothing
         happens halfway through a spawn; SIGCHLD wakes it when the child exits."""
+        self._was_subreaper = proc.set_subreaper(True)
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         for signum in (*FORWARDED, signal.SIGCHLD):
@@ -372,6 +401,8 @@ class Supervisor:
         for signum, handler in self._saved.items():
             signal.signal(signum, handler)
         self._saved.clear()
+        if self._was_subreaper is False:
+            proc.set_subreaper(False)
         for fd in (self._wake_r, self._wake_w):
             if fd is not None:
                 os.close(fd)

@@ -50,8 +50,7 @@ def wait_options(f):
 
 
 def _timeout(nonblock: bool, timeout: float | None) -> float | None:
-    if nonblock and timeout is not None:
-        raise click.UsageError("-n and -w exclude each other")
+    cli.exclusive(("-n", nonblock), ("-w", timeout))
     return 0.0 if nonblock else timeout
 
 

@@ -40,8 +40,7 @@ def mesh_pick(task_id, role, span, task, gate, no_gate, mesh):
         raise click.UsageError("give exactly one of TASK_ID, --role ROLE, --commits BASE..HEAD")
     if task_id is not None and task is not None:
         raise click.UsageError("TASK_ID already names the task; drop --task")
-    if gate is not None and no_gate:
-        raise click.UsageError("--gate and --no-gate exclude each other")
+    cli.exclusive(("--gate", gate), ("--no-gate", no_gate))
     repo = mesh.home.repository().root
     root = gitops.main_checkout(repo)
     if role is not None:

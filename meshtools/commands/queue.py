@@ -93,8 +93,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     from ..queue.pause import daily_cap
     from ..queue.worker import Worker
 
-    if once and max_tasks:
-        raise click.UsageError("--once and --max-tasks exclude each other")
+    cli.exclusive(("--once", once), ("--max-tasks", max_tasks))
     queues = [validate_name(q, "queue name") for q in queues] or ["default"]
     session = mesh.session(required=False)
     consumer = consumer or session or f"{proc.hostname()}-{os.getpid()}"

@@ -65,10 +65,10 @@ def supervisor_argv(role, session: str | None, child: list[str], config: dict,
               help="With --queue: the executor (claude, shell, or one of config [agents]).")
 @click.option("--root", metavar="DIR", help="Where worktrees go (default: config "
                                             "[worktrees] root, else beside the repository).")
-@click.option("--detach", "mode", flag_value="detach", help="Run in the background.")
-@click.option("--tmux", "mode", flag_value="tmux", help="Run in a tmux window.")
+@click.option("--detach", is_flag=True, help="Run in the background.")
+@click.option("--tmux", is_flag=True, help="Run in a tmux window.")
 @cli.mesh_options()
-def mesh_spawn(role, queue, session_id, agent, root, mode, mesh):
+def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     """Register a session for ROLE, ensure its worktree and run its agent under
     mesh-supervise. With --detach or --tmux, prints the session record once the agent is
     registered (JSON lines when piped) and exits."""
@@ -77,6 +77,8 @@ def mesh_spawn(role, queue, session_id, agent, root, mode, mesh):
 
     from ..coord import registry
 
+    cli.exclusive(("--detach", detach), ("--tmux", tmux))
+    mode = "detach" if detach else "tmux" if tmux else None
     role_def = roles.get(mesh.home, role)
     if session_id is not None:
         validate_name(session_id, "session id")

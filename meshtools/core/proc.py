@@ -59,26 +59,81 @@ def identity(pid: int | None = None) -> dict:
     return {"pid": pid, "pid_start": start_time(pid), "host": _HOST}
 
 
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 1, 36, 37
+
+
+def _prctl():
+    """Linux's prctl(2), or None where there is none (macOS, BSD)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
 def die_with_parent():
     """A preexec function asking Linux to SIGTERM the child when this process dies (even by
     kill -9), so nothing it started runs on unwatched; None where prctl is unavailable.
     (preexec_fn rules out vfork: keep it for long-lived children, not hot paths.)"""
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
+    prctl = _prctl()
+    if prctl is None:
         return None
     import signal
 
     parent = os.getpid()
 
     def arm() -> None:
-        prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os.kill(os.getpid(), signal.SIGTERM)
 
     return arm
+
+
+def set_subreaper(on: bool) -> bool | None:
+    """Make orphans below this process its children rather than init's, so that a daemon
+    that left its parent's process group (setsid, a double fork) can still be found and
+    stopped. Returns the previous setting; None where prctl is unavailable."""
+    prctl = _prctl()
+    if prctl is None:
+        return None
+    import ctypes
+
+    previous = ctypes.c_int(0)
+    prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(previous), 0, 0, 0)
+    prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0)
+    return bool(previous.value)
+
+
+def descendants(pid: int | None = None) -> list:
+    """The live processes below pid (default this one), as psutil.Process objects: they
+    check the pid still names the same process before any signal is sent."""
+    import psutil
+
+    try:
+        found = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+    alive = []
+    for child in found:
+        try:
+            if child.status() != psutil.STATUS_ZOMBIE:
+                alive.append(child)
+        except psutil.Error:
+            pass
+    return alive
+
+
+def signal_all(processes, signum: int) -> None:
+    """Send signum to each of processes (psutil), skipping those already gone."""
+    import psutil
+
+    for child in processes:
+        try:
+            child.send_signal(signum)
+        except psutil.Error:
+            pass
 
 
 def meshtools_command(name: str) -> str:
