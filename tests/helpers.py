@@ -17,3 +17,12 @@ def wait_until(predicate, timeout=10.0):
 def lock_table(mesh_home):
     path = mesh_home / "locks" / "table.json"
     return json.loads(path.read_text()) if path.exists() else {"locks": {}, "waits": {}}
+
+
+def redis_of(mesh_home):
+    """A client of the test's own Redis (the embedded one in its MESH_HOME, started on
+    first need)."""
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.connection import connect
+
+    return connect(MeshHome(str(mesh_home)))

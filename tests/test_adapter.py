@@ -12,12 +12,10 @@ import time
 from meshtools.agents.adapter import claude_argv, compose_prompt
 from meshtools.agents.roles import Role
 from meshtools.core import proc
-from meshtools.core.home import MeshHome
 from meshtools.queue import pause
-from meshtools.queue.connection import connect
 
 from .conftest import BIN, FAKES
-from .helpers import wait_until
+from .helpers import redis_of, wait_until
 
 
 def calls(log):
@@ -26,10 +24,6 @@ def calls(log):
 
 def register(run, pid, sid, role="builder"):
     run("coord-register", "--role", role, "--id", sid, "--pid", str(pid), check=0)
-
-
-def redis_of(mesh_home):
-    return connect(MeshHome(str(mesh_home)))
 
 
 def redis_events(mesh_home, prefix=""):

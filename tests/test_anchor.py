@@ -4,6 +4,7 @@ import json
 import subprocess
 
 from .conftest import git
+from .helpers import redis_of
 
 COMMIT = "git -c user.name=w -c user.email=w@w commit -qam"
 
@@ -25,13 +26,9 @@ def drain(run, role, path):
 
 def queued(role):
     from meshtools.core.home import MeshHome
-    from meshtools.queue.broker import Broker
-    from meshtools.queue.connection import connect
-    from meshtools.queue.names import Names
 
-    broker = Broker(connect(MeshHome.find()), Names())
     return [json.loads(fields["task"])
-            for _, fields in broker.redis.xrange(broker.names.queue(role))]
+            for _, fields in redis_of(MeshHome.find().path).xrange(f"tasks:queue:{role}")]
 
 
 def test_finished_builder_work_is_landed_on_main(run, repo, mesh_home):
@@ -113,6 +110,9 @@ def test_a_peer_that_dies_is_reported(run, repo, mesh_home):
     run("mesh-anchor", "--once", "--no-respawn", check=0)
     [dead] = events_named(mesh_home, "anchor.peer_dead")
     assert dead["session"] == "r1" and dead["role"] == "research"
+    copied = [json.loads(fields["e"]) for _, fields in redis_of(mesh_home).xrange("mesh:events")
+              if fields.get("from") == "log"]  # the loop mirrors the event log
+    assert {"session.registered", "anchor.peer_dead"} <= {e["event"] for e in copied}
 
 
 def test_a_dead_detached_worker_is_respawned_as_it_was_started(run, repo, mesh_home):

@@ -9,14 +9,8 @@ import time
 import psutil
 import pytest
 
-from meshtools.core.home import MeshHome
-from meshtools.queue.connection import connect
 
-from .helpers import wait_until
-
-
-def client(mesh_home):
-    return connect(MeshHome(str(mesh_home)))
+from .helpers import redis_of, wait_until
 
 
 def results_by_id(run):
@@ -30,7 +24,7 @@ def pending(mesh_home) -> int:
     import redis
 
     try:
-        return client(mesh_home).xpending("tasks:queue:default", "mesh")["pending"]
+        return redis_of(mesh_home).xpending("tasks:queue:default", "mesh")["pending"]
     except redis.ResponseError:  # no group yet: the worker has not started
         return 0
 
@@ -70,7 +64,7 @@ def test_pushing_a_known_id_is_a_no_op(run, mesh_home):
     run("queue-drain", "--burst", check=0)
     done = run("queue-push", "--id", "nightly", "true", check=0).records[0]
     assert done["duplicate"] is True and done["state"] == "done"
-    assert client(mesh_home).xlen("tasks:queue:default") == 0
+    assert redis_of(mesh_home).xlen("tasks:queue:default") == 0
     assert len(results_by_id(run)["nightly"]) == 1
 
 
@@ -201,7 +195,7 @@ def test_second_sigterm_hands_the_task_back(run, mesh_home):
     time.sleep(0.2)
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=30)
-    r = client(mesh_home)
+    r = redis_of(mesh_home)
     assert r.xlen("tasks:queue:default") == 1 and r.hget("tasks:index", "handed") == "queued"
     assert r.hget("tasks:attempts", "handed") == "0"  # a hand-back is not an attempt
 
@@ -268,7 +262,7 @@ def test_thousand_tasks_four_workers_random_kill_9(run, mesh_home):
     run("queue-push", "-", input=lines, check=0)
     slots = {f"slot-{n}": drain("--consumer", f"slot-{n}") for n in range(4)}
     rng = random.Random(7)
-    r = client(mesh_home)
+    r = redis_of(mesh_home)
     kills = 0
     deadline = time.monotonic() + 240
     while r.hlen("tasks:index") and time.monotonic() < deadline:
@@ -320,7 +314,7 @@ def test_connections_cut_at_random_moments_strand_no_task(run, mesh_home):
                     for i in range(total))
     run("queue-push", "-", input=lines, check=0)
     worker = drain("--consumer", "cut")
-    r = client(mesh_home)
+    r = redis_of(mesh_home)
     rng = random.Random(3)
     deadline = time.monotonic() + 60
     try:

@@ -6,7 +6,8 @@ the failure as context (a new task, `<id>~<n>`, at most `max_handbacks` times), 
 it. It enqueues the standing task of each scheduled role once per period — the task id names
 the period, so a restarted anchor (or two of them) never enqueues it twice. And it watches
 the registry: a peer that turns stale, dead or FATAL is reported; a dead one that was
-spawned detached is respawned. Every decision is an event (anchor.*).
+spawned detached is respawned. Every decision is an event (anchor.*). And it copies the
+event log into the events stream (queue.mirror).
 
 Decisions are pure functions of data (`decide`, `standing_tasks`, `handback_task`,
 `peer_changes`); `Anchor` does the I/O.
@@ -233,7 +234,15 @@ class Anchor:
     def step(self, block_ms: int | None) -> int:
         self.schedule()
         self.check_peers()
+        self.mirror_events()
         return self.follow_results(block_ms)
+
+    def mirror_events(self) -> int:
+        """Copy the event log into the events stream (the anchor's loop is the one process
+        of a running mesh that always holds Redis)."""
+        from ..queue import mirror
+
+        return mirror.forward(self.broker.redis, self.broker.names, self.home)[0]
 
 
 def spawn_info(home, session_id: str) -> dict | None:

@@ -1,8 +1,10 @@
 """mesh-events: everything that changed the mesh, oldest first, as JSON lines.
 
-Two sources, merged by time: the event log in MESH_HOME (registry, inbox, locks: the
-primitives that need no Redis) and the Redis events stream (the queue, written atomically
-with each change). Redis is read only if it runs; the embedded one is not started for this.
+Two sources: the event log in MESH_HOME (registry, inbox, locks, agents: the commands that
+need no Redis) and the Redis events stream (the queue, written atomically with each change),
+into which the log is copied (queue.mirror). With Redis, the history is the copied part of
+the log and the stream's own entries merged by time, then the stream alone; without, the
+log alone. Redis is read only if it runs; the embedded one is not started for this.
 """
 
 import os
@@ -20,38 +22,71 @@ from ..core import errors, events, jsonl
               help="Only events whose name starts with PREFIX (e.g. task., lock.).")
 @cli.mesh_options(redis=True)
 def mesh_events(follow, kinds, mesh):
-    """The mesh's events: registry, inbox, locks and the task queue."""
-    stream = _stream(mesh)
+    """The mesh's events: registry, inbox, locks, agents and the task queue."""
     wanted = tuple(kinds)
-    shown = [r for r in events.read(mesh.home)]
-    last_id = "0-0"
+    stream = _stream(mesh)
     if stream:
-        for last_id, fields in stream[0].xrange(stream[1]):
-            shown.append(jsonl.parse_line(fields["e"], 1))
-    for record in sorted(shown, key=lambda r: r.get("ts", "")):
+        _from_stream(mesh.home, *stream, follow, wanted)
+    else:
+        _from_log(mesh.home, follow, wanted)
+
+
+def _from_stream(home, client, names, follow: bool, wanted: tuple) -> None:
+    """The log up to the copied position and the stream's own entries, merged by time;
+    then, after one more copy, whatever the stream gains (live with --follow)."""
+    from ..queue import mirror
+
+    mirror.forward(client, names, home)
+    pipe = client.pipeline(transaction=True)  # one snapshot: the entries and the position
+    pipe.xrange(names.events)
+    pipe.get(names.events_position)
+    entries, position = pipe.execute()
+    logged = events.lines_after(home, None, until=position)[0] if position else []
+    shown = [_parse(line) for line in logged]
+    shown += [_parse(fields["e"]) for _, fields in entries if fields.get("from") != "log"]
+    for record in sorted(filter(None, shown), key=lambda r: r.get("ts", "")):
         _show(record, wanted)
-    if not follow:
-        return
-    cli.exit_on_sigterm()
-    offset = _size(mesh.home.events_file)
+    last_id = entries[-1][0] if entries else "0-0"
+    if follow:
+        cli.exit_on_sigterm()
     while True:
-        offset = _tail_file(mesh.home.events_file, offset, wanted)
-        if stream:
-            reply = stream[0].xread({stream[1]: last_id}, block=200) or []
-            for _, entries in reply:
-                for last_id, fields in entries:
-                    _show(jsonl.parse_line(fields["e"], 1), wanted)
-        else:
-            time.sleep(0.2)
+        mirror.forward(client, names, home)
+        reply = client.xread({names.events: last_id}, block=200 if follow else None) or []
+        for _, new in reply:
+            for last_id, fields in new:
+                _show(_parse(fields["e"]), wanted)
+        if not follow:
+            return
 
 
-def _show(record: dict, wanted: tuple) -> None:
-    if not wanted or record.get("event", "").startswith(wanted):
+def _from_log(home, follow: bool, wanted: tuple) -> None:
+    """No Redis running: the log file is all there is."""
+    position = None
+    if follow:
+        cli.exit_on_sigterm()
+    while True:
+        lines, position = events.lines_after(home, position)
+        for line in lines:
+            _show(_parse(line), wanted)
+        if not follow:
+            return
+        time.sleep(0.2)
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        return jsonl.parse_line(line, 1)
+    except errors.BadInput:
+        return None
+
+
+def _show(record: dict | None, wanted: tuple) -> None:
+    if record and (not wanted or record.get("event", "").startswith(wanted)):
         jsonl.write(record)
 
 
 def _stream(mesh):
-    """(client, events key) when a Redis is there to read, else None."""
+    """(client, names) when a Redis is there to read, else None."""
     from ..queue.connection import URL_ENV, connect
     from ..queue.names import Names
 
@@ -62,31 +97,4 @@ def _stream(mesh):
         if explicit:
             raise
         return None  # the embedded server is not running: the log file is all there is
-    return client, Names.from_env(mesh.namespace).events
-
-
-def _size(path: str) -> int:
-    try:
-        return os.path.getsize(path)
-    except FileNotFoundError:
-        return 0
-
-
-def _tail_file(path: str, offset: int, wanted: tuple) -> int:
-    size = _size(path)
-    if size < offset:  # rotated
-        offset = 0
-    if size == offset:
-        return offset
-    with open(path, "rb") as f:
-        f.seek(offset)
-        chunk = f.read()
-    complete = chunk[:chunk.rfind(b"\n") + 1]
-    for n, line in enumerate(complete.decode("utf-8", "replace").splitlines(), 1):
-        try:
-            record = jsonl.parse_line(line, n, path)
-        except errors.BadInput:
-            continue
-        if record:
-            _show(record, wanted)
-    return offset + len(complete)
+    return client, Names.from_env(mesh.namespace)

@@ -1,8 +1,9 @@
 """The mesh's event log: everything that changes the mesh is also appended here.
 
 One JSON line per event in MESH_HOME/events.jsonl, appended with a single O_APPEND write so
-that concurrent writers never interleave, rotated to events.jsonl.1 past a size cap. The queue
-issue mirrors events into a Redis stream; readers follow the file until then.
+that concurrent writers never interleave, rotated to events.jsonl.1 past a size cap. The
+commands that write here need no Redis; meshtools.queue.mirror copies the log into the
+events stream, each event once.
 """
 
 import os
@@ -63,15 +64,73 @@ def _rotate(home) -> None:
 
 def read(home):
     """Every event in the log, oldest first (the rotated file, then the live one)."""
+    lines, _ = lines_after(home, None)
+    for lineno, line in enumerate(lines, 1):
+        try:
+            record = jsonl.parse_line(line, lineno, home.events_file)
+        except Exception:
+            continue
+        if record:
+            yield record
+
+
+def lines_after(home, position: str | None, limit: int | None = None,
+                until: str | None = None) -> tuple[list[str], str | None]:
+    """The log's complete lines after `position` (None: from the start), at most `limit`,
+    none past `until`; and the position after the last one given.
+
+    A position is "<file>:<offset>", where <file> names one log file for its whole life: its
+    inode (kept by the rotation's rename) and a checksum of its first line (inodes are
+    reused). So a position taken before a rotation still says where to go on, and one whose
+    file is gone altogether (rotated twice) starts over at the oldest file left."""
+    since, end = _position(position), _position(until)
+    files = _open_log(home)
+    try:
+        names = [name for name, _ in files]
+        first = names.index(since[0]) if since and since[0] in names else 0
+        lines, after = [], position
+        for name, f in files[first:]:
+            offset = since[1] if since and name == since[0] else 0
+            stop = end[1] if end and name == end[0] else None
+            f.seek(offset)
+            for raw in f:
+                if not raw.endswith(b"\n") or (stop is not None and offset >= stop):
+                    break  # a line still being written, or past `until`
+                if limit is not None and len(lines) >= limit:
+                    return lines, after
+                offset += len(raw)
+                after = f"{name}:{offset}"
+                text = raw.decode("utf-8", "replace").strip()
+                if text:
+                    lines.append(text)
+            if stop is not None:
+                break
+        return lines, after
+    finally:
+        for _, f in files:
+            f.close()
+
+
+def _open_log(home) -> list:
+    """(name, binary file) of the rotated log and the live one, those that exist, opened
+    before either is looked at so that a rotation meanwhile cannot mix them up."""
+    import zlib
+
+    opened = []
     for path in (home.events_file + ".1", home.events_file):
         try:
-            with open(path, encoding="utf-8", errors="replace") as f:
-                for lineno, line in enumerate(f, 1):
-                    try:
-                        record = jsonl.parse_line(line, lineno, path)
-                    except Exception:
-                        continue
-                    if record:
-                        yield record
+            f = open(path, "rb")
         except FileNotFoundError:
             continue
+        first_line = f.readline()
+        name = f"{os.fstat(f.fileno()).st_ino}.{zlib.crc32(first_line):08x}"
+        opened.append((name, f))
+    return opened
+
+
+def _position(text: str | None) -> tuple[str, int] | None:
+    name, _, offset = (text or "").rpartition(":")
+    try:
+        return (name, int(offset)) if name else None
+    except ValueError:
+        return None

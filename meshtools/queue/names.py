@@ -61,6 +61,12 @@ class Names:
         return self.key("mesh:events")
 
     @property
+    def events_position(self) -> str:
+        """String: how far MESH_HOME/events.jsonl has been copied into the events stream
+        ("<file>:<offset>", moved with each copy; see queue.mirror)."""
+        return self.key("mesh:events:forwarded")
+
+    @property
     def paused(self) -> str:
         """String with a TTL: dispatch is paused until it expires (usage limits)."""
         return self.key("mesh:paused")
