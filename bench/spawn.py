@@ -5,7 +5,9 @@
                   its first XREADGROUP BLOCK): median and max of RUNS, the worktree made
                   beforehand (its creation is a one-off, measured apart)
   idle memory     RSS of the supervisor + its queue-drain worker, idle for a few seconds
-                  (target <= 40 MB together); USS (memory only they use) beside it
+                  (target <= 40 MB together); PSS and USS (memory only they use) beside it,
+                  and the floor: the same figures for a do-nothing supervisor over a worker
+                  that only imports redis-py and blocks on XREADGROUP
 
     python bench/spawn.py [RUNS]
 """
@@ -26,7 +28,7 @@ import psutil  # noqa: E402
 
 from meshtools.core.home import MeshHome  # noqa: E402
 from meshtools.queue.broker import Broker  # noqa: E402
-from meshtools.queue.connection import connect  # noqa: E402
+from meshtools.queue.connection import connect, resolve_url  # noqa: E402
 from meshtools.queue.names import Names  # noqa: E402
 
 
@@ -75,6 +77,45 @@ def baseline_rss(code: str) -> float:
     return int(out) / 1024
 
 
+FLOOR_WORKER = """
+import redis
+r = redis.Redis.from_url(URL, decode_responses=True, socket_timeout=None, client_name="floor")
+try:
+    r.xgroup_create("floor", "floor", id="0", mkstream=True)
+except redis.ResponseError:
+    pass
+r.xreadgroup("floor", "floor", {"floor": ">"}, block=0)
+"""
+FLOOR_SUPERVISOR = """
+import subprocess, sys
+subprocess.Popen([sys.executable, "-c", WORKER]).wait()
+"""
+
+
+def floor_pair(client, url: str) -> dict[str, float]:
+    """The least any supervised redis-py worker can cost: a supervisor that only starts its
+    child and waits, over a worker that only imports redis-py and blocks on XREADGROUP."""
+    def blocked() -> bool:
+        return any(c.get("name") == "floor" and c.get("cmd") == "xreadgroup"
+                   for c in client.client_list())
+
+    worker = FLOOR_WORKER.replace("URL", repr(url))
+    top = subprocess.Popen([sys.executable, "-c",
+                            FLOOR_SUPERVISOR.replace("WORKER", repr(worker))])
+    try:
+        deadline = time.monotonic() + 30
+        while not blocked():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the floor worker never blocked")
+            time.sleep(0.05)
+        time.sleep(1)
+        return memory(top.pid)
+    finally:
+        for p in reversed([psutil.Process(top.pid), *psutil.Process(top.pid).children()]):
+            p.kill()
+        top.wait()
+
+
 def main(runs: int = 7) -> int:
     repo, env = scratch_mesh()
     home = MeshHome(env["MESH_HOME"])
@@ -83,7 +124,7 @@ def main(runs: int = 7) -> int:
     run([os.path.join(BIN, "mesh-worktree"), "ensure", "builder"], env, repo)
     worktree_s = time.perf_counter() - started
     broker = Broker(connect(home), Names())
-    times, samples = [], []
+    times, samples, floors = [], [], []
     try:
         for _ in range(runs):
             elapsed, pid = spawn_once(repo, env, broker)
@@ -91,6 +132,7 @@ def main(runs: int = 7) -> int:
             time.sleep(3)  # idle: blocked on XREADGROUP, heartbeats only
             samples.append(memory(pid))
             stop(pid)
+            floors.append(floor_pair(broker.redis, resolve_url(home)))
     finally:
         run([os.path.join(BIN, "mesh-redis"), "stop"], env, repo)
     print(f"spawn-to-ready, supervised queue worker ({runs} runs): median "
@@ -100,6 +142,11 @@ def main(runs: int = 7) -> int:
     print(f"idle memory, supervisor + queue-drain (median of {runs}): RSS {med['rss']:.1f} MB "
           f"(target <= 40 MB) = supervisor {med['supervisor']:.1f} + worker "
           f"{med['worker']:.1f}; PSS {med['pss']:.1f} MB, USS {med['uss']:.1f} MB")
+    floor = {k: statistics.median(s[k] for s in floors) for k in floors[0]}
+    print(f"  the floor, measured the same way: a supervisor that only starts and waits "
+          f"({floor['supervisor']:.1f} MB) + a worker that only imports redis-py and blocks on "
+          f"XREADGROUP ({floor['worker']:.1f} MB) = RSS {floor['rss']:.1f} MB, "
+          f"USS {floor['uss']:.1f} MB")
     print(f"  for scale, bare interpreters in this run: python {baseline_rss(''):.1f} MB, "
           f"python + import redis {baseline_rss('import redis'):.1f} MB, "
           f"python + import click {baseline_rss('import click'):.1f} MB")
