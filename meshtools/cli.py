@@ -33,43 +33,21 @@ class _Contract:
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
-        try:
-            code = super().main(args=args, prog_name=prog_name, standalone_mode=False, **extra)
-        except click.UsageError as e:
-            e.show()
-            code = errors.USAGE
-        except click.ClickException as e:
-            e.show()
-            code = e.exit_code
-        except (click.Abort, KeyboardInterrupt):
-            click.echo("interrupted", err=True)
-            code = errors.INTERRUPTED
-        except errors.MeshError as e:
-            code = fail(str(e), e.exit_code)
-        except BrokenPipeError:
-            code = _quiet_broken_pipe()
-        except PermissionError as e:
-            code = fail(f"permission denied: {e.filename or e}", errors.NOPERM)
-        except OSError as e:
-            code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
-                        errors.SOFTWARE)
-        except Exception as e:  # a bug: one line, the traceback only on request
-            if os.environ.get("MESH_DEBUG"):
-                raise
-            code = fail(f"internal error: {type(e).__name__}: {e} (MESH_DEBUG=1 shows where)",
-                        errors.SOFTWARE)
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            code = _quiet_broken_pipe()
-        sys.exit(code if isinstance(code, int) else 0)
 
+        def run():
+            try:
+                return super(_Contract, self).main(args=args, prog_name=prog_name,
+                                                   standalone_mode=False, **extra)
+            except click.UsageError as e:
+                e.show()
+                return errors.USAGE
+            except click.ClickException as e:
+                e.show()
+                return e.exit_code
+            except click.Abort:
+                raise KeyboardInterrupt from None
 
-def _quiet_broken_pipe() -> int:
-    # Point stdout at /dev/null so the interpreter's final flush cannot raise again.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    return 128 + 13  # as if killed by SIGPIPE, like any C filter
+        sys.exit(errors.guarded(prog_name or os.path.basename(sys.argv[0]), run))
 
 
 class Command(_Contract, click.Command):

@@ -148,8 +148,10 @@ def test_in_the_foreground_mesh_spawn_becomes_the_supervisor(run, repo):
         wait_until(lambda: any(r["pid"] == spawned.pid
                                for r in run("coord-peers", "--json", check=0).records),
                    timeout=30)
+        # the supervisor (this very pid) starts its queue-drain once it has handed off
+        wait_until(lambda: psutil.Process(spawned.pid).children())
         tree = [spawned.pid, *(p.pid for p in psutil.Process(spawned.pid).children(True))]
-        assert len(tree) >= 2  # the supervisor (this very pid) and its queue-drain
+        assert len(tree) >= 2
         spawned.send_signal(signal.SIGTERM)
         assert spawned.wait(timeout=30) == 143
         assert gone(tree)

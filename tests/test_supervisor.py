@@ -98,7 +98,7 @@ def test_exit_zero_ends_on_failure_but_is_a_rapid_failure_under_always():
     d = decide(RestartPolicy(), 0, 0.1, 0)
     assert (d.action, d.n, d.delay) == (RESTART, 1, 1.0)
     with pytest.raises(ValueError):
-        RestartPolicy(restart="sometimes")
+        RestartPolicy(restart="sometimes").check()
 
 
 def test_a_persistent_agent_reruns_after_a_clean_exit_without_counting_it():
@@ -248,6 +248,10 @@ def test_the_registered_session_is_the_supervisor(supervise, run, mesh_home):
     peers = run("coord-peers", check=0).records
     assert [(p["id"], p["pid"], p["phase"], p["state"]) for p in peers] == \
         [("b7", sup.pid, "running", "alive")]
+    # the same pid, now a lean interpreter running only the supervisor (no click)
+    cmdline = open(f"/proc/{sup.pid}/cmdline").read().split("\0")
+    assert "from meshtools.agents.supervisor import main; main()" in cmdline
+    assert "mesh-supervise" in cmdline
     assert run("mesh-supervise", "--role", "builder", "--session", "b7", "--", "true"
                ).returncode == 75  # the id is live
     sup.send_signal(signal.SIGINT)

@@ -21,13 +21,14 @@ spawns/<key>.lock (flock held by the live supervisor). key = the session id, els
 """
 
 import fcntl
+import json
 import os
 import re
 import select
 import signal
+import sys
 import time
-import uuid
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..core import clock, errors, events, fs, proc
 from ..core.ids import validate_name
@@ -49,8 +50,7 @@ def backoff_delay(n: int, base: float, cap: float) -> float:
     return min(base * n * n, cap)
 
 
-@dataclass(frozen=True)
-class RestartPolicy:
+class RestartPolicy(NamedTuple):
     base: float = 1.0
     cap: float = 60.0
     min_uptime: float = 10.0  # a run shorter than this is a rapid failure
@@ -60,16 +60,17 @@ class RestartPolicy:
     # an exit 0 is a finished run, not a failure: run again after this many seconds.
     rerun_delay: float | None = None
 
-    def __post_init__(self):
+    def check(self) -> "RestartPolicy":
+        """This policy, if it makes sense; else ValueError."""
         if self.restart not in (ALWAYS, ON_FAILURE):
             raise ValueError(f"restart must be {ALWAYS!r} or {ON_FAILURE!r}")
         if self.max_rapid_failures < 1 or min(self.base, self.cap, self.min_uptime,
                                               self.rerun_delay or 0) < 0:
             raise ValueError("negative times or max_rapid_failures < 1")
+        return self
 
 
-@dataclass(frozen=True)
-class Decision:
+class Decision(NamedTuple):
     action: str  # RESTART, FATAL or DONE
     n: int  # consecutive rapid failures after this exit
     delay: float = 0.0  # seconds to sleep before the restart
@@ -148,8 +149,7 @@ class CannotStart(errors.MeshError):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(NamedTuple):
     status: str  # "stopped" (signal or control), DONE (exit 0 under on-failure), FATAL
     code: int  # the exit status to leave with (FATAL: the last child's)
     failures: int = 0
@@ -165,7 +165,7 @@ class Supervisor:
                  report=None):
         if not argv:
             raise errors.UsageError("no command to supervise")
-        self.home, self.argv, self.policy, self.grace = home, list(argv), policy, grace
+        self.home, self.argv, self.policy, self.grace = home, list(argv), policy.check(), grace
         self.session = session
         self.key = validate_name(key or session or f"pid-{os.getpid()}", "spawn key")
         self.report = report or (lambda record: None)
@@ -244,7 +244,7 @@ class Supervisor:
         """Start the child in its own process group; an exit status if it could not start."""
         import subprocess
 
-        self.spawn_id = uuid.uuid4().hex[:12]
+        self.spawn_id = os.urandom(6).hex()
         env = dict(os.environ, MESH_SPAWN_ID=self.spawn_id, MESH_SPAWN_KEY=self.key,
                    MESH_HOME=self.home.path)
         if self.session:
@@ -499,3 +499,61 @@ class Supervisor:
     def _event(self, name: str, **fields) -> None:
         record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)
         self.report(dict(record, kind="spawn", event=name))
+
+
+# --- the long-lived process ----------------------------------------------------------------
+
+_LEAN_ENTRY = "from meshtools.agents.supervisor import main; main()"
+
+
+def handoff(prog: str, spec: dict):
+    """Become a fresh interpreter that runs only the supervisor: the same pid (so a registry
+    record naming it stays true), without the modules the command line needed (click
+    alone holds 5 MB) for the hours the supervisor lives. Never returns."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, [sys.executable, "-c", _LEAN_ENTRY, prog, json.dumps(spec)])
+
+
+def main() -> None:
+    """The entry handoff() execs: argv is the command's name and its spec."""
+    prog, spec = sys.argv[1], json.loads(sys.argv[2])
+    sys.exit(errors.guarded(prog, lambda: run_spec(spec)))
+
+
+def run_spec(spec: dict) -> int:
+    """Supervise as a mesh-supervise command line asked (see commands.supervise); the exit
+    status to leave with."""
+    from ..core import jsonl
+    from ..core.home import MeshHome
+
+    home = MeshHome(spec["home"])
+    report = (jsonl.write if spec["json"]
+              else lambda record: print(describe(record), file=sys.stderr, flush=True))
+    outcome = Supervisor(home, spec["argv"], RestartPolicy(**spec["policy"]),
+                         session=spec["session"], grace=spec["grace"], report=report).run()
+    if outcome.status == FATAL:
+        raise errors.Busy(f"gave up: {outcome.failures} rapid failures "
+                          f"(last exit {outcome.code})")
+    if spec["role"]:
+        unregister(home, spec["session"])
+    return outcome.code
+
+
+def describe(record: dict) -> str:
+    """A spawn record as one line for a person."""
+    detail = " ".join(f"{k}={record[k]}" for k in ("spawn", "pid", "n", "code", "uptime",
+                                                    "delay", "failures", "reason")
+                      if record.get(k) is not None)
+    return f"mesh-supervise: {record['event']} {detail}"
+
+
+def unregister(home, session: str) -> None:
+    """End the session this supervisor registered (someone may have removed it already)."""
+    from ..coord import registry
+
+    try:
+        registry.unregister(home, session)
+    except errors.BadInput:
+        return
+    events.emit(home, "session.unregistered", id=session)

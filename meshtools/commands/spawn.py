@@ -104,7 +104,8 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     record = _wait_registered(mesh.home, pid, info.get("log"))
     info.update(session=record["id"], pid=pid,
                 respawn=respawn_argv(role_def.name, record["id"], mode, queue, agent, root))
-    fs.atomic_write_json(mesh.home.sub("spawns", f"{record['id']}.spawn.json"), info)
+    spawns = mesh.home.ensure("spawns")  # the supervisor may not have made it yet
+    fs.atomic_write_json(os.path.join(spawns, f"{record['id']}.spawn.json"), info)
     events.emit(mesh.home, "spawn.spawned", session=record["id"], role=role_def.name,
                 pid=pid, mode=info["mode"], queue=queue, worktree=tree["path"])
     mesh.emit({"ts": clock.iso(), "kind": "spawn", **{k: v for k, v in info.items()

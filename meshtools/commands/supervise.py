@@ -5,7 +5,8 @@
     mesh-supervise --restart-child KEY --spawn ID   restart that spawn now
 
 The policy and the control protocol live in meshtools.agents.supervisor; this module only
-parses arguments, registers the session and prints the records.
+parses arguments, registers the session and hands the process over to the supervisor
+(supervisor.handoff: an exec, so that the long-lived process carries no click).
 """
 
 import os
@@ -14,18 +15,11 @@ import click
 
 from .. import cli
 from ..agents import supervisor as sup
-from ..core import errors, events, jsonl
+from ..core import errors
 
 EPILOG = ("Exit codes: the child's status once stopped (143 after SIGTERM), 0 when the child "
           "exits 0 under --restart on-failure, 64 usage, 65 bad key or id, 69 supervisor gone, "
           "75 gave up (FATAL) or the key is taken, 126/127 CMD cannot run.")
-
-
-def _human(record: dict) -> str:
-    detail = " ".join(f"{k}={record[k]}" for k in ("spawn", "pid", "n", "code", "uptime",
-                                                    "delay", "failures", "reason")
-                      if record.get(k) is not None)
-    return f"mesh-supervise: {record['event']} {detail}"
 
 
 @cli.command("mesh-supervise", epilog=EPILOG,
@@ -81,21 +75,20 @@ def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, res
         raise errors.UsageError("--spawn goes with --stop or --restart-child")
     if not argv:
         raise errors.UsageError("no command: mesh-supervise [OPTIONS] -- CMD [ARGS...]")
+    policy = sup.RestartPolicy(base, cap, min_uptime, max_failures, restart, rerun_delay)
     try:
-        policy = sup.RestartPolicy(base, cap, min_uptime, max_failures, restart, rerun_delay)
+        policy.check()
     except ValueError as e:
         raise errors.UsageError(str(e))
     session = _register(mesh, role, session)
-    report = (jsonl.write if mesh.as_json
-              else lambda record: click.echo(_human(record), err=True))
-    outcome = sup.Supervisor(mesh.home, list(argv), policy, session=session, grace=grace,
-                             report=report).run()
-    if outcome.status == sup.FATAL:
-        raise errors.Busy(f"gave up: {outcome.failures} rapid failures "
-                          f"(last exit {outcome.code})")
-    if role:
-        _unregister(mesh, session)
-    raise SystemExit(outcome.code)
+    spec = {"home": mesh.home.path, "argv": list(argv), "policy": policy._asdict(),
+            "session": session, "role": role, "grace": grace, "json": mesh.as_json}
+    try:
+        sup.handoff(cli.prog_name(), spec)
+    except OSError:
+        if role:
+            sup.unregister(mesh.home, session)
+        raise
 
 
 def _control(mesh, argv, stop_key, restart_key, spawn_id, role, session) -> None:
@@ -126,13 +119,3 @@ def _register(mesh, role: str | None, session: str | None) -> str | None:
     from ..agents.sessions import join
 
     return join(mesh.home, role, session, os.getpid(), "starting")["id"]
-
-
-def _unregister(mesh, session: str) -> None:
-    from ..coord import registry
-
-    try:
-        registry.unregister(mesh.home, session)
-    except errors.BadInput:
-        return  # someone removed it already
-    events.emit(mesh.home, "session.unregistered", id=session)

@@ -48,3 +48,51 @@ class Refused(MeshError):
 
 class ConfigError(MeshError):
     exit_code = CONFIG
+
+
+def guarded(prog: str, run) -> int:
+    """The exit-code contract around run(): its return value (None is 0), or, for an
+    exception, one line on stderr and the code the conventions give it. Shared by the click
+    commands (cli) and the long-lived processes that left click behind (the supervisor)."""
+    import os
+    import sys
+
+    def fail(message: str, code: int) -> int:
+        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+        return code
+
+    try:
+        code = run()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr, flush=True)
+        code = INTERRUPTED
+    except MeshError as e:
+        code = fail(str(e), e.exit_code)
+    except BrokenPipeError:
+        code = quiet_broken_pipe()
+    except PermissionError as e:
+        code = fail(f"permission denied: {e.filename or e}", NOPERM)
+    except OSError as e:
+        code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
+                    SOFTWARE)
+    except Exception as e:  # a bug: one line, the traceback only on request
+        if os.environ.get("MESH_DEBUG"):
+            raise
+        code = fail(f"internal error: {type(e).__name__}: {e} (MESH_DEBUG=1 shows where)",
+                    SOFTWARE)
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = quiet_broken_pipe()
+    return code if isinstance(code, int) else OK
+
+
+def quiet_broken_pipe() -> int:
+    """The reader went away (`| head`): point stdout at /dev/null so the interpreter's final
+    flush cannot raise again, and exit as a C filter killed by SIGPIPE would."""
+    import os
+    import sys
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 128 + 13
