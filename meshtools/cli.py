@@ -23,11 +23,6 @@ def prog_name() -> str:
     return ctx.command_path if ctx else os.path.basename(sys.argv[0])
 
 
-def fail(message: str, code: int) -> int:
-    click.echo(f"{prog_name()}: {message}", err=True)
-    return code
-
-
 class _Contract:
     """Mixin: run click in non-standalone mode and map every outcome to an exit code."""
 

@@ -259,6 +259,22 @@ def test_the_registered_session_is_the_supervisor(supervise, run, mesh_home):
     assert registry.get(MeshHome(str(mesh_home)), "b7") is None  # a clean stop unregisters
 
 
+def test_a_stop_during_the_handoff_is_held_then_obeyed(mesh_home):
+    """SIGTERM sent the moment the session is registered, while the process is still
+    becoming the lean supervisor: held over the exec, then a clean stop that unregisters."""
+    home = MeshHome(str(mesh_home))
+    sup = subprocess.Popen(["mesh-supervise", "--role", "builder", "--session", "h1", "--",
+                            "sleep", "1000"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                           text=True)
+    wait_until(lambda: registry.get(home, "h1") is not None, timeout=20)
+    sup.send_signal(signal.SIGTERM)
+    _, err = sup.communicate(timeout=20)
+    assert sup.returncode == 143, err
+    assert registry.get(home, "h1") is None  # stopped by its handler, not killed
+    stopped = events(mesh_home, "spawn.stopped")
+    assert stopped and stopped[0]["signal"] == "SIGTERM"
+
+
 @pytest.mark.parametrize("argv, code, message", [
     ([], 64, "no command"),
     (["--stop", "pid-1"], 65, "no supervisor for pid-1"),

@@ -378,6 +378,7 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         for signum in (*FORWARDED, signal.SIGCHLD):
             self._saved[signum] = signal.signal(signum, self._on_signal)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)  # held over the handoff
 
     def _on_signal(self, signum, _frame) -> None:
         if signum != signal.SIGCHLD:
@@ -509,10 +510,17 @@ _LEAN_ENTRY = "from meshtools.agents.supervisor import main; main()"
 def handoff(prog: str, spec: dict):
     """Become a fresh interpreter that runs only the supervisor: the same pid (so a registry
     record naming it stays true), without the modules the command line needed (click
-    alone holds 5 MB) for the hours the supervisor lives. Never returns."""
+    alone holds 5 MB) for the hours the supervisor lives. Never returns.
+
+    A stop signal sent meanwhile is held (the mask survives exec) until the supervisor's
+    handlers are in place, so it stops the supervisor cleanly instead of killing it."""
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(sys.executable, [sys.executable, "-c", _LEAN_ENTRY, prog, json.dumps(spec)])
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
+    try:
+        os.execv(sys.executable, [sys.executable, "-c", _LEAN_ENTRY, prog, json.dumps(spec)])
+    finally:  # only reached if exec failed
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
 
 
 def main() -> None:
