@@ -43,7 +43,7 @@ def test_finished_builder_work_is_landed_on_main(run, repo, mesh_home):
     message = git(repo, "log", "-1", "--format=%B")
     assert "add g" in message and f"cherry picked from commit {result['work']['head']}" in message
     landed = events_named(mesh_home, "anchor.landed")
-    assert [e["task"] for e in landed] == ["t1"]
+    assert [(e["task"], e["role"]) for e in landed] == [("t1", "builder")]
     run("mesh-anchor", "--once", "--no-respawn", check=0)  # the cursor moved: nothing twice
     assert git(repo, "log", "--format=%s").splitlines().count("add g") == 1
 

@@ -153,6 +153,8 @@ class Anchor:
 
     def handle(self, result: dict) -> Decision:
         role = self.roles.get(result.get("role") or result.get("queue") or "")
+        if role is not None:  # a task routed by queue alone names no role itself
+            result = dict(result, role=role.name)
         work = result.get("work")  # the commits the task made (agents.work records them)
         decision = decide(result, role, work, self.max_handbacks)
         if decision.action == "land":
