@@ -112,19 +112,26 @@ def lines_after(home, position: str | None, limit: int | None = None,
 
 
 def _open_log(home) -> list:
-    """(name, binary file) of the rotated log and the live one, those that exist, opened
-    before either is looked at so that a rotation meanwhile cannot mix them up."""
+    """(name, binary file) of the rotated log and the live one, oldest first, those that
+    exist. The live one is opened first: should a rotation come in between, the "rotated"
+    file is the very file already open as live, and is not read twice."""
     import zlib
 
     opened = []
-    for path in (home.events_file + ".1", home.events_file):
+    for path in (home.events_file, home.events_file + ".1"):
         try:
             f = open(path, "rb")
         except FileNotFoundError:
             continue
         first_line = f.readline()
+        if not first_line.endswith(b"\n"):  # nothing complete to read, nor to name it by
+            f.close()
+            continue
         name = f"{os.fstat(f.fileno()).st_ino}.{zlib.crc32(first_line):08x}"
-        opened.append((name, f))
+        if any(name == seen for seen, _ in opened):
+            f.close()
+            continue
+        opened.insert(0, (name, f))
     return opened
 
 

@@ -8,7 +8,8 @@ dashboard, `mesh-events --follow`) sees the whole mesh. Copied entries carry `fr
 How far the log has been copied ("<file>:<offset>", see core.events.lines_after) is kept
 beside the stream and moved by the same Lua script that adds the lines: several forwarders
 (the anchor's loop, each mesh-events) may run at once, and one whose position is stale adds
-nothing and reads on from the newer one.
+nothing and reads on from the newer one. Nothing is copied twice; only if the log rotates
+twice (8 MiB each) between two copies is the older file's rest missed.
 """
 
 import json
