@@ -201,6 +201,8 @@ def test_an_orphaned_daemon_dies_with_the_run_that_started_it(supervise, mesh_ho
     second = running(mesh_home, key, spawn=first["spawn"])
     wait_until(lambda: gone(daemon))
     assert not gone(second["child_pid"])
+    # found through /proc: the long-lived supervisor never loads psutil (1.5 MB) for it
+    assert "_psutil" not in (open(f"/proc/{sup.pid}/maps").read())
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=20) == 143
 

@@ -12,17 +12,23 @@ def hostname() -> str:
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if there is no such pid."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
+        state, _, started = _stat(pid)
     except (FileNotFoundError, ProcessLookupError):
         return None
     except OSError:
         return _psutil_start_time(pid)
+    if state == b"Z":  # a zombie has exited; only its parent has not reaped it
+        return None
+    return started
+
+
+def _stat(pid) -> tuple[bytes, int, int]:
+    """State, parent pid and start time from /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        stat = f.read()
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(b")") + 2:].split()
-    if fields[0] == b"Z":  # a zombie has exited; only its parent has not reaped it
-        return None
-    return int(fields[19])
+    return fields[0], int(fields[1]), int(fields[19])
 
 
 def _psutil_start_time(pid: int) -> int | None:
@@ -106,34 +112,47 @@ def set_subreaper(on: bool) -> bool | None:
     return bool(previous.value)
 
 
-def descendants(pid: int | None = None) -> list:
-    """The live processes below pid (default this one), as psutil.Process objects: they
-    check the pid still names the same process before any signal is sent."""
-    import psutil
+def descendants(pid: int | None = None) -> list[tuple[int, int]]:
+    """(pid, start time) of each live process below pid (default this one), from one pass
+    over /proc: no psutil, whose import would stay in a long-lived supervisor for good."""
+    if not os.path.isdir("/proc/self"):
+        return _psutil_descendants(pid)
+    below: dict[int, list[tuple[int, int]]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                state, parent, started = _stat(entry)
+            except (OSError, ValueError, IndexError):
+                continue  # gone meanwhile
+            if state != b"Z":
+                below.setdefault(parent, []).append((int(entry), started))
+    found, todo = [], [os.getpid() if pid is None else pid]
+    while todo:
+        for child in below.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child[0])
+    return found
+
+
+def _psutil_descendants(pid: int | None) -> list[tuple[int, int]]:
+    import psutil  # only where /proc is missing (macOS, BSD)
 
     try:
-        found = psutil.Process(pid).children(recursive=True)
+        children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
-    alive = []
-    for child in found:
-        try:
-            if child.status() != psutil.STATUS_ZOMBIE:
-                alive.append(child)
-        except psutil.Error:
-            pass
-    return alive
+    return [(c.pid, started) for c in children
+            if (started := _psutil_start_time(c.pid)) is not None]
 
 
-def signal_all(processes, signum: int) -> None:
-    """Send signum to each of processes (psutil), skipping those already gone."""
-    import psutil
-
-    for child in processes:
-        try:
-            child.send_signal(signum)
-        except psutil.Error:
-            pass
+def signal_all(processes: list[tuple[int, int]], signum: int) -> None:
+    """Send signum to each (pid, start time) that still names the same process."""
+    for pid, started in processes:
+        if start_time(pid) == started:
+            try:
+                os.kill(pid, signum)
+            except (ProcessLookupError, PermissionError):
+                pass
 
 
 def meshtools_command(name: str) -> str:
