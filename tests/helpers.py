@@ -26,3 +26,16 @@ def redis_of(mesh_home):
     from meshtools.queue.connection import connect
 
     return connect(MeshHome(str(mesh_home)))
+
+
+def run_tree(pid: int) -> list:
+    """The supervisor pid and every process under it (psutil), but the mesh's Redis: a
+    worker may have started it on first need, and it outlives any run by design."""
+    import psutil
+
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
+    redis = EmbeddedRedis(MeshHome.find()).pid()
+    top = psutil.Process(pid)
+    return [top, *(p for p in top.children(recursive=True) if p.pid != redis)]

@@ -9,7 +9,7 @@ import time
 import psutil
 
 from .conftest import git
-from .helpers import wait_until
+from .helpers import run_tree, wait_until
 
 COMMIT = "git -c user.name=b -c user.email=b@b"
 
@@ -29,9 +29,9 @@ def stop_all(records):
     procs = []
     for record in records:
         try:
-            top = psutil.Process(record["pid"])
-            procs += [top, *top.children(recursive=True)]
-            top.send_signal(signal.SIGTERM)
+            tree = run_tree(record["pid"])
+            procs += tree
+            tree[0].send_signal(signal.SIGTERM)
         except psutil.NoSuchProcess:
             pass
     return psutil.wait_procs(procs, timeout=30)[1]

@@ -9,6 +9,7 @@ import time
 import psutil
 import pytest
 
+from meshtools.core import proc
 
 from .helpers import redis_of, wait_until
 
@@ -178,6 +179,16 @@ def test_events_stream_sees_enqueue_and_completion(run):
     assert names == ["task.enqueued", "task.ok"]
 
 
+def test_a_task_leaves_no_background_job_behind(run, tmp_path):
+    pidfile = tmp_path / "job.pid"
+    run("queue-push", "--id", "bg", f"sleep 1000 >/dev/null 2>&1 & echo $! > {pidfile}",
+        check=0)
+    run("queue-drain", "--once", check=0)
+    assert run("queue-results", "--task", "bg", check=0).records[0]["status"] == "ok"
+    job = int(pidfile.read_text())
+    wait_until(lambda: proc.start_time(job) is None)  # gone (or a zombie about to be reaped)
+
+
 def test_sigterm_finishes_the_current_task_then_exits(run, mesh_home):
     run("queue-push", "--id", "finishing", "sleep 1; echo finished", check=0)
     worker = drain(capture=True)
@@ -276,9 +287,9 @@ def test_thousand_tasks_four_workers_random_kill_9(run, mesh_home):
             slots[name].wait()
             kills += 1
             slots[name] = drain("--consumer", name)  # the slot restarts under its name
-    for proc in slots.values():
-        proc.terminate()
-        proc.wait(timeout=30)
+    for worker in slots.values():
+        worker.terminate()
+        worker.wait(timeout=30)
     results = results_by_id(run)
     assert kills == 12
     assert len(results) == total  # none lost

@@ -9,7 +9,7 @@ import subprocess
 import psutil
 import pytest
 
-from .helpers import wait_until
+from .helpers import run_tree, wait_until
 
 
 def spawn(run, *args, check=0):
@@ -23,13 +23,12 @@ def session_record(run, sid):
 def stop_tree(pid):
     """SIGTERM the supervisor; return every pid that was under it (to check none is left)."""
     try:
-        top = psutil.Process(pid)
-        tree = [pid, *(p.pid for p in top.children(recursive=True))]
+        tree = run_tree(pid)
     except psutil.NoSuchProcess:
         return [pid]
     os.kill(pid, signal.SIGTERM)
-    psutil.wait_procs([top], timeout=30)
-    return tree
+    psutil.wait_procs(tree[:1], timeout=30)
+    return [p.pid for p in tree]
 
 
 def gone(pids):
@@ -157,3 +156,19 @@ def test_in_the_foreground_mesh_spawn_becomes_the_supervisor(run, repo):
         assert gone(tree)
     finally:
         spawned.kill()
+
+
+def test_what_the_mesh_runs_outlives_the_run_that_started_it(run, repo, mesh_home):
+    """A run that starts the mesh's Redis (first need) and a detached peer, then ends: both
+    are re-parented to its supervisor (a subreaper), and neither is taken for a stray."""
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
+    run("mesh-supervise", "--restart", "on-failure", "--", "sh", "-c",
+        "mesh-redis start >/dev/null && "
+        "mesh-spawn research --queue --agent shell --detach >/dev/null", check=0)
+    redis = EmbeddedRedis(MeshHome(str(mesh_home)))
+    assert redis.running()
+    peer = session_record(run, "research-1")
+    assert peer["state"] == "alive"
+    assert gone(stop_tree(peer["pid"]))

@@ -27,7 +27,7 @@ import uuid
 
 from ..core import events, proc
 from ..core.errors import ConfigError, Unavailable, UsageError
-from ..queue.executor import OUTPUT_TAIL, Outcome, kill_group
+from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
 from . import stream
 
 DEFAULT_COMMAND = ("claude",)
@@ -162,7 +162,7 @@ class ClaudeExecutor:
 
     def interrupt(self) -> None:
         if self._child is not None:
-            _kill_all(self._child)
+            end_group(self._child)
 
     # --- one run ------------------------------------------------------------------------
 
@@ -213,10 +213,10 @@ class ClaudeExecutor:
             except queues.Empty:
                 now = time.monotonic()
                 if not seen_any and now >= startup:
-                    _kill_all(child)
+                    end_group(child)
                     return "startup_timeout"
                 if deadline is not None and now >= deadline:
-                    _kill_all(child)
+                    end_group(child)
                     return "timeout"
                 continue
             if raw is None:
@@ -237,9 +237,9 @@ class ClaudeExecutor:
         try:
             code = child.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            _kill_all(child)
+            end_group(child)
             code = child.wait()
-        _kill_all(child)  # whatever it left behind in its group goes too
+        end_group(child)  # whatever it left behind in its group goes too
         err.join(timeout=2)
         stderr = "".join(err.tail)[-OUTPUT_TAIL:]
         details = {"agent": self.name, "role": self.role.name, **stream.summary(state)}
@@ -326,18 +326,6 @@ def _pump(child: subprocess.Popen, prompt: str):
     threading.Thread(target=write, daemon=True).start()
     threading.Thread(target=read, daemon=True).start()
     return lines, _Tail(child.stderr)
-
-
-def _kill_all(child: subprocess.Popen) -> None:
-    """TERM then KILL the run's whole process group (hooks, tools, their children)."""
-    import signal
-
-    if child.poll() is None:
-        kill_group(child)
-    try:
-        os.killpg(child.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # --- choosing an executor ------------------------------------------------------------------

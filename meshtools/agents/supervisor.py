@@ -9,7 +9,8 @@ no time window: with a growing delay a window may never fill (systemd's trap).
 
 The child runs in a process group of its own, and the supervisor is a subreaper, so that a
 daemon which left the group is re-parented here: every run's whole tree is stopped when the
-run ends, and nothing outlives the supervisor.
+run ends, and nothing outlives the supervisor, but the mesh's own processes (its Redis, other
+supervisors, registered sessions), which an agent may start and which must outlive it.
 
 Each start gets a fresh spawn id (MESH_SPAWN_ID in the child). Control requests name the
 spawn they mean, so a stale `stop` aimed at an agent that has since been restarted can
@@ -140,6 +141,40 @@ def request(home, key: str, control: str, spawn_id: str) -> dict:
 
 
 # --- the supervisor (I/O) ------------------------------------------------------------------
+
+def mesh_processes(home) -> set[tuple[int, int]]:
+    """(pid, start time) of the processes the mesh itself runs: its Redis server, every
+    supervisor and every registered session. An agent may well start one (the embedded
+    Redis on first need, a peer with `mesh-spawn --detach`); it is never a run's stray."""
+    from ..coord import registry
+
+    found = set()
+    try:
+        with open(home.redis_pidfile) as f:
+            found.add(int(f.read().strip()))
+    except (OSError, ValueError):
+        pass
+    for path in _spawn_states(home):
+        try:
+            found.add(fs.read_json(path)["supervisor_pid"])
+        except (ValueError, KeyError, TypeError, OSError):
+            pass
+    spared = {(pid, proc.start_time(pid)) for pid in found if isinstance(pid, int)}
+    for record in registry.all_sessions(home, warn=lambda message: None):
+        if isinstance(record.get("pid"), int):
+            spared.add((record["pid"], record.get("pid_start")))
+    return spared
+
+
+def _spawn_states(home) -> list[str]:
+    folder = home.sub("spawns")
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    return [os.path.join(folder, n) for n in names
+            if n.endswith(".json") and not n.endswith(".spawn.json")]
+
 
 class CannotStart(errors.MeshError):
     """The command could not be executed at all (127 not found, 126 not executable)."""
@@ -348,7 +383,7 @@ class Supervisor:
                 os.killpg(self._pgid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
-        proc.signal_all(proc.descendants(), signum)
+        proc.signal_all(proc.descendants(spare=mesh_processes(self.home)), signum)
 
     def _reap_strays(self) -> None:
         """Reap orphans that were re-parented here and have exited; the child itself is left

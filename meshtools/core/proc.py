@@ -112,11 +112,12 @@ def set_subreaper(on: bool) -> bool | None:
     return bool(previous.value)
 
 
-def descendants(pid: int | None = None) -> list[tuple[int, int]]:
+def descendants(pid: int | None = None, spare=frozenset()) -> list[tuple[int, int]]:
     """(pid, start time) of each live process below pid (default this one), from one pass
-    over /proc: no psutil, whose import would stay in a long-lived supervisor for good."""
+    over /proc (no psutil, whose import would stay in a long-lived supervisor for good);
+    none of `spare` (pid, start time) pairs, nor anything below them."""
     if not os.path.isdir("/proc/self"):
-        return _psutil_descendants(pid)
+        return [p for p in _psutil_descendants(pid) if p not in spare]
     below: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -129,8 +130,9 @@ def descendants(pid: int | None = None) -> list[tuple[int, int]]:
     found, todo = [], [os.getpid() if pid is None else pid]
     while todo:
         for child in below.get(todo.pop(), ()):
-            found.append(child)
-            todo.append(child[0])
+            if child not in spare:
+                found.append(child)
+                todo.append(child[0])
     return found
 
 

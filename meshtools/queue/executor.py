@@ -65,6 +65,7 @@ class CapturingExecutor:
             status = "timeout"
         finally:
             self._child = None
+            end_group(child)  # a task's processes end with it
         text = out.decode("utf-8", "replace")[-OUTPUT_TAIL:]
         return Outcome(status, child.returncode, text, time.monotonic() - started,
                        dict(details or {}))
@@ -85,6 +86,18 @@ class ShellExecutor(CapturingExecutor):
             return self.capture(["/bin/sh", "-c", task["prompt"]], workdir, timeout, on_start)
         except OSError as e:
             return Outcome("failed", None, f"cannot start: {e}", 0.0)
+
+
+def end_group(child: subprocess.Popen) -> None:
+    """TERM then KILL the run's whole process group if it still runs; then KILL whatever it
+    left behind in the group (background jobs). The group id cannot have been reused: Linux
+    keeps a pid in use while any process has it as its group."""
+    if child.poll() is None:
+        kill_group(child)
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
