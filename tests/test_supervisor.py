@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 
 import pytest
 
@@ -172,39 +173,62 @@ def test_a_child_that_ignores_sigterm_is_killed_after_the_grace(supervise, mesh_
     wait_until(lambda: gone(child) and gone(grandchild))
 
 
-def test_a_daemon_that_left_the_group_is_stopped_too(supervise, mesh_home, tmp_path):
-    pidfile = tmp_path / "daemon.pid"
-    daemonise = "setsid sleep 1000 >/dev/null 2>&1"  # no pipe of the test's held open
-    sup = supervise("--", "sh", "-c", f"{daemonise} & echo $! > {pidfile}; wait")
+# A job in a process group of its own (as a job-control shell makes it), in the same session;
+# its pid goes to argv[1]. It holds no pipe of the test's open.
+OWN_GROUP_JOB = ("import subprocess, sys; p = subprocess.Popen(['sleep', '1000'], "
+                 "process_group=0, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); "
+                 "open(sys.argv[1] + '.tmp', 'w').write(str(p.pid)); "
+                 "__import__('os').rename(sys.argv[1] + '.tmp', sys.argv[1])")
+
+
+def test_a_job_that_left_the_group_is_stopped_too(supervise, mesh_home, tmp_path):
+    pidfile = tmp_path / "job.pid"
+    sup = supervise("--", "sh", "-c", f"{sys.executable} -c \"{OWN_GROUP_JOB}\" {pidfile}; "
+                                      "exec sleep 1000")
     running(mesh_home, f"pid-{sup.pid}")
-    wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
-    daemon = int(pidfile.read_text())
-    assert os.getsid(daemon) == daemon  # out of the child's session and group
+    wait_until(pidfile.exists)
+    job = int(pidfile.read_text())
+    assert os.getpgid(job) == job and os.getsid(job) != job  # its own group, not session
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=20) == 143
-    wait_until(lambda: gone(daemon))
+    wait_until(lambda: gone(job))
 
 
-def test_an_orphaned_daemon_dies_with_the_run_that_started_it(supervise, mesh_home, tmp_path):
-    """A double-forked daemon outlives its parent, so it is re-parented to the supervisor
-    (a subreaper) and stopped when that run ends, before the restart."""
-    pidfile = tmp_path / "daemon.pid"
+def test_an_orphaned_job_dies_with_the_run_that_started_it(supervise, mesh_home, tmp_path):
+    """Its parent gone, the job is re-parented to the supervisor (a subreaper) and stopped
+    when that run ends, before the restart."""
+    pidfile = tmp_path / "job.pid"
     sup = supervise(*FAST, "--", "sh", "-c",
                     f"[ -e {pidfile} ] && exec sleep 1000; "
-                    f"(setsid sleep 1000 >/dev/null 2>&1 & echo $! > {pidfile}.tmp; "
-                    f"mv {pidfile}.tmp {pidfile}); "
-                    "sleep 0.3; exit 1")
+                    f"{sys.executable} -c \"{OWN_GROUP_JOB}\" {pidfile}; sleep 0.3; exit 1")
     key = f"pid-{sup.pid}"
     first = running(mesh_home, key)
-    wait_until(lambda: pidfile.exists())
-    daemon = int(pidfile.read_text())
+    wait_until(pidfile.exists)
+    job = int(pidfile.read_text())
     second = running(mesh_home, key, spawn=first["spawn"])
-    wait_until(lambda: gone(daemon))
+    wait_until(lambda: gone(job))
     assert not gone(second["child_pid"])
     # found through /proc: the long-lived supervisor never loads psutil (1.5 MB) for it
     assert "_psutil" not in (open(f"/proc/{sup.pid}/maps").read())
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=20) == 143
+
+
+def test_a_daemon_with_a_session_of_its_own_is_left_alone(supervise, mesh_home, tmp_path):
+    """setsid is a process's own choice to outlive its parent (a tmux server, the mesh's
+    Redis, a detached peer): the run's end does not touch it."""
+    pidfile = tmp_path / "daemon.pid"
+    sup = supervise("--", "sh", "-c", f"setsid sleep 1000 >/dev/null 2>&1 & echo $! > "
+                                      f"{pidfile}.tmp; mv {pidfile}.tmp {pidfile}; wait")
+    running(mesh_home, f"pid-{sup.pid}")
+    wait_until(pidfile.exists)
+    daemon = int(pidfile.read_text())
+    try:
+        sup.send_signal(signal.SIGTERM)
+        assert sup.wait(timeout=20) == 143
+        assert not gone(daemon)
+    finally:
+        os.kill(daemon, signal.SIGKILL)
 
 
 def test_sigterm_during_backoff_ends_it_at_once(supervise, mesh_home):

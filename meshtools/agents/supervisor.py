@@ -7,10 +7,11 @@ failures; before each restart the supervisor sleeps min(base*n*n, cap); at
 `max_rapid_failures` it goes FATAL; a run that lasted `min_uptime` resets n to 0. There is
 no time window: with a growing delay a window may never fill (systemd's trap).
 
-The child runs in a process group of its own, and the supervisor is a subreaper, so that a
-daemon which left the group is re-parented here: every run's whole tree is stopped when the
-run ends, and nothing outlives the supervisor, but the mesh's own processes (its Redis, other
-supervisors, registered sessions), which an agent may start and which must outlive it.
+The child runs in a session and process group of its own, and the supervisor is a
+subreaper, so that an orphan of the run is re-parented here: every process of the run's
+session is stopped when the run ends, and none outlives the supervisor. A process that
+starts a session of its own is a daemon by its own choice (the mesh's Redis on first need, a
+tmux server, a peer started with mesh-spawn --detach) and is left alone.
 
 Each start gets a fresh spawn id (MESH_SPAWN_ID in the child). Control requests name the
 spawn they mean, so a stale `stop` aimed at an agent that has since been restarted can
@@ -142,40 +143,6 @@ def request(home, key: str, control: str, spawn_id: str) -> dict:
 
 # --- the supervisor (I/O) ------------------------------------------------------------------
 
-def mesh_processes(home) -> set[tuple[int, int]]:
-    """(pid, start time) of the processes the mesh itself runs: its Redis server, every
-    supervisor and every registered session. An agent may well start one (the embedded
-    Redis on first need, a peer with `mesh-spawn --detach`); it is never a run's stray."""
-    from ..coord import registry
-
-    found = set()
-    try:
-        with open(home.redis_pidfile) as f:
-            found.add(int(f.read().strip()))
-    except (OSError, ValueError):
-        pass
-    for path in _spawn_states(home):
-        try:
-            found.add(fs.read_json(path)["supervisor_pid"])
-        except (ValueError, KeyError, TypeError, OSError):
-            pass
-    spared = {(pid, proc.start_time(pid)) for pid in found if isinstance(pid, int)}
-    for record in registry.all_sessions(home, warn=lambda message: None):
-        if isinstance(record.get("pid"), int):
-            spared.add((record["pid"], record.get("pid_start")))
-    return spared
-
-
-def _spawn_states(home) -> list[str]:
-    folder = home.sub("spawns")
-    try:
-        names = os.listdir(folder)
-    except FileNotFoundError:
-        return []
-    return [os.path.join(folder, n) for n in names
-            if n.endswith(".json") and not n.endswith(".spawn.json")]
-
-
 class CannotStart(errors.MeshError):
     """The command could not be executed at all (127 not found, 126 not executable)."""
 
@@ -221,6 +188,7 @@ class Supervisor:
         self._lock_fd = None
         self._saved: dict = {}
         self._was_subreaper: bool | None = None
+        self._session: int | None = None  # the latest run's session id (its child's pid)
 
     # public ------------------------------------------------------------------------------
 
@@ -295,7 +263,8 @@ class Supervisor:
                 why = "command not found" if code == 127 else e.strerror or str(e)
                 raise CannotStart(f"{self.argv[0]}: {why}", code) from None
             return code
-        self._pgid = self._child.pid  # start_new_session: the child leads its own group
+        # start_new_session: the child leads its own session and group
+        self._pgid = self._session = self._child.pid
         self._event("started", session=self.session, spawn=self.spawn_id, pid=self._child.pid,
                     argv0=self.argv[0], n=n)
         self._n = n
@@ -375,15 +344,17 @@ class Supervisor:
         return code
 
     def _signal_tree(self, signum: int) -> None:
-        """signum to the child's process group and to every other process below this one: a
-        daemon that left the group (setsid, a double fork) is re-parented here, as this
-        process is a subreaper, and is stopped with the rest."""
+        """signum to the child's process group and to every other process of its session
+        below this one: one that left the group (a job-control shell, setpgid), even once
+        its parent is gone (re-parented here: this process is a subreaper), is stopped with
+        the rest. One that started a session of its own is a daemon, and is left alone."""
         if self._pgid is not None:
             try:
                 os.killpg(self._pgid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
-        proc.signal_all(proc.descendants(spare=mesh_processes(self.home)), signum)
+        if self._session is not None:
+            proc.signal_all(proc.session_members_below(self._session), signum)
 
     def _reap_strays(self) -> None:
         """Reap orphans that were re-parented here and have exited; the child itself is left

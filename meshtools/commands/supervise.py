@@ -63,8 +63,9 @@ def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, res
     A run shorter than --min-uptime is a rapid failure; before restarting after the n-th
     consecutive one the supervisor waits min(base*n^2, cap); at --max-failures it gives up
     (phase FATAL, exit 75). A longer run resets n. SIGTERM/SIGINT/SIGHUP go to CMD's whole
-    group, then SIGKILL after --grace; CMD's group, and any daemon it started that left
-    the group, is killed whenever a run ends and on every exit path. Each start
+    group, then SIGKILL after --grace; CMD's session (its group, and a job that left the
+    group; not a daemon that called setsid) is killed whenever a run ends and on every
+    exit path. Each start
     gets a fresh MESH_SPAWN_ID; state is in MESH_HOME/spawns/KEY.json. Records (kind
     "spawn") go to stdout as JSON lines when it is not a terminal.
     """

@@ -12,7 +12,7 @@ def hostname() -> str:
 def start_time(pid: int) -> int | None:
     """The process's start time in clock ticks since boot, or None if there is no such pid."""
     try:
-        state, _, started = _stat(pid)
+        state, _, _, started = _stat(pid)
     except (FileNotFoundError, ProcessLookupError):
         return None
     except OSError:
@@ -22,13 +22,13 @@ def start_time(pid: int) -> int | None:
     return started
 
 
-def _stat(pid) -> tuple[bytes, int, int]:
-    """State, parent pid and start time from /proc/PID/stat."""
+def _stat(pid) -> tuple[bytes, int, int, int]:
+    """State, parent pid, session id and start time from /proc/PID/stat."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         stat = f.read()
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(b")") + 2:].split()
-    return fields[0], int(fields[1]), int(fields[19])
+    return fields[0], int(fields[1]), int(fields[3]), int(fields[19])
 
 
 def _psutil_start_time(pid: int) -> int | None:
@@ -112,39 +112,46 @@ def set_subreaper(on: bool) -> bool | None:
     return bool(previous.value)
 
 
-def descendants(pid: int | None = None, spare=frozenset()) -> list[tuple[int, int]]:
-    """(pid, start time) of each live process below pid (default this one), from one pass
-    over /proc (no psutil, whose import would stay in a long-lived supervisor for good);
-    none of `spare` (pid, start time) pairs, nor anything below them."""
+def session_members_below(session: int, pid: int | None = None) -> list[tuple[int, int]]:
+    """(pid, start time) of each live process below pid (default this one) that belongs to
+    `session`, from one pass over /proc (no psutil: its import would stay in a long-lived
+    supervisor for good). A process that started a session of its own has left on purpose
+    (a daemon: the mesh's Redis, a tmux server, a detached peer) and is not listed, nor is
+    anything below it."""
     if not os.path.isdir("/proc/self"):
-        return [p for p in _psutil_descendants(pid) if p not in spare]
+        return _psutil_session_members_below(session, pid)
     below: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
             try:
-                state, parent, started = _stat(entry)
+                state, parent, sid, started = _stat(entry)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
-            if state != b"Z":
+            if state != b"Z" and sid == session:
                 below.setdefault(parent, []).append((int(entry), started))
     found, todo = [], [os.getpid() if pid is None else pid]
     while todo:
         for child in below.get(todo.pop(), ()):
-            if child not in spare:
-                found.append(child)
-                todo.append(child[0])
+            found.append(child)
+            todo.append(child[0])
     return found
 
 
-def _psutil_descendants(pid: int | None) -> list[tuple[int, int]]:
+def _psutil_session_members_below(session: int, pid: int | None) -> list[tuple[int, int]]:
     import psutil  # only where /proc is missing (macOS, BSD)
 
     try:
         children = psutil.Process(pid).children(recursive=True)
     except psutil.Error:
         return []
-    return [(c.pid, started) for c in children
-            if (started := _psutil_start_time(c.pid)) is not None]
+    found = []
+    for child in children:
+        try:
+            if os.getsid(child.pid) == session:
+                found.append((child.pid, _psutil_start_time(child.pid)))
+        except OSError:
+            pass
+    return found
 
 
 def signal_all(processes: list[tuple[int, int]], signum: int) -> None:
