@@ -301,6 +301,18 @@ def test_a_stop_during_the_handoff_is_held_then_obeyed(mesh_home):
     assert stopped and stopped[0]["signal"] == "SIGTERM"
 
 
+def test_modules_in_the_working_directory_never_shadow_the_supervisor(run, tmp_path,
+                                                                     monkeypatch):
+    """An agent's worktree is anyone's repository: a json.py or select.py at its top must not
+    be imported in place of the standard library's by the lean supervisor (python -P)."""
+    for name in ("json", "select", "fcntl"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('shadowed stdlib')\n")
+    monkeypatch.chdir(tmp_path)
+    result = run("mesh-supervise", "--restart", "on-failure", "--", "true")
+    assert result.returncode == 0, result.stderr
+    assert "shadowed" not in result.stderr
+
+
 @pytest.mark.parametrize("argv, code, message", [
     ([], 64, "no command"),
     (["--stop", "pid-1"], 65, "no supervisor for pid-1"),

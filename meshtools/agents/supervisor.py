@@ -524,7 +524,9 @@ def handoff(prog: str, spec: dict):
     sys.stderr.flush()
     signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
     try:
-        os.execv(sys.executable, [sys.executable, "-c", _LEAN_ENTRY, prog, json.dumps(spec)])
+        # -P: the cwd (an agent's worktree: anyone's repository) never goes on sys.path
+        os.execv(sys.executable,
+                 [sys.executable, "-P", "-c", _LEAN_ENTRY, prog, json.dumps(spec)])
     finally:  # only reached if exec failed
         signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
 
