@@ -32,9 +32,10 @@ def scratch_mesh() -> tuple[str, dict]:
     return repo, env
 
 
-def time_process(argv, cwd, env) -> float:
+def time_process(argv, cwd, env, stdin: str | None = None) -> float:
     start = time.perf_counter()
-    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(argv, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, input=stdin,
+                   text=True)
     return time.perf_counter() - start
 
 

@@ -6,6 +6,8 @@ interleaved in one run, median of RUNS each. Target: ratio <= 1.5.
     python bench/cold_start.py [RUNS]
 """
 
+import json
+import os
 import sys
 
 from _common import median_ms, scratch_mesh, time_process
@@ -18,19 +20,30 @@ def main(runs: int = 15) -> int:
     py = sys.executable
     time_process(["coord-register", "--role", "builder", "--id", "peer-1", "--pid", "1"],
                  repo, env)
+    time_process(["file-lock", "acquire", "--as", "peer-1", "docs"], repo, env)
+    # The gate Claude Code runs before each edit: a registered builder editing a file whose
+    # scope it holds (role boundary and lock both checked; exit 0).
+    edit = json.dumps({"tool_name": "Edit", "cwd": repo,
+                       "tool_input": {"file_path": os.path.join(repo, "docs", "guide.md")}})
+    hook_env = dict(env, MESH_SESSION="peer-1")
     cases = {
-        "baseline: python -c 'import click'": [py, "-c", "import click"],
-        "coord-send peer-1 hello": ["coord-send", "peer-1", "hello"],
-        "coord-peers": ["coord-peers"],
-        "file-lock acquire crates/core": ["file-lock", "acquire", "--as", "b1", "crates/core"],
-        "file-lock release crates/core": ["file-lock", "release", "--as", "b1", "crates/core"],
+        "baseline: python -c 'import click'": ([py, "-c", "import click"], env, None),
+        "coord-send peer-1 hello": (["coord-send", "peer-1", "hello"], env, None),
+        "coord-peers": (["coord-peers"], env, None),
+        "coord-register (ad-hoc role)": (["coord-register", "--role", "bench", "--pid", "1"],
+                                         env, None),
+        "file-lock acquire crates/core": (["file-lock", "acquire", "--as", "b1", "crates/core"],
+                                          env, None),
+        "file-lock release crates/core": (["file-lock", "release", "--as", "b1", "crates/core"],
+                                          env, None),
+        "file-lock check --hook (an Edit)": (["file-lock", "check", "--hook"], hook_env, edit),
     }
     samples = {name: [] for name in cases}
-    for argv in cases.values():  # warm-up: byte-code caches and the page cache
-        time_process(argv, repo, env)
+    for argv, case_env, stdin in cases.values():  # warm-up: byte-code and page caches
+        time_process(argv, repo, case_env, stdin)
     for _ in range(runs):
-        for name, argv in cases.items():  # interleaved: drift hits every case alike
-            samples[name].append(time_process(argv, repo, env))
+        for name, (argv, case_env, stdin) in cases.items():  # interleaved: drift hits all alike
+            samples[name].append(time_process(argv, repo, case_env, stdin))
     base = median_ms(samples[next(iter(cases))])
     print(f"cold start, median of {runs} runs (target <= {TARGET}x baseline)")
     worst = 0.0

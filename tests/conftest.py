@@ -36,6 +36,17 @@ def git(cwd, *args):
                           text=True).stdout.strip()
 
 
+def commit(cwd, path, text, message):
+    """Write path (relative to cwd) and commit it there; the new commit's sha."""
+    full = os.path.join(cwd, path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w") as f:
+        f.write(text)
+    git(cwd, "add", path)
+    git(cwd, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+    return git(cwd, "rev-parse", "HEAD")
+
+
 @pytest.fixture
 def repo(tmp_path, monkeypatch):
     """A real git repository shaped like a small workspace, and the cwd of the test."""

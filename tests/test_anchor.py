@@ -3,7 +3,7 @@
 import json
 import subprocess
 
-from .conftest import git
+from .conftest import commit, git
 from .helpers import redis_of
 
 COMMIT = "git -c user.name=w -c user.email=w@w commit -qam"
@@ -54,8 +54,7 @@ def test_a_conflicting_pick_leaves_main_unchanged_and_hands_the_task_back(run, r
     run("queue-push", "--role", "builder", "--id", "t1",
         f"echo 'theirs' > README.md && {COMMIT} 'readme from builder'", check=0)
     drain(run, "builder", wt)
-    (repo / "README.md").write_text("ours\n")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "readme on main")
+    commit(repo, "README.md", "ours\n", "readme on main")
     before = git(repo, "rev-parse", "HEAD")
     run("mesh-anchor", "--once", "--no-respawn", check=0)
     assert git(repo, "rev-parse", "HEAD") == before
@@ -166,9 +165,7 @@ def test_each_task_starts_from_what_has_landed_on_main(run, repo, mesh_home):
         f"echo one > docs/one.md && git add docs/one.md && {COMMIT} 'one'", check=0)
     drain(run, "builder", wt)
     run("mesh-anchor", "--once", "--no-respawn", check=0)  # lands "one" on main
-    (repo / "docs" / "two.md").write_text("two from main\n")
-    git(repo, "add", "docs/two.md")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "two")
+    commit(repo, "docs/two.md", "two from main\n", "two")
     run("queue-push", "--role", "builder", "--id", "t2", "cat docs/two.md && git log --format=%s",
         check=0)
     drain(run, "builder", wt)
@@ -183,8 +180,7 @@ def test_a_sync_that_conflicts_is_aborted_and_the_task_runs_as_it_was(run, repo,
     run("queue-push", "--role", "builder", "--id", "t1",
         f"echo theirs > README.md && {COMMIT} 'readme'", check=0)
     drain(run, "builder", wt)
-    (repo / "README.md").write_text("ours\n")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "readme on main")
+    commit(repo, "README.md", "ours\n", "readme on main")
     run("queue-push", "--role", "builder", "--id", "t2", "cat README.md", check=0)
     drain(run, "builder", wt)
     result = run("queue-results", "--task", "t2", check=0).records[0]

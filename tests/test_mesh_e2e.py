@@ -8,7 +8,7 @@ import time
 
 import psutil
 
-from .conftest import git
+from .conftest import commit, git
 from .helpers import run_tree, wait_until
 
 COMMIT = "git -c user.name=b -c user.email=b@b"
@@ -74,8 +74,7 @@ def test_three_roles_drained_landed_conflict_and_usage_limit(run, repo, mesh_hom
             f"@bash {COMMIT} commit -qam 'readme from builder'",
             "@bash file-lock release --all"]), check=0)
         assert result_of(run, "b2")["status"] == "ok"
-        (repo / "README.md").write_text("from main\n")
-        git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam", "readme")
+        commit(repo, "README.md", "from main\n", "readme")
         main_before = git(repo, "rev-parse", "HEAD")
         run("mesh-anchor", "--once", "--no-respawn", check=0)
         assert git(repo, "rev-parse", "HEAD") == main_before

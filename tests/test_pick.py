@@ -8,8 +8,7 @@ from meshtools.agents import pick
 from meshtools.core import events
 from meshtools.core.home import MeshHome
 
-from .conftest import git
-from .test_worktree import commit
+from .conftest import commit, git
 
 
 @pytest.fixture
@@ -61,9 +60,8 @@ def test_the_trailer_alone_prevents_a_second_pick(run, repo, builder):
     """A pick landed by hand after resolving a conflict has another patch id; its -x line
     still names the source, and that is enough."""
     sha = commit(builder, "README.md", "hello\nbuilder\n", "readme")
-    (repo / "README.md").write_text("hello\nbuilder, resolved by hand\n")
-    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qam",
-        f"readme\n\n(cherry picked from commit {sha})")
+    commit(repo, "README.md", "hello\nbuilder, resolved by hand\n",
+           f"readme\n\n(cherry picked from commit {sha})")
     record = run("mesh-pick", "--role", "builder", check=0).records[0]
     assert record["status"] == "skipped" and record["skip_reasons"] == {sha: "already_picked"}
     assert run("mesh-worktree", "list", check=0).records[0]["unpicked"] == 0

@@ -9,7 +9,9 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
+import psutil
 import pytest
 
 from meshtools.agents.supervisor import (DONE, FATAL, ON_FAILURE, RESTART, Decision,
@@ -235,6 +237,10 @@ def test_sigterm_during_backoff_ends_it_at_once(supervise, mesh_home):
     sup = supervise("--base", "300", "--cap", "300", "--", "sh", "-c", "exit 5")
     wait_until(lambda: events(mesh_home, "spawn.restart"))
     assert events(mesh_home, "spawn.restart")[0]["delay"] == 300
+    cpu = psutil.Process(sup.pid).cpu_times()
+    time.sleep(1)  # backing off: it sleeps between polls, never spins
+    later = psutil.Process(sup.pid).cpu_times()
+    assert (later.user + later.system) - (cpu.user + cpu.system) < 0.5
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=20) == 143
     assert len(events(mesh_home, "spawn.started")) == 1

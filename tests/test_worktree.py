@@ -9,17 +9,7 @@ from meshtools.agents import worktree
 from meshtools.core import events
 from meshtools.core.home import MeshHome
 
-from .conftest import git
-
-
-def commit(cwd, path, text, message):
-    full = os.path.join(cwd, path)
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "w") as f:
-        f.write(text)
-    git(cwd, "add", path)
-    git(cwd, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
-    return git(cwd, "rev-parse", "HEAD")
+from .conftest import commit, git
 
 
 def event_names(mesh_home):
@@ -200,9 +190,7 @@ def test_main_branch_falls_back_to_the_checked_out_branch(run, tmp_path, monkeyp
     root = tmp_path / "trunky"
     root.mkdir()
     git(root, "init", "-q", "-b", "trunk")
-    (root / "a.txt").write_text("a\n")
-    git(root, "add", "a.txt")
-    git(root, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a")
+    commit(root, "a.txt", "a\n", "a")
     record = run("mesh-worktree", "ensure", "builder", cwd=str(root), check=0).records[0]
     assert record["base"] == "trunk" and record["path"] == str(tmp_path / "trunky-wt-builder")
 

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 
 from ..core import events, fs
+from .pick import tail
 from .roles import Role
 
 CURSOR_FILE = "anchor-cursor"
@@ -93,10 +94,6 @@ def _working(phase: str | None) -> bool:
     return bool(phase) and (phase in ("starting", "thinking") or phase.startswith("tool "))
 
 
-def tail(text: str | None, limit: int = TAIL) -> str:
-    return (text or "")[-limit:]
-
-
 # --- the loop -----------------------------------------------------------------------------
 
 class Anchor:
@@ -160,7 +157,7 @@ class Anchor:
         if decision.action == "land":
             return self.land(result, work)
         if decision.action == "hand_back":
-            context = f"Its output ended with:\n{tail(result.get('output'))}"
+            context = f"Its output ended with:\n{tail(result.get('output') or '', chars=TAIL)}"
             return self.hand_back(result, decision.reason, context)
         self.note(f"anchor.{decision.action}", result, decision.reason)
         return decision
@@ -180,7 +177,8 @@ class Anchor:
             context = f"Conflicting files: {', '.join(record['conflicts'])}."
         else:
             reason = f"the gate `{record.get('gate')}` failed on main with its commits"
-            context = f"The gate's output ended with:\n{tail(record.get('gate_output'))}"
+            context = ("The gate's output ended with:\n"
+                       f"{tail(record.get('gate_output') or '', chars=TAIL)}")
         if int(result.get("handback") or 0) >= self.max_handbacks:
             self.note("anchor.give_up", result, reason)
             return Decision("give_up", reason)

@@ -48,27 +48,28 @@ def first_line(text: str) -> str:
     return ""
 
 
-def run(cwd, *args: str, check: bool = True, input: str | None = None,
-        config: list[str] | None = None, error=None) -> subprocess.CompletedProcess:
-    """`git [-c k=v...] ARGS` in cwd, text in and out. On failure raise `error` (a MeshError
-    subclass, default GitError exit 70) with git's first stderr line, unless check=False."""
+def run(cwd, *args: str, check: bool = True,
+        config: list[str] | None = None) -> subprocess.CompletedProcess:
+    """`git [-c k=v...] ARGS` in cwd, text out. On failure raise GitError (exit 70) with
+    git's first stderr line, unless check=False."""
     argv = ["git", *(config or []), *args]
     try:
         result = subprocess.run(argv, cwd=os.fspath(cwd), env=environment(), text=True,
-                                input=input, capture_output=True,
-                                stdin=None if input is not None else subprocess.DEVNULL)
+                                capture_output=True, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise errors.Unavailable("git is not installed (or not on PATH)")
     if check and result.returncode != 0:
-        line = first_line(result.stderr) or first_line(result.stdout) or \
-            f"exit status {result.returncode}"
-        line = line.removeprefix("fatal: ").removeprefix("error: ")
-        cls = error or GitError
-        message = f"git {args[0] if args else ''}: {line}"
-        if cls is GitError:
-            raise GitError(message, result)
-        raise cls(message)
+        raise failure(result, f"git {args[0] if args else ''}")
     return result
+
+
+def failure(result: subprocess.CompletedProcess, what: str,
+            exit_code: int | None = None) -> "GitError":
+    """The error for a failed git run: `what: git's first line of complaint`."""
+    line = first_line(result.stderr) or first_line(result.stdout) or \
+        f"exit status {result.returncode}"
+    line = line.removeprefix("fatal: ").removeprefix("error: ")
+    return GitError(f"{what}: {line}", result, exit_code)
 
 
 def out(cwd, *args: str, **kw) -> str:

@@ -217,9 +217,7 @@ def _pick_one(root: str, sha: str, identity: list[str]) -> tuple[str, list[str]]
     if staged == 0 and gitops.ok(root, "rev-parse", "-q", "--verify", "CHERRY_PICK_HEAD"):
         gitops.run(root, "cherry-pick", "--skip", check=False)
         return "empty", []
-    line = gitops.first_line(result.stderr) or gitops.first_line(result.stdout)
-    raise gitops.GitError(f"git cherry-pick {sha[:12]}: {line.removeprefix('error: ')}",
-                          result, exit_code=errors.TEMPFAIL)
+    raise gitops.failure(result, f"git cherry-pick {sha[:12]}", exit_code=errors.TEMPFAIL)
 
 
 def run_gate(root: str, command: str, before: str) -> tuple[int, str]:

@@ -7,9 +7,7 @@ role never starts an agent with the wrong boundaries.
 import fnmatch
 import os
 import re
-import tomllib
-from dataclasses import dataclass, field
-from importlib import resources
+from typing import NamedTuple
 
 from ..core.errors import BadInput, ConfigError
 from ..core.home import MeshHome
@@ -19,8 +17,7 @@ OVERRIDE = "roles.toml"
 ANCHOR = "anchor"
 
 
-@dataclass(frozen=True)
-class Role:
+class Role(NamedTuple):
     name: str
     description: str
     model: str
@@ -36,7 +33,7 @@ class Role:
     every: float | None = None  # seconds between standing tasks
     timeout: float | None = None
     max_budget_usd: float | None = None
-    source: str = field(default="", compare=False)
+    source: str = ""
 
     @property
     def read_only(self) -> bool:
@@ -91,11 +88,14 @@ def parse_duration(value) -> float:
 
 
 def packaged_text() -> tuple[str, str]:
-    ref = resources.files(__package__).joinpath("roles.toml")
-    return str(ref), ref.read_text(encoding="utf-8")
+    path = os.path.join(os.path.dirname(__file__), "roles.toml")
+    with open(path, encoding="utf-8") as f:
+        return path, f.read()
 
 
 def _parse(path: str, text: str) -> dict:
+    import tomllib  # here: coord-register and the lock gate reach this module
+
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:

@@ -163,13 +163,13 @@ class Supervisor:
     (the command prints them); `session` gets its phase and heartbeat kept up to date."""
 
     def __init__(self, home, argv: list[str], policy: RestartPolicy = RestartPolicy(), *,
-                 session: str | None = None, key: str | None = None, grace: float = 10.0,
+                 session: str | None = None, grace: float = 10.0,
                  report=None):
         if not argv:
             raise errors.UsageError("no command to supervise")
         self.home, self.argv, self.policy, self.grace = home, list(argv), policy.check(), grace
         self.session = session
-        self.key = validate_name(key or session or f"pid-{os.getpid()}", "spawn key")
+        self.key = validate_name(session or f"pid-{os.getpid()}", "spawn key")
         self.report = report or (lambda record: None)
         self.spawn_id: str | None = None
         self._child = None
@@ -293,6 +293,7 @@ class Supervisor:
             if self._stop_signal is not None or self._restart_asked or left <= 0:
                 asked, self._restart_asked = self._restart_asked, False
                 return asked
+            self._pause(min(POLL, left))
 
     def _tick(self, running: bool) -> None:
         """One round of housekeeping: pending signals, control requests, the heartbeat."""

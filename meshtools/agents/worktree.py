@@ -251,11 +251,11 @@ def _add(main_root: str, path: str, branch: str, main: str) -> None:
     gitops.run(main_root, "worktree", "prune", check=False)
     if new_branch and gitops.has_branch(main_root, branch):
         gitops.run(main_root, "branch", "-q", "-D", branch, check=False)
-    line = gitops.first_line(result.stderr).removeprefix("fatal: ")
+    error = gitops.failure(result, f"git worktree add {path}")
     for text in ("Permission denied", "Read-only file system", "Operation not permitted"):
-        if text in line:
+        if text in str(error):
             raise errors.Refused(f"cannot create {path}: {text[0].lower() + text[1:]}")
-    raise gitops.GitError(f"git worktree add {path}: {line}", result)
+    raise error
 
 
 def mesh_worktrees(main_root: str) -> list[dict]:

@@ -185,11 +185,14 @@ def _hook(mesh) -> int:
 def _outside_role(mesh, me: str, path: str) -> str | None:
     """The role boundary: why the session's role may not write path, or None if it may
     (or the session's role is not one of the mesh's roles)."""
-    from ..agents import roles
     from ..coord import registry
 
     record = registry.get(mesh.home, me)
-    role = roles.load(mesh.home).get(record.get("role")) if record else None
+    if not record or not record.get("role"):
+        return None
+    from ..agents import roles
+
+    role = roles.load(mesh.home).get(record["role"])
     if role is None or roles.may_write(role, path):
         return None
     allowed = ", ".join(role.writes) if role.writes else "nothing: it is read-only"

@@ -83,15 +83,6 @@ class MeshHome:
         return self.sub("events.jsonl")
 
     @property
-    def redis_dir(self) -> str:
-        """The embedded redis-server's folder: its pid file, log, append-only file, socket."""
-        return self.sub("redis")
-
-    @property
-    def redis_pidfile(self) -> str:
-        return os.path.join(self.redis_dir, "redis.pid")
-
-    @property
     def config_file(self) -> str:
         return self.sub("config.toml")
 

@@ -112,14 +112,14 @@ def set_subreaper(on: bool) -> bool | None:
     return bool(previous.value)
 
 
-def session_members_below(session: int, pid: int | None = None) -> list[tuple[int, int]]:
-    """(pid, start time) of each live process below pid (default this one) that belongs to
+def session_members_below(session: int) -> list[tuple[int, int]]:
+    """(pid, start time) of each live process below this one that belongs to
     `session`, from one pass over /proc (no psutil: its import would stay in a long-lived
     supervisor for good). A process that started a session of its own has left on purpose
     (a daemon: the mesh's Redis, a tmux server, a detached peer) and is not listed, nor is
     anything below it."""
     if not os.path.isdir("/proc/self"):
-        return _psutil_session_members_below(session, pid)
+        return _psutil_session_members_below(session)
     below: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -129,7 +129,7 @@ def session_members_below(session: int, pid: int | None = None) -> list[tuple[in
                 continue  # gone meanwhile
             if state != b"Z" and sid == session:
                 below.setdefault(parent, []).append((int(entry), started))
-    found, todo = [], [os.getpid() if pid is None else pid]
+    found, todo = [], [os.getpid()]
     while todo:
         for child in below.get(todo.pop(), ()):
             found.append(child)
@@ -137,11 +137,11 @@ def session_members_below(session: int, pid: int | None = None) -> list[tuple[in
     return found
 
 
-def _psutil_session_members_below(session: int, pid: int | None) -> list[tuple[int, int]]:
+def _psutil_session_members_below(session: int) -> list[tuple[int, int]]:
     import psutil  # only where /proc is missing (macOS, BSD)
 
     try:
-        children = psutil.Process(pid).children(recursive=True)
+        children = psutil.Process().children(recursive=True)
     except psutil.Error:
         return []
     found = []

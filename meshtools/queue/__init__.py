@@ -5,6 +5,6 @@ tasks       what a task is: validation and normalisation (pure)
 server      the mesh's embedded redis-server (a real process on a unix socket)
 connection  reaching Redis: --redis-url, $MESH_REDIS_URL, or the embedded server
 broker      the queue operations, each state change atomic in a Lua script
-executor    how a task runs (`--agent shell` today, the agent adapter later)
+executor    how a task runs: the shell executor and what every executor shares
 worker      the drain loop: read, execute, record + ACK, heartbeat, reclaim
 """

