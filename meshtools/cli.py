@@ -78,14 +78,16 @@ class Mesh:
         self.redis_url = redis_url
         self.namespace = namespace
 
-    def broker(self, blocking: bool = False):
-        """The queue broker on a checked connection (redis-py is imported only here)."""
+    def broker(self, blocking: bool = False, start: bool = True):
+        """The queue broker on a checked connection (redis-py is imported only here);
+        start=False: never start the embedded Redis for it (Unavailable if it is down)."""
         from .queue.broker import Broker
         from .queue.connection import connect
         from .queue.names import Names
 
         names = Names.from_env(self.namespace)
-        return Broker(connect(self.home, self.redis_url, blocking=blocking), names)
+        return Broker(connect(self.home, self.redis_url, blocking=blocking, start=start),
+                      names)
 
     @functools.cached_property
     def home(self) -> MeshHome:

@@ -63,7 +63,7 @@ def pre_approved(role) -> list[str]:
     return [t for t in role.tools if t not in EDIT_TOOLS]
 
 
-def claude_argv(role, prompt: str | None = None, command=DEFAULT_COMMAND, extra=(),
+def claude_argv(role, prompt: str | None = None, command=DEFAULT_COMMAND,
                 session_id: str | None = None, prompt_on_stdin: bool = True) -> list[str]:
     """The command line for one headless run of role. With prompt_on_stdin (the default)
     the prompt is not in argv: the caller writes it to stdin."""
@@ -82,7 +82,6 @@ def claude_argv(role, prompt: str | None = None, command=DEFAULT_COMMAND, extra=
         argv.append("--append-system-prompt=" + role.charter)
     if role.max_budget_usd is not None:
         argv.append(f"--max-budget-usd={role.max_budget_usd:g}")
-    argv.extend(extra)
     if not prompt_on_stdin and prompt is not None:
         argv.extend(["--", prompt])
     return argv
@@ -144,16 +143,14 @@ class ClaudeExecutor:
     name = "claude"
 
     def __init__(self, role, *, home=None, session: str | None = None, command=None,
-                 startup_timeout: float | None = None, on_phase=None, extra=(),
-                 environ=None):
+                 startup_timeout: float | None = None, on_phase=None):
         self.role = role
         self.home = home
         self.session = session
         self.command = list(command or agent_command(home.config if home else {}))
         self.startup_timeout = startup_timeout or STARTUP_TIMEOUT
         self.on_phase = on_phase
-        self.extra = tuple(extra)
-        self.env = child_env(role.name, session, os.environ if environ is None else environ)
+        self.env = child_env(role.name, session)
         self._child: subprocess.Popen | None = None
 
     def check(self) -> str:
@@ -171,8 +168,7 @@ class ClaudeExecutor:
         started = time.monotonic()
         self.check()
         prompt = compose_prompt(take_messages(self.home, self.session), task["prompt"])
-        argv = claude_argv(self.role, prompt, self.command, self.extra,
-                           session_id=str(uuid.uuid4()))
+        argv = claude_argv(self.role, prompt, self.command, session_id=str(uuid.uuid4()))
         state, phases = stream.StreamState(), []
         try:
             child = subprocess.Popen(argv, cwd=workdir, env=self.env, stdin=subprocess.PIPE,
@@ -383,16 +379,11 @@ def make_executor(name: str, *, home, role=None, session: str | None = None,
 
 
 def heartbeat_phase(home, session: str | None):
-    """on_phase for a registered session: its registry phase follows the agent's."""
+    """on_phase for a registered session: its registry phase follows the agent's (and each
+    change is a session.phase event). The caller swallows errors: an unregistered session
+    is simply not watched."""
     if not session:
         return None
-    from ..coord import registry
-    from ..core.errors import BadInput
+    from .sessions import beat
 
-    def beat(phase: str) -> None:
-        try:
-            registry.heartbeat(home, session, phase=phase)
-        except BadInput:
-            pass  # not registered: nobody watches its phase
-
-    return beat
+    return lambda phase: beat(home, session, phase)

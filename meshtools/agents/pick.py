@@ -134,11 +134,11 @@ def range_commits(cwd, base: str | None, head: str) -> list[str]:
     return gitops.lines(cwd, "rev-list", "--reverse", "--no-merges", f"{base_sha}..{head_sha}")
 
 
-def unpicked(cwd, main: str, branch: str) -> list[str]:
+def unpicked(cwd, main: str, branch: str, trailers: set[str] | None = None) -> list[str]:
     """Commits of branch whose change is not on main (cherry '+', no -x trailer), oldest
-    first. What `mesh-pick --role` picks and `mesh-worktree list` counts."""
+    first: what `mesh-worktree list` counts. trailers: trailers_on(main), if known."""
     text = gitops.out(cwd, "cherry", f"refs/heads/{main}", f"refs/heads/{branch}")
-    return unpicked_from_cherry(text, trailers_on(cwd, main))
+    return unpicked_from_cherry(text, trailers_on(cwd, main) if trailers is None else trailers)
 
 
 def role_commits(cwd, main: str, branch: str) -> list[str]:

@@ -42,8 +42,6 @@ class StreamState:
     api_retries: int = 0
     last_retry_error: str | None = None
     permission_denials: list = field(default_factory=list)
-    tool_uses: int = 0
-    tool_errors: int = 0
 
 
 def feed(state: StreamState, line: dict) -> None:
@@ -69,12 +67,8 @@ def feed(state: StreamState, line: dict) -> None:
         state.phase = THINKING
         for block in (line.get("message") or {}).get("content") or []:
             if isinstance(block, dict) and block.get("type") == "tool_use":
-                state.tool_uses += 1
                 state.phase = f"tool {block.get('name')}"
-    elif kind == "user":
-        for block in (line.get("message") or {}).get("content") or []:
-            if isinstance(block, dict) and block.get("type") == "tool_result":
-                state.tool_errors += bool(block.get("is_error"))
+    elif kind == "user":  # tool results: the model thinks about them next
         state.phase = THINKING
     elif kind == "result":
         _fold_result(state, line)

@@ -103,11 +103,11 @@ def spawn_dir(home) -> str:
 
 
 def state_path(home, key: str) -> str:
-    return os.path.join(spawn_dir(home), validate_name(key, "spawn key") + ".json")
+    return home.sub("spawns", validate_name(key, "spawn key") + ".json")
 
 
 def control_dir(home, key: str) -> str:
-    return os.path.join(spawn_dir(home), validate_name(key, "spawn key") + ".control")
+    return home.sub("spawns", validate_name(key, "spawn key") + ".control")
 
 
 def read_state(home, key: str) -> dict | None:
@@ -494,15 +494,12 @@ class Supervisor:
         if not self.session:
             return
         self._beat_at = time.monotonic() + self._beat_every
-        from ..coord import registry
+        from .sessions import beat
 
         try:
-            record, previous = registry.heartbeat(self.home, self.session, phase)
+            beat(self.home, self.session, phase)
         except (errors.MeshError, OSError):
             return
-        if phase is not None and phase != previous:
-            events.emit(self.home, "session.phase", id=record["id"], phase=phase,
-                        previous=previous)
 
     def _event(self, name: str, **fields) -> None:
         record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)

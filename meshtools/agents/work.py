@@ -24,29 +24,23 @@ def head_of(workdir: str) -> tuple[str | None, str | None]:
     return commit.stdout.strip(), name or None
 
 
-def sync_with_main(home, workdir: str, role: str) -> str:
-    """Rebase the worktree's branch on main when the worktree is clean: 'rebased',
-    'current' (nothing to do), 'dirty' (left alone), 'conflict' (aborted, left as it was),
-    or 'none' (workdir is no git checkout, or on no branch)."""
-    head, branch = head_of(workdir)
-    if head is None or branch is None:
-        return "none"
-    main = gitops.main_branch(gitops.main_checkout(workdir), home.config)
+def sync_with_main(home, workdir: str, role: str, head: str, main: str) -> str:
+    """Rebase the worktree's branch (at head) on main when the worktree is clean and behind;
+    a conflicting rebase is aborted, leaving it as it was. Returns the HEAD after."""
     if gitops.ok(workdir, "merge-base", "--is-ancestor", main, "HEAD"):
-        return "current"
+        return head  # current
     if gitops.status_lines(workdir, untracked=False):
-        return "dirty"
-    before = gitops.out(workdir, "rev-parse", "HEAD")
+        return head  # dirty: left alone
     done = gitops.run(workdir, "rebase", "--quiet", main, check=False,
                       config=gitops.identity_args(workdir))
     if done.returncode != 0:
         gitops.run(workdir, "rebase", "--abort", check=False)
-        events.emit(home, "worktree.sync_conflict", role=role, main=main, head=before,
+        events.emit(home, "worktree.sync_conflict", role=role, main=main, head=head,
                     error=gitops.first_line(done.stderr or done.stdout))
-        return "conflict"
-    events.emit(home, "worktree.synced", role=role, main=main, before=before,
-                after=gitops.out(workdir, "rev-parse", "HEAD"))
-    return "rebased"
+        return head
+    after = gitops.out(workdir, "rev-parse", "HEAD")
+    events.emit(home, "worktree.synced", role=role, main=main, before=head, after=after)
+    return after
 
 
 class RecordingExecutor:
@@ -55,10 +49,15 @@ class RecordingExecutor:
     def __init__(self, inner, home, role: str):
         self.inner, self.home, self.role = inner, home, role
         self.name = getattr(inner, "name", "agent")
+        self._main: str | None = None  # the branch work lands on: it stays for our life
 
     def run(self, task, workdir, timeout, on_start=lambda pid: None):
-        sync_with_main(self.home, workdir, self.role)
-        base, _ = head_of(workdir)
+        base, branch = head_of(workdir)
+        if base is not None and branch is not None:  # on a branch: start from main
+            if self._main is None:
+                self._main = gitops.main_branch(gitops.main_checkout(workdir),
+                                                self.home.config)
+            base = sync_with_main(self.home, workdir, self.role, base, self._main)
         outcome = self.inner.run(task, workdir, timeout, on_start)
         head, branch = head_of(workdir)
         if base and head and head != base:

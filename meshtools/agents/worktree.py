@@ -263,21 +263,23 @@ def mesh_worktrees(main_root: str) -> list[dict]:
             if (wt["branch"] or "").startswith(BRANCH_PREFIX)]
 
 
-def describe(main_root: str, main: str, wt: dict) -> dict:
-    """A listed worktree as a record: role, path, branch, head, dirty, changes, unpicked."""
+def describe(main_root: str, main: str, wt: dict, trailers: set[str] | None = None) -> dict:
+    """A listed worktree as a record: role, path, branch, head, dirty, changes, unpicked.
+    trailers: pick.trailers_on(main), when the caller describes several."""
     branch = wt["branch"]
     role = branch[len(BRANCH_PREFIX):]
     present = os.path.isdir(wt["path"])
     changes = len(gitops.status_lines(wt["path"])) if present else 0
     return _record(role, wt["path"], branch, head=wt["head"], dirty=changes > 0,
-                   changes=changes, unpicked=len(pick.unpicked(main_root, main, branch)),
+                   changes=changes, unpicked=len(pick.unpicked(main_root, main, branch, trailers)),
                    missing=not present)
 
 
 def list_worktrees(home, repo) -> list[dict]:
     main_root = gitops.main_checkout(repo)
     main = gitops.main_branch(main_root, home.config)
-    return [describe(main_root, main, wt) for wt in mesh_worktrees(main_root)]
+    trailers = pick.trailers_on(main_root, main)  # one walk of main's history for them all
+    return [describe(main_root, main, wt, trailers) for wt in mesh_worktrees(main_root)]
 
 
 def refusal(changes: int, unpicked: int) -> str | None:

@@ -13,7 +13,6 @@ not, the run goes ahead all the same (Redis is never started for it).
 
 import os
 import sys
-import time
 
 import click
 
@@ -64,8 +63,7 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
     task = {"id": new_id(), "prompt": prompt}
     outcome = executor.run(task, os.path.abspath(workdir), timeout or role.timeout)
     record = result_record(task, outcome, **base)
-    stop = pausing.for_outcome(outcome.details, time.time())
-    if stop and stop[1] == pausing.USAGE_LIMIT:
+    if pausing.usage_limited(outcome.details):
         record["status"] = "usage_limited"
     paused = _redis_or_none(lambda: broker.account(outcome.details, cap, session or role.name),
                             broker)
@@ -79,13 +77,8 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
 
 def _broker(mesh):
     """The mesh's broker when its Redis already runs, else None (never started here)."""
-    from ..queue.broker import Broker
-    from ..queue.connection import connect
-    from ..queue.names import Names
-
     try:
-        return Broker(connect(mesh.home, mesh.redis_url, start=False),
-                      Names.from_env(mesh.namespace))
+        return mesh.broker(start=False)
     except errors.Unavailable:
         return None
 

@@ -72,10 +72,9 @@ def peers(roles, states, prune, mesh):
 @cli.mesh_options(identity=True)
 def heartbeat(phase, mesh):
     """Refresh the calling session's heartbeat (and phase)."""
-    record, previous_phase = registry.heartbeat(mesh.home, mesh.session(), phase)
-    if phase is not None and phase != previous_phase:
-        events.emit(mesh.home, "session.phase", id=record["id"], phase=phase,
-                    previous=previous_phase)
+    from ..agents.sessions import beat
+
+    record = beat(mesh.home, mesh.session(), phase)
     mesh.emit(record, f"heartbeat {record['id']} ({record.get('phase')})")
 
 

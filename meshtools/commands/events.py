@@ -42,8 +42,9 @@ def _from_stream(home, client, names, follow: bool, wanted: tuple) -> None:
     pipe.get(names.events_position)
     entries, position = pipe.execute()
     logged = events.lines_after(home, None, until=position)[0] if position else []
-    shown = [_parse(line) for line in logged]
-    shown += [_parse(fields["e"]) for _, fields in entries if fields.get("from") != "log"]
+    shown = [jsonl.try_parse(line) for line in logged]
+    shown += [jsonl.try_parse(fields["e"]) for _, fields in entries
+              if fields.get("from") != "log"]
     for record in sorted(filter(None, shown), key=lambda r: r.get("ts", "")):
         _show(record, wanted)
     last_id = entries[-1][0] if entries else "0-0"
@@ -54,7 +55,7 @@ def _from_stream(home, client, names, follow: bool, wanted: tuple) -> None:
         reply = client.xread({names.events: last_id}, block=200 if follow else None) or []
         for _, new in reply:
             for last_id, fields in new:
-                _show(_parse(fields["e"]), wanted)
+                _show(jsonl.try_parse(fields["e"]), wanted)
         if not follow:
             return
 
@@ -67,17 +68,10 @@ def _from_log(home, follow: bool, wanted: tuple) -> None:
     while True:
         lines, position = events.lines_after(home, position)
         for line in lines:
-            _show(_parse(line), wanted)
+            _show(jsonl.try_parse(line), wanted)
         if not follow:
             return
         time.sleep(0.2)
-
-
-def _parse(line: str) -> dict | None:
-    try:
-        return jsonl.parse_line(line, 1)
-    except errors.BadInput:
-        return None
 
 
 def _show(record: dict | None, wanted: tuple) -> None:

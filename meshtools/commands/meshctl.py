@@ -126,10 +126,10 @@ def init(no_redis, mesh):
         events.emit(home, "mesh.init", home=home.path, root=record["root"])
     redis_url = None
     if not no_redis:
-        from ..queue.connection import resolve_url
+        from ..queue.connection import connect, resolve_url
 
-        redis_url = resolve_url(home, mesh.redis_url)
-        mesh.broker()  # reachable and new enough, or exit 69 now rather than later
+        redis_url = resolve_url(home, mesh.redis_url)  # starts the embedded one
+        connect(home, redis_url)  # reachable and new enough, or exit 69 now rather than later
     mesh.emit({"ts": clock.iso(), "kind": "mesh", "home": home.path, **record,
                "redis": redis_url, "new": created},
               f"mesh ready: {home.path}\n  repository {record['root']}"

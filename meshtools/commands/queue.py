@@ -64,7 +64,7 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
               help="How a task runs: shell, claude, or an [agents.NAME] of config.toml.")
 @click.option("--role", "role_name", metavar="ROLE",
               help="The role an agent runs as (model, tools, charter, budget); default: the "
-                   "queue, when one --queue is given.")
+                   "role the one --queue names.")
 @click.option("--consumer", metavar="NAME",
               help="Consumer name; keep it stable per worker slot so a restart finishes its "
                    "own pending tasks (default: $MESH_SESSION, else HOST-PID).")
@@ -101,15 +101,13 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     known = adapter.known_agents(mesh.home.config)
     if agent not in known:  # before the role: the flag that is wrong is the one to name
         raise click.UsageError(f"unknown agent {agent!r} (agents: {', '.join(known)})")
-    role = None
-    if agent != "shell" and role_name is None:
-        role_name = queues[0] if len(queues) == 1 else None
-        if role_name is None and agent == "claude":
-            raise click.UsageError("--agent claude needs --role ROLE (or exactly one --queue)")
-    if role_name is not None:
-        from ..agents import roles
+    from ..agents import roles
 
+    role = None
+    if role_name is not None:
         role = roles.get(mesh.home, role_name)
+    elif agent != "shell" and len(queues) == 1:  # a role's own queue: that role
+        role = roles.load(mesh.home).get(queues[0])
     executor = adapter.make_executor(agent, home=mesh.home, role=role, session=session,
                                      startup_timeout=startup_timeout,
                                      on_phase=adapter.heartbeat_phase(mesh.home, session))

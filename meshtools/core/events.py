@@ -65,11 +65,8 @@ def _rotate(home) -> None:
 def read(home):
     """Every event in the log, oldest first (the rotated file, then the live one)."""
     lines, _ = lines_after(home, None)
-    for lineno, line in enumerate(lines, 1):
-        try:
-            record = jsonl.parse_line(line, lineno, home.events_file)
-        except Exception:
-            continue
+    for line in lines:
+        record = jsonl.try_parse(line)
         if record:
             yield record
 

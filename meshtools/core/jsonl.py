@@ -30,6 +30,14 @@ def parse_line(line: str, lineno: int, source: str = "stdin") -> dict | None:
     return value
 
 
+def try_parse(line: str) -> dict | None:
+    """The JSON object on a line, or None for anything else (a log's torn or foreign line)."""
+    try:
+        return parse_line(line, 0)
+    except BadInput:
+        return None
+
+
 def read_all(stream, source: str = "stdin") -> list[dict]:
     """Every record of a stream, or BadInput before any is used: a batch is all or nothing."""
     records = []

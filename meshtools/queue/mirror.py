@@ -12,9 +12,7 @@ nothing and reads on from the newer one. Nothing is copied twice; only if the lo
 twice (8 MiB each) between two copies is the older file's rest missed.
 """
 
-import json
-
-from ..core import events
+from ..core import events, jsonl
 from .broker import EVENTS_MAXLEN
 
 BATCH = 500
@@ -41,16 +39,9 @@ def forward(client, names, home, batch: int = BATCH) -> tuple[int, str | None]:
         lines, after = events.lines_after(home, position, limit=batch)
         if after == position:
             return copied, position
-        records = [line for line in lines if _is_record(line)]
+        records = [line for line in lines if jsonl.try_parse(line) is not None]
         done, now = script(keys=[names.events, names.events_position],
                            args=[position or "", after, *records])
         copied += len(records) if done else 0
         position = now or None
 
-
-def _is_record(line: str) -> bool:
-    """A torn or foreign line stays in the log; the stream gets only JSON objects."""
-    try:
-        return isinstance(json.loads(line), dict)
-    except ValueError:
-        return False

@@ -41,6 +41,12 @@ def for_outcome(details: dict, now: float) -> tuple[float, str] | None:
     return None
 
 
+def usage_limited(details: dict) -> bool:
+    """Whether an agent's outcome was cut short by its usage limit: not the task's fault,
+    and no attempt of it."""
+    return (details or {}).get("error") == "rate_limit"
+
+
 def for_budget(spent: float | None, cap: float | None, now: float) -> tuple[float, str] | None:
     """(next UTC midnight, 'budget') once today's spend has reached the cap."""
     if cap is None or spent is None or spent < cap:

@@ -127,6 +127,11 @@ class Worker:
         self._handle(queue, entry, json.loads(fields["task"]))
         return True
 
+    def _hand_back(self, queue: str, entry: str, task: dict, reason: str) -> None:
+        """Requeue a task that did not fail through its own fault, its attempt not counted."""
+        self._survive(lambda: self.broker.requeue(queue, entry, task, reason,
+                                                  undo_attempt=True))
+
     def _handle(self, queue: str, entry: str, task: dict) -> None:
         attempt = self.broker.start_attempt(task["id"])
         limit = task.get("max_attempts", DEFAULT_MAX_ATTEMPTS)
@@ -140,14 +145,12 @@ class Worker:
             outcome = self.executor.run(task, self.workdir,
                                         task.get("timeout") or self.default_timeout)
         except Unavailable:  # the agent CLI vanished: not the task's fault; give it back
-            self._survive(lambda: self.broker.requeue(queue, entry, task, "handed_back",
-                                                      undo_attempt=True))
+            self._hand_back(queue, entry, task, "handed_back")
             raise
         finally:
             self._current = None
         if self.stopping >= 2:  # interrupted on purpose: not the task's fault
-            self._survive(lambda: self.broker.requeue(queue, entry, task, "handed_back",
-                                                      undo_attempt=True))
+            self._hand_back(queue, entry, task, "handed_back")
             return
         details = outcome.details or {}
         result = self._result(task, queue, outcome, attempt)
@@ -156,11 +159,8 @@ class Worker:
             details, self.daily_budget_usd, self.consumer, task=task["id"]))
         if paused:
             self._clear_until = 0.0  # this worker paused the mesh: its next look sees it
-        stop = pausing.for_outcome(details, time.time())
-        if stop and stop[1] == pausing.USAGE_LIMIT:
-            # Not the task's fault and not an attempt: hand it back.
-            self._survive(lambda: self.broker.requeue(queue, entry, task, "usage_limited",
-                                                      undo_attempt=True))
+        if pausing.usage_limited(details):
+            self._hand_back(queue, entry, task, "usage_limited")
             result.update(status="usage_limited", handed_back=True)
         elif outcome.status == "ok":
             self._survive(lambda: self.broker.finish(queue, entry, task, result))
