@@ -48,10 +48,15 @@ def agent_command(config: dict, environ=os.environ) -> list[str]:
     command = (config.get("agent") or {}).get("command")
     if command is None:
         return list(DEFAULT_COMMAND)
+    return _command_list(command, "config.toml: [agent] command")
+
+
+def _command_list(command, what: str) -> list[str]:
+    """A configured command: a shell-split string or a list, non-empty, of strings."""
     if isinstance(command, str):
         command = shlex.split(command)
     if not command or not all(isinstance(p, str) and p for p in command):
-        raise ConfigError("config.toml: [agent] command must be a non-empty list of strings")
+        raise ConfigError(f"{what} must be a non-empty list of strings")
     return list(command)
 
 
@@ -338,15 +343,11 @@ def configured_agents(config: dict) -> dict[str, dict]:
             raise ConfigError(f"{where}: {name!r} is built in; pick another name")
         if not isinstance(table, dict):
             raise ConfigError(f"{where} must be a table")
-        command = table.get("command")
-        if isinstance(command, str):
-            command = shlex.split(command)
-        if not command or not all(isinstance(p, str) and p for p in command):
-            raise ConfigError(f"{where}: command must be a non-empty list of strings")
+        command = _command_list(table.get("command"), f"{where}: command")
         output = table.get("output", "text")
         if output not in ("text", "stream-json"):
             raise ConfigError(f"{where}: output must be \"text\" or \"stream-json\"")
-        checked[name] = {"command": list(command), "output": output}
+        checked[name] = {"command": command, "output": output}
     return checked
 
 

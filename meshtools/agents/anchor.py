@@ -37,13 +37,18 @@ class Decision:
 
 def decide(result: dict, role: Role | None, work: dict | None, max_handbacks: int) -> Decision:
     """What a final result calls for."""
-    handbacks = int(result.get("handback") or 0)
     if result.get("status") == "ok":
         if role is not None and role.lands and work and work.get("base") != work.get("head"):
             return Decision("land")
         return Decision("done", "nothing to land" if role is None or role.lands
                         else f"role {role.name} does not land work")
     why = result.get("reason") or f"{result.get('status')} (exit {result.get('exit_code')})"
+    return retry(result, why, max_handbacks)
+
+
+def retry(result: dict, why: str, max_handbacks: int) -> Decision:
+    """Hand a task that went wrong back, unless it was handed back enough times already."""
+    handbacks = int(result.get("handback") or 0)
     if handbacks >= max_handbacks:
         return Decision("give_up", f"{why}; handed back {handbacks} time(s) already")
     return Decision("hand_back", why)
@@ -156,11 +161,8 @@ class Anchor:
         decision = decide(result, role, work, self.max_handbacks)
         if decision.action == "land":
             return self.land(result, work)
-        if decision.action == "hand_back":
-            context = f"Its output ended with:\n{tail(result.get('output') or '', chars=TAIL)}"
-            return self.hand_back(result, decision.reason, context)
-        self.note(f"anchor.{decision.action}", result, decision.reason)
-        return decision
+        context = f"Its output ended with:\n{tail(result.get('output') or '', chars=TAIL)}"
+        return self.follow(result, decision, context)
 
     def land(self, result: dict, work: dict) -> Decision:
         from . import pick
@@ -179,10 +181,14 @@ class Anchor:
             reason = f"the gate `{record.get('gate')}` failed on main with its commits"
             context = ("The gate's output ended with:\n"
                        f"{tail(record.get('gate_output') or '', chars=TAIL)}")
-        if int(result.get("handback") or 0) >= self.max_handbacks:
-            self.note("anchor.give_up", result, reason)
-            return Decision("give_up", reason)
-        return self.hand_back(result, reason, context)
+        return self.follow(result, retry(result, reason, self.max_handbacks), context)
+
+    def follow(self, result: dict, decision: Decision, context: str) -> Decision:
+        """Carry out a decision other than landing: hand the task back, or note it."""
+        if decision.action == "hand_back":
+            return self.hand_back(result, decision.reason, context)
+        self.note(f"anchor.{decision.action}", result, decision.reason)
+        return decision
 
     def hand_back(self, result: dict, reason: str, context: str) -> Decision:
         task = handback_task(result, reason, context)

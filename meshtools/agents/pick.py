@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 
-from ..core import clock, errors, events, fs
+from ..core import clock, errors, events, fs, git as gitfiles
 from ..core.ids import validate_name
 from . import gitops
 
@@ -185,13 +185,13 @@ def load_task_work(home, task_id: str) -> dict:
 
 def _preconditions(root: str, main: str) -> None:
     """Refuse (75, nothing changed) unless the main checkout is on main, clean, idle."""
-    branch = gitops.out(root, "symbolic-ref", "-q", "--short", "HEAD", check=False)
+    checkout = gitfiles.worktree_at(root)  # main_checkout found it: it is there
+    branch = gitfiles.current_branch(checkout)
     if branch != main:
         raise errors.Busy(f"main checkout {root} is on {branch or 'a detached HEAD'}, "
                           f"not {main}; nothing picked")
-    git_dir = gitops.out(root, "rev-parse", "--absolute-git-dir")
     for name in _IN_PROGRESS:
-        if os.path.exists(os.path.join(git_dir, name)):
+        if os.path.exists(os.path.join(checkout.git_dir, name)):
             raise errors.Busy(f"main checkout {root} has a {name} in progress; nothing picked")
     changes = gitops.status_lines(root, untracked=False)
     if changes:

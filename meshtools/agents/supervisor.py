@@ -181,7 +181,7 @@ class Supervisor:
         self._kill_at: float | None = None  # SIGKILL the group after this (monotonic)
         self._beat_at = 0.0
         self._beat_every = HEARTBEAT
-        self._n = 0
+        self._n = 0  # consecutive rapid failures so far
         self._state_path = state_path(home, self.key)
         self._control_dir = control_dir(home, self.key)
         self._wake_r = self._wake_w = None
@@ -210,12 +210,11 @@ class Supervisor:
     # the loop ----------------------------------------------------------------------------
 
     def _loop(self) -> Outcome:
-        n = 0
         first = True
         while True:
             if self._stop_signal is not None:
                 return self._stopped(128 + self._stop_signal)
-            code = self._start(n, first)
+            code = self._start(first)
             if code is None:
                 code = self._watch()
             first = False
@@ -224,10 +223,10 @@ class Supervisor:
             if self._stop_signal is not None:
                 return self._stopped(code)
             if self._restart_asked:
-                self._restart_asked, n = False, 0
+                self._restart_asked, self._n = False, 0
                 self._event("restart", spawn=self.spawn_id, delay=0.0, n=0, reason="control")
                 continue
-            decision = decide(self.policy, n, uptime, code)
+            decision = decide(self.policy, self._n, uptime, code)
             if decision.action == DONE:
                 return self._stopped(code, reason="exited")
             if decision.action == FATAL:
@@ -235,15 +234,14 @@ class Supervisor:
                 self._phase("FATAL", state="FATAL")
                 self._event("fatal", spawn=self.spawn_id, failures=decision.n, code=code)
                 return Outcome(FATAL, code, decision.n)
-            n = decision.n
-            self._n = n
-            self._event("restart", spawn=self.spawn_id, delay=round(decision.delay, 6), n=n,
-                        reason="exited")
+            self._n = decision.n
+            self._event("restart", spawn=self.spawn_id, delay=round(decision.delay, 6),
+                        n=self._n, reason="exited")
             self._phase(f"backoff {decision.delay:g}s", state="backoff")
             if self._backoff(decision.delay):
-                n = 0  # an operator's restart is a fresh start
+                self._n = 0  # an operator's restart is a fresh start
 
-    def _start(self, n: int, first: bool) -> int | None:
+    def _start(self, first: bool) -> int | None:
         """Start the child in its own process group; an exit status if it could not start."""
         import subprocess
 
@@ -266,8 +264,7 @@ class Supervisor:
         # start_new_session: the child leads its own session and group
         self._pgid = self._session = self._child.pid
         self._event("started", session=self.session, spawn=self.spawn_id, pid=self._child.pid,
-                    argv0=self.argv[0], n=n)
-        self._n = n
+                    argv0=self.argv[0], n=self._n)
         self._phase("running", state="running")
         return None
 

@@ -32,7 +32,7 @@ import os
 import shlex
 import shutil
 
-from ..core import clock, errors, events, fs, proc
+from ..core import clock, errors, events, fs, git as gitfiles, proc
 from ..core.ids import validate_name
 from . import gitops, pick
 
@@ -134,8 +134,7 @@ def install_gate(worktree_path) -> str:
     if merged != current:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         fs.atomic_write(path, json.dumps(merged, indent=2) + "\n", mode=0o644)
-    exclude = gitops.out(worktree_path, "rev-parse", "--git-path", "info/exclude")
-    exclude = os.path.join(worktree_path, exclude)  # relative to the worktree, if relative
+    exclude = os.path.join(gitfiles.find_worktree(worktree_path).common_dir, "info", "exclude")
     try:
         with open(exclude, encoding="utf-8") as f:
             text = f.read()
