@@ -66,6 +66,37 @@ def test_a_conflicting_pick_leaves_main_unchanged_and_hands_the_task_back(run, r
     assert events_named(mesh_home, "anchor.handed_back")[0]["new_task"] == "t1~1"
 
 
+def test_a_handed_back_conflict_runs_again_on_the_rebased_branch_and_lands(run, repo,
+                                                                            mesh_home):
+    """The hand-back's id (`t1~1`) is a valid task id for the worker that records its work:
+    it used to exit 65 on it, again on each restart."""
+    wt = worktree(run, "builder")
+    identity = "-c user.name=w -c user.email=w@w"
+    run("queue-push", "--role", "builder", "--id", "t1",  # the hand-back appends context:
+        f"git {identity} rebase -q -X theirs main 2>/dev/null; grep -q theirs README.md || "
+        f"{{ echo theirs > README.md && {COMMIT} 'readme from builder'; }}; exit", check=0)
+    drain(run, "builder", wt)
+    commit(repo, "README.md", "ours\n", "readme on main")
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    assert [t["id"] for t in queued("builder")] == ["t1~1"]
+    drain(run, "builder", wt)
+    retried = run("queue-results", "--task", "t1~1", check=0).records
+    assert [(r["status"], bool(r.get("work"))) for r in retried] == [("ok", True)]
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    assert (repo / "README.md").read_text() == "theirs\n"
+    assert [e["task"] for e in events_named(mesh_home, "anchor.landed")] == ["t1~1"]
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_once_handles_every_result_there_is(run, repo, mesh_home):
+    r = redis_of(mesh_home)
+    for n in range(250):
+        r.xadd("tasks:results", {"result": json.dumps({"id": f"r{n}", "status": "ok"})})
+    [record] = run("mesh-anchor", "--once", "--no-respawn", check=0).records
+    assert record["handled"] == 250
+    assert len(events_named(mesh_home, "anchor.done")) == 250
+
+
 def test_a_failing_gate_rolls_main_back(run, repo, mesh_home):
     wt = worktree(run, "builder")
     run("queue-push", "--role", "builder", "--id", "t1",

@@ -85,12 +85,108 @@ def test_batch_from_stdin(run, mesh_home):
     ('{"prompt": "true", "max_attempts": 0}\n', "max_attempts"),
     ('{"prompt": "true", "timeout": "soon"}\n', "timeout"),
     ('[1]\n', "expected a JSON object"),
+    ('{"prompt": "true", "timeout": NaN}\n', "timeout must be a positive finite number"),
+    ('{"prompt": "true", "timeout": Infinity}\n', "timeout must be a positive finite number"),
+    ('{"prompt": "true", "cost": [-Infinity]}\n', "NaN and Infinity"),
+    ('{"id": "a", "prompt": "true"}\n{"prompt": "true"}\n{"id": "a", "prompt": "false"}\n',
+     "stdin lines 1 and 3: the same task id 'a'"),
 ])
 def test_malformed_batch_enqueues_nothing(run, mesh_home, stdin, message):
     result = run("queue-push", "-", input=stdin)
     assert result.returncode == 65 and message in result.stderr
     assert result.stderr.count("\n") == 1
     assert not (mesh_home / "redis").exists()  # refused before Redis was even needed
+
+
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_non_finite_timeout_is_refused_at_push(run, mesh_home, value):
+    result = run("queue-push", "--timeout", value, "true")
+    assert result.returncode == 65 and "timeout" in result.stderr
+
+
+def test_hand_back_ids_are_valid_task_ids(run, mesh_home):
+    assert run("queue-push", "--id", "feat-3~1", "true", check=0).records[0]["id"] == "feat-3~1"
+    assert run("queue-push", "--id", "~1", "true").returncode == 65
+
+
+def strict_json(line):
+    def refuse(constant):
+        raise AssertionError(f"{constant} in JSON output: {line}")
+    return json.loads(line, parse_constant=refuse)
+
+
+BAD_ENTRIES = [  # (the entry's fields, as a raw XADD writes them; the reason a worker gives)
+    ({"task": '{"id": "torn", "prompt": '}, "malformed JSON"),
+    ({"task": '{"id": "../x", "prompt": "true"}'}, "invalid task id"),
+    ({"task": '{"id": "nan", "prompt": "true", "timeout": NaN}'}, "timeout"),
+    ({"task": '{"id": "mute"}'}, "needs a non-empty string 'prompt'"),
+    ({"task": '{"prompt": "true"}'}, "no task id"),
+    ({"task": '"just a string"'}, "a task is a JSON object"),
+    ({"job": "true"}, "no 'task' field"),
+]
+
+
+def test_an_entry_no_worker_can_run_is_dead_lettered_and_the_worker_goes_on(run, mesh_home):
+    r = redis_of(mesh_home)
+    entries = [r.xadd("tasks:queue:default", fields) for fields, _ in BAD_ENTRIES]
+    run("queue-push", "--id", "good", "echo fine", check=0)
+    worker = run("queue-drain", "--burst")
+    assert worker.returncode == 0, worker.stderr
+    drained = [strict_json(line) for line in worker.stdout.splitlines()]
+    assert [r["status"] for r in drained] == ["invalid"] * len(BAD_ENTRIES) + ["ok"]
+    assert drained[-1]["id"] == "good" and drained[-1]["output"] == "fine\n"
+    listed = run("queue-dead", "list")
+    letters = [strict_json(line) for line in listed.stdout.splitlines()]
+    assert len(letters) == len(BAD_ENTRIES)
+    for letter, (fields, reason) in zip(letters, BAD_ENTRIES):
+        assert reason in letter["reason"], (letter, reason)
+    given = {2: "nan", 3: "mute"}  # the others have no valid id: their entry's stands in
+    assert [x["id"] for x in letters] == [given.get(n, f"entry-{e}") for n, e in enumerate(entries)]
+    assert r.hget("tasks:index", "nan").startswith("dead:")  # --wait on it ends
+    assert r.xlen("tasks:queue:default") == 0 and pending(mesh_home) == 0
+    # A letter that is still no task is not put back; the runnable ones are untouched.
+    retry = run("queue-dead", "retry", "nan")
+    assert retry.returncode == 65 and "timeout" in retry.stderr
+    assert len(run("queue-dead", "list", check=0).records) == len(BAD_ENTRIES)
+
+
+def test_json_output_never_carries_nan():
+    """Python's json reads and writes NaN; jq and strict readers refuse it."""
+    from meshtools.core import jsonl
+
+    assert jsonl.dumps({"a": float("nan"), "b": [float("inf")], "c": 1.5}) == \
+        '{"a":null,"b":[null],"c":1.5}'
+
+
+def test_a_prompt_longer_than_one_argument_may_be_runs(run, tmp_path):
+    filler = "x" * (200 * 1024)
+    prompt = f": {filler}\necho {len(filler)}"
+    run("queue-push", "-", input=json.dumps({"id": "long", "prompt": prompt}) + "\n", check=0)
+    [result] = run("queue-drain", "--burst", "--workdir", str(tmp_path), check=0).records
+    assert (result["status"], result["output"]) == ("ok", f"{len(filler)}\n")
+
+
+def test_a_departed_burst_consumer_leaves_the_group(run, mesh_home):
+    run("queue-push", "true", check=0)
+    run("queue-drain", "--burst", "--consumer", "burst-1", check=0)
+    [stat] = run("queue-stat", check=0).records
+    assert stat["consumers"] == []
+
+
+def test_a_consumer_with_pending_entries_stays_in_the_group(mesh_home):
+    from meshtools.queue.broker import Broker
+    from meshtools.queue.names import GROUP, Names
+
+    r = redis_of(mesh_home)
+    broker = Broker(r, Names.from_env())
+    broker.ensure_group("default")
+    entry = r.xadd("tasks:queue:default", {"task": "{}"})
+    assert broker.read(r, "busy", ["default"], False, 0)[1] == entry
+    assert broker.leave(["default", "elsewhere"], "busy") is False
+    assert [c["name"] for c in r.xinfo_consumers("tasks:queue:default", GROUP)] == ["busy"]
+    r.xack("tasks:queue:default", GROUP, entry)
+    assert broker.leave(["default", "elsewhere"], "busy") is True
+    assert r.xinfo_consumers("tasks:queue:default", GROUP) == []
 
 
 def test_redis_down_is_69_one_line(run, tmp_path):

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 
 from ..core import events, fs
+from ..core.errors import BadInput
+from ..queue.tasks import normalise
 from .pick import tail
 from .roles import Role
 
@@ -25,6 +27,7 @@ CURSOR_FILE = "anchor-cursor"
 DEFAULT_MAX_HANDBACKS = 1
 DEFAULT_STUCK_AFTER = 1800.0  # seconds in one working phase before a live agent is "stuck"
 TAIL = 1500
+RESULTS_BATCH = 100
 
 
 # --- pure decisions -----------------------------------------------------------------------
@@ -43,6 +46,8 @@ def decide(result: dict, role: Role | None, work: dict | None, max_handbacks: in
         return Decision("done", "nothing to land" if role is None or role.lands
                         else f"role {role.name} does not land work")
     why = result.get("reason") or f"{result.get('status')} (exit {result.get('exit_code')})"
+    if result.get("status") == "invalid":  # an entry no worker could run: not a task to redo
+        return Decision("give_up", why)
     return retry(result, why, max_handbacks)
 
 
@@ -55,15 +60,16 @@ def retry(result: dict, why: str, max_handbacks: int) -> Decision:
 
 
 def handback_task(result: dict, reason: str, context: str) -> dict:
-    """The task again, with what went wrong: a new id, so it is not a duplicate push."""
+    """The task again, with what went wrong: a new id (`<id>~<n>`, a valid task id), so it
+    is not a duplicate push. BadInput when it would not be a valid task."""
     n = int(result.get("handback") or 0) + 1
     root = result.get("parent") or result["id"]
     prompt = result.get("prompt") or ""
-    return {"id": f"{root}~{n}", "prompt": (
+    return normalise({"id": f"{root}~{n}", "prompt": (
         f"{prompt}\n\n---\nA previous attempt at this task ({result['id']}) was handed back: "
         f"{reason}.\n{context}\nStart from the main branch as it is now (rebase your branch on "
         "it first) and try again.").strip(),
-        "role": result.get("role"), "parent": root, "handback": n}
+        "role": result.get("role"), "parent": root, "handback": n})
 
 
 def standing_tasks(roles: dict[str, Role], now: float) -> list[tuple[dict, str]]:
@@ -128,18 +134,19 @@ class Anchor:
         except FileNotFoundError:
             return "0-0"
 
-    def follow_results(self, block_ms: int | None) -> int:
-        """Handle the results after the cursor; returns how many. The cursor moves after
-        each one, so a crash re-handles at most one (landing is idempotent)."""
+    def follow_results(self, block_ms: int | None, everything: bool = False) -> int:
+        """Handle the results after the cursor, a batch of RESULTS_BATCH (every one there
+        now with everything=True, as --once means); returns how many. The cursor moves
+        after each one, so a crash re-handles at most one (landing is idempotent)."""
         import json
 
         from ..core.errors import Busy
 
         handled = 0
-        last = self.cursor()
-        reply = self.broker.redis.xread({self.broker.names.results: last}, count=100,
-                                        block=block_ms)
-        for _, entries in reply or []:
+        while True:
+            reply = self.broker.redis.xread({self.broker.names.results: self.cursor()},
+                                            count=RESULTS_BATCH, block=block_ms)
+            entries = [e for _, batch in reply or [] for e in batch]
             for entry, fields in entries:
                 try:
                     self.handle(json.loads(fields["result"]))
@@ -151,7 +158,9 @@ class Anchor:
                 self.blocked = None
                 fs.atomic_write(self.cursor_path, entry, fsync=False)
                 handled += 1
-        return handled
+            if not everything or len(entries) < RESULTS_BATCH:
+                return handled
+            block_ms = None  # the rest: only what is there already
 
     def handle(self, result: dict) -> Decision:
         role = self.roles.get(result.get("role") or result.get("queue") or "")
@@ -191,7 +200,11 @@ class Anchor:
         return decision
 
     def hand_back(self, result: dict, reason: str, context: str) -> Decision:
-        task = handback_task(result, reason, context)
+        try:
+            task = handback_task(result, reason, context)
+        except BadInput as e:  # e.g. an id at its length limit: note it, never stop here
+            return self.follow(result, Decision("give_up", f"{reason}; cannot hand back: {e}"),
+                               context)
         queue = result.get("queue") or "default"
         self.broker.push([(task, queue)])
         self.note("anchor.handed_back", result, reason, new_task=task["id"], queue=queue)
@@ -237,11 +250,11 @@ class Anchor:
 
     # all of it -----------------------------------------------------------------------------
 
-    def step(self, block_ms: int | None) -> int:
+    def step(self, block_ms: int | None, everything: bool = False) -> int:
         self.schedule()
         self.check_peers()
         self.mirror_events()
-        return self.follow_results(block_ms)
+        return self.follow_results(block_ms, everything)
 
     def mirror_events(self) -> int:
         """Copy the event log into the events stream (the anchor's loop is the one process

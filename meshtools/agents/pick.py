@@ -23,7 +23,7 @@ import re
 import subprocess
 
 from ..core import clock, errors, events, fs, git as gitfiles
-from ..core.ids import validate_name
+from ..core.ids import validate_name, validate_task_id
 from . import gitops
 
 TRAILER = re.compile(r"^\(cherry picked from commit ([0-9a-f]{7,64})\)\s*$", re.M)
@@ -152,7 +152,7 @@ def role_commits(cwd, main: str, branch: str) -> list[str]:
 # -- task records --------------------------------------------------------------------------
 
 def task_file(home, task_id: str) -> str:
-    return home.sub("tasks", f"{validate_name(task_id, 'task id')}.json")
+    return home.sub("tasks", f"{validate_task_id(task_id)}.json")
 
 
 def record_task_work(home, task_id: str, role: str, branch: str, base: str, head: str) -> dict:

@@ -45,7 +45,7 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, mesh):
     handled = 0
     try:
         while True:
-            handled += anchor.step(None if once else int(interval * 1000))
+            handled += anchor.step(None if once else int(interval * 1000), everything=once)
             if once:
                 break
             registry.heartbeat(mesh.home, LOOP_ID, phase=f"following ({handled} results)")

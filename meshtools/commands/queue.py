@@ -36,7 +36,7 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
     Pushing an id that is already queued or done changes nothing (the record says
     "duplicate"), so a retried cron job never duplicates work.
     """
-    from ..queue.tasks import normalise
+    from ..queue.tasks import batch, normalise
 
     overrides = {k: v for k, v in (("id", task_id), ("max_attempts", max_attempts),
                                    ("timeout", timeout)) if v is not None}
@@ -44,8 +44,8 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
         if task_id is not None:
             raise click.UsageError("--id names one task: give PROMPT, or ids in the JSON lines")
         lines = cli.stdin_lines()
-        raw = [(jsonl.parse_line(line, n), n) for n, line in enumerate(lines, 1)]
-        tasks = [normalise({**overrides, **r}, f"stdin line {n}") for r, n in raw if r is not None]
+        raw = [(n, jsonl.parse_line(line, n)) for n, line in enumerate(lines, 1)]
+        tasks = batch([(n, r) for n, r in raw if r is not None], overrides)
         if not tasks:
             raise errors.BadInput("no tasks on stdin")
     else:
@@ -318,9 +318,16 @@ def dead_list(mesh):
 def dead_retry(ids, everything, mesh):
     """Put dead letters back on their queues with fresh attempts."""
     from ..queue.broker import DeadLetters
+    from ..queue.tasks import RAW, normalise
 
     letters = DeadLetters(mesh.broker())
-    for record in _selected(letters, ids, everything):
+    records = _selected(letters, ids, everything)
+    for record in records:  # all runnable, or none goes back
+        if RAW in record["task"]:
+            raise errors.BadInput(f"dead letter {record['id']} is no task ({record['reason']}): "
+                                  "fix it and queue-push it")
+        normalise(record["task"], f"dead letter {record['id']}")
+    for record in records:
         entry = letters.retry(record)
         if entry:
             mesh.emit({"ts": clock.iso(), "kind": "task", "id": record["id"],

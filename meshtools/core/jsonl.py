@@ -1,13 +1,29 @@
 """JSON lines in and out: the wire format between the tiny commands."""
 
 import json
+import math
 import sys
 
 from .errors import BadInput
 
 
 def dumps(record: dict) -> str:
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+    """Strict JSON: a NaN or Infinity that got into a record (Python's json reads them)
+    is written as null, never as a token that jq and other readers reject."""
+    try:
+        return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError:  # rare: pay for the walk only then
+        return json.dumps(_finite(record), separators=(",", ":"), ensure_ascii=False)
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def write(record: dict, stream=None) -> None:

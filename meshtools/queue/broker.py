@@ -68,6 +68,15 @@ event({event='task.' .. ARGV[6], id=ARGV[2], entry=entry})
 return entry
 """
 
+# KEYS: queue   ARGV: group, consumer. Checked and deleted in one step, so an entry delivered
+# in between can never be dropped with the consumer (it would become unclaimable).
+LEAVE = """
+local pending = redis.pcall('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if pending['err'] then return 1 end
+if #pending > 0 then return 0 end
+redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
 
 # KEYS: events, paused   ARGV: ts, record json, until (ms), reason, by
 # A pause only ever extends: a shorter one never cuts a longer one short.
@@ -104,6 +113,7 @@ class Broker:
         self._requeue = client.register_script(REQUEUE)
         self._pause = client.register_script(PAUSE)
         self._resumed = client.register_script(RESUMED)
+        self._leave = client.register_script(LEAVE)
 
     # --- producing ------------------------------------------------------------------------
 
@@ -198,15 +208,6 @@ class Broker:
             return 0
         ids = [p["message_id"] for p in pending]
         return len(self.redis.xclaim(stream, GROUP, me, min_idle_ms, ids, justid=True))
-
-    def pending_of(self, queue: str, consumer: str) -> int:
-        import redis
-
-        try:
-            return len(self.redis.xpending_range(self.names.queue(queue), GROUP, min="-",
-                                                 max="+", count=1, consumername=consumer))
-        except redis.ResponseError:  # no such stream or group
-            return 0
 
     def claim_idle(self, queue: str, me: str, min_idle_ms: int) -> int:
         """The lease fallback: claim entries idle past min_idle_ms from anyone, looping on
@@ -309,16 +310,18 @@ class Broker:
         return {name: json.loads(value)
                 for name, value in self.redis.hgetall(self.names.workers).items()}
 
+    def leave(self, queues: list[str], consumer: str) -> bool:
+        """Delete the consumer from the group of each queue where nothing is pending under
+        its name (XGROUP DELCONSUMER would make such entries unclaimable), so departed
+        workers do not stay listed. True when it left them all (or was never there)."""
+        return all([self._leave(keys=[self.names.queue(queue)], args=[GROUP, consumer])
+                    for queue in queues])
+
     def forget_worker(self, consumer: str, queues: list[str]) -> bool:
-        """Drop a dead worker once nothing is pending under its name on any of its queues
-        (XGROUP DELCONSUMER would make such entries unclaimable). True when forgotten."""
-        if any(self.pending_of(queue, consumer) for queue in queues):
+        """Drop a dead worker once nothing is pending under its name on any of its queues.
+        True when forgotten."""
+        if not self.leave(queues, consumer):
             return False
-        for queue in queues:
-            try:
-                self.redis.xgroup_delconsumer(self.names.queue(queue), GROUP, consumer)
-            except Exception:  # noqa: BLE001 - the group may not exist on that queue
-                pass
         self.redis.hdel(self.names.workers, consumer)
         return True
 

@@ -4,6 +4,7 @@ rest (attempts, results, ACK). The agent adapters (meshtools.agents.adapter) plu
 record, and the worker reads `details["error"]` to tell a usage limit (hand back, pause the
 mesh) from a failure."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -77,15 +78,28 @@ class CapturingExecutor:
 
 
 class ShellExecutor(CapturingExecutor):
-    """Runs the task's prompt with /bin/sh -c in workdir."""
+    """Runs the task's prompt as a /bin/sh script in workdir. The script is a private temp
+    file, not `sh -c PROMPT`: Linux caps one argument at 128 KiB (MAX_ARG_STRLEN) and a
+    prompt may be up to tasks.MAX_PROMPT; not stdin either, which stays /dev/null for the
+    script's commands."""
 
     name = "shell"
 
     def run(self, task, workdir, timeout, on_start=lambda pid: None) -> Outcome:
+        import tempfile
+
+        script = None
         try:
-            return self.capture(["/bin/sh", "-c", task["prompt"]], workdir, timeout, on_start)
-        except OSError as e:
+            fd, script = tempfile.mkstemp(prefix="mesh-task-", suffix=".sh")  # mode 0600
+            with os.fdopen(fd, "wb") as f:
+                f.write(task["prompt"].encode("utf-8", "surrogateescape"))
+            return self.capture(["/bin/sh", script], workdir, timeout, on_start)
+        except (OSError, UnicodeError) as e:
             return Outcome("failed", None, f"cannot start: {e}", 0.0)
+        finally:
+            if script is not None:
+                with contextlib.suppress(OSError):  # the script may have removed itself
+                    os.unlink(script)
 
 
 def end_group(child: subprocess.Popen) -> None:

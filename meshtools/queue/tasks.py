@@ -2,16 +2,23 @@
 
 A task is a JSON object: `id` (given or generated), `prompt`, optional `role`,
 `max_attempts`, `timeout` (seconds), and any other keys as free metadata, kept as given.
+Every number in it is finite: JSON has no NaN or Infinity, though Python's json reads them.
+
+The worker checks each entry it reads as a push checks it (`from_entry`): an entry written
+by anything else (a raw XADD, an older version) that fails is dead-lettered, never run.
 """
 
+import json
+import math
 import os
 import time
 
 from ..core.errors import BadInput
-from ..core.ids import validate_name
+from ..core.ids import validate_name, validate_task_id
 
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_PROMPT = 1 << 20
+RAW = "_raw"  # a dead letter's entry that was no task: see unrunnable()
 
 
 def new_id() -> str:
@@ -25,7 +32,7 @@ def normalise(raw, where: str = "task") -> dict:
         raise BadInput(f"{where}: a task is a JSON object")
     task = dict(raw)
     try:
-        task["id"] = validate_name(task["id"], "task id") if "id" in task else new_id()
+        task["id"] = validate_task_id(task["id"]) if "id" in task else new_id()
     except BadInput as e:
         raise BadInput(f"{where}: {e}")
     prompt = task.get("prompt")
@@ -43,9 +50,56 @@ def normalise(raw, where: str = "task") -> dict:
         raise BadInput(f"{where}: max_attempts must be an integer from 1 to 100")
     timeout = task.get("timeout")
     if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
-                                or timeout <= 0):
-        raise BadInput(f"{where}: timeout must be a positive number of seconds")
+                                or not 0 < timeout < math.inf):
+        raise BadInput(f"{where}: timeout must be a positive finite number of seconds")
+    try:
+        json.dumps(task, allow_nan=False)
+    except ValueError:
+        raise BadInput(f"{where}: NaN and Infinity are not numbers a task may hold")
     return task
+
+
+def batch(lines: list[tuple[int, dict]], overrides: dict, source: str = "stdin") -> list[dict]:
+    """The tasks of (line number, record) pairs, or BadInput before any is used: a batch is
+    all or nothing, and one id twice in it is refused (the second would be dropped as a
+    duplicate of the first)."""
+    tasks, seen = [], {}
+    for lineno, record in lines:
+        task = normalise({**overrides, **record}, f"{source} line {lineno}")
+        if task["id"] in seen:
+            raise BadInput(f"{source} lines {seen[task['id']]} and {lineno}: the same task id "
+                           f"{task['id']!r}")
+        seen[task["id"]] = lineno
+        tasks.append(task)
+    return tasks
+
+
+def from_entry(fields: dict, entry: str) -> dict:
+    """The task a queue entry carries, checked as a push checks it (an id is required: one
+    generated here would differ on each delivery); BadInput says what is wrong."""
+    where = f"entry {entry}"
+    if "task" not in fields:
+        raise BadInput(f"{where}: no 'task' field")
+    try:
+        raw = json.loads(fields["task"])
+    except ValueError as e:
+        raise BadInput(f"{where}: malformed JSON ({e})")
+    if isinstance(raw, dict) and "id" not in raw:
+        raise BadInput(f"{where}: no task id")
+    return normalise(raw, where)
+
+
+def unrunnable(fields: dict, entry: str) -> dict:
+    """What a dead letter keeps of an entry that `from_entry` refused: the entry's text as
+    given (`_raw`: kept verbatim, NaN and all, never re-encoded), under its own id when
+    that is valid, else `entry-<entry id>`, so that it can be listed and purged."""
+    text = fields.get("task")
+    try:
+        given = json.loads(text)
+        task_id = validate_task_id(given.get("id"))
+    except (TypeError, ValueError, AttributeError, BadInput):
+        task_id = f"entry-{entry}"
+    return {"id": task_id, RAW: text if isinstance(text, str) else json.dumps(fields)}
 
 
 def result_record(task: dict, outcome, **fields) -> dict:

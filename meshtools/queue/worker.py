@@ -14,7 +14,6 @@ undone and pauses the whole mesh until the limit resets; a failed login pauses i
 while; a task over its own budget is dead-lettered at once (a retry would cost as much).
 """
 
-import json
 import signal
 import sys
 import threading
@@ -22,11 +21,11 @@ import time
 from dataclasses import dataclass, field
 
 from ..core import clock, proc
-from ..core.errors import Unavailable
+from ..core.errors import BadInput, Unavailable
 from . import pause as pausing
 from .broker import Broker
 from .executor import Executor, Outcome
-from .tasks import DEFAULT_MAX_ATTEMPTS, result_record
+from .tasks import DEFAULT_MAX_ATTEMPTS, from_entry, result_record, unrunnable
 
 BEAT_EVERY = 2.0
 DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
@@ -72,6 +71,7 @@ class Worker:
             self.stopping = max(self.stopping, 1)
             beating.join(timeout=BEAT_EVERY + 1)
             self.broker.redis.hdel(self.broker.names.workers, self.consumer)
+            self.broker.leave(self.queues, self.consumer)  # kept while it has pending work
         return 0
 
     def _install_signals(self) -> None:
@@ -121,11 +121,26 @@ class Worker:
         if got is None:
             return False
         queue, entry, fields = got
-        if not fields or "task" not in fields:
+        if not fields:
             self.broker.ack_empty(queue, entry)
             return True
-        self._handle(queue, entry, json.loads(fields["task"]))
+        try:
+            task = from_entry(fields, entry)
+        except BadInput as e:
+            self._reject(queue, entry, unrunnable(fields, entry), str(e))
+            return True
+        self._handle(queue, entry, task)
         return True
+
+    def _reject(self, queue: str, entry: str, task: dict, reason: str, attempt: int = 0) -> None:
+        """Dead-letter an entry no worker can run (status `invalid`), and go on: a bad
+        entry never stops a worker, which would only read it again on its restart."""
+        print(f"queue-drain: {reason}; dead-lettered", file=sys.stderr, flush=True)
+        result = self._result(task, queue, Outcome("invalid", None, reason, 0.0), attempt)
+        self._survive(lambda: self.broker.dead_letter(queue, entry, task, result, reason))
+        self.done += 1
+        if self.on_result:
+            self.on_result(result)
 
     def _hand_back(self, queue: str, entry: str, task: dict, reason: str) -> None:
         """Requeue a task that did not fail through its own fault, its attempt not counted."""
@@ -147,6 +162,9 @@ class Worker:
         except Unavailable:  # the agent CLI vanished: not the task's fault; give it back
             self._hand_back(queue, entry, task, "handed_back")
             raise
+        except BadInput as e:  # the task itself cannot run here: another try would not help
+            self._reject(queue, entry, task, str(e), attempt)
+            return
         finally:
             self._current = None
         if self.stopping >= 2:  # interrupted on purpose: not the task's fault
