@@ -88,6 +88,18 @@ def test_a_handed_back_conflict_runs_again_on_the_rebased_branch_and_lands(run, 
     assert git(repo, "status", "--porcelain") == ""
 
 
+def test_a_task_that_cannot_be_handed_back_is_given_up_and_the_anchor_goes_on(run, repo,
+                                                                               mesh_home):
+    long_id = "f" * 127  # valid; its hand-back's id (129 characters) would not be
+    run("queue-push", "--id", long_id, "--max-attempts", "1", "exit 1", check=0)
+    run("queue-push", "--id", "after", "true", check=0)
+    run("queue-drain", "--burst", check=0)
+    [record] = run("mesh-anchor", "--once", "--no-respawn", check=0).records
+    assert record["handled"] == 2
+    [given_up] = events_named(mesh_home, "anchor.give_up")
+    assert given_up["task"] == long_id and "cannot hand back" in given_up["reason"]
+
+
 def test_once_handles_every_result_there_is(run, repo, mesh_home):
     r = redis_of(mesh_home)
     for n in range(250):

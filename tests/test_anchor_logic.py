@@ -1,5 +1,7 @@
 """The anchor's decisions as pure functions of data."""
 
+import pytest
+
 from meshtools.agents import anchor, roles
 
 ROLES = roles.load()
@@ -37,6 +39,25 @@ def test_a_handed_back_task_carries_the_context_and_a_new_id():
     assert task["prompt"].startswith("fix the parser") and "README.md" in task["prompt"]
     second = anchor.handback_task(dict(result, id="t1~1", parent="t1", handback=1), "x", "y")
     assert second["id"] == "t1~2" and second["parent"] == "t1"
+
+
+def test_hand_back_ids_pass_the_one_task_id_rule():
+    from meshtools.core.errors import BadInput
+    from meshtools.core.ids import validate_task_id
+    from meshtools.queue.tasks import normalise
+
+    result = {"id": "feat-3", "status": "failed", "prompt": "build it", "role": "builder"}
+    task = anchor.handback_task(result, "conflict", "")
+    assert validate_task_id(task["id"]) == "feat-3~1" and normalise(task) == task
+    too_long = dict(result, id="f" * 127)  # its hand-back's id would be 129 characters
+    with pytest.raises(BadInput, match="invalid task id"):
+        anchor.handback_task(too_long, "conflict", "")
+
+
+def test_an_entry_no_worker_could_run_is_not_handed_back():
+    invalid = {"id": "entry-1-0", "status": "invalid", "reason": "entry 1-0: malformed JSON"}
+    assert anchor.decide(invalid, ROLES["builder"], None, 1) == \
+        anchor.Decision("give_up", "entry 1-0: malformed JSON")
 
 
 def test_standing_tasks_are_named_by_their_period():
