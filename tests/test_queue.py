@@ -189,6 +189,46 @@ def test_a_consumer_with_pending_entries_stays_in_the_group(mesh_home):
     assert r.xinfo_consumers("tasks:queue:default", GROUP) == []
 
 
+CRASHING_WORKER = """
+from meshtools.core.home import MeshHome
+from meshtools.queue.broker import Broker
+from meshtools.queue.connection import connect
+from meshtools.queue.names import Names
+from meshtools.queue.worker import Worker
+
+
+class Broken:  # an executor with a bug: the worker dies with its entry pending
+    def run(self, task, workdir, timeout, on_start=None):
+        raise RuntimeError("a bug")
+
+    def interrupt(self):
+        pass
+
+
+def broker():
+    return Broker(connect(MeshHome.find()), Names.from_env())
+
+
+Worker(broker(), broker(), Broken(), "crasher", ["default"], ".").run()
+"""
+
+
+def test_a_worker_that_crashes_mid_task_leaves_its_entry_to_be_reclaimed(run, mesh_home):
+    """Its heartbeat stays (it used to delete it on the way out, so nobody reclaimed the
+    entry before the hour's lease)."""
+    import sys
+
+    run("queue-push", "--id", "r1", "echo rescued", check=0)
+    crashed = subprocess.run([sys.executable, "-c", CRASHING_WORKER], capture_output=True,
+                             text=True, timeout=60)
+    assert crashed.returncode == 1 and "a bug" in crashed.stderr
+    assert redis_of(mesh_home).hexists("tasks:workers", "crasher")
+    [result] = run("queue-drain", "--max-tasks", "1", "--consumer", "rescuer", check=0,
+                   timeout=30).records
+    assert (result["id"], result["status"], result["attempt"]) == ("r1", "ok", 2)
+    assert [c["name"] for c in run("queue-stat", check=0).records[0]["consumers"]] == []
+
+
 def test_redis_down_is_69_one_line(run, tmp_path):
     env = {"MESH_REDIS_URL": f"unix://{tmp_path}/nothing.sock"}
     for argv in (["queue-push", "true"], ["queue-stat"], ["queue-results"], ["queue-drain", "--once"]):

@@ -70,8 +70,9 @@ class Worker:
         finally:
             self.stopping = max(self.stopping, 1)
             beating.join(timeout=BEAT_EVERY + 1)
-            self.broker.redis.hdel(self.broker.names.workers, self.consumer)
-            self.broker.leave(self.queues, self.consumer)  # kept while it has pending work
+            # Gone for good only with nothing pending: else its heartbeat stays, goes
+            # silent, and a live worker reclaims the entries at once, not after the lease.
+            self.broker.forget_worker(self.consumer, self.queues)
         return 0
 
     def _install_signals(self) -> None:
