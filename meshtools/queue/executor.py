@@ -4,7 +4,6 @@ rest (attempts, results, ACK). The agent adapters (meshtools.agents.adapter) plu
 record, and the worker reads `details["error"]` to tell a usage limit (hand back, pause the
 mesh) from a failure."""
 
-import contextlib
 import os
 import signal
 import subprocess
@@ -98,8 +97,10 @@ class ShellExecutor(CapturingExecutor):
             return Outcome("failed", None, f"cannot start: {e}", 0.0)
         finally:
             if script is not None:
-                with contextlib.suppress(OSError):  # the script may have removed itself
+                try:
                     os.unlink(script)
+                except OSError:  # the script may have removed itself
+                    pass
 
 
 def end_group(child: subprocess.Popen) -> None:
