@@ -133,7 +133,7 @@ def test_an_entry_no_worker_can_run_is_dead_lettered_and_the_worker_goes_on(run,
     worker = run("queue-drain", "--burst")
     assert worker.returncode == 0, worker.stderr
     drained = [strict_json(line) for line in worker.stdout.splitlines()]
-    assert [r["status"] for r in drained] == ["invalid"] * len(BAD_ENTRIES) + ["ok"]
+    assert [d["status"] for d in drained] == ["invalid"] * len(BAD_ENTRIES) + ["ok"]
     assert drained[-1]["id"] == "good" and drained[-1]["output"] == "fine\n"
     listed = run("queue-dead", "list")
     letters = [strict_json(line) for line in listed.stdout.splitlines()]
@@ -141,10 +141,11 @@ def test_an_entry_no_worker_can_run_is_dead_lettered_and_the_worker_goes_on(run,
     for letter, (fields, reason) in zip(letters, BAD_ENTRIES):
         assert reason in letter["reason"], (letter, reason)
     given = {2: "nan", 3: "mute"}  # the others have no valid id: their entry's stands in
-    assert [x["id"] for x in letters] == [given.get(n, f"entry-{e}") for n, e in enumerate(entries)]
+    assert [x["id"] for x in letters] == [given.get(n, f"entry-{e}")
+                                          for n, e in enumerate(entries)]
     assert r.hget("tasks:index", "nan").startswith("dead:")  # --wait on it ends
     assert r.xlen("tasks:queue:default") == 0 and pending(mesh_home) == 0
-    # A letter that is still no task is not put back; the runnable ones are untouched.
+    # A letter that is still no task is not put back (65), and stays.
     retry = run("queue-dead", "retry", "nan")
     assert retry.returncode == 65 and "timeout" in retry.stderr
     assert len(run("queue-dead", "list", check=0).records) == len(BAD_ENTRIES)
