@@ -230,8 +230,9 @@ def test_hook_denies_without_the_lock_and_allows_with_it(repo, run):
     assert denied.returncode == 2 and "file-lock acquire crates/core" in denied.stderr
     run("file-lock", "acquire", "crates/core", env=env, check=0)
     run("file-lock", "check", "--hook", input=call, env=env, check=0)
-    outside = hook_call("/tmp/scratch.txt", repo)
-    run("file-lock", "check", "--hook", input=outside, env=env, check=0)
+    outside = run("file-lock", "check", "--hook", input=hook_call("/tmp/scratch.txt", repo),
+                  env=env)
+    assert outside.returncode == 2 and "outside the repository" in outside.stderr
 
 
 @pytest.mark.parametrize("stdin,env", [

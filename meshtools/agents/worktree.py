@@ -39,7 +39,7 @@ from . import gitops, pick
 BRANCH_PREFIX = "mesh/"
 SETTINGS = os.path.join(".claude", "settings.local.json")
 EXCLUDE_LINE = ".claude/settings.local.json"
-GATE_MATCHER = "Edit|Write|MultiEdit|NotebookEdit"
+GATE_MATCHER = "Edit|Write|MultiEdit|NotebookEdit|Bash"  # Bash: read-only roles (README)
 GATE_TIMEOUT = 30
 _REFUSALS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -95,7 +95,7 @@ def merge_gate(settings: dict, command: str) -> dict:
 
 
 def _is_gate(entry) -> bool:
-    if not isinstance(entry, dict) or entry.get("matcher") != GATE_MATCHER:
+    if not isinstance(entry, dict):  # any matcher: an older gate's is replaced too
         return False
     return any(isinstance(h, dict) and str(h.get("command", "")).endswith("check --hook")
                and "file-lock" in str(h.get("command", "")) for h in entry.get("hooks") or [])

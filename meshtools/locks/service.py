@@ -34,9 +34,13 @@ class Timeout(Busy):
         super().__init__(f"{what}: {held}")
 
 
+def _alive(anchor: dict) -> bool | None:
+    return proc.is_alive(anchor["pid"], anchor.get("pid_start"), anchor.get("host"))
+
+
 def is_dead(anchor: dict) -> bool:
     """Only a process known to be gone is dead; one on another host is not ours to judge."""
-    return proc.is_alive(anchor["pid"], anchor.get("pid_start"), anchor.get("host")) is False
+    return _alive(anchor) is False
 
 
 class LockService:
@@ -59,10 +63,40 @@ class LockService:
         return policy.Claimant(session_id or f"pid-{pid}", pid, proc.start_time(pid),
                                proc.hostname())
 
+    def anchors(self, session_id: str | None) -> set[tuple]:
+        """The processes that count as the caller (policy.anchor_key()s): this process and
+        its ancestors (the shell, the agent, a `file-lock PATH -- CMD` around it), and the
+        registered session's own process on this host."""
+        host = proc.hostname()
+        found = {(pid, started, host) for pid, started in proc.ancestors()}
+        if session_id is not None:
+            record = _registered(self.home, session_id)
+            if record and record.get("host") == host and record.get("pid"):
+                found.add((record["pid"], record.get("pid_start"), host))
+        return found
+
+    def unproven(self, session_id: str | None, scopes: list[str],
+                 generation: int | None = None) -> dict[str, tuple[str, dict | None]]:
+        """scope -> (why, holding) for each scope the caller cannot be shown to hold (empty:
+        it holds them all). The caller is session_id, else the calling shell (claimant())."""
+        claimant_id = self.claimant(session_id).id
+        anchors, now, locks = self.anchors(session_id), time.time(), self.snapshot()["locks"]
+        missing = {}
+        for scope in scopes:
+            holding = locks.get(scope)
+            why = policy.unproven(holding, claimant_id, anchors, now, _alive)
+            if why is None and generation is not None and holding["generation"] != generation:
+                why = f"you hold generation {holding['generation']}, not the one given"
+            if why is not None:
+                missing[scope] = (why, holding)
+        return missing
+
     # --- scopes --------------------------------------------------------------------------
 
     def resolve(self, args: list[str], cwd: str | None = None) -> list[scope_rules.Resolved]:
-        repository = self.home.repository(cwd)
+        """Scopes of PATHs; cwd (default: this process's) only anchors relative PATHs: the
+        repository is this process's, so a tool call cannot name another one by its cwd."""
+        repository = self.home.repository()
         rules = scope_rules.ScopeRules.from_config(self.home.config)
         return [scope_rules.resolve(a, repository, rules, cwd) for a in args]
 
