@@ -115,11 +115,19 @@ def test_bad_input_exits_65_and_writes_nothing(repo, run, mesh_home, argv, messa
     ["release", "--as", "A", "--all", "docs"],
     ["acquire", "--as", "A", "--bogus", "docs"],
     ["docs"],  # run mode without a command
+    ["acquire", "--as", "A", "-w", "nan", "docs"],
+    ["acquire", "--as", "A", "-w", "inf", "docs"],
+    ["acquire", "--as", "A", "-w", "-1", "docs"],
+    ["acquire", "--as", "A", "--lease", "nan", "docs"],
+    ["acquire", "--as", "A", "--lease", "-inf", "docs"],
+    ["acquire", "--as", "A", "--lease", "0", "docs"],
+    ["--as", "A", "-w", "NaN", "docs", "--", "true"],
 ])
-def test_usage_errors_exit_64(repo, run, argv):
-    result = run("file-lock", *argv)
+def test_usage_errors_exit_64(repo, run, mesh_home, argv):
+    result = run("file-lock", *argv, timeout=20)
     assert result.returncode == 64, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
+    assert table(mesh_home)["locks"] == {}
 
 
 def test_odd_path_and_empty_session(repo, run, mesh_home):

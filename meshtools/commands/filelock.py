@@ -41,9 +41,9 @@ class RunCommand(cli.Command):
 
 
 def wait_options(f):
-    f = click.option("--lease", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    f = click.option("--lease", type=cli.Seconds(positive=True), metavar="SECONDS",
                      help="Expire the lock after SECONDS unless renewed by acquiring again.")(f)
-    f = click.option("-w", "--wait", "timeout", type=click.FloatRange(min=0),
+    f = click.option("-w", "--wait", "timeout", type=cli.SECONDS,
                      metavar="SECONDS", help=WAIT_HELP)(f)
     f = click.option("-n", "--nonblock", is_flag=True, help="Fail at once (exit 75) if busy.")(f)
     return f
