@@ -107,7 +107,6 @@ def test_bad_input_exits_65_and_writes_nothing(repo, run, mesh_home, argv, messa
 
 
 @pytest.mark.parametrize("argv", [
-    ["acquire", "docs"],  # no identity
     ["acquire", "--as", "A"],  # no path
     ["acquire", "--as", "A", "-n", "-w", "1", "docs"],
     ["acquire", "--as", "A", "-n", "-w", "0", "docs"],  # -w 0 is given too
@@ -130,9 +129,20 @@ def test_usage_errors_exit_64(repo, run, mesh_home, argv):
     assert table(mesh_home)["locks"] == {}
 
 
-def test_odd_path_and_empty_session(repo, run, mesh_home):
+def test_odd_path(repo, run, mesh_home):
     assert run("file-lock", "acquire", "--as", "A", "do\x01cs/../../..").returncode == 65
-    assert run("file-lock", "acquire", "docs", env={"MESH_SESSION": ""}).returncode == 64
+
+
+def test_without_a_session_the_calling_shell_owns_the_lock(repo, run, mesh_home):
+    held = ("file-lock acquire docs >/dev/null && file-lock check docs && echo held && "
+            "file-lock release docs >/dev/null && file-lock check -q docs || echo released")
+    assert run("sh", "-c", held, check=0).stdout == "held\nreleased\n"
+    shell = run("sh", "-c", "file-lock acquire docs; echo $$", check=0).stdout.splitlines()
+    assert json.loads(shell[0])["holder"] == f"pid-{shell[1]}"  # the shell, now gone
+    assert run("file-lock", "check", "-q", "docs").returncode == 1  # not this caller's
+    [status] = run("file-lock", "status", check=0).records
+    assert status["state"] == "dead"
+    assert run("file-lock", "acquire", "-n", "--as", "B", "docs", check=0).records[0]["holder"] == "B"
 
 
 def test_relative_paths_from_outside_the_repository_use_the_recorded_one(repo, run, tmp_path):

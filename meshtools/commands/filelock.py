@@ -82,13 +82,14 @@ def _record(holding: dict, **extra) -> dict:
               help="Tie the lock to this process instead of the session's (or the parent's).")
 @cli.mesh_options(identity=True)
 def acquire(paths, nonblock, timeout, lease, anchor, mesh):
-    """Lock the scopes of PATHs for the calling session: all of them or none."""
+    """Lock the scopes of PATHs for the calling session (without one: for the calling
+    shell, as flock(1) does): all of them or none."""
     timeout = _timeout(nonblock, timeout)
     service = LockService(mesh.home)
     targets = service.resolve(list(paths))
     if anchor is not None and proc.is_alive(anchor) is not True:
         raise errors.BadInput(f"--pid {anchor}: no such process")
-    claimant = service.claimant(mesh.session(), anchor)
+    claimant = service.claimant(mesh.session(required=False), anchor)
     cli.exit_on_sigterm()  # a waiter always takes its wait record with it
     granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout, lease=lease)
     for holding in granted:
@@ -107,7 +108,8 @@ def release(paths, everything, force, mesh):
         raise click.UsageError("name PATHs or give --all (not both)")
     service = LockService(mesh.home)
     scopes = None if everything else [t.scope for t in service.resolve(list(paths))]
-    for holding in service.release(mesh.session(), scopes, force=force):
+    me = service.claimant(mesh.session(required=False)).id  # the session, else the shell
+    for holding in service.release(me, scopes, force=force):
         mesh.emit(_record(holding, event="released"), f"released {holding['scope']}")
 
 
