@@ -145,6 +145,37 @@ def test_without_a_session_the_calling_shell_owns_the_lock(repo, run, mesh_home)
     assert run("file-lock", "acquire", "-n", "--as", "B", "docs", check=0).records[0]["holder"] == "B"
 
 
+def test_a_misspelt_subcommand_is_named(repo, run):
+    typo = run("file-lock", "acqure", "crates")
+    assert typo.returncode == 64
+    assert typo.stderr == "file-lock: unknown subcommand 'acqure'; did you mean 'acquire'?\n"
+    (repo / "acqure").mkdir()  # an existing path is a path: flock(1) style run mode
+    run("file-lock", "--as", "A", "acqure", "--", "true", check=0)
+
+
+def test_a_wait_on_a_terminal_says_who_holds_it(repo, run, mesh_home):
+    import os
+    import pty
+    import select
+
+    run("file-lock", "acquire", "--as", "A", "docs", check=0)
+    leader, follower = pty.openpty()
+    waiter = subprocess.Popen(["file-lock", "acquire", "--as", "B", "-w", "30", "docs"],
+                              stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    try:
+        said = b""
+        while b"\n" not in said and select.select([leader], [], [], 10)[0]:
+            said += os.read(leader, 1024)
+        assert said.startswith(b"file-lock: waiting for docs (held by A since ")
+        run("file-lock", "release", "--as", "A", "docs", check=0)
+        assert waiter.wait(timeout=15) == 0
+    finally:
+        waiter.kill()
+        waiter.wait()
+        os.close(leader)
+
+
 def test_relative_paths_from_outside_the_repository_use_the_recorded_one(repo, run, tmp_path):
     run("meshctl", "init", check=0)
     result = run("file-lock", "acquire", "--as", "A", "crates/core/src", cwd=str(tmp_path), check=0)

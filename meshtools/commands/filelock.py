@@ -16,7 +16,7 @@ import click
 from .. import cli
 from ..core import clock, errors, jsonl, proc
 from ..locks import gate, graph, policy
-from ..locks.service import LockService, is_dead
+from ..locks.service import LockService, describe, is_dead
 
 WAIT_HELP = "Wait at most SECONDS (exit 75 when still busy)."
 
@@ -26,8 +26,20 @@ class FileLockGroup(cli.Group):
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            _refuse_typo(args[0], [n for n, c in self.commands.items() if not c.hidden])
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+def _refuse_typo(word: str, names: list[str]) -> None:
+    """`file-lock acqure x` is a misspelt subcommand, not `run` on a path named acqure."""
+    import difflib
+
+    if word.startswith("-") or os.path.lexists(word):
+        return
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.75)
+    if close:
+        raise errors.UsageError(f"unknown subcommand {word!r}; did you mean {close[0]!r}?")
 
 
 class RunCommand(cli.Command):
@@ -47,6 +59,14 @@ def wait_options(f):
                      metavar="SECONDS", help=WAIT_HELP)(f)
     f = click.option("-n", "--nonblock", is_flag=True, help="Fail at once (exit 75) if busy.")(f)
     return f
+
+
+def _say_waiting():
+    """On a terminal, a wait is not silent: who holds what, and since when (said once)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda blocking: click.echo(f"file-lock: waiting for {describe(blocking)}",
+                                       err=True)
 
 
 def _timeout(nonblock: bool, timeout: float | None) -> float | None:
@@ -91,7 +111,8 @@ def acquire(paths, nonblock, timeout, lease, anchor, mesh):
         raise errors.BadInput(f"--pid {anchor}: no such process")
     claimant = service.claimant(mesh.session(required=False), anchor)
     cli.exit_on_sigterm()  # a waiter always takes its wait record with it
-    granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout, lease=lease)
+    granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout,
+                              lease=lease, on_wait=_say_waiting())
     for holding in granted:
         mesh.emit(_record(holding, event="granted"),
                   f"locked {holding['scope']} (generation {holding['generation']})")
@@ -276,7 +297,7 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     cli.exit_on_sigterm()
     scopes = [t.scope for t in targets]
     already = {s for s in scopes if (service.holding(s) or {}).get("holder") == claimant.id}
-    service.acquire(claimant, scopes, timeout=timeout, lease=lease)
+    service.acquire(claimant, scopes, timeout=timeout, lease=lease, on_wait=_say_waiting())
     try:
         code = _run_child(argv)
     finally:

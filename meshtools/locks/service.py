@@ -8,6 +8,7 @@ closes any cycle, so exactly one is refused. Its caller should release and retry
 
 import os
 import time
+from typing import Callable
 
 from ..core import clock, events, proc
 from ..core.errors import Busy, Refused
@@ -28,10 +29,15 @@ class Deadlock(Busy):
 class Timeout(Busy):
     def __init__(self, blocking: dict[str, dict], waited: float | None):
         self.blocking = blocking
-        held = ", ".join(f"{s} (held by {h['holder']} since {h['since']})"
-                         for s, h in sorted(blocking.items()))
+        held = describe(blocking)
         what = "busy" if not waited else f"still busy after {waited:g}s"
         super().__init__(f"{what}: {held}")
+
+
+def describe(blocking: dict[str, dict]) -> str:
+    """'docs (held by A since <iso>), web (...)': who stands in the way, and since when."""
+    return ", ".join(f"{s} (held by {h['holder']} since {h['since']})"
+                     for s, h in sorted(blocking.items()))
 
 
 def _alive(anchor: dict) -> bool | None:
@@ -137,9 +143,11 @@ class LockService:
         return granted, blocking
 
     def acquire(self, claimant: policy.Claimant, scopes: list[str], *,
-                timeout: float | None = None, lease: float | None = None) -> list[dict]:
+                timeout: float | None = None, lease: float | None = None,
+                on_wait: Callable[[dict[str, dict]], None] | None = None) -> list[dict]:
         """Wait for all scopes (timeout None: forever; 0: don't wait). Raises Timeout when
-        time runs out and Deadlock when this wait would close a cycle."""
+        time runs out and Deadlock when this wait would close a cycle. on_wait(blocking) is
+        called once, when the wait begins."""
         scopes = sorted(set(scopes))
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = POLL_MIN
@@ -152,6 +160,9 @@ class LockService:
                     return granted
                 if last_try:
                     raise Timeout(blocking, timeout)
+                if on_wait is not None:
+                    on_wait(blocking)
+                    on_wait = None
                 left = None if deadline is None else deadline - time.monotonic()
                 time.sleep(pause if left is None else max(0.0, min(pause, left)))
                 pause = min(POLL_MAX, pause * 1.5) * _jitter()
