@@ -2,6 +2,7 @@
 
 import pytest
 
+from meshtools.core.config import Section
 from meshtools.core.errors import ConfigError
 from meshtools.locks import graph, policy
 from meshtools.locks.scopes import ScopeRules, scope_of
@@ -32,16 +33,16 @@ def test_default_rule_nearest_manifest_else_top_level(path, is_dir, expected):
 
 
 def test_explicit_rules_come_first():
-    rules = ScopeRules.from_config({"locks": {"rule": [
+    rules = ScopeRules.from_config(Section({"locks": {"rule": [
         {"match": "crates/core/src/generated/*", "scope": "generated"},
-        {"match": "*.md", "scope": "docs"}]}})
+        {"match": "*.md", "scope": "docs"}]}}))
     assert scope("crates/core/src/generated/x.rs", rules=rules) == "generated"
     assert scope("crates/core/src/lib.rs", rules=rules) == "crates/core"
     assert scope("crates/core/README.md", rules=rules) == "docs"
 
 
 def test_custom_manifests():
-    rules = ScopeRules.from_config({"locks": {"manifests": ["BUILD"]}})
+    rules = ScopeRules.from_config(Section({"locks": {"manifests": ["BUILD"]}}))
     assert rules.manifests == ("BUILD",)
 
 
@@ -52,7 +53,7 @@ def test_custom_manifests():
 ])
 def test_bad_config_is_a_config_error(config):
     with pytest.raises(ConfigError):
-        ScopeRules.from_config(config)
+        ScopeRules.from_config(Section(config))
 
 
 def test_graph_two_and_three_party_cycles():

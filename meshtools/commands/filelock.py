@@ -194,7 +194,7 @@ def _gate(mesh, call: gate.Call) -> str | None:
         if role is None or not role.read_only:
             return None
         why = gate.bash_writes(call.input.get("command"))
-        return None if why is None else f"role {role.name} is read-only, and this command writes: {why}"
+        return why and f"role {role.name} is read-only, and this command writes: {why}"
     paths = gate.write_paths(call)
     if not paths:
         return None
