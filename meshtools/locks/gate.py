@@ -7,7 +7,6 @@ BadInput (a deny), never with an empty answer. Shapes: CLAUDE-CLI.md, "Hooks".
 import json
 import os
 import re
-import shlex
 from typing import NamedTuple
 
 from ..core.errors import BadInput
@@ -98,6 +97,8 @@ def bash_writes(command) -> str | None:
     editor), through variables, aliases, functions, `$(...)` or `eval`."""
     if not isinstance(command, str):
         raise BadInput("Bash without a command")
+    import shlex  # only the Bash calls of read-only roles pay for it
+
     lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=True)
     lexer.whitespace_split = True
     try:
