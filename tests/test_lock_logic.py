@@ -123,3 +123,22 @@ def test_wait_for_edges_union_of_a_sessions_waits():
     assert set(policy.wait_for_edges(table)) == {("C", "X", "A"), ("C", "Y", "B")}
     policy.clear_wait(table, claimant("C", 3).anchor())
     assert policy.wait_for_edges(table) == [("C", "Y", "B")]
+
+
+def test_a_holding_proves_only_a_live_own_unexpired_anchor():
+    mine = {"holder": "A", "since": "t", "pid": 10, "pid_start": 5, "host": "h",
+            "lease_until": None}
+    anchors = {(10, 5, "h")}
+    alive = lambda h: True  # noqa: E731
+
+    def why(holding, claimant="A", anchors=anchors, now=100.0, alive=alive):
+        return policy.unproven(holding, claimant, anchors, now, alive)
+
+    assert why(mine) is None
+    assert why(None) == "nobody holds it"
+    assert "held by A" in why(mine, claimant="B")
+    assert "lease" in why(dict(mine, lease_until=99.0))
+    assert "gone" in why(mine, alive=lambda h: None)  # another host: not proven
+    assert "not yours" in why(mine, anchors={(10, 6, "h")})  # same pid, another process
+    assert "not yours" in why(dict(mine, pid_start=None), anchors={(10, None, "h")})
+

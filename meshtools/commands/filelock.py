@@ -157,7 +157,7 @@ def check(paths, generation, hook, quiet, mesh):
     if missing and not quiet:
         for target in targets:
             if target.scope in missing:
-                why, _ = missing[target.scope]
+                why = missing[target.scope]
                 click.echo(f"file-lock: {_not_yours(target.path, target.scope, why, me)}",
                            err=True)
     sys.exit(errors.NEGATIVE if missing else errors.OK)
@@ -207,7 +207,7 @@ def _gate(mesh, call: gate.Call) -> str | None:
     missing = service.unproven(me, [t.scope for t in targets])
     for target in targets:
         if target.scope in missing:
-            return _not_yours(target.path, target.scope, missing[target.scope][0], me)
+            return _not_yours(target.path, target.scope, missing[target.scope], me)
     return None
 
 

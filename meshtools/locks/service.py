@@ -82,8 +82,8 @@ class LockService:
         return found
 
     def unproven(self, session_id: str | None, scopes: list[str],
-                 generation: int | None = None) -> dict[str, tuple[str, dict | None]]:
-        """scope -> (why, holding) for each scope the caller cannot be shown to hold (empty:
+                 generation: int | None = None) -> dict[str, str]:
+        """scope -> why, for each scope the caller cannot be shown to hold (empty:
         it holds them all). The caller is session_id, else the calling shell (claimant())."""
         claimant_id = self.claimant(session_id).id
         anchors, now, locks = self.anchors(session_id), time.time(), self.snapshot()["locks"]
@@ -94,7 +94,7 @@ class LockService:
             if why is None and generation is not None and holding["generation"] != generation:
                 why = f"you hold generation {holding['generation']}, not the one given"
             if why is not None:
-                missing[scope] = (why, holding)
+                missing[scope] = why
         return missing
 
     # --- scopes --------------------------------------------------------------------------
