@@ -183,3 +183,28 @@ def stdin_lines():
     if sys.stdin is None or sys.stdin.isatty():
         raise errors.UsageError("'-' reads JSON lines from stdin, but stdin is a terminal")
     return sys.stdin
+
+
+class Seconds(click.ParamType):
+    """A finite, non-negative number of seconds (positive=True: more than 0). float() takes
+    'nan', 'inf' and '-1': a NaN wait never ends and a NaN lease is not even JSON."""
+
+    name = "seconds"
+
+    def __init__(self, positive: bool = False):
+        self.positive = positive
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        import math
+
+        if not math.isfinite(number) or number < 0 or (self.positive and number == 0):
+            least = "more than 0" if self.positive else "0 or more"
+            self.fail(f"{value!r} is not a finite number of seconds, {least}", param, ctx)
+        return number
+
+
+SECONDS = Seconds()

@@ -107,7 +107,6 @@ def test_bad_input_exits_65_and_writes_nothing(repo, run, mesh_home, argv, messa
 
 
 @pytest.mark.parametrize("argv", [
-    ["acquire", "docs"],  # no identity
     ["acquire", "--as", "A"],  # no path
     ["acquire", "--as", "A", "-n", "-w", "1", "docs"],
     ["acquire", "--as", "A", "-n", "-w", "0", "docs"],  # -w 0 is given too
@@ -115,16 +114,66 @@ def test_bad_input_exits_65_and_writes_nothing(repo, run, mesh_home, argv, messa
     ["release", "--as", "A", "--all", "docs"],
     ["acquire", "--as", "A", "--bogus", "docs"],
     ["docs"],  # run mode without a command
+    ["acquire", "--as", "A", "-w", "nan", "docs"],
+    ["acquire", "--as", "A", "-w", "inf", "docs"],
+    ["acquire", "--as", "A", "-w", "-1", "docs"],
+    ["acquire", "--as", "A", "--lease", "nan", "docs"],
+    ["acquire", "--as", "A", "--lease", "-inf", "docs"],
+    ["acquire", "--as", "A", "--lease", "0", "docs"],
+    ["--as", "A", "-w", "NaN", "docs", "--", "true"],
 ])
-def test_usage_errors_exit_64(repo, run, argv):
-    result = run("file-lock", *argv)
+def test_usage_errors_exit_64(repo, run, mesh_home, argv):
+    result = run("file-lock", *argv, timeout=20)
     assert result.returncode == 64, (result.returncode, result.stderr)
     assert "Traceback" not in result.stderr
+    assert table(mesh_home)["locks"] == {}
 
 
-def test_odd_path_and_empty_session(repo, run, mesh_home):
+def test_odd_path(repo, run, mesh_home):
     assert run("file-lock", "acquire", "--as", "A", "do\x01cs/../../..").returncode == 65
-    assert run("file-lock", "acquire", "docs", env={"MESH_SESSION": ""}).returncode == 64
+
+
+def test_without_a_session_the_calling_shell_owns_the_lock(repo, run, mesh_home):
+    held = ("file-lock acquire docs >/dev/null && file-lock check docs && echo held && "
+            "file-lock release docs >/dev/null && file-lock check -q docs || echo released")
+    assert run("sh", "-c", held, check=0).stdout == "held\nreleased\n"
+    shell = run("sh", "-c", "file-lock acquire docs; echo $$", check=0).stdout.splitlines()
+    assert json.loads(shell[0])["holder"] == f"pid-{shell[1]}"  # the shell, now gone
+    assert run("file-lock", "check", "-q", "docs").returncode == 1  # not this caller's
+    [status] = run("file-lock", "status", check=0).records
+    assert status["state"] == "dead"
+    assert run("file-lock", "acquire", "-n", "--as", "B", "docs", check=0).records[0]["holder"] == "B"
+
+
+def test_a_misspelt_subcommand_is_named(repo, run):
+    typo = run("file-lock", "acqure", "crates")
+    assert typo.returncode == 64
+    assert typo.stderr == "file-lock: unknown subcommand 'acqure'; did you mean 'acquire'?\n"
+    (repo / "acqure").mkdir()  # an existing path is a path: flock(1) style run mode
+    run("file-lock", "--as", "A", "acqure", "--", "true", check=0)
+
+
+def test_a_wait_on_a_terminal_says_who_holds_it(repo, run, mesh_home):
+    import os
+    import pty
+    import select
+
+    run("file-lock", "acquire", "--as", "A", "docs", check=0)
+    leader, follower = pty.openpty()
+    waiter = subprocess.Popen(["file-lock", "acquire", "--as", "B", "-w", "30", "docs"],
+                              stdout=subprocess.DEVNULL, stderr=follower)
+    os.close(follower)
+    try:
+        said = b""
+        while b"\n" not in said and select.select([leader], [], [], 10)[0]:
+            said += os.read(leader, 1024)
+        assert said.startswith(b"file-lock: waiting for docs (held by A since ")
+        run("file-lock", "release", "--as", "A", "docs", check=0)
+        assert waiter.wait(timeout=15) == 0
+    finally:
+        waiter.kill()
+        waiter.wait()
+        os.close(leader)
 
 
 def test_relative_paths_from_outside_the_repository_use_the_recorded_one(repo, run, tmp_path):
@@ -230,8 +279,9 @@ def test_hook_denies_without_the_lock_and_allows_with_it(repo, run):
     assert denied.returncode == 2 and "file-lock acquire crates/core" in denied.stderr
     run("file-lock", "acquire", "crates/core", env=env, check=0)
     run("file-lock", "check", "--hook", input=call, env=env, check=0)
-    outside = hook_call("/tmp/scratch.txt", repo)
-    run("file-lock", "check", "--hook", input=outside, env=env, check=0)
+    outside = run("file-lock", "check", "--hook", input=hook_call("/tmp/scratch.txt", repo),
+                  env=env)
+    assert outside.returncode == 2 and "outside the repository" in outside.stderr
 
 
 @pytest.mark.parametrize("stdin,env", [

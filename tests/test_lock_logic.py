@@ -2,6 +2,7 @@
 
 import pytest
 
+from meshtools.core.config import Section
 from meshtools.core.errors import ConfigError
 from meshtools.locks import graph, policy
 from meshtools.locks.scopes import ScopeRules, scope_of
@@ -32,16 +33,16 @@ def test_default_rule_nearest_manifest_else_top_level(path, is_dir, expected):
 
 
 def test_explicit_rules_come_first():
-    rules = ScopeRules.from_config({"locks": {"rule": [
+    rules = ScopeRules.from_config(Section({"locks": {"rule": [
         {"match": "crates/core/src/generated/*", "scope": "generated"},
-        {"match": "*.md", "scope": "docs"}]}})
+        {"match": "*.md", "scope": "docs"}]}}))
     assert scope("crates/core/src/generated/x.rs", rules=rules) == "generated"
     assert scope("crates/core/src/lib.rs", rules=rules) == "crates/core"
     assert scope("crates/core/README.md", rules=rules) == "docs"
 
 
 def test_custom_manifests():
-    rules = ScopeRules.from_config({"locks": {"manifests": ["BUILD"]}})
+    rules = ScopeRules.from_config(Section({"locks": {"manifests": ["BUILD"]}}))
     assert rules.manifests == ("BUILD",)
 
 
@@ -52,7 +53,7 @@ def test_custom_manifests():
 ])
 def test_bad_config_is_a_config_error(config):
     with pytest.raises(ConfigError):
-        ScopeRules.from_config(config)
+        ScopeRules.from_config(Section(config))
 
 
 def test_graph_two_and_three_party_cycles():
@@ -122,3 +123,22 @@ def test_wait_for_edges_union_of_a_sessions_waits():
     assert set(policy.wait_for_edges(table)) == {("C", "X", "A"), ("C", "Y", "B")}
     policy.clear_wait(table, claimant("C", 3).anchor())
     assert policy.wait_for_edges(table) == [("C", "Y", "B")]
+
+
+def test_a_holding_proves_only_a_live_own_unexpired_anchor():
+    mine = {"holder": "A", "since": "t", "pid": 10, "pid_start": 5, "host": "h",
+            "lease_until": None}
+    anchors = {(10, 5, "h")}
+    alive = lambda h: True  # noqa: E731
+
+    def why(holding, claimant="A", anchors=anchors, now=100.0, alive=alive):
+        return policy.unproven(holding, claimant, anchors, now, alive)
+
+    assert why(mine) is None
+    assert why(None) == "nobody holds it"
+    assert "held by A" in why(mine, claimant="B")
+    assert "lease" in why(dict(mine, lease_until=99.0))
+    assert "gone" in why(mine, alive=lambda h: None)  # another host: not proven
+    assert "not yours" in why(mine, anchors={(10, 6, "h")})  # same pid, another process
+    assert "not yours" in why(dict(mine, pid_start=None), anchors={(10, None, "h")})
+

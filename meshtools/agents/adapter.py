@@ -3,7 +3,7 @@ Executor, reading its stream-json live.
 
     claude_argv(role, prompt)        the command line (pure)
     compose_prompt(messages, task)   peers' messages ahead of the task (pure)
-    agent_command(config, environ)   which executable plays `claude` (pure)
+    agent_command(settings, environ) which executable plays `claude` (pure)
     ClaudeExecutor(role, ...)        run(task, workdir, timeout) -> Outcome; interrupt()
     make_executor(name, ...)         shell | claude | a configured [agents.NAME]
 
@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 
-from ..core import events, proc
+from ..core import config, events, proc
 from ..core.errors import ConfigError, Unavailable, UsageError
 from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
 from . import stream
@@ -41,11 +41,11 @@ MISSING = ("{name}: command not found (install Claude Code or set [agent] comman
 
 # --- pure pieces ----------------------------------------------------------------------------
 
-def agent_command(config: dict, environ=os.environ) -> list[str]:
+def agent_command(settings: config.Section, environ=os.environ) -> list[str]:
     """$MESH_AGENT_COMMAND (shell-split), else config.toml `[agent] command`, else claude."""
     if environ.get(COMMAND_ENV, "").strip():
         return shlex.split(environ[COMMAND_ENV])
-    command = (config.get("agent") or {}).get("command")
+    command = settings.section("agent").get("command", (str, list))
     if command is None:
         return list(DEFAULT_COMMAND)
     return _command_list(command, "config.toml: [agent] command")
@@ -152,7 +152,8 @@ class ClaudeExecutor:
         self.role = role
         self.home = home
         self.session = session
-        self.command = list(command or agent_command(home.config if home else {}))
+        self.command = list(command or agent_command(
+            config.of(home) if home else config.Section({})))
         self.startup_timeout = startup_timeout or STARTUP_TIMEOUT
         self.on_phase = on_phase
         self.env = child_env(role.name, session)
@@ -331,41 +332,38 @@ def _pump(child: subprocess.Popen, prompt: str):
 
 # --- choosing an executor ------------------------------------------------------------------
 
-def configured_agents(config: dict) -> dict[str, dict]:
+def configured_agents(settings: config.Section) -> dict[str, dict]:
     """config.toml [agents.NAME] tables, checked: command (list), output text|stream-json."""
-    tables = config.get("agents") or {}
-    if not isinstance(tables, dict):
-        raise ConfigError("config.toml: [agents] must hold [agents.NAME] tables")
+    tables = settings.section("agents")
     checked = {}
-    for name, table in tables.items():
-        where = f"config.toml: [agents.{name}]"
+    for name in tables.keys():
         if name in ("shell", "claude"):
-            raise ConfigError(f"{where}: {name!r} is built in; pick another name")
-        if not isinstance(table, dict):
-            raise ConfigError(f"{where} must be a table")
-        command = _command_list(table.get("command"), f"{where}: command")
-        output = table.get("output", "text")
+            raise tables.error(name, f"{name!r} is built in; pick another name")
+        table = tables.section(name)
+        command = _command_list(table.get("command", (str, list)),
+                                f"config.toml: [agents.{name}]: command")
+        output = table.get("output", str, "text")
         if output not in ("text", "stream-json"):
-            raise ConfigError(f"{where}: output must be \"text\" or \"stream-json\"")
+            raise table.error("output", "must be \"text\" or \"stream-json\"")
         checked[name] = {"command": command, "output": output}
     return checked
 
 
-def known_agents(config: dict) -> list[str]:
-    return ["shell", "claude", *sorted(configured_agents(config))]
+def known_agents(settings: config.Section) -> list[str]:
+    return ["shell", "claude", *sorted(configured_agents(settings))]
 
 
 def make_executor(name: str, *, home, role=None, session: str | None = None,
                   startup_timeout: float | None = None, on_phase=None):
     """The executor `--agent NAME` names; UsageError (64) naming the known ones."""
-    config = home.config if home is not None else {}
+    settings = config.of(home) if home is not None else config.Section({})
     if name == "shell":
         from ..queue.executor import ShellExecutor
 
         return ShellExecutor()
-    agents = configured_agents(config)
+    agents = configured_agents(settings)
     if name != "claude" and name not in agents:
-        raise UsageError(f"unknown agent {name!r} (agents: {', '.join(known_agents(config))})")
+        raise UsageError(f"unknown agent {name!r} (agents: {', '.join(known_agents(settings))})")
     spec = agents.get(name)
     if spec and spec["output"] == "text":
         from .plain import TextExecutor

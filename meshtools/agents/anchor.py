@@ -17,7 +17,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from ..core import events, fs
+from ..core import config, events, fs
 from ..core.errors import BadInput
 from ..queue.tasks import normalise
 from .pick import tail
@@ -111,13 +111,13 @@ class Anchor:
     def __init__(self, home, broker, roles: dict[str, Role], repo_root: str,
                  gate: str | None = None, max_handbacks: int | None = None,
                  respawn: bool = True):
-        config = home.config.get("anchor") or {}
+        settings = config.section(home, "anchor")
         self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
         self.gate = gate
         self.max_handbacks = (max_handbacks if max_handbacks is not None
-                              else int(config.get("max_handbacks", DEFAULT_MAX_HANDBACKS)))
+                              else settings.get("max_handbacks", int, DEFAULT_MAX_HANDBACKS))
         self.respawn = respawn
-        self.stuck_after = float(config.get("stuck_after", DEFAULT_STUCK_AFTER))
+        self.stuck_after = settings.get("stuck_after", float, DEFAULT_STUCK_AFTER)
         self.peer_states: dict[str, str] = {}
         self.blocked: str | None = None  # why landing waits (main checkout dirty), if it does
 

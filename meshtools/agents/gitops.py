@@ -17,6 +17,7 @@ import os
 import subprocess
 
 from ..core import errors, git as gitfiles
+from ..core.config import Section
 
 ENV = {"GIT_TERMINAL_PROMPT": "0", "GIT_EDITOR": "true", "GIT_SEQUENCE_EDITOR": "true",
        "LC_ALL": "C"}
@@ -125,12 +126,13 @@ def main_checkout(path) -> str:
     return root
 
 
-def main_branch(root: str, config: dict | None = None) -> str:
-    """The branch work lands on: [worktrees] main, else `main` if it exists, else the branch
-    the main checkout has checked out. ConfigError (78) when none of these names a branch."""
-    configured = ((config or {}).get("worktrees") or {}).get("main")
+def main_branch(root: str, settings: Section | None = None) -> str:
+    """The branch work lands on: [worktrees] main (settings: config.of(home)), else `main` if
+    it exists, else the branch the main checkout has checked out. ConfigError (78) when none
+    of these names a branch."""
+    configured = settings.section("worktrees").get("main", str) if settings else None
     if configured is not None:
-        if not isinstance(configured, str) or not has_branch(root, configured):
+        if not has_branch(root, configured):
             raise errors.ConfigError(f"config [worktrees] main = {configured!r}: no such branch")
         return configured
     if has_branch(root, "main"):

@@ -22,7 +22,7 @@ import os
 import re
 import subprocess
 
-from ..core import clock, errors, events, fs, git as gitfiles
+from ..core import clock, config, errors, events, fs, git as gitfiles
 from ..core.ids import validate_name, validate_task_id
 from . import gitops
 
@@ -240,7 +240,8 @@ def pick(home, repo_root, commits: list[str], *, role: str | None = None,
     (65) for an unknown commit, ConfigError (78) when the main branch cannot be told.
     """
     root = gitops.main_checkout(repo_root)
-    main = gitops.main_branch(root, home.config)
+    main = gitops.main_branch(root, config.of(home))
+    gate = gate if gate is not None else config.section(home, "pick").get("gate", str)
     shas = [gitops.commit_of(root, c) for c in commits]
     home.ensure()
     with fs.flocked(home.sub("pick.lock")):
@@ -269,11 +270,7 @@ def pick(home, repo_root, commits: list[str], *, role: str | None = None,
         except BaseException:
             _rollback(root, before)  # an unexpected failure (or ^C) leaves main as it was
             raise
-        gate = gate if gate is not None else ((home.config.get("pick") or {}).get("gate"))
         if gate and record["picked"]:
-            if not isinstance(gate, str):
-                _rollback(root, before)
-                raise errors.ConfigError(f"config [pick] gate must be a string, not {gate!r}")
             code, output = run_gate(root, gate, before)
             record.update(gate=gate, gate_exit=code)
             if code != 0:

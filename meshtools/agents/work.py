@@ -10,7 +10,7 @@ conflicts with other roles' work show up at once rather than at landing. A rebas
 conflicts is aborted and the task runs on the branch as it was.
 """
 
-from ..core import events
+from ..core import config, events
 from . import gitops, pick
 
 
@@ -56,7 +56,7 @@ class RecordingExecutor:
         if base is not None and branch is not None:  # on a branch: start from main
             if self._main is None:
                 self._main = gitops.main_branch(gitops.main_checkout(workdir),
-                                                self.home.config)
+                                                config.of(self.home))
             base = sync_with_main(self.home, workdir, self.role, base, self._main)
         outcome = self.inner.run(task, workdir, timeout, on_start)
         head, branch = head_of(workdir)

@@ -32,14 +32,14 @@ import os
 import shlex
 import shutil
 
-from ..core import clock, errors, events, fs, git as gitfiles, proc
+from ..core import clock, config, errors, events, fs, git as gitfiles, proc
 from ..core.ids import validate_name
 from . import gitops, pick
 
 BRANCH_PREFIX = "mesh/"
 SETTINGS = os.path.join(".claude", "settings.local.json")
 EXCLUDE_LINE = ".claude/settings.local.json"
-GATE_MATCHER = "Edit|Write|MultiEdit|NotebookEdit"
+GATE_MATCHER = "Edit|Write|MultiEdit|NotebookEdit|Bash"  # Bash: read-only roles (README)
 GATE_TIMEOUT = 30
 _REFUSALS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -95,7 +95,7 @@ def merge_gate(settings: dict, command: str) -> dict:
 
 
 def _is_gate(entry) -> bool:
-    if not isinstance(entry, dict) or entry.get("matcher") != GATE_MATCHER:
+    if not isinstance(entry, dict):  # any matcher: an older gate's is replaced too
         return False
     return any(isinstance(h, dict) and str(h.get("command", "")).endswith("check --hook")
                and "file-lock" in str(h.get("command", "")) for h in entry.get("hooks") or [])
@@ -149,17 +149,8 @@ def install_gate(worktree_path) -> str:
 
 # -- the repository ------------------------------------------------------------------------
 
-def _config(home) -> dict:
-    section = home.config.get("worktrees") or {}
-    if not isinstance(section, dict):
-        raise errors.ConfigError("config [worktrees] must be a table")
-    return section
-
-
 def root_dir(home, main_root: str, explicit: str | None = None) -> str:
-    configured = explicit or _config(home).get("root")
-    if configured is not None and not isinstance(configured, str):
-        raise errors.ConfigError(f"config [worktrees] root = {configured!r}: not a path")
+    configured = explicit or config.section(home, "worktrees").get("root", str)
     if configured:
         return os.path.abspath(os.path.expanduser(configured))
     return os.path.dirname(os.path.abspath(main_root))
@@ -184,7 +175,7 @@ def ensure(home, repo, role: str, root: str | None = None) -> dict:
     """Create (or find) the role's worktree; install the lock gate. Idempotent."""
     branch = branch_for(role)
     main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, home.config)
+    main = gitops.main_branch(main_root, config.of(home))
     path = path_for(root_dir(home, main_root, root), main_root, role)
     home.ensure()
     with fs.flocked(home.sub("worktree.lock")):
@@ -276,7 +267,7 @@ def describe(main_root: str, main: str, wt: dict, trailers: set[str] | None = No
 
 def list_worktrees(home, repo) -> list[dict]:
     main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, home.config)
+    main = gitops.main_branch(main_root, config.of(home))
     trailers = pick.trailers_on(main_root, main)  # one walk of main's history for them all
     return [describe(main_root, main, wt, trailers) for wt in mesh_worktrees(main_root)]
 
@@ -297,7 +288,7 @@ def remove(home, repo, role: str, force: bool = False) -> dict:
     fully picked (or forced), so no work is ever dropped silently."""
     branch = branch_for(role)
     main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, home.config)
+    main = gitops.main_branch(main_root, config.of(home))
     home.ensure()
     with fs.flocked(home.sub("worktree.lock")):
         wt = next((w for w in mesh_worktrees(main_root) if w["branch"] == branch), None)

@@ -17,7 +17,7 @@ import sys
 import click
 
 from .. import cli
-from ..core import clock, errors, jsonl
+from ..core import clock, config, errors, jsonl
 
 
 @cli.command("mesh-agent")
@@ -44,7 +44,7 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
         prompt = "".join(cli.stdin_lines())
     prompt = prompt if prompt and prompt.strip() else role.prompt
     session = mesh.session(required=False)
-    known = adapter.known_agents(mesh.home.config)
+    known = adapter.known_agents(config.of(mesh.home))
     if agent == "shell" or agent not in known:
         raise click.UsageError(f"unknown agent {agent!r} (agents: "
                                f"{', '.join(a for a in known if a != 'shell')})")
@@ -54,7 +54,7 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
     executor.check()
     base = {"role": role.name, "session": session, "agent": agent}
     broker = _broker(mesh)
-    cap = pausing.daily_cap(mesh.home.config)
+    cap = pausing.daily_cap(config.of(mesh.home))
     held = _redis_or_none(lambda: broker.pause_in_force(cap, "mesh-agent"), broker)
     if held:
         jsonl.write({"ts": clock.iso(), "kind": "result", **base, "status": "paused",

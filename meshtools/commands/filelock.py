@@ -15,8 +15,8 @@ import click
 
 from .. import cli
 from ..core import clock, errors, jsonl, proc
-from ..locks import graph, policy
-from ..locks.service import LockService, is_dead
+from ..locks import gate, graph, policy
+from ..locks.service import LockService, describe, is_dead
 
 WAIT_HELP = "Wait at most SECONDS (exit 75 when still busy)."
 
@@ -26,8 +26,20 @@ class FileLockGroup(cli.Group):
 
     def parse_args(self, ctx, args):
         if args and args[0] not in self.commands and args[0] not in ("-h", "--help"):
+            _refuse_typo(args[0], [n for n, c in self.commands.items() if not c.hidden])
             args = ["run", *args]
         return super().parse_args(ctx, args)
+
+
+def _refuse_typo(word: str, names: list[str]) -> None:
+    """`file-lock acqure x` is a misspelt subcommand, not `run` on a path named acqure."""
+    import difflib
+
+    if word.startswith("-") or os.path.lexists(word):
+        return
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.75)
+    if close:
+        raise errors.UsageError(f"unknown subcommand {word!r}; did you mean {close[0]!r}?")
 
 
 class RunCommand(cli.Command):
@@ -41,12 +53,20 @@ class RunCommand(cli.Command):
 
 
 def wait_options(f):
-    f = click.option("--lease", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+    f = click.option("--lease", type=cli.Seconds(positive=True), metavar="SECONDS",
                      help="Expire the lock after SECONDS unless renewed by acquiring again.")(f)
-    f = click.option("-w", "--wait", "timeout", type=click.FloatRange(min=0),
+    f = click.option("-w", "--wait", "timeout", type=cli.SECONDS,
                      metavar="SECONDS", help=WAIT_HELP)(f)
     f = click.option("-n", "--nonblock", is_flag=True, help="Fail at once (exit 75) if busy.")(f)
     return f
+
+
+def _say_waiting():
+    """On a terminal, a wait is not silent: who holds what, and since when (said once)."""
+    if not sys.stderr.isatty():
+        return None
+    return lambda blocking: click.echo(f"file-lock: waiting for {describe(blocking)}",
+                                       err=True)
 
 
 def _timeout(nonblock: bool, timeout: float | None) -> float | None:
@@ -82,15 +102,17 @@ def _record(holding: dict, **extra) -> dict:
               help="Tie the lock to this process instead of the session's (or the parent's).")
 @cli.mesh_options(identity=True)
 def acquire(paths, nonblock, timeout, lease, anchor, mesh):
-    """Lock the scopes of PATHs for the calling session: all of them or none."""
+    """Lock the scopes of PATHs for the calling session (without one: for the calling
+    shell, as flock(1) does): all of them or none."""
     timeout = _timeout(nonblock, timeout)
     service = LockService(mesh.home)
     targets = service.resolve(list(paths))
     if anchor is not None and proc.is_alive(anchor) is not True:
         raise errors.BadInput(f"--pid {anchor}: no such process")
-    claimant = service.claimant(mesh.session(), anchor)
+    claimant = service.claimant(mesh.session(required=False), anchor)
     cli.exit_on_sigterm()  # a waiter always takes its wait record with it
-    granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout, lease=lease)
+    granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout,
+                              lease=lease, on_wait=_say_waiting())
     for holding in granted:
         mesh.emit(_record(holding, event="granted"),
                   f"locked {holding['scope']} (generation {holding['generation']})")
@@ -107,7 +129,8 @@ def release(paths, everything, force, mesh):
         raise click.UsageError("name PATHs or give --all (not both)")
     service = LockService(mesh.home)
     scopes = None if everything else [t.scope for t in service.resolve(list(paths))]
-    for holding in service.release(mesh.session(), scopes, force=force):
+    me = service.claimant(mesh.session(required=False)).id  # the session, else the shell
+    for holding in service.release(me, scopes, force=force):
         mesh.emit(_record(holding, event="released"), f"released {holding['scope']}")
 
 
@@ -121,70 +144,75 @@ def release(paths, everything, force, mesh):
 @click.option("-q", "--quiet", is_flag=True, help="Exit status only.")
 @cli.mesh_options(identity=True)
 def check(paths, generation, hook, quiet, mesh):
-    """Exit 0 if the calling session holds the scope of every PATH, 1 if not."""
+    """Exit 0 if the caller provably holds the scope of every PATH, 1 if not: held under
+    its id, by its live process (the session's, else the calling shell), lease unexpired."""
     if hook:
         sys.exit(_hook(mesh))
     if not paths:
         raise click.UsageError("name at least one PATH")
     service = LockService(mesh.home)
-    me = mesh.session()
-    missing = []
-    for target in service.resolve(list(paths)):
-        holding = service.holding(target.scope)
-        mine = (holding is not None and holding["holder"] == me
-                and (generation is None or holding["generation"] == generation))
-        if not mine:
-            missing.append((target, holding))
+    me = mesh.session(required=False)
+    targets = service.resolve(list(paths))
+    missing = service.unproven(me, [t.scope for t in targets], generation)
     if missing and not quiet:
-        for target, holding in missing:
-            click.echo(f"file-lock: {_not_yours(target.path, target.scope, holding, me)}", err=True)
+        for target in targets:
+            if target.scope in missing:
+                why = missing[target.scope]
+                click.echo(f"file-lock: {_not_yours(target.path, target.scope, why, me)}",
+                           err=True)
     sys.exit(errors.NEGATIVE if missing else errors.OK)
 
 
-def _not_yours(path: str, scope: str, holding: dict | None, me: str | None) -> str:
-    if holding is None:
-        held = "nobody holds it"
-    elif holding["holder"] == me:
-        held = f"you hold generation {holding['generation']}, not the one given"
-    else:
-        held = f"held by {holding['holder']} since {holding['since']}"
-    return (f"{path} is in scope {scope}, which {me or 'this session'} does not hold "
-            f"({held}); take it with: file-lock acquire {scope}")
+def _not_yours(path: str, scope: str, why: str, me: str | None) -> str:
+    return (f"{path} is in scope {scope}, which {me or 'this shell'} does not hold "
+            f"({why}); take it with: file-lock acquire {scope}")
 
 
 def _hook(mesh) -> int:
-    """Claude Code gate. Anything but a clear yes is a deny (exit 2): never fail open."""
+    """Claude Code gate. Anything but a proven yes is a deny (exit 2): never fail open."""
     try:
-        call = jsonl.parse_line(sys.stdin.read(), 1, "hook input") or {}
-        tool_input = call.get("tool_input") or {}
-        path = tool_input.get("file_path") or tool_input.get("notebook_path")
-        if not path:
-            return 0  # a tool call without a file touches no scope
-        me = mesh.session(required=False)
-        if me is None:
-            raise errors.UsageError("no session: $MESH_SESSION is not set for this agent")
-        service = LockService(mesh.home)
-        try:
-            target = service.resolve([path], cwd=call.get("cwd") or None)[0]
-        except errors.BadInput as e:
-            if "outside the repository" in str(e):
-                return 0  # not a shared file of this mesh
-            raise
-        reason = _outside_role(mesh, me, target.path)
-        if reason is None:
-            holding = service.holding(target.scope)
-            if holding is not None and holding["holder"] == me:
-                return 0
-            reason = _not_yours(target.path, target.scope, holding, me)
+        reason = _gate(mesh, gate.parse_call(sys.stdin.read()))
+    except errors.MeshError as e:  # bad input, a path outside the repository, bad config
+        reason = f"{e}; denied"
     except BaseException as e:  # noqa: BLE001 - the gate must turn every failure into a deny
         reason = f"lock gate error ({type(e).__name__}: {e}); denying to be safe"
+    if reason is None:
+        return 0
     click.echo(f"file-lock: {reason}", err=True)
     return 2
 
 
-def _outside_role(mesh, me: str, path: str) -> str | None:
-    """The role boundary: why the session's role may not write path, or None if it may
-    (or the session's role is not one of the mesh's roles)."""
+def _gate(mesh, call: gate.Call) -> str | None:
+    """Why the call is denied, or None when every path it writes is proven the session's:
+    inside the repository and the role's write boundary (symlinks resolved), and its scope
+    held by the session's live process. A read-only role's Bash is checked for writes."""
+    me = mesh.session(required=False)
+    if me is None:
+        return "no session: $MESH_SESSION is not set for this agent"
+    role = _role(mesh, me)
+    if call.tool == "Bash":
+        if role is None or not role.read_only:
+            return None
+        why = gate.bash_writes(call.input.get("command"))
+        return why and f"role {role.name} is read-only, and this command writes: {why}"
+    paths = gate.write_paths(call)
+    if not paths:
+        return None
+    service = LockService(mesh.home)
+    targets = service.resolve(paths, cwd=call.cwd)  # BadInput outside the repository
+    for target in targets:
+        reason = _outside_role(role, target.path)
+        if reason is not None:
+            return reason
+    missing = service.unproven(me, [t.scope for t in targets])
+    for target in targets:
+        if target.scope in missing:
+            return _not_yours(target.path, target.scope, missing[target.scope], me)
+    return None
+
+
+def _role(mesh, me: str):
+    """The session's role (None when it is unregistered or its role is not a mesh role)."""
     from ..coord import registry
 
     record = registry.get(mesh.home, me)
@@ -192,7 +220,14 @@ def _outside_role(mesh, me: str, path: str) -> str | None:
         return None
     from ..agents import roles
 
-    role = roles.load(mesh.home).get(record["role"])
+    return roles.load(mesh.home).get(record["role"])
+
+
+def _outside_role(role, path: str) -> str | None:
+    """The role boundary: why the role may not write path, or None if it may (or the
+    session has no mesh role)."""
+    from ..agents import roles
+
     if role is None or roles.may_write(role, path):
         return None
     allowed = ", ".join(role.writes) if role.writes else "nothing: it is read-only"
@@ -262,7 +297,7 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     cli.exit_on_sigterm()
     scopes = [t.scope for t in targets]
     already = {s for s in scopes if (service.holding(s) or {}).get("holder") == claimant.id}
-    service.acquire(claimant, scopes, timeout=timeout, lease=lease)
+    service.acquire(claimant, scopes, timeout=timeout, lease=lease, on_wait=_say_waiting())
     try:
         code = _run_child(argv)
     finally:

@@ -13,7 +13,7 @@ import click
 
 from .. import cli
 from ..agents import gitops, pick, worktree
-from ..core import errors
+from ..core import config, errors
 
 
 @cli.command("mesh-pick",
@@ -45,7 +45,7 @@ def mesh_pick(task_id, role, span, task, gate, no_gate, mesh):
     root = gitops.main_checkout(repo)
     if role is not None:
         branch = worktree.branch_for(role)
-        commits = pick.role_commits(root, gitops.main_branch(root, mesh.home.config), branch)
+        commits = pick.role_commits(root, gitops.main_branch(root, config.of(mesh.home)), branch)
     elif span is not None:
         commits = pick.range_commits(root, *pick.parse_range(span))
     else:

@@ -15,7 +15,7 @@ import time
 import click
 
 from .. import cli
-from ..core import clock, errors, jsonl
+from ..core import clock, config, errors, jsonl
 
 RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
 
@@ -98,7 +98,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     session = mesh.session(required=False)
     consumer = consumer or session or f"{proc.hostname()}-{os.getpid()}"
     validate_name(consumer, "consumer name")
-    known = adapter.known_agents(mesh.home.config)
+    known = adapter.known_agents(config.of(mesh.home))
     if agent not in known:  # before the role: the flag that is wrong is the one to name
         raise click.UsageError(f"unknown agent {agent!r} (agents: {', '.join(known)})")
     from ..agents import roles
@@ -124,7 +124,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                     burst=burst, default_timeout=default_timeout,
                     block_ms=200 if burst else 2000,  # burst: a short last look, then exit
                     on_result=lambda r: mesh.emit(r, _result_line(r)),
-                    daily_budget_usd=daily_cap(mesh.home.config))
+                    daily_budget_usd=daily_cap(config.of(mesh.home)))
     sys.exit(worker.run())
 
 

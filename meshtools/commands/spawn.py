@@ -18,7 +18,7 @@ import time
 import click
 
 from .. import cli
-from ..core import clock, errors, events, fs, proc
+from ..core import clock, config, errors, events, fs, proc
 
 READY_TIMEOUT = 30.0
 RERUN_DELAY = 30.0  # a persistent agent's pause between runs of its standing prompt
@@ -33,14 +33,15 @@ def child_argv(role, workdir: str, queue: bool, agent: str) -> list[str]:
     return [proc.meshtools_command("mesh-agent"), role.name, "--workdir", workdir]
 
 
-def supervisor_argv(role, session: str | None, child: list[str], config: dict,
+def supervisor_argv(role, session: str | None, child: list[str], settings,
                     persistent: bool) -> list[str]:
     """mesh-supervise with the mesh's [supervisor] settings (base, cap, min_uptime,
-    max_failures, grace, rerun_delay) from config.toml. A persistent agent re-runs its
+    max_failures, grace, rerun_delay) from config.toml (settings: config.of(home)); a
+    value mesh-supervise refuses names its option. A persistent agent re-runs its
     standing prompt after each clean exit; a queue worker only exits to stop or crash, and
     on a stop it finishes its task first, so its grace is the role's task timeout (a second
     SIGTERM hands the task back at once)."""
-    settings = dict(config.get("supervisor") or {})
+    settings = dict(settings.section("supervisor").items())
     if persistent:
         settings.setdefault("rerun_delay", RERUN_DELAY)
     else:
@@ -86,7 +87,7 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     _check_agent(mesh.home, role_def, agent if queue else "claude")
     tree = worktree.ensure(mesh.home, mesh.home.repository().root, role_def.name, root)
     argv = supervisor_argv(role_def, session_id,
-                           child_argv(role_def, tree["path"], queue, agent), mesh.home.config,
+                           child_argv(role_def, tree["path"], queue, agent), config.of(mesh.home),
                            persistent=not queue)
     env = dict(os.environ, MESH_HOME=mesh.home.path)
     env.pop("MESH_SESSION", None)  # the supervisor sets the spawned session's own

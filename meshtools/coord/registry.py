@@ -15,7 +15,7 @@ import os
 import sys
 import time
 
-from ..core import clock, fs, git, proc
+from ..core import clock, config, fs, git, proc
 from ..core.errors import BadInput, Busy
 from ..core.home import MeshHome
 from ..core.ids import validate_name
@@ -26,9 +26,10 @@ RECORD = "session.json"
 
 def thresholds(home: MeshHome) -> tuple[float, float]:
     """(stale_after, dead_after): env MESH_STALE_AFTER/MESH_DEAD_AFTER, then config.toml."""
-    coord = home.config.get("coord", {})
-    stale = float(os.environ.get("MESH_STALE_AFTER") or coord.get("stale_after", STALE_AFTER))
-    dead = float(os.environ.get("MESH_DEAD_AFTER") or coord.get("dead_after", DEAD_AFTER))
+    coord = config.section(home, "coord")
+    stale = float(os.environ.get("MESH_STALE_AFTER")
+                  or coord.get("stale_after", float, STALE_AFTER))
+    dead = float(os.environ.get("MESH_DEAD_AFTER") or coord.get("dead_after", float, DEAD_AFTER))
     return stale, dead
 
 

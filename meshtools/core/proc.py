@@ -59,6 +59,33 @@ def is_alive(pid: int, started: int | None = None, host: str | None = None) -> b
     return started is None or actual == started
 
 
+def ancestors() -> list[tuple[int, int | None]]:
+    """(pid, start time) of this process and each of its ancestors, nearest first: the
+    processes whose lives this one is part of (a lock anchored at any of them is held on
+    behalf of this process)."""
+    if not os.path.isdir("/proc/self"):
+        return _psutil_ancestors()
+    found, pid = [], os.getpid()
+    while pid > 0:
+        try:
+            _, parent, _, started = _stat(pid)
+        except (OSError, ValueError, IndexError):
+            break
+        found.append((pid, started))
+        pid = parent
+    return found
+
+
+def _psutil_ancestors() -> list[tuple[int, int | None]]:
+    import psutil  # only where /proc is missing (macOS, BSD)
+
+    try:
+        chain = [psutil.Process(), *psutil.Process().parents()]
+    except psutil.Error:
+        return [(os.getpid(), _psutil_start_time(os.getpid()))]
+    return [(p.pid, _psutil_start_time(p.pid)) for p in chain]
+
+
 def identity(pid: int | None = None) -> dict:
     """What a record needs to recognise this process later: pid, its start time, host."""
     pid = os.getpid() if pid is None else pid

@@ -31,6 +31,31 @@ def lease_expired(holding: dict, now: float) -> bool:
     return holding.get("lease_until") is not None and holding["lease_until"] <= now
 
 
+def anchor_key(anchor: dict) -> tuple:
+    """What names one process: pid, start time, host (comparable with Claimant.anchor())."""
+    return anchor.get("pid"), anchor.get("pid_start"), anchor.get("host")
+
+
+def unproven(holding: dict | None, claimant_id: str, anchors: set[tuple], now: float,
+             alive: Callable[[dict], bool | None]) -> str | None:
+    """Why holding does not prove that the caller holds its scope, or None when it does.
+    Proof is: held under the caller's id, lease not run out, anchored at one of the
+    caller's own processes (anchors: anchor_key()s), and that process provably alive. The
+    id alone is not enough: a new process that took over a dead session's id holds nothing."""
+    if holding is None:
+        return "nobody holds it"
+    if holding["holder"] != claimant_id:
+        return f"held by {holding['holder']} since {holding['since']}"
+    if lease_expired(holding, now):
+        return "your lease on it ran out"
+    if alive(holding) is not True:
+        return f"the process that held it for you (pid {holding['pid']}) is gone"
+    if holding.get("pid_start") is None or anchor_key(holding) not in anchors:
+        return (f"it is held under your id by process {holding['pid']}, which is not yours "
+                "(not your session's process nor one of your ancestors)")
+    return None
+
+
 def reap(table: dict, now: float, is_dead: Callable[[dict], bool]) -> list[dict]:
     """Drop holdings whose anchor died or whose lease ran out, and waits of dead waiters.
     Returns the reclaimed holdings (each with its 'reason')."""

@@ -16,7 +16,8 @@ import os
 from typing import Callable, NamedTuple
 
 from ..core import git
-from ..core.errors import BadInput, ConfigError
+from ..core.config import Section
+from ..core.errors import BadInput
 from ..core.ids import ROOT_SCOPE, validate_scope
 
 DEFAULT_MANIFESTS = ("Cargo.toml", "pyproject.toml", "package.json", "go.mod")
@@ -27,19 +28,18 @@ class ScopeRules(NamedTuple):
     rules: tuple[tuple[str, str], ...] = ()  # (pattern, scope), first match wins
 
     @classmethod
-    def from_config(cls, config: dict) -> "ScopeRules":
-        locks = config.get("locks", {})
-        manifests = locks.get("manifests", DEFAULT_MANIFESTS)
-        if not isinstance(manifests, (list, tuple)) or not all(isinstance(m, str) for m in manifests):
-            raise ConfigError("config.toml: [locks] manifests must be a list of file names")
+    def from_config(cls, settings: Section) -> "ScopeRules":
+        """The [locks] table of config.toml (settings: config.of(home))."""
+        locks = settings.section("locks")
+        manifests = locks.get("manifests", list, DEFAULT_MANIFESTS, of=str)
         rules = []
-        for n, rule in enumerate(locks.get("rule", []), 1):
+        for n, rule in enumerate(locks.get("rule", list, []), 1):
             if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
-                raise ConfigError(f"config.toml: [[locks.rule]] #{n} needs a string 'match'")
+                raise locks.error("rule", f"#{n} needs a string 'match'")
             try:
                 rules.append((rule["match"], validate_scope(rule.get("scope", ""))))
             except BadInput as e:
-                raise ConfigError(f"config.toml: [[locks.rule]] #{n}: {e}")
+                raise locks.error("rule", f"#{n}: {e}")
         return cls(tuple(manifests), tuple(rules))
 
 

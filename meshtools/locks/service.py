@@ -8,8 +8,9 @@ closes any cycle, so exactly one is refused. Its caller should release and retry
 
 import os
 import time
+from typing import Callable
 
-from ..core import clock, events, proc
+from ..core import clock, config, events, proc
 from ..core.errors import Busy, Refused
 from ..core.home import MeshHome
 from . import graph, policy, scopes as scope_rules
@@ -28,15 +29,24 @@ class Deadlock(Busy):
 class Timeout(Busy):
     def __init__(self, blocking: dict[str, dict], waited: float | None):
         self.blocking = blocking
-        held = ", ".join(f"{s} (held by {h['holder']} since {h['since']})"
-                         for s, h in sorted(blocking.items()))
+        held = describe(blocking)
         what = "busy" if not waited else f"still busy after {waited:g}s"
         super().__init__(f"{what}: {held}")
 
 
+def describe(blocking: dict[str, dict]) -> str:
+    """'docs (held by A since <iso>), web (...)': who stands in the way, and since when."""
+    return ", ".join(f"{s} (held by {h['holder']} since {h['since']})"
+                     for s, h in sorted(blocking.items()))
+
+
+def _alive(anchor: dict) -> bool | None:
+    return proc.is_alive(anchor["pid"], anchor.get("pid_start"), anchor.get("host"))
+
+
 def is_dead(anchor: dict) -> bool:
     """Only a process known to be gone is dead; one on another host is not ours to judge."""
-    return proc.is_alive(anchor["pid"], anchor.get("pid_start"), anchor.get("host")) is False
+    return _alive(anchor) is False
 
 
 class LockService:
@@ -59,11 +69,41 @@ class LockService:
         return policy.Claimant(session_id or f"pid-{pid}", pid, proc.start_time(pid),
                                proc.hostname())
 
+    def anchors(self, session_id: str | None) -> set[tuple]:
+        """The processes that count as the caller (policy.anchor_key()s): this process and
+        its ancestors (the shell, the agent, a `file-lock PATH -- CMD` around it), and the
+        registered session's own process on this host."""
+        host = proc.hostname()
+        found = {(pid, started, host) for pid, started in proc.ancestors()}
+        if session_id is not None:
+            record = _registered(self.home, session_id)
+            if record and record.get("host") == host and record.get("pid"):
+                found.add((record["pid"], record.get("pid_start"), host))
+        return found
+
+    def unproven(self, session_id: str | None, scopes: list[str],
+                 generation: int | None = None) -> dict[str, str]:
+        """scope -> why, for each scope the caller cannot be shown to hold (empty:
+        it holds them all). The caller is session_id, else the calling shell (claimant())."""
+        claimant_id = self.claimant(session_id).id
+        anchors, now, locks = self.anchors(session_id), time.time(), self.snapshot()["locks"]
+        missing = {}
+        for scope in scopes:
+            holding = locks.get(scope)
+            why = policy.unproven(holding, claimant_id, anchors, now, _alive)
+            if why is None and generation is not None and holding["generation"] != generation:
+                why = f"you hold generation {holding['generation']}, not the one given"
+            if why is not None:
+                missing[scope] = why
+        return missing
+
     # --- scopes --------------------------------------------------------------------------
 
     def resolve(self, args: list[str], cwd: str | None = None) -> list[scope_rules.Resolved]:
-        repository = self.home.repository(cwd)
-        rules = scope_rules.ScopeRules.from_config(self.home.config)
+        """Scopes of PATHs; cwd (default: this process's) only anchors relative PATHs: the
+        repository is this process's, so a tool call cannot name another one by its cwd."""
+        repository = self.home.repository()
+        rules = scope_rules.ScopeRules.from_config(config.of(self.home))
         return [scope_rules.resolve(a, repository, rules, cwd) for a in args]
 
     # --- acquire / release ---------------------------------------------------------------
@@ -103,9 +143,11 @@ class LockService:
         return granted, blocking
 
     def acquire(self, claimant: policy.Claimant, scopes: list[str], *,
-                timeout: float | None = None, lease: float | None = None) -> list[dict]:
+                timeout: float | None = None, lease: float | None = None,
+                on_wait: Callable[[dict[str, dict]], None] | None = None) -> list[dict]:
         """Wait for all scopes (timeout None: forever; 0: don't wait). Raises Timeout when
-        time runs out and Deadlock when this wait would close a cycle."""
+        time runs out and Deadlock when this wait would close a cycle. on_wait(blocking) is
+        called once, when the wait begins."""
         scopes = sorted(set(scopes))
         deadline = None if timeout is None else time.monotonic() + timeout
         pause = POLL_MIN
@@ -118,6 +160,9 @@ class LockService:
                     return granted
                 if last_try:
                     raise Timeout(blocking, timeout)
+                if on_wait is not None:
+                    on_wait(blocking)
+                    on_wait = None
                 left = None if deadline is None else deadline - time.monotonic()
                 time.sleep(pause if left is None else max(0.0, min(pause, left)))
                 pause = min(POLL_MAX, pause * 1.5) * _jitter()

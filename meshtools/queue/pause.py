@@ -62,13 +62,10 @@ def record(until: float, reason: str, by: str | None, now: float, **extra) -> di
             "by": by, "since": clock.iso(now), **extra}
 
 
-def daily_cap(config: dict) -> float | None:
-    """config.toml `[budget] daily_usd`, or None (no cap)."""
-    value = (config.get("budget") or {}).get("daily_usd")
-    if value is None or isinstance(value, bool):
-        return None
-    if not isinstance(value, (int, float)) or value <= 0:
-        from ..core.errors import ConfigError
-
-        raise ConfigError("config.toml: [budget] daily_usd must be a number > 0")
-    return float(value)
+def daily_cap(settings) -> float | None:
+    """config.toml `[budget] daily_usd` (settings: config.of(home)), or None (no cap)."""
+    budget = settings.section("budget")
+    value = budget.get("daily_usd", float)
+    if value is not None and value <= 0:
+        raise budget.error("daily_usd", f"must be a number > 0, not {value!r}")
+    return value

@@ -1,0 +1,46 @@
+"""config.toml: a value of the wrong type is a configuration error (78) naming file:line:key."""
+
+import pytest
+
+from meshtools.core import config
+from meshtools.core.errors import ConfigError
+
+
+@pytest.mark.parametrize("text,argv,where", [
+    ('# mesh\n[coord]\nstale_after = "abc"\n', ["coord-peers"],
+     "config.toml:3: [coord] stale_after: expected a number, got 'abc'"),
+    ("[coord]\ndead_after = nan\n", ["coord-peers"], "config.toml:2: [coord] dead_after"),
+    ("locks = 5\n", ["file-lock", "acquire", "--as", "A", "docs"],
+     "config.toml:1: locks: expected a table, got 5"),
+    ('[locks]\nmanifests = ["a", 1]\n', ["file-lock", "check", "--as", "A", "docs"],
+     "config.toml:2: [locks] manifests: expected a list of strings"),
+    ("budget = 1\n", ["queue-drain", "--agent", "shell", "--burst"],
+     "config.toml:1: budget: expected a table, got 1"),
+    ('[anchor]\nmax_handbacks = "x"\n', ["mesh-anchor", "--once"],
+     "config.toml:2: [anchor] max_handbacks: expected an integer, got 'x'"),
+    ("[agents.x]\noutput = \"text\"\ncommand = 5\n", ["queue-drain", "--agent", "x", "--burst"],
+     "config.toml:3: [agents.x] command: expected a string or a list, got 5"),
+    ("[worktrees]\nroot = 7\n", ["mesh-worktree", "ensure", "builder"],
+     "config.toml:2: [worktrees] root: expected a string, got 7"),
+])
+def test_a_wrong_type_exits_78_naming_the_key(repo, run, mesh_home, anchor_process, text,
+                                              argv, where):
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid",
+        str(anchor_process().pid), check=0)
+    (mesh_home / "config.toml").write_text(text)
+    result = run(*argv)
+    assert result.returncode == 78, (result.returncode, result.stderr)
+    assert f"{mesh_home}/{where}" in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_section_reads_typed_values(mesh_home):
+    settings = config.Section({"coord": {"stale_after": 5, "name": "x"}, "flag": True})
+    coord = settings.section("coord")
+    assert coord.get("stale_after", float) == 5.0 and coord.get("missing", float, 1.5) == 1.5
+    assert settings.section("absent").get("x", str, "d") == "d"
+    with pytest.raises(ConfigError, match=r"\[coord\] name: expected a number, got 'x'"):
+        coord.get("name", float)
+    with pytest.raises(ConfigError, match="flag: expected a table, got True"):
+        settings.section("flag")
+    with pytest.raises(ConfigError, match="expected an integer, got True"):
+        config.Section({"n": True}).get("n", int)
