@@ -6,17 +6,28 @@ from ..core import events
 
 
 def join(home, role: str, session_id: str | None, pid: int, phase: str | None = None) -> dict:
-    """Register; Busy (75) for a live duplicate id or a role at its limit. Returns the record."""
-    from .roles import session_limit
+    """Register as a role the mesh defines (BadInput, 65, otherwise); Busy (75) for a live
+    duplicate id or a role at its limit. Returns the record. Taking over a dead session's
+    id frees its locks: they were the dead process's, never the newcomer's."""
+    from . import roles
 
-    record, previous = registry.register(home, role, session_id, pid, phase,
-                                         limit=session_limit(home, role))
+    limit = roles.get(home, role).concurrency
+    record, previous = registry.register(home, role, session_id, pid, phase, limit=limit)
     if previous:
         events.emit(home, "session.takeover", id=record["id"], role=record["role"],
                     previous_pid=previous.get("pid"), pid=record["pid"])
+        _free_locks(home, previous)
     events.emit(home, "session.registered", id=record["id"], role=record["role"],
                 pid=record["pid"])
     return record
+
+
+def _free_locks(home, previous: dict) -> None:
+    """Release every lock the dead session held (lock.released, with the reason)."""
+    from ..locks.service import LockService
+
+    LockService(home).release(previous["id"], None, reason=f"session {previous['id']} "
+                              f"(pid {previous.get('pid')}) was dead and taken over")
 
 
 def beat(home, session_id: str, phase: str | None = None) -> dict:
