@@ -249,7 +249,8 @@ def test_a_fatal_peer_is_respawned_after_a_cooldown_then_given_up(run, repo, mes
     wait_until(lambda: peer()["phase_age"] >= 5, timeout=30)
     later = run("mesh-anchor", "--once", check=0).records
     [respawned] = [r for r in later if r.get("event") == "anchor.respawned"]
-    assert respawned["session"] == "research-1" and (respawned["attempt"], respawned["of"]) == (1, 1)
+    assert respawned["session"] == "research-1"
+    assert (respawned["attempt"], respawned["of"]) == (1, 1)
     wait_until(lambda: peer()["pid"] != first["pid"] and peer()["phase"] == "FATAL", timeout=60)
     run("mesh-anchor", "--once", check=0)
     [given_up] = events_named(mesh_home, "anchor.fatal_given_up")
