@@ -38,9 +38,11 @@ def _human(record: dict) -> str:
                    "does: eval \"$(coord-register --role builder --shell)\".")
 @cli.mesh_options(identity=True)
 def register(role, session_id, pid, phase, shell, mesh):
-    """Register a session of a role the mesh defines (mesh-roles; another is refused, 65);
-    a live duplicate id is refused (75), a dead one taken over (its locks are released),
-    and a role at its concurrency (roles.toml; one anchor per mesh) is refused (75)."""
+    """Register a session of one of the mesh's roles (mesh-roles).
+
+    Another role is refused (65); a live duplicate id is refused (75), a dead one taken
+    over (its locks are released), and a role at its concurrency (roles.toml; one anchor
+    per mesh) is refused (75)."""
     from ..agents.sessions import join
 
     if session_id is None:
