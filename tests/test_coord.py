@@ -157,6 +157,18 @@ def test_a_dead_sessions_locks_are_released_when_its_id_is_reused(run, anchor_pr
     assert run("file-lock", "status", check=0).records == []
 
 
+def test_pruning_a_dead_session_releases_its_locks(run, anchor_process, repo, mesh_home):
+    dead = anchor_process()
+    register(run, dead, "builder", "--id", "b1")
+    run("file-lock", "acquire", "--as", "b1", "docs", check=0)
+    dead.kill()
+    dead.wait()
+    run("coord-peers", "--prune", check=0)
+    assert lock_table(mesh_home)["locks"] == {}  # a later b1 finds nothing of the dead one's
+    [released] = [e for e in events(mesh_home) if e["event"] == "lock.released"]
+    assert "was dead and pruned" in released["reason"]
+
+
 def test_heartbeat_phase_and_unregister(run, anchor_process, mesh_home):
     register(run, anchor_process(), "builder", "--id", "b1")
     beat = run("coord-heartbeat", "--as", "b1", "--phase", "tool Edit", check=0).records[0]

@@ -16,18 +16,19 @@ def join(home, role: str, session_id: str | None, pid: int, phase: str | None = 
     if previous:
         events.emit(home, "session.takeover", id=record["id"], role=record["role"],
                     previous_pid=previous.get("pid"), pid=record["pid"])
-        _free_locks(home, previous)
+        release_locks(home, previous, "was dead and taken over")
     events.emit(home, "session.registered", id=record["id"], role=record["role"],
                 pid=record["pid"])
     return record
 
 
-def _free_locks(home, previous: dict) -> None:
-    """Release every lock the dead session held (lock.released, with the reason)."""
+def release_locks(home, record: dict, why: str) -> None:
+    """Release every lock a dead session held (lock.released, with the reason), so that
+    whoever gets its id next never inherits them."""
     from ..locks.service import LockService
 
-    LockService(home).release(previous["id"], None, reason=f"session {previous['id']} "
-                              f"(pid {previous.get('pid')}) was dead and taken over")
+    LockService(home).release(record["id"], None,
+                              reason=f"session {record['id']} (pid {record.get('pid')}) {why}")
 
 
 def beat(home, session_id: str, phase: str | None = None) -> dict:

@@ -64,14 +64,18 @@ def register(role, session_id, pid, phase, shell, mesh):
 @click.option("--role", "roles", multiple=True, metavar="ROLE", help="Only these roles.")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATES),
               help="Only sessions in these states.")
-@click.option("--prune", is_flag=True, help="Remove dead sessions (their inboxes stay).")
+@click.option("--prune", is_flag=True,
+              help="Remove dead sessions and release their locks (their inboxes stay).")
 @cli.mesh_options()
 def peers(roles, states, prune, mesh):
     """Sessions with their liveness (alive / stale / dead) and heartbeat age."""
     if prune:
+        from ..agents.sessions import release_locks
+
         removed = registry.prune(mesh.home)
         for record in removed:
             events.emit(mesh.home, "session.pruned", id=record["id"], role=record.get("role"))
+            release_locks(mesh.home, record, "was dead and pruned")
         mesh.table([dict(r, pruned=True) for r in removed], PEER_COLUMNS)
         return
     now = clock.now()
