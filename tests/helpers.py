@@ -39,3 +39,29 @@ def run_tree(pid: int) -> list:
     redis = EmbeddedRedis(MeshHome.find()).pid()
     top = psutil.Process(pid)
     return [top, *(p for p in top.children(recursive=True) if p.pid != redis)]
+
+
+def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str]:
+    """Run argv with stdout on a pseudo-terminal (as a person sees it) and stderr on a pipe:
+    (exit status, what the terminal showed, stderr)."""
+    import os
+    import pty
+    import subprocess
+
+    parent, child = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=child, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, **(env or {})))
+    os.close(child)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(parent)
+    err = proc.stderr.read()
+    proc.stderr.close()
+    return proc.wait(), out.decode(), err

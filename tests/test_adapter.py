@@ -94,13 +94,14 @@ def test_a_run_reports_cost_turns_session_and_phases(run, claude_cli, repo, mesh
             f" sleep 0.05; done; cp {record_file} seen.json")  # the beat lands while it runs
     prompt = f"let me look\n@bash {look}\n@cost 0.25\nall done"
     record = run("mesh-agent", "builder", prompt, "--as", "b1", check=0).records[0]
+    worktree = repo.parent / f"{repo.name}-wt-builder"  # a writing role works in its worktree
     assert record["status"] == "ok" and record["exit_code"] == 0
     assert record["cost_usd"] == 0.25 and record["turns"] == 2
     assert record["output"] == "all done" and record["tokens"]["output"] > 0
     assert len(record["session_id"]) == 36 and record["session"] == "b1"
     assert record["phases"] == ["starting", "thinking", "tool Bash", "thinking", "done"]
     # the registry followed the agent: mid-run it said which tool, at the end "done"
-    assert json.loads((repo / "seen.json").read_text())["phase"] == "tool Bash"
+    assert json.loads((worktree / "seen.json").read_text())["phase"] == "tool Bash"
     peers = {r["id"]: r for r in run("coord-peers", check=0).records}
     assert peers["b1"]["phase"] == "done"
     assert calls(claude_cli)[0]["MESH_SESSION"] == "b1"
@@ -110,13 +111,9 @@ def test_a_run_reports_cost_turns_session_and_phases(run, claude_cli, repo, mesh
 
 
 def test_the_lock_gate_hook_denies_then_allows(run, claude_cli, repo, anchor_process):
-    settings = {"hooks": {"PreToolUse": [{"matcher": "Edit|Write|MultiEdit|NotebookEdit",
-                                          "hooks": [{"type": "command", "timeout": 30,
-                                                     "command": f"{BIN}/file-lock check --hook"}]}]}}
-    (repo / ".claude").mkdir()
-    (repo / ".claude" / "settings.local.json").write_text(json.dumps(settings))
     register(run, anchor_process().pid, "b1")
-    target = repo / "crates" / "core" / "src" / "lib.rs"
+    # the builder's worktree, where mesh-agent runs it, carries the gate (mesh-worktree)
+    target = repo.parent / f"{repo.name}-wt-builder" / "crates" / "core" / "src" / "lib.rs"
     denied = run("mesh-agent", "builder", "@write crates/core/src/lib.rs x", "--as", "b1",
                  check=0).records[0]
     assert target.read_text() == "pub fn f() {}\n"
@@ -128,6 +125,27 @@ def test_the_lock_gate_hook_denies_then_allows(run, claude_cli, repo, anchor_pro
     allowed = run("mesh-agent", "builder", "@write crates/core/src/lib.rs x", "--as", "b1",
                   check=0).records[0]
     assert target.read_text() == "x" and "permission_denials" not in allowed
+
+
+def test_a_writing_role_never_works_in_the_main_checkout(run, claude_cli, repo):
+    """#3: run from the repository, mesh-agent committed straight onto main."""
+    from .conftest import git
+
+    main = git(repo, "rev-parse", "HEAD")
+    commit = ("@bash echo more >> docs/guide.md && "
+              "git -c user.name=a -c user.email=a@a commit -qam agent")
+    for workdir in (repo, repo / "crates"):
+        refused = run("mesh-agent", "builder", commit, "--workdir", str(workdir))
+        assert refused.returncode == 77 and "is the main checkout" in refused.stderr
+        assert f"{repo.name}-wt-builder" in refused.stderr and refused.stdout == ""
+    assert calls(claude_cli) == []  # nothing started
+    record = run("mesh-agent", "builder", commit, check=0).records[0]  # from the repository
+    worktree = repo.parent / f"{repo.name}-wt-builder"
+    assert record["status"] == "ok" and calls(claude_cli)[0]["cwd"] == str(worktree)
+    assert git(repo, "rev-parse", "HEAD") == main  # main did not move...
+    assert git(repo, "log", "-1", "--format=%s", "mesh/builder") == "agent"  # ...its branch did
+    run("mesh-agent", "research", "read it", check=0)  # a read-only role reads where it is
+    assert calls(claude_cli)[1]["cwd"] == str(repo)
 
 
 def test_startup_watchdog_kills_a_silent_run(run, claude_cli, tmp_path):

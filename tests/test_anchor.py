@@ -187,9 +187,7 @@ def test_the_loop_follows_results_as_they_come_and_stops_on_sigterm(run, repo, m
     loop = subprocess.Popen(["mesh-anchor", "--interval", "0.2", "--no-respawn"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_until(lambda: any(r["id"] == "anchor-loop" and r["state"] == "alive"
-                               for r in run("coord-peers", "--json", check=0).records),
-                   timeout=30)
+        wait_until(lambda: events_named(mesh_home, "anchor.started"), timeout=30)
         wt = worktree(run, "builder")
         run("queue-push", "--role", "builder", "--id", "t1",
             f"echo more >> docs/guide.md && {COMMIT} 'more docs'", check=0)
@@ -199,7 +197,45 @@ def test_the_loop_follows_results_as_they_come_and_stops_on_sigterm(run, repo, m
         assert loop.wait(timeout=30) == 143
     finally:
         loop.kill()
-    assert all(r["id"] != "anchor-loop" for r in run("coord-peers", "--json", check=0).records)
+    printed = [json.loads(line) for line in loop.stdout.read().splitlines()]
+    assert [r["task"] for r in printed if r.get("event") == "anchor.landed"] == ["t1"]
+    assert events_named(mesh_home, "anchor.stopped")[0]["pid"] == loop.pid
+
+
+def test_a_mesh_has_one_anchor(run, repo, mesh_home, anchor_process):
+    """#6: the loop registered as role anchor-loop beside the anchor agent anchor-1."""
+    from .helpers import wait_until
+
+    loop = subprocess.Popen(["mesh-anchor", "--interval", "0.2", "--no-respawn"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: events_named(mesh_home, "anchor.started"), timeout=30)
+        for argv in (["mesh-anchor"], ["mesh-anchor", "--once"]):
+            second = run(*argv, "--no-respawn")
+            assert second.returncode == 75, second.stderr
+            assert f"another mesh-anchor (pid {loop.pid}) runs this mesh" in second.stderr
+        agent = anchor_process()
+        run("coord-register", "--role", "anchor", "--pid", str(agent.pid), check=0)
+        assert run("coord-register", "--role", "anchor", "--pid", str(agent.pid)).returncode == 75
+        anchors = [r["id"] for r in run("coord-peers", "--json", check=0).records
+                   if r["role"].startswith("anchor")]
+        assert anchors == ["anchor-1"]
+    finally:
+        loop.terminate()
+        loop.wait(timeout=30)
+    run("mesh-anchor", "--once", "--no-respawn", check=0)  # the lock died with the loop
+
+
+def test_decisions_are_printed_as_they_are_made(run, repo, mesh_home):
+    """#15: in the foreground on a terminal mesh-anchor printed nothing."""
+    from .helpers import on_terminal
+
+    code, shown, _ = on_terminal(["mesh-anchor", "--once", "--no-respawn"])
+    assert code == 0
+    for role in ("memory", "security", "groomer"):
+        assert f"scheduled standing-{role}-" in shown and f" on {role}\r\n" in shown
+    piped = run("mesh-anchor", "--once", "--no-respawn", check=0).records  # nothing new
+    assert [r.get("kind") for r in piped] == ["anchor"]
 
 
 def test_each_task_starts_from_what_has_landed_on_main(run, repo, mesh_home):
@@ -230,3 +266,38 @@ def test_a_sync_that_conflicts_is_aborted_and_the_task_runs_as_it_was(run, repo,
     assert result["status"] == "ok" and result["output"] == "theirs\n"
     assert events_named(mesh_home, "worktree.sync_conflict")
     assert git(wt, "status", "--porcelain") == ""
+
+
+def test_a_fatal_peer_is_respawned_after_a_cooldown_then_given_up(run, repo, mesh_home,
+                                                                   claude_cli):
+    """#5: a FATAL peer was reported (anchor.peer_fatal) and never respawned."""
+    from .helpers import wait_until
+
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text(
+        "[supervisor]\nmax_failures = 2\nbase = 0.05\nmin_uptime = 60\n"
+        "[anchor]\nfatal_cooldown = 5\nfatal_respawns = 1\n")
+    (mesh_home / "roles.toml").write_text('[roles.research]\nprompt = "@exit 3"\n')  # crashes
+
+    def peer():
+        return next(r for r in run("coord-peers", "--json", check=0).records
+                    if r["id"] == "research-1")
+
+    first = run("mesh-spawn", "research", "--detach", "--json", check=0).records[-1]
+    wait_until(lambda: peer()["phase"] == "FATAL", timeout=60)
+    early = run("mesh-anchor", "--once", check=0).records
+    assert [r["event"] for r in early if r.get("event", "").startswith("anchor.peer")] == \
+        ["anchor.peer_fatal"]
+    assert not events_named(mesh_home, "anchor.respawned")  # still cooling down
+    wait_until(lambda: peer()["phase_age"] >= 5, timeout=30)
+    later = run("mesh-anchor", "--once", check=0).records
+    [respawned] = [r for r in later if r.get("event") == "anchor.respawned"]
+    assert respawned["session"] == "research-1"
+    assert (respawned["attempt"], respawned["of"]) == (1, 1)
+    wait_until(lambda: peer()["pid"] != first["pid"] and peer()["phase"] == "FATAL", timeout=60)
+    run("mesh-anchor", "--once", check=0)
+    [given_up] = events_named(mesh_home, "anchor.fatal_given_up")
+    assert given_up["session"] == "research-1"
+    run("mesh-anchor", "--once", check=0)  # given up on: no more respawns, no more events
+    assert len(events_named(mesh_home, "anchor.respawned")) == 1
+    assert len(events_named(mesh_home, "anchor.fatal_given_up")) == 1

@@ -94,3 +94,48 @@ def test_a_live_agent_in_one_working_phase_too_long_is_stuck():
     states, changes = anchor.peer_changes(states, [stuck, idle], stuck_after=600)
     assert [(r["id"], old, new) for r, old, new in changes] == [("b1", "alive", "stuck")]
     assert anchor.peer_changes(states, [stuck, idle], stuck_after=600)[1] == []
+
+
+def test_a_fatal_peer_waits_out_the_cooldown_then_is_respawned_a_bounded_number_of_times():
+    spawned = {"respawn": ["mesh-spawn", "builder", "--id", "builder-1", "--detach"]}
+    fatal = {"id": "builder-1", "phase": "FATAL", "phase_age": 10.0}
+    assert anchor.fatal_retry(fatal, spawned, 300, 3) is None  # cooling down
+    assert anchor.fatal_retry(dict(fatal, phase_age=300), spawned, 300, 3) == "respawn"
+    twice = dict(spawned, fatal_respawns=2)
+    assert anchor.fatal_retry(dict(fatal, phase_age=300), twice, 300, 3) == "respawn"
+    thrice = dict(spawned, fatal_respawns=3)
+    assert anchor.fatal_retry(fatal, thrice, 300, 3) == "give_up"  # no need to wait for that
+    assert anchor.fatal_retry(fatal, dict(thrice, fatal_given_up=True), 300, 3) is None
+    assert anchor.fatal_retry(dict(fatal, phase_age=300), None, 300, 3) is None  # foreground
+    assert anchor.fatal_retry(dict(fatal, phase_age=300), spawned, 300, 0) == "give_up"
+
+
+def test_fatal_settings_come_from_config_and_bad_ones_are_refused():
+    import pytest
+
+    from meshtools.core.config import Section
+    from meshtools.core.errors import ConfigError
+
+    assert anchor.fatal_settings(Section({})) == (300.0, 3)
+    assert anchor.fatal_settings(Section({"fatal_cooldown": "10m",
+                                          "fatal_respawns": 0})) == (600.0, 0)
+    for bad in ({"fatal_cooldown": "soon"}, {"fatal_respawns": -1}, {"fatal_respawns": "3"}):
+        with pytest.raises(ConfigError):
+            anchor.fatal_settings(Section(bad, names=("anchor",)))
+
+
+def test_each_decision_reads_as_one_line():
+    def line(event, **fields):
+        return anchor.describe({"ts": "t", "event": f"anchor.{event}", **fields})
+
+    assert line("landed", task="t1", role="builder", reason="picked") == \
+        "landed t1 (builder): picked"
+    assert line("handed_back", task="t1", role="builder", new_task="t1~1",
+                reason="it conflicts") == "handed back t1 (builder) as t1~1: it conflicts"
+    assert line("scheduled", task="standing-memory-7", queue="memory") == \
+        "scheduled standing-memory-7 on memory"
+    assert line("respawned", session="b1", role="builder", attempt=2, of=3) == \
+        "respawned b1 (builder) after FATAL (attempt 2 of 3)"
+    assert line("peer_dead", session="r1", role="research") == "peer r1 (research) is dead"
+    assert line("fatal_given_up", session="b1", reason="FATAL again after 3 respawn(s)") == \
+        "gave up on FATAL b1: FATAL again after 3 respawn(s)"

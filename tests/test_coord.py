@@ -9,12 +9,16 @@ import pytest
 from meshtools.coord import inbox, registry
 from meshtools.core.home import MeshHome
 
-from .helpers import wait_until
+from .helpers import lock_table, on_terminal, wait_until
 
 
 def state_files(mesh_home):
     return sorted(str(p.relative_to(mesh_home)) for p in mesh_home.rglob("*")) \
         if mesh_home.exists() else []
+
+
+def events(mesh_home):
+    return [json.loads(line) for line in (mesh_home / "events.jsonl").read_text().splitlines()]
 
 
 def register(run, anchor, role="builder", *extra, check=0):
@@ -29,15 +33,17 @@ T0 = 1767225600.0  # that heartbeat, in epoch seconds
 
 @pytest.mark.parametrize("age,pid_alive,expected", [
     (1, True, "alive"), (59.9, True, "alive"), (60, True, "stale"), (599, True, "stale"),
-    (600, True, "dead"), (1, False, "dead"), (1, None, "alive"), (700, None, "dead"),
+    (600, True, "stale"), (1e6, True, "stale"), (1, False, "dead"), (1, None, "alive"),
+    (700, None, "dead"),
 ])
 def test_liveness(age, pid_alive, expected):
     state, measured = registry.liveness(RECORD, T0 + age, 60, 600, pid_alive)
     assert state == expected and measured == pytest.approx(age)
 
 
-def test_liveness_without_a_heartbeat_is_dead():
-    assert registry.liveness({}, T0, 60, 600, True)[0] == "dead"
+def test_liveness_without_a_heartbeat():
+    assert registry.liveness({}, T0, 60, 600, None)[0] == "dead"
+    assert registry.liveness({}, T0, 60, 600, True)[0] == "stale"  # its process is there
 
 
 def test_recipients_routing():
@@ -105,12 +111,62 @@ def test_peers_filters_states_and_prune(run, anchor_process, mesh_home):
     assert [r["id"] for r in run("coord-peers", check=0).records] == ["builder-1"]
 
 
-def test_stale_then_dead_by_heartbeat_age(run, anchor_process):
-    register(run, anchor_process(), "groomer", "--id", "g1")
+def test_stale_by_heartbeat_age_dead_only_when_gone(run, anchor_process):
+    shell = anchor_process()
+    register(run, shell, "groomer", "--id", "g1")
     env = {"MESH_STALE_AFTER": "0.01", "MESH_DEAD_AFTER": "1000"}
     assert run("coord-peers", env=env, check=0).records[0]["state"] == "stale"
     env = {"MESH_STALE_AFTER": "0.01", "MESH_DEAD_AFTER": "0.02"}
+    assert run("coord-peers", env=env, check=0).records[0]["state"] == "stale"
+    shell.kill()
+    shell.wait()
     assert run("coord-peers", env=env, check=0).records[0]["state"] == "dead"
+
+
+def test_a_quiet_live_session_keeps_its_id_and_its_locks(run, anchor_process, repo,
+                                                         mesh_home):
+    """#2: a shell registered as builder-1, silent past dead_after, was taken over with its
+    locks by the next mesh-spawn builder."""
+    shell, newcomer = anchor_process(), anchor_process()
+    register(run, shell, "builder")
+    run("file-lock", "acquire", "--as", "builder-1", "docs", check=0)
+    quiet = {"MESH_STALE_AFTER": "0.01", "MESH_DEAD_AFTER": "0.02"}
+    wait_until(lambda: run("coord-peers", env=quiet, check=0).records[0]["heartbeat_age"] > 0.05)
+    refused = run("coord-register", "--role", "builder", "--id", "builder-1",
+                  "--pid", str(newcomer.pid), env=quiet)
+    assert refused.returncode == 75 and "builder-1 is stale" in refused.stderr
+    fresh = run("coord-register", "--role", "builder", "--pid", str(newcomer.pid), env=quiet,
+                check=0).records[0]
+    assert fresh["id"] == "builder-2"  # the next free slot, not the quiet one's
+    assert lock_table(mesh_home)["locks"]["docs"]["pid"] == shell.pid
+    assert "session.takeover" not in [e["event"] for e in events(mesh_home)]
+
+
+def test_a_dead_sessions_locks_are_released_when_its_id_is_reused(run, anchor_process, repo,
+                                                                  mesh_home):
+    dead, newcomer = anchor_process(), anchor_process()
+    register(run, dead, "builder", "--id", "b1")
+    run("file-lock", "acquire", "--as", "b1", "docs", "web", check=0)
+    dead.kill()
+    dead.wait()
+    register(run, newcomer, "builder", "--id", "b1")
+    assert lock_table(mesh_home)["locks"] == {}  # freed, not inherited by the newcomer
+    released = [e for e in events(mesh_home) if e["event"] == "lock.released"]
+    assert sorted(e["scope"] for e in released) == ["docs", "web"]
+    assert all("was dead and taken over" in e["reason"] for e in released)
+    assert run("file-lock", "status", check=0).records == []
+
+
+def test_pruning_a_dead_session_releases_its_locks(run, anchor_process, repo, mesh_home):
+    dead = anchor_process()
+    register(run, dead, "builder", "--id", "b1")
+    run("file-lock", "acquire", "--as", "b1", "docs", check=0)
+    dead.kill()
+    dead.wait()
+    run("coord-peers", "--prune", check=0)
+    assert lock_table(mesh_home)["locks"] == {}  # a later b1 finds nothing of the dead one's
+    [released] = [e for e in events(mesh_home) if e["event"] == "lock.released"]
+    assert "was dead and pruned" in released["reason"]
 
 
 def test_heartbeat_phase_and_unregister(run, anchor_process, mesh_home):
@@ -209,8 +265,13 @@ def test_malformed_message_file_is_moved_aside(run, anchor_process, mesh_home):
     (["coord-register", "--role", "../../etc"], 65, "invalid role"),
     (["coord-register", "--role", "builder", "--pid", "999999999"], 65, "no such process"),
     (["coord-register"], 64, "Missing option"),
-    (["coord-send", "ghost", "hi"], 65, "unknown peer or role 'ghost'"),
-    (["coord-send", "../etc", "hi"], 65, "unknown peer or role"),
+    (["coord-send", "ghost", "hi"], 65, "unknown peer 'ghost'"),
+    (["coord-send", "../etc", "hi"], 65, "unknown peer"),
+    (["coord-send", "security", "hi"], 65, "no live peer has the role 'security'"),
+    (["coord-register", "--role", "wizard"], 65, "unknown role 'wizard' (roles: anchor, "
+                                                 "builder, groomer, memory, research, "
+                                                 "security, triage)"),
+    (["coord-register", "--role", "Builder"], 65, "did you mean 'builder'?"),
     (["coord-send", "-", "-"], 64, "cannot both come from stdin"),
     (["coord-recv"], 64, "who is calling"),
     (["coord-recv", "--as", ".hidden"], 65, "invalid session id"),
@@ -267,3 +328,44 @@ def test_phase_age_tells_a_stuck_agent_from_a_busy_one(run, anchor_process):
     run("coord-heartbeat", "--as", "b1", "--phase", "thinking", check=0)  # moved on
     moved = run("coord-peers", "--json", check=0).records[0]
     assert moved["phase_since"] > since and moved["phase"] == "thinking"
+
+
+# --- becoming a session from a shell; what a person sees on a terminal -----------------------
+
+@pytest.mark.parametrize("shell", ["sh", "bash"])
+def test_shell_eval_binds_the_session_to_the_calling_shell(run, mesh_home, shell):
+    """#11: eval "$(coord-register ... --json | jq ...)" bound the session to a subshell."""
+    script = ('eval "$(coord-register --role builder --shell)"; echo "$$ $MESH_SESSION"; '
+              'coord-peers --json')
+    out = run(shell, "-c", script, check=0).stdout.splitlines()
+    shell_pid, session = out[0].split()
+    record = json.loads(out[1])
+    assert session == "builder-1" and record["id"] == "builder-1"
+    assert record["pid"] == int(shell_pid) and record["state"] == "alive"
+    assert run("coord-register", "--role", "memory", "--shell", "--pid", str(os.getpid()),
+               check=0).stdout == "export MESH_SESSION=memory-1;\n"
+
+
+def test_a_terminal_is_told_how_to_become_the_session(anchor_process, mesh_home):
+    code, shown, err = on_terminal(["coord-register", "--role", "builder",
+                                    "--pid", str(anchor_process().pid)])
+    assert code == 0 and "registered builder-1" in shown
+    assert "export MESH_SESSION=builder-1" in err
+
+
+def test_no_peers_is_said_on_a_terminal_and_silent_in_a_pipe(run, mesh_home):
+    code, shown, err = on_terminal(["coord-peers"])
+    assert code == 0 and shown == ""
+    assert err == "no peers (coord-register --role ROLE to join)\n"
+    piped = run("coord-peers", check=0)
+    assert piped.stdout == "" and piped.stderr == ""
+
+
+def test_send_to_a_role_whose_peers_are_dead(run, anchor_process):
+    gone = anchor_process()
+    register(run, gone, "security", "--id", "s1")
+    register(run, anchor_process(), "builder", "--id", "b1")
+    gone.kill()
+    gone.wait()
+    result = run("coord-send", "--as", "b1", "security", "audit this")
+    assert result.returncode == 65 and "no live peer has the role 'security'" in result.stderr

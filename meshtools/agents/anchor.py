@@ -6,26 +6,36 @@ the failure as context (a new task, `<id>~<n>`, at most `max_handbacks` times), 
 it. It enqueues the standing task of each scheduled role once per period — the task id names
 the period, so a restarted anchor (or two of them) never enqueues it twice. And it watches
 the registry: a peer that turns stale, dead or FATAL is reported; a dead one that was
-spawned detached is respawned. Every decision is an event (anchor.*). And it copies the
-event log into the events stream (queue.mirror).
+spawned detached (or in tmux) is respawned, and so is a FATAL one (its supervisor gave up
+on a crash loop) once it has been FATAL for `fatal_cooldown`, at most `fatal_respawns`
+times, then given up on with one last event. Every decision is an event (anchor.*),
+handed to `report` too (mesh-anchor prints it). And it copies the event log into the
+events stream (queue.mirror).
+
+A mesh has one anchor: its agent session (role anchor, concurrency 1) and this loop, which
+is no session but holds MESH_HOME/anchor.lock for its life, so a second loop is refused.
 
 Decisions are pure functions of data (`decide`, `standing_tasks`, `handback_task`,
-`peer_changes`); `Anchor` does the I/O.
+`peer_changes`, `fatal_retry`, `describe`); `Anchor` does the I/O.
 """
 
+import os
 import subprocess
 import time
 from dataclasses import dataclass
 
 from ..core import config, events, fs
-from ..core.errors import BadInput
+from ..core.errors import BadInput, Busy
 from ..queue.tasks import normalise
 from .pick import tail
-from .roles import Role
+from .roles import Role, parse_duration
 
 CURSOR_FILE = "anchor-cursor"
+LOOP_LOCK = "anchor.lock"
 DEFAULT_MAX_HANDBACKS = 1
 DEFAULT_STUCK_AFTER = 1800.0  # seconds in one working phase before a live agent is "stuck"
+DEFAULT_FATAL_COOLDOWN = 300.0  # seconds a FATAL peer stays down before it is respawned
+DEFAULT_FATAL_RESPAWNS = 3  # FATAL respawns of one spawned session before giving up on it
 TAIL = 1500
 RESULTS_BATCH = 100
 
@@ -105,12 +115,65 @@ def _working(phase: str | None) -> bool:
     return bool(phase) and (phase in ("starting", "thinking") or phase.startswith("tool "))
 
 
+def fatal_retry(record: dict, spawned: dict | None, cooldown: float, limit: int) -> str | None:
+    """What a FATAL peer (a classified record) calls for: 'respawn' once it has been FATAL
+    for cooldown seconds, 'give_up' once it was respawned limit times, None to wait (or
+    when there is nothing to do: not spawned detached or in tmux, or given up on)."""
+    if not spawned or not spawned.get("respawn") or spawned.get("fatal_given_up"):
+        return None
+    if int(spawned.get("fatal_respawns") or 0) >= limit:
+        return "give_up"
+    return "respawn" if (record.get("phase_age") or 0) >= cooldown else None
+
+
+_VERBS = {"landed": "landed", "handed_back": "handed back", "give_up": "gave up on",
+          "done": "done with", "scheduled": "scheduled", "respawned": "respawned",
+          "respawn_failed": "could not respawn", "fatal_given_up": "gave up on FATAL"}
+
+
+def describe(record: dict) -> str:
+    """An anchor.* event as the one line a person watching mesh-anchor reads."""
+    what = record["event"].removeprefix("anchor.")
+    role = f" ({record['role']})" if record.get("role") else ""
+    if what.startswith("peer_"):
+        return f"peer {record.get('session')}{role} is {what.removeprefix('peer_')}"
+    line = f"{_VERBS.get(what, what)} {record.get('task') or record.get('session')}{role}"
+    if record.get("new_task"):
+        line += f" as {record['new_task']}"
+    if record.get("queue") and what == "scheduled":
+        line += f" on {record['queue']}"
+    if record.get("attempt"):
+        line += f" after FATAL (attempt {record['attempt']} of {record['of']})"
+    why = record.get("reason") or record.get("error")
+    return f"{line}: {why}" if why else line
+
+
+def hold_the_anchor(home) -> int:
+    """Take the mesh's anchor lock (flock) for the rest of this process's life (the kernel
+    drops it when the process ends, however it ends): Busy (75) while another mesh-anchor
+    holds it, so two anchors never land or hand back at once. Returns the lock's fd."""
+    import fcntl
+
+    home.ensure()
+    fd = os.open(home.sub(LOOP_LOCK), os.O_RDWR | os.O_CREAT, fs.FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise Busy(f"another mesh-anchor (pid {holder}) runs this mesh: a mesh has one "
+                   "anchor") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 # --- the loop -----------------------------------------------------------------------------
 
 class Anchor:
     def __init__(self, home, broker, roles: dict[str, Role], repo_root: str,
                  gate: str | None = None, max_handbacks: int | None = None,
-                 respawn: bool = True):
+                 respawn: bool = True, report=None):
         settings = config.section(home, "anchor")
         self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
         self.gate = gate
@@ -118,6 +181,8 @@ class Anchor:
                               else settings.get("max_handbacks", int, DEFAULT_MAX_HANDBACKS))
         self.respawn = respawn
         self.stuck_after = settings.get("stuck_after", float, DEFAULT_STUCK_AFTER)
+        self.fatal_cooldown, self.fatal_respawns = fatal_settings(settings)
+        self.report = report or (lambda record: None)
         self.peer_states: dict[str, str] = {}
         self.blocked: str | None = None  # why landing waits (main checkout dirty), if it does
 
@@ -211,8 +276,12 @@ class Anchor:
         return Decision("hand_back", reason)
 
     def note(self, event: str, result: dict, reason: str, **fields) -> None:
-        events.emit(self.home, event, task=result.get("id"), role=result.get("role"),
-                    status=result.get("status"), reason=reason, **fields)
+        self.decided(event, task=result.get("id"), role=result.get("role"),
+                     status=result.get("status"), reason=reason, **fields)
+
+    def decided(self, event: str, **fields) -> None:
+        """A decision: an event, and a record for whoever watches (report)."""
+        self.report(events.emit(self.home, event, **fields))
 
     # schedule ------------------------------------------------------------------------------
 
@@ -222,7 +291,7 @@ class Anchor:
             return []
         records = [r for r in self.broker.push(due) if not r.get("duplicate")]
         for record in records:
-            events.emit(self.home, "anchor.scheduled", task=record["id"], queue=record["queue"])
+            self.decided("anchor.scheduled", task=record["id"], queue=record["queue"])
         return records
 
     # peers ---------------------------------------------------------------------------------
@@ -233,20 +302,40 @@ class Anchor:
         sessions = [registry.classify(self.home, r) for r in registry.all_sessions(self.home)]
         self.peer_states, changes = peer_changes(self.peer_states, sessions, self.stuck_after)
         for record, old, new in changes:
-            events.emit(self.home, f"anchor.peer_{new.lower()}", session=record["id"],
-                        role=record.get("role"), previous=old, pid=record.get("pid"))
+            self.decided(f"anchor.peer_{new.lower()}", session=record["id"],
+                         role=record.get("role"), previous=old, pid=record.get("pid"))
             spawned = spawn_info(self.home, record["id"])
             if new == "dead" and self.respawn and spawned and spawned.get("respawn"):
                 self.respawn_session(record, spawned)
+        if self.respawn:
+            for record in sessions:
+                if self.peer_states.get(record["id"]) == "FATAL":
+                    self.retry_fatal(record)
         return changes
 
-    def respawn_session(self, record: dict, spawned: dict) -> None:
+    def respawn_session(self, record: dict, spawned: dict, **fields) -> None:
         """A dead detached or tmux session comes back as mesh-spawn started it (the same
         id, taken over from the dead)."""
         done = subprocess.run(spawned["respawn"], capture_output=True, text=True, timeout=120)
-        events.emit(self.home, "anchor.respawned" if done.returncode == 0 else
-                    "anchor.respawn_failed", session=record["id"], role=record.get("role"),
-                    exit=done.returncode, error=done.stderr.strip()[-300:] or None)
+        self.decided("anchor.respawned" if done.returncode == 0 else "anchor.respawn_failed",
+                     session=record["id"], role=record.get("role"), exit=done.returncode,
+                     error=done.stderr.strip()[-300:] or None, **fields)
+
+    def retry_fatal(self, record: dict) -> None:
+        """Respawn a FATAL peer after the cool-down, a bounded number of times; the count
+        lives in its spawn record, so a person's own mesh-spawn starts it over."""
+        spawned = spawn_info(self.home, record["id"])
+        action = fatal_retry(record, spawned, self.fatal_cooldown, self.fatal_respawns)
+        if action is None:
+            return
+        attempts = int(spawned.get("fatal_respawns") or 0)
+        if action == "give_up":
+            _update_spawn(self.home, record["id"], fatal_given_up=True)
+            self.decided("anchor.fatal_given_up", session=record["id"], role=record.get("role"),
+                         reason=f"FATAL again after {attempts} respawn(s)")
+            return
+        self.respawn_session(record, spawned, attempt=attempts + 1, of=self.fatal_respawns)
+        _update_spawn(self.home, record["id"], fatal_respawns=attempts + 1)
 
     # all of it -----------------------------------------------------------------------------
 
@@ -264,9 +353,33 @@ class Anchor:
         return mirror.forward(self.broker.redis, self.broker.names, self.home)[0]
 
 
-def spawn_info(home, session_id: str) -> dict | None:
-    """What mesh-spawn recorded about a session it started (mode, queue, worktree)."""
+def fatal_settings(settings: config.Section) -> tuple[float, int]:
+    """([anchor] fatal_cooldown as seconds or a duration like 5m, [anchor] fatal_respawns)."""
+    cooldown = settings.get("fatal_cooldown", (int, float, str), DEFAULT_FATAL_COOLDOWN)
     try:
-        return fs.read_json(home.sub("spawns", f"{session_id}.spawn.json"))
+        cooldown = 0.0 if cooldown == 0 else parse_duration(cooldown)
+    except ValueError as e:
+        raise settings.error("fatal_cooldown", str(e))
+    respawns = settings.get("fatal_respawns", int, DEFAULT_FATAL_RESPAWNS)
+    if respawns < 0:
+        raise settings.error("fatal_respawns", f"expected a count, got {respawns!r}")
+    return cooldown, respawns
+
+
+def _spawn_path(home, session_id: str) -> str:
+    return home.sub("spawns", f"{session_id}.spawn.json")
+
+
+def spawn_info(home, session_id: str) -> dict | None:
+    """What mesh-spawn recorded about a session it started (mode, queue, worktree), and
+    the anchor's FATAL respawns of it."""
+    try:
+        return fs.read_json(_spawn_path(home, session_id))
     except ValueError:
         return None
+
+
+def _update_spawn(home, session_id: str, **fields) -> None:
+    info = spawn_info(home, session_id)
+    if info is not None:
+        fs.atomic_write_json(_spawn_path(home, session_id), dict(info, **fields))

@@ -194,12 +194,22 @@ def load(home: MeshHome | None = None) -> dict[str, Role]:
 
 
 def get(home: MeshHome | None, name: str) -> Role:
-    """One role, or exit 65 naming the roles there are."""
+    """One role, or exit 65 naming the roles there are (and the near miss, if any)."""
     validate_name(name, "role")
     roles = load(home)
     if name not in roles:
-        raise BadInput(f"unknown role {name!r} (roles: {', '.join(sorted(roles))})")
+        raise BadInput(unknown(name, roles))
     return roles[name]
+
+
+def unknown(name: str, roles) -> str:
+    """The refusal of a role the mesh does not define: the roles, and `did you mean`."""
+    import difflib  # only on this error path: coord-register's start-up stays lean
+
+    known = sorted(roles)
+    close = difflib.get_close_matches(name.lower(), known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown role {name!r} (roles: {', '.join(known)}){hint}"
 
 
 def may_write(role: Role, path: str) -> bool:
@@ -214,13 +224,6 @@ def human_duration(seconds: float | None) -> str | None:
         if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
             return f"{int(seconds // _UNITS[unit])}{unit}"
     return f"{seconds:g}s"
-
-
-def session_limit(home: MeshHome, role: str) -> int | None:
-    """How many live sessions the role may have; None for a role the roles file lacks
-    (coord-register serves ad-hoc roles too)."""
-    role_def = load(home).get(role)
-    return role_def.concurrency if role_def else None
 
 
 def _describe(kinds) -> str:

@@ -192,6 +192,23 @@ def ensure(home, repo, role: str, root: str | None = None) -> dict:
     return record
 
 
+def agent_workdir(home, role, workdir: str | None) -> str:
+    """Where a role's agent works: --workdir, else, for a role that writes code, its
+    worktree (ensured), else the cwd. A writing role never works in the main checkout,
+    where its commits would land straight on main: Refused (77), naming its worktree."""
+    if role.read_only:
+        return os.path.abspath(workdir or ".")
+    if workdir is None:
+        return ensure(home, home.repository().root, role.name)["path"]
+    found = gitfiles.find_worktree(workdir)
+    if found and _same(found.root, gitfiles.main_root(found.common_dir)):
+        tree = path_for(root_dir(home, found.root), found.root, role.name)
+        raise errors.Refused(f"{workdir} is the main checkout: a {role.name} agent works in "
+                             f"its worktree {tree} (leave out --workdir, or "
+                             f"`mesh-worktree ensure {role.name}`)")
+    return os.path.abspath(workdir)
+
+
 def _existing(main_root: str, path: str, branch: str) -> dict | None:
     """The role's live worktree at path, None if there is none yet; ConfigError when the
     path or the branch is taken by something else."""

@@ -1,17 +1,21 @@
 """mesh-agent: one headless agent run for a role, its result as one JSON line.
 
-    mesh-agent builder                          the role's standing prompt, in the cwd
+    mesh-agent builder                          the role's standing prompt, in its worktree
     mesh-agent builder "fix the flaky test" --workdir ../wt-builder --as builder-1
-    echo "summarise docs/" | mesh-agent research -
+    echo "summarise docs/" | mesh-agent research -     a read-only role: in the cwd
+
+A role that writes code works in its worktree (<repo>-wt-<role>/, made if missing) unless
+--workdir says otherwise, and never in the main checkout: that is refused (77), since its
+commits would land straight on main.
 
 Exit 0 ok, 1 failed or timed out, 69 the agent CLI is missing, 75 usage-limited (or the mesh
-is paused: nothing was started). This is what the supervisor restarts to keep a persistent
-agent. Redis is optional: when the mesh's Redis runs, a paused mesh is honoured, the run's
-cost counts into the daily budget and a usage limit pauses the whole mesh; when it does
-not, the run goes ahead all the same (Redis is never started for it).
+is paused: nothing was started), 77 a writing role asked to work in the main checkout.
+This is what the supervisor restarts to keep a persistent agent. Redis is optional: when
+the mesh's Redis runs, a paused mesh is honoured, the run's cost counts into the daily
+budget and a usage limit pauses the whole mesh; when it does not, the run goes ahead all
+the same (Redis is never started for it).
 """
 
-import os
 import sys
 
 import click
@@ -23,8 +27,9 @@ from ..core import clock, config, errors, jsonl
 @cli.command("mesh-agent")
 @click.argument("role_name", metavar="ROLE")
 @click.argument("prompt", required=False)
-@click.option("--workdir", type=click.Path(exists=True, file_okay=False), default=".",
-              help="Where the agent works (its worktree; default: the cwd).")
+@click.option("--workdir", type=click.Path(exists=True, file_okay=False),
+              help="Where the agent works (default: a role that writes code, its worktree; "
+                   "a read-only role, the cwd). Never the main checkout for a writing role.")
 @click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
               help="Kill the run after SECONDS (default: the role's timeout).")
 @click.option("--startup-timeout", type=click.FloatRange(min=0, min_open=True),
@@ -35,7 +40,7 @@ from ..core import clock, config, errors, jsonl
 @cli.mesh_options(identity=True, redis=True)
 def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh):
     """Run PROMPT (default: ROLE's standing prompt; `-`: stdin) as ROLE; print the result."""
-    from ..agents import adapter, roles
+    from ..agents import adapter, roles, worktree
     from ..queue import pause as pausing
     from ..queue.tasks import new_id, result_record
 
@@ -52,6 +57,7 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
                                      startup_timeout=startup_timeout,
                                      on_phase=adapter.heartbeat_phase(mesh.home, session))
     executor.check()
+    workdir = worktree.agent_workdir(mesh.home, role, workdir)
     base = {"role": role.name, "session": session, "agent": agent}
     broker = _broker(mesh)
     cap = pausing.daily_cap(config.of(mesh.home))
@@ -61,7 +67,7 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
                      "paused": held})
         sys.exit(errors.TEMPFAIL)
     task = {"id": new_id(), "prompt": prompt}
-    outcome = executor.run(task, os.path.abspath(workdir), timeout or role.timeout)
+    outcome = executor.run(task, workdir, timeout or role.timeout)
     record = result_record(task, outcome, **base)
     if pausing.usage_limited(outcome.details):
         record["status"] = "usage_limited"

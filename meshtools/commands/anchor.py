@@ -6,9 +6,7 @@ import time
 import click
 
 from .. import cli
-from ..core import clock
-
-LOOP_ID = "anchor-loop"
+from ..core import clock, events
 
 
 @cli.command("mesh-anchor")
@@ -23,35 +21,36 @@ LOOP_ID = "anchor-loop"
 @click.option("--max-handbacks", type=click.IntRange(min=0), metavar="N",
               help="Hand a failed task back at most N times (default: config [anchor] "
                    "max_handbacks, else 1).")
-@click.option("--no-respawn", is_flag=True, help="Report dead peers, never respawn them.")
+@click.option("--no-respawn", is_flag=True,
+              help="Report dead and FATAL peers, never respawn them.")
 @cli.mesh_options(redis=True)
 def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, mesh):
     """Follow tasks:results: land finished work on main through mesh-pick, hand failed or
-    conflicting tasks back, enqueue scheduled roles' standing tasks, and notice stale, dead
-    or FATAL peers. Every decision is an event (mesh-events --event anchor.)."""
+    conflicting tasks back, enqueue scheduled roles' standing tasks, notice stale, dead or
+    FATAL peers and respawn dead and FATAL ones. Each decision is printed as it is made
+    (JSON lines when piped) and is an event (mesh-events --event anchor.). One mesh-anchor
+    runs per mesh (it is no session: the anchor's session is its agent's); another is
+    refused (75)."""
     from ..agents import roles
-    from ..agents.anchor import Anchor
-    from ..agents.sessions import join
-    from ..coord import registry
+    from ..agents.anchor import Anchor, describe, hold_the_anchor
 
     cli.exit_on_sigterm()
     repo = mesh.home.repository()
+    hold_the_anchor(mesh.home)
     anchor = Anchor(mesh.home, mesh.broker(blocking=True), roles.load(mesh.home), repo.root,
-                    gate=gate, max_handbacks=max_handbacks, respawn=not no_respawn)
-    registered = False
+                    gate=gate, max_handbacks=max_handbacks, respawn=not no_respawn,
+                    report=lambda record: mesh.emit(record, describe(record)))
     if not once:
-        join(mesh.home, LOOP_ID, LOOP_ID, os.getpid(), phase="following")
-        registered = True
+        events.emit(mesh.home, "anchor.started", pid=os.getpid())
     handled = 0
     try:
         while True:
             handled += anchor.step(None if once else int(interval * 1000), everything=once)
             if once:
                 break
-            registry.heartbeat(mesh.home, LOOP_ID, phase=f"following ({handled} results)")
             time.sleep(0)  # a signal between steps lands here
     finally:
-        if registered:
-            registry.unregister(mesh.home, LOOP_ID)
+        if not once:
+            events.emit(mesh.home, "anchor.stopped", pid=os.getpid(), handled=handled)
     mesh.emit({"ts": clock.iso(), "kind": "anchor", "handled": handled},
               f"handled {handled} result(s)")

@@ -33,30 +33,49 @@ def _human(record: dict) -> str:
               help="The process the session lives as long as (default: the parent, i.e. "
                    "the shell or agent that ran this).")
 @click.option("--phase", metavar="TEXT", help="Initial phase (default: registered).")
+@click.option("--shell", "shell", is_flag=True,
+              help="Print `export MESH_SESSION=ID;` for the calling shell, as ssh-agent "
+                   "does: eval \"$(coord-register --role builder --shell)\".")
 @cli.mesh_options(identity=True)
-def register(role, session_id, pid, phase, mesh):
-    """Register a session; a live duplicate id is refused (75), a dead one taken over, and
-    a role at its concurrency (roles.toml; one anchor per mesh) is refused (75)."""
+def register(role, session_id, pid, phase, shell, mesh):
+    """Register a session of one of the mesh's roles (mesh-roles).
+
+    Another role is refused (65); a live duplicate id is refused (75), a dead one taken
+    over (its locks are released), and a role at its concurrency (roles.toml; one anchor
+    per mesh) is refused (75)."""
     from ..agents.sessions import join
 
     if session_id is None:
         session_id = mesh.session(required=False)
+    # The parent: the shell that ran us (in `eval "$(coord-register --shell)"` the shell
+    # execs us from its command substitution, so the parent is the calling shell itself).
     record = join(mesh.home, role, session_id, pid if pid is not None else os.getppid(), phase)
+    if shell:
+        import shlex
+
+        click.echo(f"export {cli.SESSION_ENV}={shlex.quote(record['id'])};")
+        return
     mesh.emit(record, f"registered {_human(record)}")
+    if not mesh.as_json:
+        click.echo(f"to act as it: export {cli.SESSION_ENV}={record['id']}", err=True)
 
 
 @cli.command("coord-peers")
 @click.option("--role", "roles", multiple=True, metavar="ROLE", help="Only these roles.")
 @click.option("--state", "states", multiple=True, type=click.Choice(STATES),
               help="Only sessions in these states.")
-@click.option("--prune", is_flag=True, help="Remove dead sessions (their inboxes stay).")
+@click.option("--prune", is_flag=True,
+              help="Remove dead sessions and release their locks (their inboxes stay).")
 @cli.mesh_options()
 def peers(roles, states, prune, mesh):
     """Sessions with their liveness (alive / stale / dead) and heartbeat age."""
     if prune:
+        from ..agents.sessions import release_locks
+
         removed = registry.prune(mesh.home)
         for record in removed:
             events.emit(mesh.home, "session.pruned", id=record["id"], role=record.get("role"))
+            release_locks(mesh.home, record, "was dead and pruned")
         mesh.table([dict(r, pruned=True) for r in removed], PEER_COLUMNS)
         return
     now = clock.now()
@@ -65,6 +84,9 @@ def peers(roles, states, prune, mesh):
     records = [dict(r, ts=clock.iso(now)) for r in records
                if (not roles or r.get("role") in roles) and (not states or r["state"] in states)]
     mesh.table(records, PEER_COLUMNS)
+    if not records and not mesh.as_json:  # a blank terminal would look like a hang or a bug
+        click.echo("no matching peers" if roles or states
+                   else "no peers (coord-register --role ROLE to join)", err=True)
 
 
 @cli.command("coord-heartbeat")
@@ -114,11 +136,19 @@ def send(to, text, mesh):
 def _targets(mesh, to: str, sender: str) -> list[str]:
     sessions = [registry.classify(mesh.home, r) for r in registry.all_sessions(mesh.home)]
     found = inbox.recipients(sessions, to, sender)
-    if found is None:
-        raise errors.BadInput(f"unknown peer or role {to!r}")
-    if not found:
-        raise errors.BadInput(f"no live peer to send to for {to!r}")
-    return found
+    if found:
+        return found
+    if to == "all":
+        raise errors.BadInput("no live peer to send to")
+    if found is None and not _is_role(mesh, to):
+        raise errors.BadInput(f"unknown peer {to!r}")
+    raise errors.BadInput(f"no live peer has the role {to!r}")
+
+
+def _is_role(mesh, name: str) -> bool:
+    from ..agents import roles
+
+    return name in roles.load(mesh.home)
 
 
 def _stdin_targets() -> list[str]:

@@ -67,6 +67,8 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 [anchor]
 # max_handbacks = 1            # how often a failed or conflicting task is handed back
 # stuck_after = 1800           # seconds in one agent step before a live peer is "stuck"
+# fatal_cooldown = 300         # seconds (or "5m") a FATAL spawned peer stays down before a respawn
+# fatal_respawns = 3           # respawns of a FATAL peer before giving up on it
 
 [budget]
 # daily_usd = 50.0             # stop starting agent tasks once the mesh spent this today (UTC)

@@ -5,8 +5,10 @@ change to a record (takeover, heartbeat, unregister, prune) happens under flock 
 sessions/.registry.lock, so a heartbeat can never resurrect a record that a takeover replaced.
 
 Liveness (pure, see `liveness`):
-  dead   the pid is gone on this host (pid reuse caught by the start time), or the
-         heartbeat is older than dead_after (600 s) — the only test for other hosts;
+  dead   the pid is gone on this host (pid reuse caught by the start time), or, for a
+         process on another host (whose pid we cannot check), the heartbeat is older than
+         dead_after (600 s). A live process on this host is never dead, however quiet: a
+         shell that registered and sent no heartbeat is still there, and so are its locks;
   stale  the heartbeat is older than stale_after (60 s): alive but maybe stuck;
   alive  otherwise.
 """
@@ -36,13 +38,14 @@ def thresholds(home: MeshHome) -> tuple[float, float]:
 def liveness(record: dict, now: float, stale_after: float, dead_after: float,
              pid_alive: bool | None) -> tuple[str, float]:
     """('alive'|'stale'|'dead', heartbeat age in seconds). pid_alive is None when the
-    process lives on another host and only the heartbeat can tell."""
+    process lives on another host and only the heartbeat can tell; True (the same pid and
+    start time on this host) is never dead, so its id is never taken over."""
     try:
         beat = clock.parse_iso(record["heartbeat"])
     except (KeyError, TypeError, ValueError):
         beat = 0.0  # no readable heartbeat: as old as can be
     age = max(0.0, now - beat)
-    if pid_alive is False or age >= dead_after:
+    if pid_alive is False or (pid_alive is None and age >= dead_after):
         return "dead", age
     return ("stale" if age >= stale_after else "alive"), age
 

@@ -175,12 +175,14 @@ class LockService:
             policy.clear_wait(table, self.waiting_process)
 
     def release(self, claimant_id: str, scopes: list[str] | None,
-                force: bool = False) -> list[dict]:
+                force: bool = False, reason: str | None = None) -> list[dict]:
+        """reason: why, when it is not the holder's own wish (it goes into the events)."""
         with self.table.update() as table:
             released, refused = policy.release(table, claimant_id, scopes, force)
         for holding in released:
             events.emit(self.home, "lock.released", by=claimant_id, forced=force and
-                        holding["holder"] != claimant_id, **_event_fields(holding))
+                        holding["holder"] != claimant_id,
+                        **_event_fields(dict(holding, reason=reason) if reason else holding))
         if refused:
             raise Refused("not the holder: " + ", ".join(
                 f"{h['scope']} is held by {h['holder']}" for h in refused))
