@@ -127,11 +127,15 @@ def test_the_lock_gate_hook_denies_then_allows(run, claude_cli, repo, anchor_pro
     assert target.read_text() == "x" and "permission_denials" not in allowed
 
 
-def test_a_writing_role_never_works_in_the_main_checkout(run, claude_cli, repo):
+def test_a_writing_role_never_works_in_the_main_checkout(run, claude_cli, repo,
+                                                          anchor_process, monkeypatch):
     """#3: run from the repository, mesh-agent committed straight onto main."""
     from .conftest import git
 
     main = git(repo, "rev-parse", "HEAD")
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid",
+        str(anchor_process().pid), check=0)
+    monkeypatch.setenv("MESH_SESSION", "b1")  # the gate lets a builder's Bash through
     commit = ("@bash echo more >> docs/guide.md && "
               "git -c user.name=a -c user.email=a@a commit -qam agent")
     for workdir in (repo, repo / "crates"):

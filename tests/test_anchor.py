@@ -94,8 +94,10 @@ def test_a_task_that_cannot_be_handed_back_is_given_up_and_the_anchor_goes_on(ru
     run("queue-push", "--id", long_id, "--max-attempts", "1", "exit 1", check=0)
     run("queue-push", "--id", "after", "true", check=0)
     run("queue-drain", "--burst", check=0)
-    [record] = run("mesh-anchor", "--once", "--no-respawn", check=0).records
+    *decisions, record = run("mesh-anchor", "--once", "--no-respawn", check=0).records
     assert record["handled"] == 2
+    assert [d["event"] for d in decisions
+            if d["event"] != "anchor.scheduled"] == ["anchor.give_up", "anchor.done"]
     [given_up] = events_named(mesh_home, "anchor.give_up")
     assert given_up["task"] == long_id and "cannot hand back" in given_up["reason"]
 
@@ -104,8 +106,9 @@ def test_once_handles_every_result_there_is(run, repo, mesh_home):
     r = redis_of(mesh_home)
     for n in range(250):
         r.xadd("tasks:results", {"result": json.dumps({"id": f"r{n}", "status": "ok"})})
-    [record] = run("mesh-anchor", "--once", "--no-respawn", check=0).records
+    *decisions, record = run("mesh-anchor", "--once", "--no-respawn", check=0).records
     assert record["handled"] == 250
+    assert sum(d["event"] == "anchor.done" for d in decisions) == 250
     assert len(events_named(mesh_home, "anchor.done")) == 250
 
 
