@@ -13,11 +13,17 @@ SOFTWARE = 70
 TEMPFAIL = 75
 NOPERM = 77
 CONFIG = 78
-INTERRUPTED = 130
+INTERRUPTED = 130  # 128 + SIGINT
+READER_GONE = 141  # 128 + SIGPIPE
+TERMINATED = 143  # 128 + SIGTERM
 
 
 class MeshError(Exception):
     exit_code = SOFTWARE
+
+
+class ReaderGone(Exception):
+    """stdout's reader went away (`| head`): carried past click, which would exit 1."""
 
 
 class Negative(MeshError):
@@ -68,7 +74,7 @@ def guarded(prog: str, run) -> int:
         code = INTERRUPTED
     except MeshError as e:
         code = fail(str(e), e.exit_code)
-    except BrokenPipeError:
+    except (BrokenPipeError, ReaderGone):
         code = quiet_broken_pipe()
     except PermissionError as e:
         code = fail(f"permission denied: {e.filename or e}", NOPERM)
@@ -95,4 +101,4 @@ def quiet_broken_pipe() -> int:
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    return 128 + 13
+    return READER_GONE

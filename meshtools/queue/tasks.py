@@ -51,8 +51,10 @@ def normalise(raw, where: str = "task") -> dict:
 def result_record(task: dict, outcome, **fields) -> dict:
     """A task's result: the core keys (and fields), then the executor's details (cost,
     turns, ...), then the task's own keys (prompt, role, metadata) so that a reader such as
-    the anchor can act on it; neither ever masks a core key."""
+    the anchor can act on it; neither ever masks a core key. Secrets in the output or
+    the task are redacted (core.redact): every reader and writer of a result gets this."""
     from ..core import clock
+    from ..core.redact import redact
 
     record = {"ts": clock.iso(), "kind": "result", "id": task["id"], **fields,
               "status": outcome.status, "exit_code": outcome.exit_code,
@@ -62,4 +64,4 @@ def result_record(task: dict, outcome, **fields) -> dict:
     for key, value in task.items():
         if key not in ("max_attempts", "timeout"):
             record.setdefault(key, value)
-    return record
+    return redact(record)
