@@ -64,7 +64,9 @@ def guarded(prog: str, run) -> int:
     import sys
 
     def fail(message: str, code: int) -> int:
-        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+        from .redact import redact_text  # a message may quote a task's output or a command
+
+        print(f"{prog}: {redact_text(message)}", file=sys.stderr, flush=True)
         return code
 
     try:
