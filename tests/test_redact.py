@@ -159,3 +159,8 @@ def test_a_spawned_workers_log_carries_no_secret(run, repo, mesh_home):
     finally:
         os.kill(spawned["pid"], signal.SIGTERM)
         psutil.wait_procs([psutil.Process(spawned["pid"])], timeout=30)
+
+
+def test_an_absent_secret_stays_visible():
+    assert redact({"api_key": None, "token": "", "password": "x"}) == {
+        "api_key": None, "token": "", "password": MASK}
