@@ -8,8 +8,8 @@ Three rules, cheap enough for every write (precompiled; ~20 ms for a 1 MB output
 - secret-shaped values anywhere in a string: sk-..., gh?_..., github_pat_..., AWS access key
   ids, Bearer tokens, JWTs, Slack xox?- tokens, and NAME=value / "NAME": "value" where NAME
   is secret-named (aws_secret_access_key=..., ANTHROPIC_AUTH_TOKEN=...);
-- the current value of every secret-named environment variable (8 characters or more),
-  wherever it appears.
+- the current value of every secret-named environment variable (8 characters or more;
+  not the mesh's own MESH_*), wherever it appears.
 """
 
 import functools
@@ -89,8 +89,10 @@ def _mask_assigned(match) -> str:
 
 
 def _env_secrets() -> tuple:
-    return tuple(sorted({v for k, v in os.environ.items()
-                         if len(v) >= MIN_ENV_VALUE and secret_key(k)}, key=len, reverse=True))
+    """The values to mask; the mesh's own MESH_* variables name things (MESH_SPAWN_KEY is a
+    supervisor's key, e.g. builder-1), they hold no credentials."""
+    return tuple(sorted({v for k, v in os.environ.items() if len(v) >= MIN_ENV_VALUE
+                         and secret_key(k) and not k.startswith("MESH_")}, key=len, reverse=True))
 
 
 @functools.lru_cache(maxsize=8)
