@@ -2,8 +2,9 @@
 
 Commands are click objects built with `command()` / `group()` from here, so a usage error
 exits 64 instead of click's 2, a MeshError becomes one line on stderr and its exit code, a
-broken pipe exits quietly, and ^C exits 130. One click object serves both the standalone
-entry point (`coord-send`) and the umbrella's subcommand (`meshctl send`).
+broken pipe exits quietly with 141 (as a C filter killed by SIGPIPE would), ^C exits 130
+and SIGTERM 143 (exit_on_sigterm). One click object serves both the standalone entry point
+(`coord-send`) and the umbrella's subcommand (`meshctl send`).
 """
 
 import functools
@@ -43,6 +44,17 @@ class _Contract:
                 raise KeyboardInterrupt from None
 
         sys.exit(errors.guarded(prog_name or os.path.basename(sys.argv[0]), run))
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except BrokenPipeError as e:  # click's main() would swallow it and exit 1
+            raise errors.ReaderGone() from e
+
+    def get_short_help_str(self, limit: int = 45) -> str:
+        """The whole first sentence in a group's command list: click cuts it to one line
+        with "...", where the help formatter would wrap it."""
+        return super().get_short_help_str(limit=max(limit, 1000))
 
 
 class Command(_Contract, click.Command):
@@ -175,7 +187,7 @@ def exit_on_sigterm() -> None:
     """SIGTERM unwinds like ^C (finally blocks run) and exits 143, as a killed process would."""
     import signal
 
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(errors.TERMINATED))
 
 
 def stdin_lines():

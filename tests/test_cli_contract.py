@@ -99,3 +99,14 @@ def test_internal_errors_are_one_line(run, repo, mesh_home):
     result = run("file-lock", "acquire", "--as", "a", "docs")
     assert result.returncode == 78 and "config.toml" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("command", ["meshctl", "coord", "file-lock", "queue-dead",
+                                     "mesh-redis", "mesh-roles", "mesh-worktree"])
+def test_command_lists_show_whole_descriptions(run, command):
+    lines = run(command, "--help", check=0).stdout.splitlines()
+    listed = lines[lines.index("Commands:") + 1:]
+    assert listed and not [line for line in listed if line.rstrip().endswith("...")]
+    if command == "meshctl":  # a description longer than a line is wrapped, not cut
+        text = " ".join(" ".join(listed).split())
+        assert "roles' standing tasks, and notice stale, dead or FATAL peers." in text

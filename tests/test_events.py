@@ -169,3 +169,20 @@ def test_follow_sees_a_file_event_live(run, mesh_home):
         follower.terminate()
         follower.wait(timeout=10)
     wait_until(lambda: follower.returncode is not None)
+
+
+def test_events_carry_no_secret_but_keep_token_counts(mesh_home, monkeypatch):
+    home = home_of(mesh_home)
+    monkeypatch.setenv("ANTHROPIC_AUTH_TOKEN", "opaque-auth-value-1234")
+    events.emit(home, "agent.done", tokens={"input": 3, "output": 5}, input_tokens=8,
+                note="ran with opaque-auth-value-1234 and Bearer abcdefghijklmnop0123",
+                auth_token="t0ps3cret")
+    client = redis_of(mesh_home)
+    mirror.forward(client, Names(), home)
+    [logged] = list(events.read(home))
+    [(_, fields)] = client.xrange("mesh:events")
+    for record in (logged, json.loads(fields["e"])):
+        assert record["tokens"] == {"input": 3, "output": 5} and record["input_tokens"] == 8
+        assert record["auth_token"] == "[redacted]"
+        assert record["note"] == "ran with [redacted] and Bearer [redacted]"
+    assert "opaque-auth" not in open(home.events_file).read()

@@ -331,8 +331,30 @@ def test_sigterm_finishes_the_current_task_then_exits(run, mesh_home):
     worker = drain(capture=True)
     wait_until(lambda: pending(mesh_home) == 1)
     worker.send_signal(signal.SIGTERM)
-    out, _ = worker.communicate(timeout=30)
-    assert worker.returncode == 0 and json.loads(out)["output"] == "finished\n"
+    out, err = worker.communicate(timeout=30)
+    assert json.loads(out)["output"] == "finished\n"
+    assert worker.returncode == 143  # finished, and still reported as terminated
+    assert "finishing task finishing, SIGTERM again to hand it back" in err
+
+
+def test_ctrl_c_says_it_finishes_the_task_then_exits_130(run, mesh_home):
+    run("queue-push", "--id", "busy", "sleep 1; echo finished", check=0)
+    worker = drain(capture=True)
+    wait_until(lambda: pending(mesh_home) == 1)
+    worker.send_signal(signal.SIGINT)
+    out, err = worker.communicate(timeout=30)
+    assert err.splitlines() == ["queue-drain: finishing task busy, ^C again to hand it back"]
+    assert worker.returncode == 130 and json.loads(out)["output"] == "finished\n"
+    assert run("queue-results", "--task", "busy", check=0).records[0]["status"] == "ok"
+
+
+def test_ctrl_c_when_idle_says_it_stops(run, mesh_home):
+    worker = drain(capture=True)
+    wait_until(lambda: redis_of(mesh_home).hlen("tasks:workers") == 1)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 130
+    assert err.splitlines() == ["queue-drain: no task running, stopping"]
 
 
 def test_second_sigterm_hands_the_task_back(run, mesh_home):
@@ -342,7 +364,8 @@ def test_second_sigterm_hands_the_task_back(run, mesh_home):
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.2)
     worker.send_signal(signal.SIGTERM)
-    worker.communicate(timeout=30)
+    _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 143 and "stopping task handed and handing it back" in err
     r = redis_of(mesh_home)
     assert r.xlen("tasks:queue:default") == 1 and r.hget("tasks:index", "handed") == "queued"
     assert r.hget("tasks:attempts", "handed") == "0"  # a hand-back is not an attempt

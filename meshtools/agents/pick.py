@@ -24,6 +24,7 @@ import subprocess
 
 from ..core import clock, config, errors, events, fs, git as gitfiles
 from ..core.ids import validate_name, validate_task_id
+from ..core.redact import redact_text
 from . import gitops
 
 TRAILER = re.compile(r"^\(cherry picked from commit ([0-9a-f]{7,64})\)\s*$", re.M)
@@ -275,7 +276,7 @@ def pick(home, repo_root, commits: list[str], *, role: str | None = None,
             record.update(gate=gate, gate_exit=code)
             if code != 0:
                 _rollback(root, before)
-                record.update(status="gate_failed", gate_output=output,
+                record.update(status="gate_failed", gate_output=redact_text(output),
                               rolled_back=record["picked"], picked=[], picked_from=[])
                 return _finish(home, record, root)
         record["status"] = "picked" if record["picked"] else "skipped"

@@ -13,11 +13,17 @@ SOFTWARE = 70
 TEMPFAIL = 75
 NOPERM = 77
 CONFIG = 78
-INTERRUPTED = 130
+INTERRUPTED = 130  # 128 + SIGINT
+READER_GONE = 141  # 128 + SIGPIPE
+TERMINATED = 143  # 128 + SIGTERM
 
 
 class MeshError(Exception):
     exit_code = SOFTWARE
+
+
+class ReaderGone(Exception):
+    """stdout's reader went away (`| head`): carried past click, which would exit 1."""
 
 
 class Negative(MeshError):
@@ -58,7 +64,9 @@ def guarded(prog: str, run) -> int:
     import sys
 
     def fail(message: str, code: int) -> int:
-        print(f"{prog}: {message}", file=sys.stderr, flush=True)
+        from .redact import redact_text  # a message may quote a task's output or a command
+
+        print(f"{prog}: {redact_text(message)}", file=sys.stderr, flush=True)
         return code
 
     try:
@@ -68,7 +76,7 @@ def guarded(prog: str, run) -> int:
         code = INTERRUPTED
     except MeshError as e:
         code = fail(str(e), e.exit_code)
-    except BrokenPipeError:
+    except (BrokenPipeError, ReaderGone):
         code = quiet_broken_pipe()
     except PermissionError as e:
         code = fail(f"permission denied: {e.filename or e}", NOPERM)
@@ -95,4 +103,4 @@ def quiet_broken_pipe() -> int:
 
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    return 128 + 13
+    return READER_GONE

@@ -7,28 +7,16 @@ events stream, each event once.
 """
 
 import os
-import re
 
 from . import clock, fs, jsonl, proc
 
 MAX_BYTES = 8 << 20
-_SECRET_KEY = re.compile(r"(api[_-]?key|token|secret|password|authorization)", re.I)
-_SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_-]{8,}|gh[pousr]_[A-Za-z0-9]{16,})")
-
-
-def redact(value):
-    """Events never carry secrets: mask secret-looking keys and values, recursively."""
-    if isinstance(value, dict):
-        return {k: "[redacted]" if _SECRET_KEY.search(str(k)) else redact(v)
-                for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    if isinstance(value, str):
-        return _SECRET_VALUE.sub("[redacted]", value)
-    return value
 
 
 def make(event: str, /, **fields) -> dict:
+    """An event record; events never carry secrets (core.redact)."""
+    from .redact import redact
+
     record = {"ts": clock.iso(), "event": event}
     record.update(redact(fields))
     record.setdefault("host", proc.hostname())

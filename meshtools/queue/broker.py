@@ -4,13 +4,16 @@ task id gets exactly one final result however often it runs.
 
 Task ids live in a hash (tasks:index) with their state: `queued`, `done:<result entry>` or
 `dead:<result entry>`. Pushing a known id is a no-op.
+
+Whatever goes to Redis (a task, a result, a reason) is redacted here first (core.redact):
+the scripts write it verbatim, and Redis keeps it in its append-only file.
 """
 
 import json
 import time
 
 from ..core import clock
-from ..core.events import redact
+from ..core.redact import redact
 from .names import GROUP, Names
 
 EVENTS_MAXLEN = 10_000
@@ -124,6 +127,7 @@ class Broker:
         """Enqueue (task, queue name) pairs in one transaction; returns a record per task,
         `duplicate` when its id was already known."""
         now = clock.iso()
+        tasks = [(redact(task), queue) for task, queue in tasks]
         pipe = self.redis.pipeline(transaction=True)
         for task, queue in tasks:
             self._push(keys=[self.names.events, self.names.index, self.names.queue(queue)],
@@ -178,7 +182,7 @@ class Broker:
         self._dead(keys=[self.names.events, self.names.index, self.names.queue(queue),
                          self.names.dead],
                    args=[clock.iso(), task["id"], entry, GROUP,
-                         json.dumps(dict(task, _queue=queue)), reason],
+                         json.dumps(redact(dict(task, _queue=queue))), redact(reason)],
                    client=pipe)
         self.finish(queue, entry, task, dict(result, dead_letter=True, reason=reason),
                     final_state="dead", pipe=pipe)
@@ -189,7 +193,7 @@ class Broker:
         return self._requeue(
             keys=[self.names.events, self.names.index, self.names.queue(queue),
                   self.names.attempts],
-            args=[clock.iso(), task["id"], entry, GROUP, json.dumps(task), why,
+            args=[clock.iso(), task["id"], entry, GROUP, json.dumps(redact(task)), why,
                   "1" if undo_attempt else "0"])
 
     def ack_empty(self, queue: str, entry: str) -> None:

@@ -56,7 +56,20 @@ def normalise(raw, where: str = "task") -> dict:
         json.dumps(task, allow_nan=False)
     except ValueError:
         raise BadInput(f"{where}: NaN and Infinity are not numbers a task may hold")
+    _refuse_secrets(task, where)
     return task
+
+
+def _refuse_secrets(task: dict, where: str) -> None:
+    """A task is stored in Redis (and its append-only file) and copied into results, so a
+    secret in it would be kept; masking it would run a different task than the one given.
+    So it is refused, and the secret reaches the task through the worker's environment."""
+    from ..core.redact import redact
+
+    keys = [key for key, value in task.items() if redact({key: value}) != {key: value}]
+    if keys:
+        raise BadInput(f"{where}: {', '.join(map(repr, keys))} carries what looks like a "
+                       "secret; give secrets to tasks through the worker's environment")
 
 
 def batch(lines: list[tuple[int, dict]], overrides: dict, source: str = "stdin") -> list[dict]:
@@ -105,8 +118,10 @@ def unrunnable(fields: dict, entry: str) -> dict:
 def result_record(task: dict, outcome, **fields) -> dict:
     """A task's result: the core keys (and fields), then the executor's details (cost,
     turns, ...), then the task's own keys (prompt, role, metadata) so that a reader such as
-    the anchor can act on it; neither ever masks a core key."""
+    the anchor can act on it; neither ever masks a core key. Secrets in the output or
+    the task are redacted (core.redact): every reader and writer of a result gets this."""
     from ..core import clock
+    from ..core.redact import redact
 
     record = {"ts": clock.iso(), "kind": "result", "id": task["id"], **fields,
               "status": outcome.status, "exit_code": outcome.exit_code,
@@ -116,4 +131,4 @@ def result_record(task: dict, outcome, **fields) -> dict:
     for key, value in task.items():
         if key not in ("max_attempts", "timeout"):
             record.setdefault(key, value)
-    return record
+    return redact(record)

@@ -7,6 +7,8 @@ loop drains before reading new entries. The lease (XAUTOCLAIM min-idle) is only 
 for consumers that never beat at all.
 
 SIGTERM/SIGINT once: finish the current task, then exit. Twice: stop it and hand it back.
+Either way the worker says so on stderr and exits 128+signal (130 for ^C, 143 for SIGTERM):
+a stop by signal is reported as one.
 
 Before each read the worker checks `mesh:paused` (and the daily budget) and waits while the
 mesh is paused. An agent run that ends on a usage limit is handed back with its attempt
@@ -48,8 +50,9 @@ class Worker:
     on_result: object = None  # called with each result record (queue-drain prints it)
     daily_budget_usd: float | None = None  # config.toml [budget] daily_usd
     stopping: int = 0
+    stopped_by: int = 0  # the first stop signal
     done: int = 0
-    _current: tuple | None = None
+    _current: tuple | None = None  # (queue, entry, task id) in flight
     _clear_until: float = 0.0  # no pause was in force when last asked: trust it until then
     _reclaimed: threading.Event = field(default_factory=threading.Event)
 
@@ -73,11 +76,15 @@ class Worker:
             # Gone for good only with nothing pending: else its heartbeat stays, goes
             # silent, and a live worker reclaims the entries at once, not after the lease.
             self.broker.forget_worker(self.consumer, self.queues)
-        return 0
+        return 128 + self.stopped_by if self.stopped_by else 0
 
     def _install_signals(self) -> None:
         def stop(signum, _frame):
             self.stopping += 1
+            self.stopped_by = self.stopped_by or signum
+            current = self._current
+            print(f"queue-drain: {stop_notice(signum, self.stopping, current and current[2])}",
+                  file=sys.stderr, flush=True)
             if self.stopping >= 2:
                 self.executor.interrupt()
 
@@ -156,7 +163,7 @@ class Worker:
             self.broker.dead_letter(queue, entry, task, self._result(task, queue, outcome, attempt),
                                     f"delivered {attempt} times, max_attempts is {limit}")
             return
-        self._current = (queue, entry)
+        self._current = (queue, entry, task["id"])
         try:
             outcome = self.executor.run(task, self.workdir,
                                         task.get("timeout") or self.default_timeout)
@@ -264,6 +271,17 @@ class Worker:
         for queue in self.queues:
             if self.beat_broker.claim_idle(queue, self.consumer, LEASE_MS):
                 self._reclaimed.set()
+
+
+def stop_notice(signum: int, count: int, task_id: str | None) -> str:
+    """What a stop signal does, said at once: the first one is otherwise silent for as long
+    as the task runs."""
+    if task_id is None:
+        return "no task running, stopping"
+    if count >= 2:
+        return f"stopping task {task_id} and handing it back"
+    again = "^C" if signum == signal.SIGINT else "SIGTERM"
+    return f"finishing task {task_id}, {again} again to hand it back"
 
 
 def worker_dead(record: dict, now: float) -> bool:
