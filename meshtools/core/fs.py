@@ -42,11 +42,9 @@ def ensure_dir(path) -> str:
 def check_private(path, what: str) -> str:
     """path, if it is a real directory (not a symlink) of ours that nobody else may enter;
     else ConfigError. Another user who planted or can write a directory can replace what
-    we put in it (a socket: then our clients talk to their server)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        raise ConfigError(f"{what} {path} does not exist") from None
+    we put in it (a socket: then our clients talk to their server). FileNotFoundError if
+    it does not exist."""
+    st = os.lstat(path)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
         kind = "a symlink" if stat.S_ISLNK(st.st_mode) else (
             f"owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}")

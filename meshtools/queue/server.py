@@ -65,7 +65,10 @@ class EmbeddedRedis:
     def authed_url(self) -> str:
         """The URL with the password, for clients; refuses a socket directory that is not
         private to us, and a server that has no password (started by an older meshtools)."""
-        fs.check_private(self.socket_dir or self.dir, "the Redis socket directory")
+        try:
+            fs.check_private(self.socket_dir or self.dir, "the Redis socket directory")
+        except FileNotFoundError:
+            raise Unavailable(f"redis unavailable at {self.url}: not running") from None
         return f"unix://:{self.password()}@{self.socket}"
 
     def password(self) -> str:
@@ -135,7 +138,7 @@ class EmbeddedRedis:
         if current:
             try:
                 return fs.check_private(current, "the Redis socket directory")
-            except ConfigError:
+            except (ConfigError, FileNotFoundError):
                 pass  # gone (a tmp cleaner) or not ours any more: never reuse it
         base = os.environ.get("XDG_RUNTIME_DIR")
         try:
