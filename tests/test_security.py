@@ -139,6 +139,22 @@ def test_a_socket_directory_not_private_to_us_is_never_used(long_home):
         shutil.rmtree(planted)
 
 
+def test_the_runtime_dir_is_used_only_when_it_is_ours(long_home, monkeypatch):
+    runtime = tempfile.mkdtemp(prefix="xdg-")
+    try:
+        server = EmbeddedRedis(MeshHome(str(long_home)))
+        monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+        server.start()
+        assert os.path.dirname(server.socket_dir) == runtime
+        server.stop()
+        os.chmod(runtime, 0o777)  # sudo's inherited one, or anyone's: not ours alone
+        server.start()
+        assert not server.socket_dir.startswith(runtime)
+        assert redis_of(long_home).ping()
+    finally:
+        shutil.rmtree(runtime)
+
+
 OWNER, OTHER = 65533, 65534  # two users that are not root
 
 

@@ -10,10 +10,12 @@ the mesh's own (a socket in a directory another user controls can be swapped for
 and then their tasks run as us):
 - the socket lives in MESH_HOME/redis/ when the path fits in sun_path (108 bytes); else in
   a directory that start() creates with mkdtemp (a fresh random name, 0700, ours: nobody can
-  have planted it) under $XDG_RUNTIME_DIR, else $TMPDIR or /tmp, recorded in
-  redis/socket-dir. Clients refuse a socket directory that is not ours and 0700;
+  have planted it) under $XDG_RUNTIME_DIR if it is ours and 0700, else $TMPDIR or /tmp,
+  recorded in redis/socket-dir. Clients refuse a socket directory that is not ours and 0700;
 - redis/secret (0600, created once, atomically) is the server's requirepass, handed to it on
-  stdin (argv is visible in ps); clients authenticate with it, so an impostor fails AUTH;
+  stdin (argv is visible in ps); clients authenticate with it and check that the server
+  requires exactly it (Redis >= 6 accepts any AUTH when it has no password), so an
+  impostor redis-server is refused;
 - the server runs with umask 077: its log, pid and append-only files are 0600.
 """
 
@@ -140,7 +142,12 @@ class EmbeddedRedis:
                 return fs.check_private(current, "the Redis socket directory")
             except (ConfigError, FileNotFoundError):
                 pass  # gone (a tmp cleaner) or not ours any more: never reuse it
-        base = os.environ.get("XDG_RUNTIME_DIR")
+        base = os.environ.get("XDG_RUNTIME_DIR") or None
+        if base:  # only a runtime dir of ours (sudo keeps the invoking user's)
+            try:
+                fs.check_private(base, "$XDG_RUNTIME_DIR")
+            except (ConfigError, OSError):
+                base = None
         try:
             fresh = tempfile.mkdtemp(prefix="meshtools-", dir=base or None)
         except OSError as e:
