@@ -74,16 +74,18 @@ class EmbeddedRedis:
         return f"unix://:{self.password()}@{self.socket}"
 
     def password(self) -> str:
+        """The server's password (redis/secret); Unavailable before the first start, and
+        for a server an older meshtools started without one."""
         try:
             with open(self.secret_file) as f:
                 return f.read().strip()
         except FileNotFoundError:
-            pid = self.pid()
-            if pid is not None:
-                raise Unavailable(f"the mesh's redis-server (pid {pid}) was started without a "
-                                  f"password by an older meshtools: restart it: {RESTART}")
-            raise Unavailable(f"the mesh's redis-server is not running (start it: "
-                              f"mesh-redis start)") from None
+            pass
+        pid = self.pid()
+        if pid is not None:
+            raise Unavailable(f"the mesh's redis-server (pid {pid}) was started without a "
+                              f"password by an older meshtools: restart it: {RESTART}")
+        raise Unavailable("the mesh's redis-server is not running (start it: mesh-redis start)")
 
     @property
     def pidfile(self) -> str:
