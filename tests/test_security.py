@@ -72,6 +72,21 @@ def test_a_foreign_redis_on_the_mesh_socket_is_refused(run, mesh_home, foreign_r
     assert "not the mesh's own" in status.records[0]["error"]
 
 
+def test_a_client_never_reconnects_to_a_server_swapped_in_later(mesh_home, foreign_redis):
+    import redis
+
+    server = EmbeddedRedis(MeshHome(str(mesh_home)))
+    server.start()
+    client = redis_of(mesh_home)
+    assert client.ping()
+    socket = server.socket
+    server.stop()
+    os.makedirs(os.path.dirname(socket), mode=0o700, exist_ok=True)
+    foreign_redis(socket)  # no password: it takes any AUTH
+    with pytest.raises(redis.AuthenticationError, match="does not require the mesh's password"):
+        client.ping()
+
+
 def test_the_password_is_private_and_never_on_the_command_line(mesh_home):
     import redis
 

@@ -9,6 +9,7 @@ from ..core.home import MeshHome
 
 MIN_VERSION = (6, 2)  # XAUTOCLAIM
 URL_ENV = "MESH_REDIS_URL"
+NOT_REQUIRED = "it does not require the mesh's password"
 
 
 def resolve_url(home: MeshHome, explicit: str | None = None, start: bool = True) -> str:
@@ -30,7 +31,7 @@ def connect(home: MeshHome, url: str | None = None, *, blocking: bool = False,
     else it is the embedded server's (see embedded())."""
     url = url or os.environ.get(URL_ENV)
     if url:
-        return _checked(url, url, blocking, f"redis at {url} {{}}")
+        return _checked(url, url, blocking, f"redis at {url}: {{}}")
     from .server import EmbeddedRedis
 
     return embedded(EmbeddedRedis(home), blocking=blocking, start=start)
@@ -38,40 +39,55 @@ def connect(home: MeshHome, url: str | None = None, *, blocking: bool = False,
 
 def embedded(server, *, blocking: bool = False, start: bool = True):
     """A checked client of the mesh's own server (started if `start`): one that refuses the
-    mesh's password, or does not require it (Redis >= 6 accepts any AUTH when it has none),
-    is not ours (Unavailable)."""
+    mesh's password, or does not require it, is not ours (Unavailable)."""
     from .server import RESTART
 
     if start:
         server.start()
     return _checked(server.authed_url(), server.url, blocking,
-                    f"the server at {server.socket} is not the mesh's own Redis (it "
-                    f"{{}}); stop it, then: {RESTART}", server.password())
+                    f"the server at {server.socket} is not the mesh's own Redis ({{}}); stop "
+                    f"it, then: {RESTART}", _requiring(server.password()))
 
 
-def _checked(url: str, shown: str, blocking: bool, refused: str, password: str | None = None):
-    """Connect to url (messages name `shown`, never a password); with `password`, the
-    server must require exactly that one. Blocking clients (XREADGROUP BLOCK) get no socket
-    timeout, so a long BLOCK never reads as a dead server."""
+def _requiring(password: str):
+    """A connect hook for redis-py, run on every (re)connection after AUTH: the server must
+    require exactly this password (Redis >= 6 accepts any AUTH when it has none), so a
+    server swapped onto the socket later is refused too (AuthenticationError)."""
+
+    def on_connect(connection) -> None:
+        import redis
+
+        connection.on_connect()
+        connection.send_command("CONFIG", "GET", "requirepass", check_health=False)
+        reply = connection.read_response()  # RESP3: a map; RESP2: [name, value]
+        values = list(reply.values()) if isinstance(reply, dict) else list(reply or [])[1:]
+        value = values[0] if values else None
+        if (value.decode() if isinstance(value, bytes) else value) != password:
+            raise redis.AuthenticationError(NOT_REQUIRED)
+
+    return on_connect
+
+
+def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None):
+    """Connect to url (messages name `shown`, never a password). Blocking clients
+    (XREADGROUP BLOCK) get no socket timeout, so a long BLOCK never reads as a dead
+    server."""
     import redis
 
     try:
         client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
                                       socket_timeout=None if blocking else 30,
-                                      health_check_interval=30 if blocking else 0)
-        checks = client.pipeline(transaction=False).info("server")
-        if password is not None:
-            checks.config_get("requirepass")
-        info, *required = checks.execute()
-        version = info["redis_version"]
+                                      health_check_interval=30 if blocking else 0,
+                                      redis_connect_func=on_connect)
+        version = client.info("server")["redis_version"]
     except redis.AuthenticationError as e:  # a ConnectionError: first
-        raise Unavailable(refused.format(f"refused the password: {describe(e)}"))
+        why = describe(e)
+        raise Unavailable(refused.format(why if why == NOT_REQUIRED
+                                         else f"it refused the password: {why}"))
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
         raise Unavailable(f"redis unavailable at {shown}: {describe(e)}")
     except ValueError as e:
         raise Unavailable(f"bad redis url {shown!r}: {e}")
-    if required and required[0].get("requirepass") != password:
-        raise Unavailable(refused.format("does not require the mesh's password"))
     if tuple(int(p) for p in version.split(".")[:2]) < MIN_VERSION:
         raise Unavailable(f"redis {version} at {shown} is too old: meshtools needs >= "
                           f"{'.'.join(map(str, MIN_VERSION))} (XAUTOCLAIM)")
