@@ -141,6 +141,9 @@ def test_a_missing_agent_cli_is_69_before_anything_starts(run, repo, monkeypatch
 
 
 def test_in_the_foreground_mesh_spawn_becomes_the_supervisor(run, repo):
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
     spawned = subprocess.Popen(["mesh-spawn", "builder", "--queue", "--agent", "shell"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -149,7 +152,9 @@ def test_in_the_foreground_mesh_spawn_becomes_the_supervisor(run, repo):
                    timeout=30)
         # the supervisor (this very pid) starts its queue-drain once it has handed off
         wait_until(lambda: psutil.Process(spawned.pid).children())
-        tree = [spawned.pid, *(p.pid for p in psutil.Process(spawned.pid).children(True))]
+        # and that starts the mesh's Redis, a daemon that outlives it (run_tree leaves it out)
+        wait_until(EmbeddedRedis(MeshHome.find()).running, timeout=30)
+        tree = [p.pid for p in run_tree(spawned.pid)]
         assert len(tree) >= 2
         spawned.send_signal(signal.SIGTERM)
         assert spawned.wait(timeout=30) == 143
