@@ -28,8 +28,9 @@ import psutil  # noqa: E402
 
 from meshtools.core.home import MeshHome  # noqa: E402
 from meshtools.queue.broker import Broker  # noqa: E402
-from meshtools.queue.connection import connect, resolve_url  # noqa: E402
+from meshtools.queue.connection import connect  # noqa: E402
 from meshtools.queue.names import Names  # noqa: E402
+from meshtools.queue.server import EmbeddedRedis  # noqa: E402
 
 
 def run(argv, env, cwd):
@@ -132,7 +133,7 @@ def main(runs: int = 7) -> int:
             time.sleep(3)  # idle: blocked on XREADGROUP, heartbeats only
             samples.append(memory(pid))
             stop(pid)
-            floors.append(floor_pair(broker.redis, resolve_url(home)))
+            floors.append(floor_pair(broker.redis, EmbeddedRedis(home).authed_url()))
     finally:
         run([os.path.join(BIN, "mesh-redis"), "stop"], env, repo)
     print(f"spawn-to-ready, supervised queue worker ({runs} runs): median "

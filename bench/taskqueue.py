@@ -194,10 +194,11 @@ def main(tasks: int = 5000, dispatch_tasks: int = 1000) -> int:
         print(f"queue-path overhead per task, no subprocess: {per_task * 1000:.3f} ms "
               "(median of 3 runs of 2,000; target <= 1 ms)")
         runs = {"meshtools queue-drain": [], "bare XREADGROUP loop": [], "RQ default worker": []}
+        url = server.authed_url()
         for _ in range(3):
             runs["meshtools queue-drain"].append(meshtools_throughput(home, tasks))
-            runs["bare XREADGROUP loop"].append(bare_throughput(home, server.url, tasks))
-            rq = rq_throughput(home, server.url, tasks)
+            runs["bare XREADGROUP loop"].append(bare_throughput(home, url, tasks))
+            rq = rq_throughput(home, url, tasks)
             if rq is not None:
                 runs["RQ default worker"].append(rq)
         medians = {k: statistics.median(v) for k, v in runs.items() if v}

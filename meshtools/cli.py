@@ -105,6 +105,12 @@ class Mesh:
     def home(self) -> MeshHome:
         return MeshHome.find(self._home_arg)
 
+    @functools.cached_property
+    def home_if_any(self) -> MeshHome | None:
+        """The home, or None outside a repository without --home/$MESH_HOME (a command
+        that needs no mesh, such as mesh-roles, still works there)."""
+        return MeshHome.find_any(self._home_arg)
+
     def session(self, required: bool = True) -> str | None:
         from .core.ids import validate_name
 

@@ -141,6 +141,9 @@ def test_a_missing_agent_cli_is_69_before_anything_starts(run, repo, monkeypatch
 
 
 def test_in_the_foreground_mesh_spawn_becomes_the_supervisor(run, repo):
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
     spawned = subprocess.Popen(["mesh-spawn", "builder", "--queue", "--agent", "shell"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -149,7 +152,9 @@ def test_in_the_foreground_mesh_spawn_becomes_the_supervisor(run, repo):
                    timeout=30)
         # the supervisor (this very pid) starts its queue-drain once it has handed off
         wait_until(lambda: psutil.Process(spawned.pid).children())
-        tree = [spawned.pid, *(p.pid for p in psutil.Process(spawned.pid).children(True))]
+        # and that starts the mesh's Redis, a daemon that outlives it (run_tree leaves it out)
+        wait_until(EmbeddedRedis(MeshHome.find()).running, timeout=30)
+        tree = [p.pid for p in run_tree(spawned.pid)]
         assert len(tree) >= 2
         spawned.send_signal(signal.SIGTERM)
         assert spawned.wait(timeout=30) == 143
@@ -172,3 +177,23 @@ def test_what_the_mesh_runs_outlives_the_run_that_started_it(run, repo, mesh_hom
     peer = session_record(run, "research-1")
     assert peer["state"] == "alive"
     assert gone(stop_tree(peer["pid"]))
+
+
+def test_a_detached_agent_stops_when_its_mesh_home_is_deleted(run, repo, mesh_home, claude_cli):
+    """issue 8: a leftover persistent agent, waiting to re-run, outlived its mesh."""
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text("[supervisor]\nrerun_delay = 300\n")
+    record = spawn(run, "research", "--detach").records[-1]
+    state = mesh_home / "spawns" / "research-1.json"
+    wait_until(lambda: state.exists() and json.loads(state.read_text())["state"] == "backoff",
+               timeout=30)  # its first run is over: waiting to run again
+    tree = [p.pid for p in run_tree(record["pid"])]
+    try:
+        shutil.rmtree(mesh_home.rename(mesh_home.with_name("deleted")))  # no writer races it
+        wait_until(lambda: gone(tree), timeout=30)
+    finally:
+        for pid in tree:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass

@@ -6,6 +6,7 @@ the wall clock.
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -244,6 +245,27 @@ def test_sigterm_during_backoff_ends_it_at_once(supervise, mesh_home):
     sup.send_signal(signal.SIGTERM)
     assert sup.wait(timeout=20) == 143
     assert len(events(mesh_home, "spawn.started")) == 1
+
+
+def test_a_deleted_mesh_home_stops_the_supervisor_and_its_child(supervise, mesh_home):
+    """issue 8: a leftover supervisor of a mesh whose state directory is gone stops, says
+    why, and does not make the directory again."""
+    sup = supervise("--", "sleep", "1000")
+    child = running(mesh_home, f"pid-{sup.pid}")["child_pid"]
+    shutil.rmtree(mesh_home.rename(mesh_home.with_name("deleted")))  # no writer races it
+    assert sup.wait(timeout=30) == 78
+    wait_until(lambda: gone(child))
+    assert "was deleted or replaced" in sup.stderr.read()
+    assert not mesh_home.exists()
+
+
+def test_a_replaced_mesh_home_stops_the_supervisor_during_backoff(supervise, mesh_home):
+    sup = supervise("--base", "300", "--cap", "300", "--", "sh", "-c", "exit 5")
+    wait_until(lambda: events(mesh_home, "spawn.restart"))
+    shutil.rmtree(mesh_home.rename(mesh_home.with_name("deleted")))  # no writer races it
+    mesh_home.mkdir()  # another mesh at the same path is not this supervisor's
+    assert sup.wait(timeout=30) == 78
+    assert not (mesh_home / "events.jsonl").exists()
 
 
 def test_a_stale_control_never_touches_a_newer_spawn(supervise, run, mesh_home, tmp_path):

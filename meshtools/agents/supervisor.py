@@ -20,6 +20,10 @@ never kill its successor.
 Layout in MESH_HOME: spawns/<key>.json (the supervisor's state, written atomically),
 spawns/<key>.control/ (requests, one JSON file each, dropped by atomic rename),
 spawns/<key>.lock (flock held by the live supervisor). key = the session id, else pid-<pid>.
+
+A supervisor whose MESH_HOME is deleted or replaced (the mesh is gone: rm -rf of a scratch
+mesh) stops its child and exits 78, writing nothing more there: a leftover must not run on
+for a mesh that no longer exists, nor recreate its directory.
 """
 
 import fcntl
@@ -36,7 +40,7 @@ from ..core import clock, errors, events, fs, proc
 from ..core.ids import validate_name
 
 ALWAYS, ON_FAILURE = "always", "on-failure"
-RESTART, FATAL, DONE = "restart", "fatal", "done"
+RESTART, FATAL, DONE, HOME_GONE = "restart", "fatal", "done", "home_gone"
 STOP, RESTART_CHILD = "stop", "restart"
 CONTROLS = (STOP, RESTART_CHILD)
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -152,7 +156,8 @@ class CannotStart(errors.MeshError):
 
 
 class Outcome(NamedTuple):
-    status: str  # "stopped" (signal or control), DONE (exit 0 under on-failure), FATAL
+    status: str  # "stopped" (signal or control), DONE (exit 0 under on-failure), FATAL,
+    # HOME_GONE (MESH_HOME was deleted or replaced)
     code: int  # the exit status to leave with (FATAL: the last child's)
     failures: int = 0
 
@@ -189,11 +194,14 @@ class Supervisor:
         self._saved: dict = {}
         self._was_subreaper: bool | None = None
         self._session: int | None = None  # the latest run's session id (its child's pid)
+        self._home_id: tuple[int, int] | None = None  # MESH_HOME's (st_dev, st_ino) at start
+        self._home_gone = False
 
     # public ------------------------------------------------------------------------------
 
     def run(self) -> Outcome:
         self._claim()
+        self._home_id = _dir_identity(self.home.path)
         self._install()
         try:
             return self._loop()
@@ -293,9 +301,13 @@ class Supervisor:
             self._pause(min(POLL, left))
 
     def _tick(self, running: bool) -> None:
-        """One round of housekeeping: pending signals, control requests, the heartbeat."""
+        """One round of housekeeping: pending signals, MESH_HOME still there, control
+        requests, the heartbeat."""
         while self._signals:
             self._ask_stop(self._signals.pop(0), running)
+        if not self._home_gone and _dir_identity(self.home.path) != self._home_id:
+            self._home_gone = True
+            self._ask_stop(signal.SIGTERM, running)
         self._reap_strays()
         self._poll_controls(running)
         if self.session and time.monotonic() >= self._beat_at:
@@ -318,9 +330,10 @@ class Supervisor:
 
     def _stopped(self, code: int, reason: str = "stopped") -> Outcome:
         sig = self._stop_signal
+        reason = HOME_GONE if self._home_gone else reason
         self._event("stopped", spawn=self.spawn_id, code=code, reason=reason,
                     signal=signal.Signals(sig).name if sig else None)
-        return Outcome("stopped" if reason == "stopped" else DONE, code)
+        return Outcome(DONE if reason == "exited" else reason, code)
 
     # the child ---------------------------------------------------------------------------
 
@@ -465,7 +478,7 @@ class Supervisor:
     def _release(self) -> None:
         import shutil
 
-        for path in (self._state_path, self._control_dir):
+        for path in () if self._home_gone else (self._state_path, self._control_dir):
             try:
                 shutil.rmtree(path) if os.path.isdir(path) else os.unlink(path)
             except FileNotFoundError:
@@ -475,6 +488,8 @@ class Supervisor:
             self._lock_fd = None
 
     def _write_state(self, state: str) -> None:
+        if self._home_gone:
+            return
         ident = proc.identity()
         record = {"ts": clock.iso(), "kind": "spawn", "key": self.key, "session": self.session,
                   "supervisor_pid": ident["pid"], "supervisor_start": ident["pid_start"],
@@ -488,7 +503,7 @@ class Supervisor:
         a session removed under us must not take the agent down."""
         if state is not None:
             self._write_state(state)
-        if not self.session:
+        if not self.session or self._home_gone:
             return
         self._beat_at = time.monotonic() + self._beat_every
         from .sessions import beat
@@ -499,8 +514,20 @@ class Supervisor:
             return
 
     def _event(self, name: str, **fields) -> None:
-        record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)
+        if self._home_gone:  # emit() would make the directory again
+            record = events.make(f"spawn.{name}", key=self.key, **fields)
+        else:
+            record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)
         self.report(dict(record, kind="spawn", event=name))
+
+
+def _dir_identity(path: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a directory, None once it is gone: a replaced one differs."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 # --- the long-lived process ----------------------------------------------------------------
@@ -546,6 +573,9 @@ def run_spec(spec: dict) -> int:
     if outcome.status == FATAL:
         raise errors.Busy(f"gave up: {outcome.failures} rapid failures "
                           f"(last exit {outcome.code})")
+    if outcome.status == HOME_GONE:
+        raise errors.ConfigError(f"MESH_HOME {home.path} was deleted or replaced: stopped "
+                                 f"(last exit {outcome.code})")
     if spec["role"]:
         unregister(home, spec["session"])
     return outcome.code

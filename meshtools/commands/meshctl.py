@@ -130,8 +130,9 @@ def init(no_redis, mesh):
     if not no_redis:
         from ..queue.connection import connect, resolve_url
 
-        redis_url = resolve_url(home, mesh.redis_url)  # starts the embedded one
-        connect(home, redis_url)  # reachable and new enough, or exit 69 now rather than later
+        # starts the embedded one: reachable, new enough and ours, or exit 69 now, not later
+        connect(home, mesh.redis_url)
+        redis_url = resolve_url(home, mesh.redis_url, start=False)
     mesh.emit({"ts": clock.iso(), "kind": "mesh", "home": home.path, **record,
                "redis": redis_url, "new": created},
               f"mesh ready: {home.path}\n  repository {record['root']}"

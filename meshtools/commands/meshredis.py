@@ -34,8 +34,9 @@ def start(mesh):
 def stop(mesh):
     """Stop it; the append-only file keeps every queued task for the next start."""
     server = _server(mesh)
+    url = server.url  # before its socket directory goes with it
     stopped = server.stop()
-    mesh.emit({"ts": clock.iso(), "kind": "redis", "url": server.url, "stopped": stopped},
+    mesh.emit({"ts": clock.iso(), "kind": "redis", "url": url, "stopped": stopped},
               "stopped" if stopped else "not running")
 
 
@@ -46,18 +47,25 @@ def status(mesh):
     server = _server(mesh)
     record = {"ts": clock.iso(), "kind": "redis", "url": server.url, "running": server.running(),
               "pid": server.pid()}
+    human = f"{'running' if record['running'] else 'stopped'}: {server.url}"
     if record["running"]:
-        from ..queue.connection import connect
+        from ..queue.connection import embedded
 
-        info = connect(mesh.home, server.url, start=False).info()
-        record.update(version=info["redis_version"], uptime=info["uptime_in_seconds"],
-                      used_memory=info["used_memory"], aof=bool(info.get("aof_enabled")))
-    mesh.emit(record, f"{'running' if record['running'] else 'stopped'}: {server.url}")
+        try:
+            info = embedded(server, start=False).info()
+        except errors.MeshError as e:  # it answers, but is not ours (or not reachable)
+            record.update(running=False, error=str(e))
+            human = f"not the mesh's: {e}"
+        else:
+            record.update(version=info["redis_version"], uptime=info["uptime_in_seconds"],
+                          used_memory=info["used_memory"], aof=bool(info.get("aof_enabled")))
+    mesh.emit(record, human)
     sys.exit(errors.OK if record["running"] else errors.NEGATIVE)
 
 
 @mesh_redis.command(cls=cli.Command)
 @cli.mesh_options()
 def url(mesh):
-    """Print the URL to reach it (for $MESH_REDIS_URL or redis-cli -u)."""
-    click.echo(_server(mesh).url)
+    """Print the URL to reach it, with the mesh's password in it (for $MESH_REDIS_URL or a
+    redis client): keep it as secret as the password."""
+    click.echo(_server(mesh).authed_url())

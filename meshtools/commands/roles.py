@@ -11,7 +11,7 @@ COLUMNS = ["name", "model", "queue", "concurrency", "lands", "every", "descripti
 
 def _records(mesh) -> list[dict]:
     return [{"ts": clock.iso(), **role.summary()}
-            for role in role_defs.load(mesh.home).values()]
+            for role in role_defs.load(mesh.home_if_any).values()]
 
 
 @cli.group("mesh-roles", invoke_without_command=True)
@@ -43,7 +43,7 @@ def _list(mesh) -> None:
 @cli.mesh_options()
 def show(role, mesh):
     """One role in full: boundaries, charter, standing prompt, schedule."""
-    record = {"ts": clock.iso(), **role_defs.get(mesh.home, role).record()}
+    record = {"ts": clock.iso(), **role_defs.get(mesh.home_if_any, role).record()}
     if mesh.as_json:
         mesh.emit(record)
         return

@@ -80,12 +80,13 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
 
     cli.exclusive(("--detach", detach), ("--tmux", tmux))
     mode = "detach" if detach else "tmux" if tmux else None
+    repository = mesh.home.repository()  # no repository: say so before anything else
     role_def = roles.get(mesh.home, role)
     if session_id is not None:
         validate_name(session_id, "session id")
     registry.check_limit(mesh.home, role_def.name, session_id, role_def.concurrency)
     _check_agent(mesh.home, role_def, agent if queue else "claude")
-    tree = worktree.ensure(mesh.home, mesh.home.repository().root, role_def.name, root)
+    tree = worktree.ensure(mesh.home, repository.root, role_def.name, root)
     argv = supervisor_argv(role_def, session_id,
                            child_argv(role_def, tree["path"], queue, agent), config.of(mesh.home),
                            persistent=not queue)

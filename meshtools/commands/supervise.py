@@ -19,7 +19,8 @@ from ..core import errors
 
 EPILOG = ("Exit codes: the child's status once stopped (143 after SIGTERM), 0 when the child "
           "exits 0 under --restart on-failure, 64 usage, 65 bad key or id, 69 supervisor gone, "
-          "75 gave up (FATAL) or the key is taken, 126/127 CMD cannot run.")
+          "75 gave up (FATAL) or the key is taken, 78 MESH_HOME was deleted or replaced, "
+          "126/127 CMD cannot run.")
 
 
 @cli.command("mesh-supervise", epilog=EPILOG,

@@ -9,18 +9,63 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
+
+from .errors import ConfigError
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
 
 def ensure_dir(path) -> str:
+    """Create path and every missing parent 0700. (os.makedirs gives the parents the
+    umask's mode, 0755: a new MESH_HOME and inbox/<id>/ were readable by everyone.) A file
+    in the way raises FileExistsError."""
     path = os.fspath(path)
-    try:
-        os.makedirs(path, mode=DIR_MODE, exist_ok=True)
-    except FileExistsError:  # a file, not a directory, is in the way
-        raise
+    missing = []
+    here = os.path.abspath(path)
+    while not os.path.isdir(here):
+        missing.append(here)
+        parent = os.path.dirname(here)
+        if parent == here:
+            break
+        here = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, DIR_MODE)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
     return path
+
+
+def check_private(path, what: str) -> str:
+    """path, if it is a real directory (not a symlink) of ours that nobody else may enter;
+    else ConfigError. Another user who planted or can write a directory can replace what
+    we put in it (a socket: then our clients talk to their server). FileNotFoundError if
+    it does not exist."""
+    st = os.lstat(path)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else (
+            f"owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}")
+        raise ConfigError(f"refusing {what} {path}: {kind}; it must be a directory of "
+                          f"uid {os.getuid()} with mode 0700")
+    return path
+
+
+def create_once(path, data: bytes | str, mode: int = FILE_MODE) -> bool:
+    """Create path with data unless it exists, atomically: readers never see it half
+    written, and of racing creators exactly one wins. True when this call created it."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp.{unique_suffix()}"
+    atomic_write(tmp, data, mode)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        os.unlink(tmp)
 
 
 def unique_suffix() -> str:

@@ -5,8 +5,9 @@ Resolution, first match wins (documented in meshtools(7)):
   2. $MESH_HOME
   3. <common git dir>/meshtools of the repository around the current directory, so that
      every worktree of one repository (and a tmux pane or cron job cd'd into any of them)
-     agrees on one mesh;
-  4. $XDG_STATE_HOME/meshtools (default ~/.local/state/meshtools) outside any repository.
+     agrees on one mesh.
+Else there is no mesh: a user must never talk to one they did not know existed (there used
+to be a hidden mesh under ~/.local/state for every command run outside a repository).
 """
 
 import json
@@ -17,6 +18,7 @@ from . import fs, git
 from .errors import ConfigError
 
 HOME_ENV = "MESH_HOME"
+NO_MESH = "not inside a git repository: cd into one, or pass --home DIR / set MESH_HOME"
 
 
 def resolve(explicit: str | None = None, cwd: str | None = None) -> str:
@@ -27,8 +29,7 @@ def resolve(explicit: str | None = None, cwd: str | None = None) -> str:
     worktree = git.find_worktree(cwd or os.getcwd())
     if worktree:
         return os.path.join(worktree.common_dir, "meshtools")
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(state, "meshtools")
+    raise ConfigError(NO_MESH)
 
 
 class MeshHome:
@@ -50,6 +51,14 @@ class MeshHome:
     @classmethod
     def find(cls, explicit: str | None = None) -> "MeshHome":
         return cls(resolve(explicit))
+
+    @classmethod
+    def find_any(cls, explicit: str | None = None) -> "MeshHome | None":
+        """The mesh's home, or None where there is none, for what works without a mesh."""
+        try:
+            return cls.find(explicit)
+        except ConfigError:
+            return None
 
     def sub(self, *parts: str) -> str:
         return os.path.join(self.path, *parts)

@@ -1,5 +1,6 @@
 """Reaching the mesh's Redis: --redis-url, then $MESH_REDIS_URL, then the embedded server
-(started on first need). redis-py is imported here and only here, on first use."""
+(started on first need, authenticated with the mesh's password so that a server that is not
+the mesh's own is refused). redis-py is imported here and only here, on first use."""
 
 import os
 
@@ -8,9 +9,11 @@ from ..core.home import MeshHome
 
 MIN_VERSION = (6, 2)  # XAUTOCLAIM
 URL_ENV = "MESH_REDIS_URL"
+NOT_REQUIRED = "it does not require the mesh's password"
 
 
 def resolve_url(home: MeshHome, explicit: str | None = None, start: bool = True) -> str:
+    """The URL to show: the given one, else the embedded server's (without its password)."""
     url = explicit or os.environ.get(URL_ENV)
     if url:
         return url
@@ -24,22 +27,69 @@ def resolve_url(home: MeshHome, explicit: str | None = None, start: bool = True)
 
 def connect(home: MeshHome, url: str | None = None, *, blocking: bool = False,
             start: bool = True):
-    """A checked client: reachable, and new enough. Blocking clients (XREADGROUP BLOCK) get
-    no socket timeout, so a long BLOCK never reads as a dead server."""
+    """A checked client: reachable and new enough; a URL given carries its own credentials,
+    else it is the embedded server's (see embedded())."""
+    url = url or os.environ.get(URL_ENV)
+    if url:
+        return _checked(url, url, blocking, f"redis at {url}: {{}}")
+    from .server import EmbeddedRedis
+
+    return embedded(EmbeddedRedis(home), blocking=blocking, start=start)
+
+
+def embedded(server, *, blocking: bool = False, start: bool = True):
+    """A checked client of the mesh's own server (started if `start`): one that refuses the
+    mesh's password, or does not require it, is not ours (Unavailable)."""
+    from .server import RESTART
+
+    if start:
+        server.start()
+    return _checked(server.authed_url(), server.url, blocking,
+                    f"the server at {server.socket} is not the mesh's own Redis ({{}}); stop "
+                    f"it, then: {RESTART}", _requiring(server.password()))
+
+
+def _requiring(password: str):
+    """A connect hook for redis-py, run on every (re)connection after AUTH: the server must
+    require exactly this password (Redis >= 6 accepts any AUTH when it has none), so a
+    server swapped onto the socket later is refused too (AuthenticationError)."""
+
+    def on_connect(connection) -> None:
+        import redis
+
+        connection.on_connect()
+        connection.send_command("CONFIG", "GET", "requirepass", check_health=False)
+        reply = connection.read_response()  # RESP3: a map; RESP2: [name, value]
+        values = list(reply.values()) if isinstance(reply, dict) else list(reply or [])[1:]
+        value = values[0] if values else None
+        if (value.decode() if isinstance(value, bytes) else value) != password:
+            raise redis.AuthenticationError(NOT_REQUIRED)
+
+    return on_connect
+
+
+def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None):
+    """Connect to url (messages name `shown`, never a password). Blocking clients
+    (XREADGROUP BLOCK) get no socket timeout, so a long BLOCK never reads as a dead
+    server."""
     import redis
 
-    url = resolve_url(home, url, start)
     try:
         client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
                                       socket_timeout=None if blocking else 30,
-                                      health_check_interval=30 if blocking else 0)
+                                      health_check_interval=30 if blocking else 0,
+                                      redis_connect_func=on_connect)
         version = client.info("server")["redis_version"]
+    except redis.AuthenticationError as e:  # a ConnectionError: first
+        why = describe(e)
+        raise Unavailable(refused.format(why if why == NOT_REQUIRED
+                                         else f"it refused the password: {why}"))
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-        raise Unavailable(f"redis unavailable at {url}: {describe(e)}")
+        raise Unavailable(f"redis unavailable at {shown}: {describe(e)}")
     except ValueError as e:
-        raise Unavailable(f"bad redis url {url!r}: {e}")
+        raise Unavailable(f"bad redis url {shown!r}: {e}")
     if tuple(int(p) for p in version.split(".")[:2]) < MIN_VERSION:
-        raise Unavailable(f"redis {version} at {url} is too old: meshtools needs >= "
+        raise Unavailable(f"redis {version} at {shown} is too old: meshtools needs >= "
                           f"{'.'.join(map(str, MIN_VERSION))} (XAUTOCLAIM)")
     return client
 

