@@ -227,8 +227,9 @@ def test_kill_9_mid_task_is_taken_over(run, mesh_home):
 
 def test_crash_looping_task_is_dead_lettered(run, mesh_home):
     """A task that kills its worker every time is delivered max_attempts times, no more."""
+    guard = "$(ps -o ppid= -p $$)"  # the task's shell runs under the task guard
     run("queue-push", "--id", "killer", "--max-attempts", "2",
-        "kill -9 $(ps -o ppid= -p $$)", check=0)
+        f"kill -9 $(ps -o ppid= -p {guard})", check=0)
     for n in range(2):
         run("queue-drain", "--consumer", "slot-1", "--burst")  # killed by its task
     run("queue-drain", "--consumer", "slot-1", "--burst", check=0)
