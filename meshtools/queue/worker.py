@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass, field
 
 from ..core import clock, proc
-from ..core.errors import Unavailable
+from ..core.errors import MeshError, Unavailable
 from . import pause as pausing
 from .broker import Broker
+from .connection import describe, unavailable
 from .executor import Executor, Outcome
 from .tasks import DEFAULT_MAX_ATTEMPTS, result_record
 
@@ -48,6 +49,7 @@ class Worker:
     default_timeout: float | None = None
     on_result: object = None  # called with each result record (queue-drain prints it)
     daily_budget_usd: float | None = None  # config.toml [budget] daily_usd
+    revive_redis: object = None  # connection.reviver(): restarts the mesh's own Redis
     stopping: int = 0
     done: int = 0
     _current: tuple | None = None
@@ -84,24 +86,38 @@ class Worker:
             signal.signal(signum, stop)
 
     def _survive(self, operation):
-        """Run operation, waiting out a Redis that is down or restarting: a result already
-        computed is recorded once Redis is back, never dropped. An entry read just before
-        the connection broke stays on this consumer's pending list, so the next step looks
-        there first."""
-        import redis
-
+        """Run operation, waiting out a Redis that is down, restarting, or refusing writes
+        (MISCONF: a full disk): a result already computed is recorded once Redis is back,
+        never dropped. An entry read just before the connection broke stays on this
+        consumer's pending list, so the next step looks there first."""
         pause = 0.05
         while True:
             try:
                 return operation()
-            except (redis.ConnectionError, redis.TimeoutError) as e:
+            except Exception as e:  # noqa: BLE001 - sorted by unavailable()
+                if not unavailable(e):
+                    raise
                 self._reclaimed.set()
                 if self.stopping >= 2:
                     raise
-                if pause == 0.05:
-                    print(f"queue-drain: redis unavailable ({e}); retrying", file=sys.stderr)
+                self._revive(e, first=pause == 0.05)
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
+
+    def _revive(self, error: Exception, first: bool) -> None:
+        """Say once why Redis is unavailable; start the mesh's own Redis again if it died."""
+        if first:
+            print(f"queue-drain: redis unavailable ({describe(error)}); retrying",
+                  file=sys.stderr, flush=True)
+        if self.revive_redis is None:
+            return
+        try:
+            if self.revive_redis():
+                print("queue-drain: restarted the mesh's redis", file=sys.stderr, flush=True)
+        except (MeshError, OSError) as e:
+            if first:
+                print(f"queue-drain: cannot restart the mesh's redis: {e}", file=sys.stderr,
+                      flush=True)
 
     # --- one step -------------------------------------------------------------------------
 
@@ -226,8 +242,9 @@ class Worker:
                 if current:
                     self.beat_broker.touch(current[0], self.consumer, current[1])
                 self._reclaim()
-            except Exception:  # noqa: BLE001 - Redis restarting: try again next beat
-                pass
+            except Exception as e:  # noqa: BLE001 - Redis restarting: try again next beat
+                if unavailable(e) and self.revive_redis is not None:
+                    self._revive(e, first=False)  # a worker busy with a long task heals it
             for _ in range(int(BEAT_EVERY * 10)):
                 if self.stopping and self._current is None:
                     return
