@@ -1,6 +1,7 @@
 """The task queue against a real redis-server: the embedded one in each test's MESH_HOME."""
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -264,6 +265,62 @@ def test_worker_rides_out_a_redis_restart(run, mesh_home):
     results = results_by_id(run)
     assert sorted(results) == sorted(f"w{i}" for i in range(150))
     assert all(len(v) == 1 for v in results.values())
+
+
+def test_worker_waits_out_a_redis_that_refuses_writes(run, mesh_home, tmp_path):
+    """MISCONF (Redis cannot persist: a full disk) is waited out like a lost connection,
+    not a crash (#6). Made for real: a snapshot that cannot be renamed into place."""
+    import redis
+
+    r = redis_of(mesh_home)
+    errors = tmp_path / "worker.err"
+    with open(errors, "w") as err:
+        worker = subprocess.Popen(["queue-drain"], stdout=subprocess.DEVNULL, stderr=err)
+    wait_until(lambda: r.hlen("tasks:workers") == 1)
+    blocker = mesh_home / "redis" / "dump.rdb"
+    (blocker / "dir").mkdir(parents=True)
+    r.config_set("save", "1 1")
+
+    def saved(status):
+        try:
+            r.bgsave()
+        except redis.ResponseError:  # one is in progress already
+            pass
+        return r.info("persistence")["rdb_last_bgsave_status"] == status
+
+    wait_until(lambda: saved("err"))
+    with pytest.raises(redis.ResponseError, match="MISCONF"):
+        r.set("probe", 1)
+    wait_until(lambda: "MISCONF" in errors.read_text() or worker.poll() is not None)
+    assert worker.poll() is None
+    (blocker / "dir").rmdir()
+    blocker.rmdir()  # space is back
+    wait_until(lambda: saved("ok"))
+    run("queue-push", "--id", "after", "echo back", check=0)
+    record = run("queue-results", "--wait", "after", "--timeout", "30", check=0).records[0]
+    assert record["output"] == "back\n"
+    worker.terminate()
+    assert worker.wait(timeout=30) == 0
+
+
+def test_a_killed_embedded_redis_is_restarted_by_its_worker(run, mesh_home):
+    """kill -9 of the mesh's own Redis heals with no command run by anyone (#11)."""
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
+    server = EmbeddedRedis(MeshHome(str(mesh_home)))
+    run("queue-push", "--id", "before", "true", check=0)
+    worker = drain()
+    wait_until(lambda: "before" in results_by_id(run))
+    crashed = server.pid()
+    os.kill(crashed, signal.SIGKILL)
+    wait_until(lambda: server.pid() not in (None, crashed), timeout=20)  # files only: no client
+    run("queue-push", "--id", "after", "echo healed", check=0)
+    record = run("queue-results", "--wait", "after", "--timeout", "30", check=0).records[0]
+    assert record["output"] == "healed\n"
+    assert sorted(results_by_id(run)) == ["after", "before"]
+    worker.terminate()
+    assert worker.wait(timeout=30) == 0
 
 
 @pytest.mark.slow
