@@ -22,6 +22,8 @@ spawns/<key>.control/ (requests, one JSON file each, dropped by atomic rename),
 spawns/<key>.lock (flock held by the live supervisor). key = the session id, else pid-<pid>.
 """
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -189,6 +191,7 @@ class Supervisor:
         self._saved: dict = {}
         self._was_subreaper: bool | None = None
         self._session: int | None = None  # the latest run's session id (its child's pid)
+        self._disk_full: set[str] = set()  # what could not be written (said once)
 
     # public ------------------------------------------------------------------------------
 
@@ -481,7 +484,8 @@ class Supervisor:
                   "host": ident["host"], "child_pid": self._child.pid if self._child else None,
                   "pgid": self._pgid, "spawn": self.spawn_id, "argv": self.argv,
                   "started": clock.iso(self._started_wall), "n": self._n, "state": state}
-        fs.atomic_write_json(self._state_path, record)
+        self._despite_full_disk("its state", fs.atomic_write_json, self._state_path,
+                                record)
 
     def _phase(self, phase: str | None, state: str | None = None) -> None:
         """Record a state change (and heartbeat the session); the registry is best-effort:
@@ -500,7 +504,25 @@ class Supervisor:
 
     def _event(self, name: str, **fields) -> None:
         record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)
-        self.report(dict(record, kind="spawn", event=name))
+        self._despite_full_disk("its records", self.report,
+                                dict(record, kind="spawn", event=name))
+
+    def _despite_full_disk(self, what: str, write, *args) -> None:
+        """One write of the supervisor's own (its state file, its records): a full disk
+        must not take down the agent it keeps running. Say so once on stderr (if even that
+        can be written) and carry on; the next write of `what` that succeeds ends it."""
+        try:
+            write(*args)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if what not in self._disk_full:
+                self._disk_full.add(what)
+                with contextlib.suppress(OSError):  # stderr may be on the same disk
+                    _write_line(2, f"mesh-supervise: cannot write {what} ({e.strerror}); "
+                                   "carrying on")
+        else:
+            self._disk_full.discard(what)
 
 
 # --- the long-lived process ----------------------------------------------------------------
@@ -539,8 +561,8 @@ def run_spec(spec: dict) -> int:
     from ..core.home import MeshHome
 
     home = MeshHome(spec["home"])
-    report = (jsonl.write if spec["json"]
-              else lambda record: print(describe(record), file=sys.stderr, flush=True))
+    report = ((lambda record: _write_line(1, jsonl.dumps(record))) if spec["json"]
+              else lambda record: _write_line(2, describe(record)))
     outcome = Supervisor(home, spec["argv"], RestartPolicy(**spec["policy"]),
                          session=spec["session"], grace=spec["grace"], report=report).run()
     if outcome.status == FATAL:
@@ -549,6 +571,12 @@ def run_spec(spec: dict) -> int:
     if spec["role"]:
         unregister(home, spec["session"])
     return outcome.code
+
+
+def _write_line(fd: int, line: str) -> None:
+    """One line in one write(2), unbuffered: on a full disk the line is lost and says so
+    (OSError), and nothing is left in a buffer to fail again at exit."""
+    os.write(fd, (line + "\n").encode())
 
 
 def describe(record: dict) -> str:
