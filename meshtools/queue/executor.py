@@ -128,7 +128,7 @@ def wait(child: subprocess.Popen, timeout: float | None) -> bool:
         child.wait(timeout=timeout)
         return True
     except subprocess.TimeoutExpired:
-        stop(child)
+        kill_group(child)
         return False
 
 
@@ -141,14 +141,14 @@ def terminate(child: subprocess.Popen) -> None:
         pass
 
 
-def stop(child: subprocess.Popen) -> None:
+def kill_group(child: subprocess.Popen) -> None:
     """Terminate the child and wait for its end; SIGKILL the group should the guard
-    itself not end in time (it was stopped, or killed)."""
+    itself not end in time (stopped, or stuck)."""
     terminate(child)
     try:
         child.wait(timeout=GRACE + KILL_AFTER)
     except subprocess.TimeoutExpired:
-        _kill_group(child)
+        _sigkill_group(child)
         child.wait()
 
 
@@ -157,11 +157,11 @@ def end_group(child: subprocess.Popen) -> None:
     has done so already where it could). The group id cannot have been reused: Linux keeps
     a pid in use while any process has it as its group."""
     if child.poll() is None:
-        stop(child)
-    _kill_group(child)
+        kill_group(child)
+    _sigkill_group(child)
 
 
-def _kill_group(child: subprocess.Popen) -> None:
+def _sigkill_group(child: subprocess.Popen) -> None:
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
