@@ -243,7 +243,7 @@ class Worker:
                     self.beat_broker.touch(current[0], self.consumer, current[1])
                 self._reclaim()
             except Exception as e:  # noqa: BLE001 - Redis restarting: try again next beat
-                if unavailable(e) and self.revive_redis is not None:
+                if unavailable(e):
                     self._revive(e, first=False)  # a worker busy with a long task heals it
             for _ in range(int(BEAT_EVERY * 10)):
                 if self.stopping and self._current is None:
