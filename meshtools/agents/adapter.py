@@ -197,8 +197,7 @@ class ClaudeExecutor:
             reason = self._follow(child, lines, state, phases, started, timeout)
         finally:
             self._child = None
-        err_reader.join()
-        return self._outcome(child, state, phases, reason, err, started)
+        return self._outcome(child, state, phases, reason, (err_reader, err), started)
 
     def _follow(self, child, lines, state, phases, started, timeout) -> str | None:
         """Feed stdout lines into state until their end (EOF, or soon after the process
@@ -244,7 +243,9 @@ class ClaudeExecutor:
             end_group(child)
             code = child.wait()
         end_group(child)  # whatever it left behind in its group goes too
-        stderr = err.text()
+        reader, tail = err
+        reader.join()  # at most executor.DRAIN more: the child has exited
+        stderr = tail.text()
         details = {"agent": self.name, "role": self.role.name, **stream.summary(state)}
         if reason == "timeout":
             status, kind = "timeout", "timeout"
