@@ -303,6 +303,19 @@ def test_worker_waits_out_a_redis_that_refuses_writes(run, mesh_home, tmp_path):
     assert worker.wait(timeout=30) == 0
 
 
+def test_sigterm_stops_an_idle_worker_whose_redis_is_down(run, mesh_home, tmp_path):
+    """Nothing to record: it does not wait for a Redis that was stopped on purpose."""
+    errors = tmp_path / "worker.err"
+    with open(errors, "w") as err:
+        worker = subprocess.Popen(["queue-drain"], stdout=subprocess.DEVNULL, stderr=err)
+    wait_until(lambda: redis_of(mesh_home).hlen("tasks:workers") == 1)
+    run("mesh-redis", "stop", check=0)
+    wait_until(lambda: "retrying" in errors.read_text())
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 69
+    assert errors.read_text().endswith("; stopped\n")
+
+
 def test_a_killed_embedded_redis_is_restarted_by_its_worker(run, mesh_home):
     """kill -9 of the mesh's own Redis heals with no command run by anyone (#11)."""
     from meshtools.core.home import MeshHome

@@ -73,7 +73,11 @@ class Worker:
         finally:
             self.stopping = max(self.stopping, 1)
             beating.join(timeout=BEAT_EVERY + 1)
-            self.broker.redis.hdel(self.broker.names.workers, self.consumer)
+            try:
+                self.broker.redis.hdel(self.broker.names.workers, self.consumer)
+            except Exception as e:  # noqa: BLE001 - sorted by unavailable()
+                if not unavailable(e):
+                    raise  # else its beat goes stale: the record is dropped as dead
         return 0
 
     def _install_signals(self) -> None:
@@ -98,8 +102,10 @@ class Worker:
                 if not unavailable(e):
                     raise
                 self._reclaimed.set()
-                if self.stopping >= 2:
-                    raise
+                if self.stopping >= 2 or (self.stopping and operation == self._step):
+                    # Asked to stop, and no result waits to be recorded (an entry just read
+                    # stays pending, for whoever comes next): do not wait for Redis.
+                    raise Unavailable(f"redis unavailable ({describe(e)}); stopped") from None
                 self._revive(e, first=pause == 0.05)
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
