@@ -382,3 +382,12 @@ def test_an_agent_does_not_outlive_its_killed_worker(run, claude_cli, tmp_path, 
         wait_until(gone, timeout=10)
     finally:
         worker.kill()
+
+
+def test_a_tools_escapee_ends_with_the_run(run, claude_cli, tmp_path):
+    """A process a tool started with setsid is still the task's: it ends with the run."""
+    prompt = "@bash setsid sleep 300 >/dev/null 2>&1 & echo $! > escapee.pid\nall done"
+    result = run("mesh-agent", "builder", prompt, "--workdir", str(tmp_path))
+    assert result.returncode == 0 and result.records[0]["status"] == "ok"
+    escapee = int((tmp_path / "escapee.pid").read_text())
+    wait_until(lambda: proc.start_time(escapee) is None)

@@ -1,6 +1,7 @@
 """The task queue against a real redis-server: the embedded one in each test's MESH_HOME."""
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -387,8 +388,9 @@ def test_kill_9_mid_task_is_taken_over(run, mesh_home):
 
 def test_crash_looping_task_is_dead_lettered(run, mesh_home):
     """A task that kills its worker every time is delivered max_attempts times, no more."""
+    guard = "$(ps -o ppid= -p $$)"  # the task's shell runs under the task guard
     run("queue-push", "--id", "killer", "--max-attempts", "2",
-        "kill -9 $(ps -o ppid= -p $$)", check=0)
+        f"kill -9 $(ps -o ppid= -p {guard})", check=0)
     for n in range(2):
         run("queue-drain", "--consumer", "slot-1", "--burst")  # killed by its task
     run("queue-drain", "--consumer", "slot-1", "--burst", check=0)
@@ -423,6 +425,75 @@ def test_worker_rides_out_a_redis_restart(run, mesh_home):
     results = results_by_id(run)
     assert sorted(results) == sorted(f"w{i}" for i in range(150))
     assert all(len(v) == 1 for v in results.values())
+
+
+def test_worker_waits_out_a_redis_that_refuses_writes(run, mesh_home, tmp_path):
+    """MISCONF (Redis cannot persist: a full disk) is waited out like a lost connection,
+    not a crash (#6). Made for real: a snapshot that cannot be renamed into place."""
+    import redis
+
+    r = redis_of(mesh_home)
+    errors = tmp_path / "worker.err"
+    with open(errors, "w") as err:
+        worker = subprocess.Popen(["queue-drain"], stdout=subprocess.DEVNULL, stderr=err)
+    wait_until(lambda: r.hlen("tasks:workers") == 1)
+    blocker = mesh_home / "redis" / "dump.rdb"
+    (blocker / "dir").mkdir(parents=True)
+    r.config_set("save", "1 1")
+
+    def saved(status):
+        try:
+            r.bgsave()
+        except redis.ResponseError:  # one is in progress already
+            pass
+        return r.info("persistence")["rdb_last_bgsave_status"] == status
+
+    wait_until(lambda: saved("err"))
+    with pytest.raises(redis.ResponseError, match="MISCONF"):
+        r.set("probe", 1)
+    wait_until(lambda: "MISCONF" in errors.read_text() or worker.poll() is not None)
+    assert worker.poll() is None
+    (blocker / "dir").rmdir()
+    blocker.rmdir()  # space is back
+    wait_until(lambda: saved("ok"))
+    run("queue-push", "--id", "after", "echo back", check=0)
+    record = run("queue-results", "--wait", "after", "--timeout", "30", check=0).records[0]
+    assert record["output"] == "back\n"
+    worker.terminate()
+    assert worker.wait(timeout=30) == 0
+
+
+def test_sigterm_stops_an_idle_worker_whose_redis_is_down(run, mesh_home, tmp_path):
+    """Nothing to record: it does not wait for a Redis that was stopped on purpose."""
+    errors = tmp_path / "worker.err"
+    with open(errors, "w") as err:
+        worker = subprocess.Popen(["queue-drain"], stdout=subprocess.DEVNULL, stderr=err)
+    wait_until(lambda: redis_of(mesh_home).hlen("tasks:workers") == 1)
+    run("mesh-redis", "stop", check=0)
+    wait_until(lambda: "retrying" in errors.read_text())
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=30) == 69
+    assert errors.read_text().endswith("; stopped\n")
+
+
+def test_a_killed_embedded_redis_is_restarted_by_its_worker(run, mesh_home):
+    """kill -9 of the mesh's own Redis heals with no command run by anyone (#11)."""
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
+    server = EmbeddedRedis(MeshHome(str(mesh_home)))
+    run("queue-push", "--id", "before", "true", check=0)
+    worker = drain()
+    wait_until(lambda: "before" in results_by_id(run))
+    crashed = server.pid()
+    os.kill(crashed, signal.SIGKILL)
+    wait_until(lambda: server.pid() not in (None, crashed), timeout=20)  # files only: no client
+    run("queue-push", "--id", "after", "echo healed", check=0)
+    record = run("queue-results", "--wait", "after", "--timeout", "30", check=0).records[0]
+    assert record["output"] == "healed\n"
+    assert sorted(results_by_id(run)) == ["after", "before"]
+    worker.terminate()
+    assert worker.wait(timeout=30) == 0
 
 
 @pytest.mark.slow

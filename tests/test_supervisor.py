@@ -386,3 +386,22 @@ def test_a_control_for_a_dead_supervisor_is_refused(supervise, run, mesh_home):
     result = run("mesh-supervise", "--stop", record["key"], "--spawn", record["spawn"])
     assert result.returncode == 69 and "is gone" in result.stderr
     wait_until(lambda: gone(record["child_pid"]))  # ... but the kernel ends its child
+
+
+def test_a_full_disk_does_not_take_the_supervisor_down(mesh_home, tmp_path):
+    """Its records cannot be written (ENOSPC, for real: stdout is /dev/full); it says so
+    once and keeps its agent running and restarted (#6)."""
+    runs = tmp_path / "runs"
+    with open("/dev/full", "w") as full:
+        sup = subprocess.Popen(["mesh-supervise", "--json", "--min-uptime", "0", "--",
+                                "sh", "-c", f"echo run >> {runs}; sleep 0.1"],
+                               stdout=full, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: runs.exists() and len(runs.read_text().split()) >= 3
+                   or sup.poll() is not None)
+        assert sup.poll() is None
+    finally:
+        sup.send_signal(signal.SIGTERM)
+        _, err = sup.communicate(timeout=30)
+    assert sup.returncode == 128 + signal.SIGTERM
+    assert err.count("No space left on device") == 1, err

@@ -15,18 +15,17 @@ tools pre-approved; the role's disallowed tools and the file-lock hook still den
 A start-up watchdog kills a run that prints nothing (a known headless hang).
 """
 
-import collections
 import os
 import queue as queues
 import shlex
 import shutil
 import subprocess
-import threading
 import time
 import uuid
 
-from ..core import config, events, proc
+from ..core import config, events
 from ..core.errors import ConfigError, Unavailable, UsageError
+from ..queue import executor
 from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
 from . import stream
 
@@ -164,8 +163,9 @@ class ClaudeExecutor:
         return find_executable(self.command, self.env)
 
     def interrupt(self) -> None:
+        """Stop the run; safe in a signal handler (see executor.terminate)."""
         if self._child is not None:
-            end_group(self._child)
+            executor.terminate(self._child)
 
     # --- one run ------------------------------------------------------------------------
 
@@ -177,10 +177,8 @@ class ClaudeExecutor:
         argv = claude_argv(self.role, prompt, self.command, session_id=str(uuid.uuid4()))
         state, phases = stream.StreamState(), []
         try:
-            child = subprocess.Popen(argv, cwd=workdir, env=self.env, stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     start_new_session=True,
-                                     preexec_fn=proc.die_with_parent())
+            child = executor.start(argv, workdir, env=self.env, stdin=True,
+                                   stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise Unavailable(MISSING.format(name=self.command[0]))
         except OSError as e:
@@ -191,17 +189,21 @@ class ClaudeExecutor:
         self._phase(stream.STARTING, phases)
         self._event("agent.started", pid=child.pid, model=self.role.model,
                     task=task.get("id"), prompt=preview(task["prompt"]))
-        lines, err = _pump(child, prompt)
+        lines, err = queues.Queue(), executor.Tail()
+        executor.PipeReader(child, child.stdout, _LineSplitter(lines.put))
+        err_reader = executor.PipeReader(child, child.stderr, err)
+        executor.feed(child, prompt.encode())
         reason = None
         try:
             reason = self._follow(child, lines, state, phases, started, timeout)
         finally:
             self._child = None
-        return self._outcome(child, state, phases, reason, err, started)
+        return self._outcome(child, state, phases, reason, (err_reader, err), started)
 
     def _follow(self, child, lines, state, phases, started, timeout) -> str | None:
-        """Feed stdout lines into state until EOF; 'startup_timeout' or 'timeout' if the
-        watchdog or the task timeout killed the process group."""
+        """Feed stdout lines into state until their end (EOF, or soon after the process
+        exited); 'startup_timeout' or 'timeout' if the watchdog or the task timeout killed
+        the process group."""
         import json
 
         seen_any = False
@@ -242,8 +244,9 @@ class ClaudeExecutor:
             end_group(child)
             code = child.wait()
         end_group(child)  # whatever it left behind in its group goes too
-        err.join(timeout=2)
-        stderr = "".join(err.tail)[-OUTPUT_TAIL:]
+        reader, tail = err
+        reader.join()  # at most executor.DRAIN more: the child has exited
+        stderr = tail.text()
         details = {"agent": self.name, "role": self.role.name, **stream.summary(state)}
         if reason == "timeout":
             status, kind = "timeout", "timeout"
@@ -292,42 +295,23 @@ class ClaudeExecutor:
             events.emit(self.home, name, role=self.role.name, session=self.session, **fields)
 
 
-class _Tail:
-    """The last bytes of a stream, read on a thread."""
+class _LineSplitter:
+    """A PipeReader sink that hands on whole lines, decoded (the last even without its
+    newline), then None at the end."""
 
-    def __init__(self, stream_):
-        self.tail = collections.deque(maxlen=64)
-        self._thread = threading.Thread(target=self._read, args=(stream_,), daemon=True)
-        self._thread.start()
+    def __init__(self, put):
+        self._put = put
+        self._partial = b""
 
-    def _read(self, stream_):
-        for chunk in iter(lambda: stream_.read1(4096), b""):
-            self.tail.append(chunk.decode("utf-8", "replace"))
-
-    def join(self, timeout=None):
-        self._thread.join(timeout)
-
-
-def _pump(child: subprocess.Popen, prompt: str):
-    """Start the threads: prompt -> stdin (then close it), stdout -> a queue of lines
-    (None at EOF), stderr -> a tail."""
-    lines: queues.Queue = queues.Queue()
-
-    def write():
-        try:
-            child.stdin.write(prompt.encode())
-            child.stdin.close()
-        except (BrokenPipeError, OSError):
-            pass
-
-    def read():
-        for raw in child.stdout:
-            lines.put(raw.decode("utf-8", "replace"))
-        lines.put(None)
-
-    threading.Thread(target=write, daemon=True).start()
-    threading.Thread(target=read, daemon=True).start()
-    return lines, _Tail(child.stderr)
+    def __call__(self, chunk: bytes | None) -> None:
+        if chunk is None:
+            if self._partial:
+                self._put(self._partial.decode("utf-8", "replace"))
+            self._put(None)
+            return
+        *whole, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in whole:
+            self._put(raw.decode("utf-8", "replace") + "\n")
 
 
 # --- choosing an executor ------------------------------------------------------------------

@@ -26,6 +26,8 @@ mesh) stops its child and exits 78, writing nothing more there: a leftover must 
 for a mesh that no longer exists, nor recreate its directory.
 """
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -196,6 +198,7 @@ class Supervisor:
         self._session: int | None = None  # the latest run's session id (its child's pid)
         self._home_id: tuple[int, int] | None = None  # MESH_HOME's (st_dev, st_ino) at start
         self._home_gone = False
+        self._disk_full: set[str] = set()  # what could not be written (said once)
 
     # public ------------------------------------------------------------------------------
 
@@ -496,7 +499,8 @@ class Supervisor:
                   "host": ident["host"], "child_pid": self._child.pid if self._child else None,
                   "pgid": self._pgid, "spawn": self.spawn_id, "argv": self.argv,
                   "started": clock.iso(self._started_wall), "n": self._n, "state": state}
-        fs.atomic_write_json(self._state_path, record)
+        self._despite_full_disk("its state", fs.atomic_write_json, self._state_path,
+                                record)
 
     def _phase(self, phase: str | None, state: str | None = None) -> None:
         """Record a state change (and heartbeat the session); the registry is best-effort:
@@ -518,7 +522,25 @@ class Supervisor:
             record = events.make(f"spawn.{name}", key=self.key, **fields)
         else:
             record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)
-        self.report(dict(record, kind="spawn", event=name))
+        self._despite_full_disk("its records", self.report,
+                                dict(record, kind="spawn", event=name))
+
+    def _despite_full_disk(self, what: str, write, *args) -> None:
+        """One write of the supervisor's own (its state file, its records): a full disk
+        must not take down the agent it keeps running. Say so once on stderr (if even that
+        can be written) and carry on; the next write of `what` that succeeds ends it."""
+        try:
+            write(*args)
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if what not in self._disk_full:
+                self._disk_full.add(what)
+                with contextlib.suppress(OSError):  # stderr may be on the same disk
+                    _write_line(2, f"mesh-supervise: cannot write {what} ({e.strerror}); "
+                                   "carrying on")
+        else:
+            self._disk_full.discard(what)
 
 
 def _dir_identity(path: str) -> tuple[int, int] | None:
@@ -566,8 +588,8 @@ def run_spec(spec: dict) -> int:
     from ..core.home import MeshHome
 
     home = MeshHome(spec["home"])
-    report = (jsonl.write if spec["json"]
-              else lambda record: print(describe(record), file=sys.stderr, flush=True))
+    report = ((lambda record: _write_line(1, jsonl.dumps(record))) if spec["json"]
+              else lambda record: _write_line(2, describe(record)))
     outcome = Supervisor(home, spec["argv"], RestartPolicy(**spec["policy"]),
                          session=spec["session"], grace=spec["grace"], report=report).run()
     if outcome.status == FATAL:
@@ -579,6 +601,12 @@ def run_spec(spec: dict) -> int:
     if spec["role"]:
         unregister(home, spec["session"])
     return outcome.code
+
+
+def _write_line(fd: int, line: str) -> None:
+    """One line in one write(2), unbuffered: on a full disk the line is lost and says so
+    (OSError), and nothing is left in a buffer to fail again at exit."""
+    os.write(fd, (line + "\n").encode())
 
 
 def describe(record: dict) -> str:

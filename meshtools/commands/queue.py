@@ -90,6 +90,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     from ..agents import adapter
     from ..core import proc
     from ..core.ids import validate_name
+    from ..queue.connection import reviver
     from ..queue.pause import daily_cap
     from ..queue.worker import Worker
 
@@ -124,7 +125,8 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                     burst=burst, default_timeout=default_timeout,
                     block_ms=200 if burst else 2000,  # burst: a short last look, then exit
                     on_result=lambda r: mesh.emit(r, _result_line(r)),
-                    daily_budget_usd=daily_cap(config.of(mesh.home)))
+                    daily_budget_usd=daily_cap(config.of(mesh.home)),
+                    revive_redis=reviver(mesh.home, mesh.redis_url))
     sys.exit(worker.run())
 
 

@@ -124,6 +124,13 @@ def die_with_parent():
     return arm
 
 
+def parent_death_signal(signum: int) -> bool:
+    """Ask Linux to send this process signum when its parent (the thread that started it)
+    dies, even by kill -9; False where prctl is unavailable."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) == 0
+
+
 def set_subreaper(on: bool) -> bool | None:
     """Make orphans below this process its children rather than init's, so that a daemon
     that left its parent's process group (setsid, a double fork) can still be found and
@@ -147,6 +154,19 @@ def session_members_below(session: int) -> list[tuple[int, int]]:
     anything below it."""
     if not os.path.isdir("/proc/self"):
         return _psutil_session_members_below(session)
+    return _below(lambda sid: sid == session)
+
+
+def descendants() -> list[tuple[int, int]]:
+    """(pid, start time) of every live process below this one, whatever its session: for
+    a process that answers for all it started (the task guard)."""
+    if not os.path.isdir("/proc/self"):
+        return _psutil_session_members_below(None)
+    return _below(lambda sid: True)
+
+
+def _below(keep) -> list[tuple[int, int]]:
+    """The live processes below this one whose session id passes keep(sid), and below them."""
     below: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -154,7 +174,7 @@ def session_members_below(session: int) -> list[tuple[int, int]]:
                 state, parent, sid, started = _stat(entry)
             except (OSError, ValueError, IndexError):
                 continue  # gone meanwhile
-            if state != b"Z" and sid == session:
+            if state != b"Z" and keep(sid):
                 below.setdefault(parent, []).append((int(entry), started))
     found, todo = [], [os.getpid()]
     while todo:
@@ -164,7 +184,7 @@ def session_members_below(session: int) -> list[tuple[int, int]]:
     return found
 
 
-def _psutil_session_members_below(session: int) -> list[tuple[int, int]]:
+def _psutil_session_members_below(session: int | None) -> list[tuple[int, int]]:
     import psutil  # only where /proc is missing (macOS, BSD)
 
     try:
@@ -174,11 +194,20 @@ def _psutil_session_members_below(session: int) -> list[tuple[int, int]]:
     found = []
     for child in children:
         try:
-            if os.getsid(child.pid) == session:
+            if session is None or os.getsid(child.pid) == session:
                 found.append((child.pid, _psutil_start_time(child.pid)))
         except OSError:
             pass
     return found
+
+
+def exited(pid: int) -> bool:
+    """Whether this process's child pid has exited, without reaping it (its Popen still
+    reads the status); True once it has been reaped."""
+    try:
+        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
+    except ChildProcessError:
+        return True
 
 
 def signal_all(processes: list[tuple[int, int]], signum: int) -> None:
@@ -189,6 +218,16 @@ def signal_all(processes: list[tuple[int, int]], signum: int) -> None:
                 os.kill(pid, signum)
             except (ProcessLookupError, PermissionError):
                 pass
+
+
+def guarded(argv: list[str], grace: float) -> list[str]:
+    """argv run under the task guard (meshtools/core/guard.py), on behalf of this process:
+    no process of the run outlives it or this process; a SIGTERM to the run's group gives
+    it grace seconds, then kills all of it."""
+    import sys
+
+    guard = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
+    return [sys.executable, "-I", "-S", guard, f"{grace:g}", str(os.getpid()), *argv]
 
 
 def meshtools_command(name: str) -> str:

@@ -97,3 +97,32 @@ def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None
 def describe(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:200]
+
+
+def unavailable(error: Exception) -> bool:
+    """Whether error says Redis cannot serve for now, a state to wait out: down or
+    restarting, or refusing writes because it cannot persist them (MISCONF: a full disk,
+    an AOF or snapshot that cannot be written), in a pipeline or a script too."""
+    import redis
+
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+        return True
+    return isinstance(error, redis.ResponseError) and "MISCONF" in str(error)
+
+
+def reviver(home: MeshHome, explicit: str | None = None):
+    """For a long-lived client: a function that starts the mesh's own Redis again if it
+    died (kill -9, the OOM killer: its pid file names a dead process) and says whether it
+    did, so that a crash heals without anyone running a command. A clean stop (`mesh-redis
+    stop`: Redis removes its pid file) is left alone, and so is a server given by
+    --redis-url or $MESH_REDIS_URL: None then."""
+    if explicit or os.environ.get(URL_ENV):
+        return None
+    from .server import EmbeddedRedis
+
+    server = EmbeddedRedis(home)
+
+    def revive() -> bool:
+        return os.path.exists(server.pidfile) and server.pid() is None and server.start()
+
+    return revive

@@ -7,11 +7,18 @@ mesh) from a failure."""
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+from ..core import proc
+
 OUTPUT_TAIL = 4000
+GRACE = 2.0  # after SIGTERM, a task's processes get this long before SIGKILL
+KILL_AFTER = 3.0  # and the guard this long more to end before its group is killed
+DRAIN = 0.5  # output still read this long after a task's process exited
+POLL = 0.1  # how often a reader looks whether the process exited
 
 
 @dataclass
@@ -34,8 +41,9 @@ class Executor(Protocol):
 
 class CapturingExecutor:
     """What executors that run one process per task share: the process runs in workdir in
-    its own session (so a timeout or an interrupt kills its whole group), stdout and stderr
-    captured together, the last OUTPUT_TAIL characters kept."""
+    its own session under the task guard (so a timeout, an interrupt or the worker's death
+    ends all of it), stdout and stderr captured together, the last OUTPUT_TAIL characters
+    kept."""
 
     def __init__(self):
         self._child: subprocess.Popen | None = None
@@ -47,33 +55,32 @@ class CapturingExecutor:
     def capture(self, argv: list[str], workdir: str, timeout: float | None, on_start,
                 env: dict | None = None, stdin_data: bytes | None = None,
                 details: dict | None = None) -> Outcome:
-        """Run argv to its end; OSError (cannot start) is the caller's to turn into words."""
+        """Run argv to its end; OSError (cannot start) is the caller's to turn into words.
+        The timeout is the task's own process's: whatever it left holding its output does
+        not hold the task."""
         started = time.monotonic()
-        child = subprocess.Popen(argv, cwd=workdir, env=env,
-                                 stdin=subprocess.PIPE if stdin_data is not None
-                                 else subprocess.DEVNULL,
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                 start_new_session=True)
+        child = start(argv, workdir, env=env, stdin=stdin_data is not None)
         self._child = child
-        on_start(child.pid)
+        tail = Tail()
+        reader = PipeReader(child, child.stdout, tail)
+        feed(child, stdin_data)
         try:
-            out, _ = child.communicate(stdin_data, timeout=timeout)
-            status = "ok" if child.returncode == 0 else "failed"
-        except subprocess.TimeoutExpired:
-            kill_group(child)
-            out, _ = child.communicate()
-            status = "timeout"
+            on_start(child.pid)
+            status = "ok" if wait(child, timeout) else "timeout"
         finally:
             self._child = None
-            end_group(child)  # a task's processes end with it
-        text = out.decode("utf-8", "replace")[-OUTPUT_TAIL:]
-        return Outcome(status, child.returncode, text, time.monotonic() - started,
+            end_group(child)
+        reader.join()
+        if status == "ok" and child.returncode != 0:
+            status = "failed"
+        return Outcome(status, child.returncode, tail.text(), time.monotonic() - started,
                        dict(details or {}))
 
     def interrupt(self) -> None:
-        """Stop the running task now (the worker hands the task back)."""
+        """Stop the running task (the worker hands the task back). Safe in a signal handler:
+        it only sends the signal; the wait in capture sees the end."""
         if self._child is not None:
-            kill_group(self._child)
+            terminate(self._child)
 
 
 class ShellExecutor(CapturingExecutor):
@@ -103,25 +110,129 @@ class ShellExecutor(CapturingExecutor):
                     pass
 
 
+def start(argv: list[str], workdir: str, *, env: dict | None = None, stdin: bool = False,
+          stderr=subprocess.STDOUT) -> subprocess.Popen:
+    """The one way a task's process starts: in workdir, in a session of its own, under the
+    task guard (core/guard.py) with stdout piped (stderr with it unless told otherwise)."""
+    return subprocess.Popen(proc.guarded(argv, GRACE), cwd=workdir, env=env,
+                            stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+
+
+def feed(child: subprocess.Popen, data: bytes | None) -> None:
+    """Write data to the child's stdin on a thread, then close it (a prompt larger than
+    the pipe must not stall the wait)."""
+    if data is None:
+        return
+
+    def write():
+        try:
+            child.stdin.write(data)
+            child.stdin.close()
+        except OSError:  # BrokenPipeError: it did not read it all
+            pass
+
+    threading.Thread(target=write, daemon=True).start()
+
+
+def wait(child: subprocess.Popen, timeout: float | None) -> bool:
+    """Wait for the child's own exit, not for EOF on its pipes; True when it ended by
+    itself, False when the timeout stopped it (then it has ended too). Signals are handled
+    meanwhile, so a worker's SIGTERM is seen while it waits."""
+    try:
+        child.wait(timeout=timeout)
+        return True
+    except subprocess.TimeoutExpired:
+        kill_group(child)
+        return False
+
+
+def terminate(child: subprocess.Popen) -> None:
+    """SIGTERM the child's process group: the task's processes get it; the guard waits
+    GRACE seconds for the task to end, then kills what is left. Does not wait."""
+    try:
+        os.killpg(child.pid, signal.SIGTERM)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def kill_group(child: subprocess.Popen) -> None:
+    """Terminate the child and wait for its end; SIGKILL the group should the guard
+    itself not end in time (stopped, or stuck)."""
+    terminate(child)
+    try:
+        child.wait(timeout=GRACE + KILL_AFTER)
+    except subprocess.TimeoutExpired:
+        _sigkill_group(child)
+        child.wait()
+
+
 def end_group(child: subprocess.Popen) -> None:
-    """TERM then KILL the run's whole process group if it still runs; then KILL whatever it
-    left behind in the group (background jobs). The group id cannot have been reused: Linux
-    keeps a pid in use while any process has it as its group."""
+    """Stop the run if it still runs; then KILL whatever it left in its group (the guard
+    has done so already where it could). The group id cannot have been reused: Linux keeps
+    a pid in use while any process has it as its group."""
     if child.poll() is None:
         kill_group(child)
+    _sigkill_group(child)
+
+
+def _sigkill_group(child: subprocess.Popen) -> None:
     try:
         os.killpg(child.pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
 
 
-def kill_group(child: subprocess.Popen, grace: float = 2.0) -> None:
-    """SIGTERM the child's process group, SIGKILL it after grace seconds."""
-    try:
-        os.killpg(child.pid, signal.SIGTERM)
-        child.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        os.killpg(child.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+class Tail:
+    """A sink for PipeReader that keeps the last bytes of a stream, enough for the last
+    OUTPUT_TAIL characters."""
 
+    def __init__(self, limit: int = 4 * OUTPUT_TAIL):
+        self._kept = bytearray()
+        self._limit = limit
+
+    def __call__(self, chunk: bytes | None) -> None:
+        if chunk:
+            self._kept += chunk
+            del self._kept[:-self._limit]
+
+    def text(self) -> str:
+        return self._kept.decode("utf-8", "replace")[-OUTPUT_TAIL:]
+
+
+class PipeReader:
+    """Reads one of a child's pipes on a thread, each chunk to sink(chunk), then
+    sink(None): at EOF, or DRAIN seconds after the child itself exited, whichever comes
+    first. A process that escaped the task (setsid, a double fork) may hold the pipe open
+    for ever; it must hold neither the task nor a thread."""
+
+    def __init__(self, child: subprocess.Popen, pipe, sink):
+        self._thread = threading.Thread(target=self._read, args=(child.pid, pipe, sink),
+                                        daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _read(pid: int, pipe, sink) -> None:
+        import select
+
+        poller = select.poll()
+        poller.register(pipe.fileno(), select.POLLIN)
+        exited_at = None
+        try:
+            while True:
+                if exited_at is None and proc.exited(pid):
+                    exited_at = time.monotonic()
+                left = POLL if exited_at is None else exited_at + DRAIN - time.monotonic()
+                if left <= 0:
+                    break
+                if poller.poll(left * 1000):
+                    chunk = os.read(pipe.fileno(), 65536)
+                    if not chunk:
+                        break
+                    sink(chunk)
+        finally:
+            pipe.close()
+            sink(None)
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)

@@ -23,9 +23,10 @@ import time
 from dataclasses import dataclass, field
 
 from ..core import clock, proc
-from ..core.errors import BadInput, Unavailable
+from ..core.errors import BadInput, MeshError, Unavailable
 from . import pause as pausing
 from .broker import Broker
+from .connection import describe, unavailable
 from .executor import Executor, Outcome
 from .tasks import DEFAULT_MAX_ATTEMPTS, from_entry, result_record, unrunnable
 
@@ -49,6 +50,7 @@ class Worker:
     default_timeout: float | None = None
     on_result: object = None  # called with each result record (queue-drain prints it)
     daily_budget_usd: float | None = None  # config.toml [budget] daily_usd
+    revive_redis: object = None  # connection.reviver(): restarts the mesh's own Redis
     stopping: int = 0
     stopped_by: int = 0  # the first stop signal
     done: int = 0
@@ -75,7 +77,11 @@ class Worker:
             beating.join(timeout=BEAT_EVERY + 1)
             # Gone for good only with nothing pending: else its heartbeat stays, goes
             # silent, and a live worker reclaims the entries at once, not after the lease.
-            self.broker.forget_worker(self.consumer, self.queues)
+            try:
+                self.broker.forget_worker(self.consumer, self.queues)
+            except Exception as e:  # noqa: BLE001 - sorted by unavailable()
+                if not unavailable(e):
+                    raise  # else its beat goes stale: the record is dropped as dead
         return 128 + self.stopped_by if self.stopped_by else 0
 
     def _install_signals(self) -> None:
@@ -92,24 +98,40 @@ class Worker:
             signal.signal(signum, stop)
 
     def _survive(self, operation):
-        """Run operation, waiting out a Redis that is down or restarting: a result already
-        computed is recorded once Redis is back, never dropped. An entry read just before
-        the connection broke stays on this consumer's pending list, so the next step looks
-        there first."""
-        import redis
-
+        """Run operation, waiting out a Redis that is down, restarting, or refusing writes
+        (MISCONF: a full disk): a result already computed is recorded once Redis is back,
+        never dropped. An entry read just before the connection broke stays on this
+        consumer's pending list, so the next step looks there first."""
         pause = 0.05
         while True:
             try:
                 return operation()
-            except (redis.ConnectionError, redis.TimeoutError) as e:
-                self._reclaimed.set()
-                if self.stopping >= 2:
+            except Exception as e:  # noqa: BLE001 - sorted by unavailable()
+                if not unavailable(e):
                     raise
-                if pause == 0.05:
-                    print(f"queue-drain: redis unavailable ({e}); retrying", file=sys.stderr)
+                self._reclaimed.set()
+                if self.stopping >= 2 or (self.stopping and operation == self._step):
+                    # Asked to stop, and no result waits to be recorded (an entry just read
+                    # stays pending, for whoever comes next): do not wait for Redis.
+                    raise Unavailable(f"redis unavailable ({describe(e)}); stopped") from None
+                self._revive(e, first=pause == 0.05)
                 time.sleep(pause)
                 pause = min(2.0, pause * 2)
+
+    def _revive(self, error: Exception, first: bool) -> None:
+        """Say once why Redis is unavailable; start the mesh's own Redis again if it died."""
+        if first:
+            print(f"queue-drain: redis unavailable ({describe(error)}); retrying",
+                  file=sys.stderr, flush=True)
+        if self.revive_redis is None:
+            return
+        try:
+            if self.revive_redis():
+                print("queue-drain: restarted the mesh's redis", file=sys.stderr, flush=True)
+        except (MeshError, OSError) as e:
+            if first:
+                print(f"queue-drain: cannot restart the mesh's redis: {e}", file=sys.stderr,
+                      flush=True)
 
     # --- one step -------------------------------------------------------------------------
 
@@ -252,8 +274,9 @@ class Worker:
                 if current:
                     self.beat_broker.touch(current[0], self.consumer, current[1])
                 self._reclaim()
-            except Exception:  # noqa: BLE001 - Redis restarting: try again next beat
-                pass
+            except Exception as e:  # noqa: BLE001 - Redis restarting: try again next beat
+                if unavailable(e):
+                    self._revive(e, first=False)  # a worker busy with a long task heals it
             for _ in range(int(BEAT_EVERY * 10)):
                 if self.stopping and self._current is None:
                     return
