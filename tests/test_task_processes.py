@@ -53,7 +53,7 @@ def test_sigterm_is_heard_while_an_escapee_holds_the_output(run, mesh_home, tmp_
     wait_until(lambda: pending(mesh_home) == 1)
     worker.send_signal(signal.SIGTERM)
     out, _ = worker.communicate(timeout=30)
-    assert worker.returncode == 0 and json.loads(out)["output"] == "finished\n"
+    assert worker.returncode == 128 + signal.SIGTERM and json.loads(out)["output"] == "finished\n"
 
 
 def test_a_second_sigterm_stops_a_task_that_ignores_sigterm(run, mesh_home, tmp_path):
@@ -66,7 +66,7 @@ def test_a_second_sigterm_stops_a_task_that_ignores_sigterm(run, mesh_home, tmp_
     time.sleep(0.2)  # two signals at once would be one
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=30)
-    assert worker.returncode == 0
+    assert worker.returncode == 128 + signal.SIGTERM
     assert redis_of(mesh_home).hget("tasks:index", "stubborn") == "queued"  # handed back
     wait_until(lambda: gone(*pids(escapee)))
 
@@ -85,3 +85,29 @@ def test_kill_9_of_the_worker_takes_its_task_down(run, mesh_home, tmp_path):
     worker.kill()
     worker.wait()
     wait_until(lambda: all(gone(pid) for pid in task))
+
+
+def test_the_meshs_own_daemons_outlive_the_task_that_started_them(run, tmp_path):
+    """A task that starts the mesh's Redis on first need (or spawns a detached peer) must not
+    take it down when it ends: those are the mesh's daemons (MESH_DAEMON=1), not escapees."""
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
+    other = EmbeddedRedis(MeshHome(str(tmp_path / "other-mesh")))
+    daemon, escapee = tmp_path / "daemon.pid", tmp_path / "escapee.pid"
+    run("queue-push", "--id", "starter", "--max-attempts", "1",
+        f"MESH_HOME={other.home.path} mesh-redis start >/dev/null && "
+        f"{{ MESH_DAEMON=1 setsid sleep 300 & echo $! > {daemon}; }} && "
+        f"{{ setsid sleep 301 & echo $! > {escapee}; }} && echo "
+        f"\"$MESH_DAEMON\"", check=0)
+    try:
+        [result] = run("queue-drain", "--burst", check=0, timeout=60,
+                       env={"MESH_DAEMON": "1"}).records  # the task never inherits the mark
+        assert result["status"] == "ok" and result["output"] == "\n"
+        wait_until(lambda: gone(*pids(escapee)))  # an escapee still ends with its task
+        assert other.pid() is not None and not gone(*pids(daemon))
+    finally:
+        other.stop()
+        for pid in pids(daemon):
+            if not gone(pid):
+                proc.signal_all([(pid, proc.start_time(pid))], signal.SIGKILL)

@@ -140,8 +140,8 @@ def _detach(home, argv: list[str], env: dict, role: str, cwd: str) -> tuple[int,
     log = os.path.join(folder, f"{role}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log")
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        child = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=fd,
-                                 stderr=fd, start_new_session=True, cwd=cwd)
+        child = subprocess.Popen(argv, env=proc.as_daemon(env), stdin=subprocess.DEVNULL,
+                                 stdout=fd, stderr=fd, start_new_session=True, cwd=cwd)
     finally:
         os.close(fd)
     return child.pid, log

@@ -11,6 +11,10 @@ process of the task outlives the task, nor the worker that runs it.
 - SIGTERM (the worker stopping the task on a timeout or an interrupt; it goes to the whole
   process group) is not for the guard: the task gets GRACE seconds to end, then all of it
   is killed.
+- The mesh's own daemons are not the task's: a process started with MESH_DAEMON=1 in its
+  environment (proc.as_daemon: the mesh's redis-server that a task started on first need,
+  a peer that an agent spawned with `mesh-spawn --detach`) is left running, with all below
+  it. The task's command itself starts without the mark.
 - SIGHUP kills all of it at once. The kernel sends it when the worker dies, even by
   kill -9 (PR_SET_PDEATHSIG), which by itself would only reach this one process.
 
@@ -21,6 +25,7 @@ because a multi-threaded worker cannot safely run Python between fork and exec.
 import os
 import signal
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -31,10 +36,14 @@ _DEFAULTS = tuple(getattr(signal, name) for name in ("SIGPIPE", "SIGXFSZ", "SIGX
                   if hasattr(signal, name))  # Python ignores these; the task must not
 
 
+def task_processes() -> list[tuple[int, int]]:
+    return proc.descendants(spare=proc.is_mesh_daemon)
+
+
 def kill_all(*_) -> None:
     """SIGKILL everything below, again until nothing is left (a fork may race a pass)."""
     for _ in range(100):
-        left = proc.descendants()
+        left = task_processes()
         if not left:
             return
         proc.signal_all(left, signal.SIGKILL)
@@ -51,7 +60,8 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:  # the worker died before the request took effect
         return 128 + _STOP
     try:
-        child = os.posix_spawnp(command[0], command, os.environ, setsigdef=_DEFAULTS,
+        environ = {k: v for k, v in os.environ.items() if k != proc.DAEMON_ENV}
+        child = os.posix_spawnp(command[0], command, environ, setsigdef=_DEFAULTS,
                                 setsigmask=())
     except OSError as e:
         print(f"{command[0]}: {e.strerror}", file=sys.stderr)
@@ -59,14 +69,16 @@ def main(argv: list[str]) -> int:
     if os.getppid() != parent:  # it died while the command was starting
         kill_all()
     status = None
-    while True:
+    while status is None or task_processes():  # then only the mesh's daemons are left
         try:
-            pid, waited = os.waitpid(-1, 0)
+            pid, waited = os.waitpid(-1, 0 if status is None else os.WNOHANG)
         except ChildProcessError:
             break  # all reaped
         if pid == child:
             status = waited
             kill_all()
+        elif pid == 0:  # what was killed is not gone yet
+            time.sleep(0.005)
     if os.WIFSIGNALED(status):
         die_of = os.WTERMSIG(status)
         signal.setitimer(signal.ITIMER_REAL, 0)

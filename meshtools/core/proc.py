@@ -157,16 +157,37 @@ def session_members_below(session: int) -> list[tuple[int, int]]:
     return _below(lambda sid: sid == session)
 
 
-def descendants() -> list[tuple[int, int]]:
+# The mark of a process the mesh started to outlive its starter (its own redis-server, a
+# detached peer's supervisor), so that a task that started one does not take it down.
+DAEMON_ENV = "MESH_DAEMON"
+
+
+def as_daemon(env: dict | None = None) -> dict:
+    """An environment that marks the process started with it as one of the mesh's daemons."""
+    return {**(os.environ if env is None else env), DAEMON_ENV: "1"}
+
+
+def is_mesh_daemon(pid: int) -> bool:
+    """Whether pid was started as one of the mesh's daemons (its initial environment)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return f"{DAEMON_ENV}=1".encode() in f.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def descendants(spare=None) -> list[tuple[int, int]]:
     """(pid, start time) of every live process below this one, whatever its session: for
-    a process that answers for all it started (the task guard)."""
+    a process that answers for all it started (the task guard). A process for which
+    spare(pid) is true is left out, and all below it."""
     if not os.path.isdir("/proc/self"):
         return _psutil_session_members_below(None)
-    return _below(lambda sid: True)
+    return _below(lambda sid: True, spare)
 
 
-def _below(keep) -> list[tuple[int, int]]:
-    """The live processes below this one whose session id passes keep(sid), and below them."""
+def _below(keep, spare=None) -> list[tuple[int, int]]:
+    """The live processes below this one whose session id passes keep(sid), and below them
+    (but for those spare(pid) leaves out, with theirs)."""
     below: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -179,8 +200,9 @@ def _below(keep) -> list[tuple[int, int]]:
     found, todo = [], [os.getpid()]
     while todo:
         for child in below.get(todo.pop(), ()):
-            found.append(child)
-            todo.append(child[0])
+            if spare is None or not spare(child[0]):
+                found.append(child)
+                todo.append(child[0])
     return found
 
 

@@ -119,9 +119,11 @@ class EmbeddedRedis:
                     "--unixsocketperm", "700", "--dir", self.dir, "--daemonize", "yes",
                     "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log"),
                     "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
-                    "--protected-mode", "yes"]
+                    "--protected-mode", "yes",
+                    "--set-proc-title", "no"]  # keeps its environment readable: as_daemon
             done = subprocess.run(argv, input=f"requirepass {self.password()}\n",
-                                  capture_output=True, text=True, umask=0o077)
+                                  capture_output=True, text=True, umask=0o077,
+                                  env=proc.as_daemon())  # a task that starts it spares it
             if done.returncode != 0:
                 raise Unavailable(f"redis-server failed to start: "
                                   f"{(done.stderr or done.stdout).strip()[:300]}")
