@@ -106,7 +106,7 @@ WRITES = {
     "queue-dead": (Mesh.dead_letter, ["queue-dead", "list"]),
     "queue-pause": (None, ["queue-pause", "--for", "1s"]),
     "queue-resume": (None, ["queue-resume"]),
-    "mesh-redis": (None, ["mesh-redis", "url"]),
+    "mesh-redis": (None, ["mesh-redis", "status"]),
     "mesh-events": (Mesh.message, ["mesh-events"]),
     "mesh-roles": (None, ["mesh-roles", "list"]),
     "mesh-agent": (None, ["mesh-agent", "builder", "hello"]),
