@@ -68,8 +68,9 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 @click.option("--consumer", metavar="NAME",
               help="Consumer name; keep it stable per worker slot so a restart finishes its "
                    "own pending tasks (default: $MESH_SESSION, else HOST-PID).")
-@click.option("--workdir", type=click.Path(exists=True, file_okay=False), default=".",
-              help="Where tasks run.")
+@click.option("--workdir", type=click.Path(exists=True, file_okay=False),
+              help="Where tasks run (default: a role that writes code, its worktree; else "
+                   "the cwd). Never the main checkout for a writing role.")
 @click.option("--once", is_flag=True, help="Handle one task, then exit.")
 @click.option("--max-tasks", type=click.IntRange(min=1), metavar="N", help="Exit after N tasks.")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
@@ -86,6 +87,10 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     With --agent claude a usage limit hands the task back (its attempt not counted) and
     pauses dispatch mesh-wide until the limit resets; config.toml `[budget] daily_usd`
     pauses it until the next UTC midnight once the day's spend reaches the cap.
+
+    A worker with a role that writes code (--role, or the role the one --queue names for an
+    agent) runs its tasks in that role's worktree, as mesh-agent does; with --workdir the
+    main checkout is refused (77).
     """
     from ..agents import adapter
     from ..core import proc
@@ -112,6 +117,10 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                                      startup_timeout=startup_timeout,
                                      on_phase=adapter.heartbeat_phase(mesh.home, session))
     executor.check()  # a missing CLI is exit 69 before any task is taken
+    if role is not None:  # a writing role's tasks would commit straight onto main
+        from ..agents.worktree import agent_workdir
+
+        workdir = agent_workdir(mesh.home, role, workdir)
     if role is not None and role.lands:
         from ..agents.work import RecordingExecutor
 
@@ -120,7 +129,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
         default_timeout = role.timeout
     worker = Worker(broker=mesh.broker(blocking=True), beat_broker=mesh.broker(),
                     executor=executor, consumer=consumer, queues=queues,
-                    workdir=os.path.abspath(workdir), max_tasks=1 if once else max_tasks,
+                    workdir=os.path.abspath(workdir or "."), max_tasks=1 if once else max_tasks,
                     burst=burst, default_timeout=default_timeout,
                     block_ms=200 if burst else 2000,  # burst: a short last look, then exit
                     on_result=lambda r: mesh.emit(r, _result_line(r)),
