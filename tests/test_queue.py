@@ -277,6 +277,32 @@ def test_dead_letters_retry_and_purge(run, mesh_home):
     assert run("queue-dead", "retry").returncode == 64
 
 
+def test_purging_a_duplicate_letter_keeps_the_tasks_state(run, mesh_home):
+    """Purge deleted the id from tasks:index whatever it said: a letter left by a second
+    run of a task that is done (or was retried since) erased that task's state."""
+    from meshtools.queue.broker import Broker, DeadLetters
+    from meshtools.queue.names import Names
+
+    broker = Broker(redis_of(mesh_home), Names.from_env())
+    index = broker.names.index
+    for task_id, command in (("done", "true"), ("again", "false")):
+        run("queue-push", "--id", task_id, "--max-attempts", "1", command, check=0)
+        run("queue-drain", "--burst", check=0)
+        # a second run of the same task (a reclaimed entry) dead-letters it once more
+        [result] = results_by_id(run)[task_id]
+        broker.dead_letter("default", "0-1", {"id": task_id, "prompt": command}, result, "dup")
+    letters = DeadLetters(broker)
+    first = next(r for r in letters.list() if r["id"] == "again")
+    letters.retry(first)  # queued again, one letter of it left
+    states = {i: broker.redis.hget(index, i) for i in ("done", "again")}
+    assert states["done"].startswith("done:") and states["again"] == "queued"
+    run("queue-dead", "purge", "done", "again", check=0)
+    assert run("queue-dead", "list", check=0).records == []
+    assert {i: broker.redis.hget(index, i) for i in states} == states
+    assert run("queue-results", "--wait", "done", check=0).records[0]["status"] == "ok"
+    assert run("queue-push", "--id", "again", "true", check=0).records[0]["duplicate"]
+
+
 def test_timeout_kills_the_task(run, tmp_path):
     pidfile = tmp_path / "pid"
     run("queue-push", "--id", "slow", "--timeout", "0.3", "--max-attempts", "1",

@@ -349,7 +349,8 @@ def dead_retry(ids, everything, mesh):
 @click.option("--all", "everything", is_flag=True, help="Every dead letter.")
 @cli.mesh_options(redis=True)
 def dead_purge(ids, everything, mesh):
-    """Forget dead letters for good (their ids may be pushed again)."""
+    """Forget dead letters for good (their ids may be pushed again, unless the id has moved
+    on since: a letter that duplicates a finished or re-queued task leaves its state)."""
     from ..queue.broker import DeadLetters
 
     letters = DeadLetters(mesh.broker())
