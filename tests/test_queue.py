@@ -98,10 +98,29 @@ def test_malformed_batch_enqueues_nothing(run, mesh_home, stdin, message):
     assert not (mesh_home / "redis").exists()  # refused before Redis was even needed
 
 
-@pytest.mark.parametrize("value", ["nan", "inf"])
-def test_a_non_finite_timeout_is_refused_at_push(run, mesh_home, value):
-    result = run("queue-push", "--timeout", value, "true")
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "abc"])
+@pytest.mark.parametrize("argv", [["queue-push", "true", "--timeout"],
+                                  ["queue-drain", "--burst", "--timeout"],
+                                  ["queue-drain", "--burst", "--startup-timeout"]])
+def test_a_timeout_flag_that_is_no_positive_finite_number_is_a_usage_error(run, mesh_home,
+                                                                           argv, value):
+    """The flag's FloatRange took nan and inf: 65 from the task check, or a worker whose
+    timeout never ends."""
+    result = run(*argv, value)
+    assert result.returncode == 64 and "is not a" in result.stderr, result.stderr
+    assert not (mesh_home / "redis").exists()  # refused before Redis was even needed
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "0", "-1"])
+def test_a_timeout_in_a_batch_that_is_no_positive_finite_number_is_bad_input(run, mesh_home,
+                                                                             value):
+    result = run("queue-push", "-", input='{"prompt": "true", "timeout": %s}\n' % value)
     assert result.returncode == 65 and "timeout" in result.stderr
+
+
+def test_a_wait_timeout_is_finite_and_not_negative(run, mesh_home):
+    for value in ("nan", "-1"):
+        assert run("queue-results", "--wait", "x", "--timeout", value).returncode == 64
 
 
 def test_hand_back_ids_are_valid_task_ids(run, mesh_home):

@@ -27,7 +27,7 @@ RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
 @click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
 @click.option("--max-attempts", type=click.IntRange(1, 100), help="Deliveries before it is "
                                                                   "dead-lettered (default 3).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--timeout", type=cli.Seconds(positive=True), metavar="SECONDS",
               help="Kill the task after SECONDS.")
 @cli.mesh_options(redis=True)
 def push(prompt, role, task_id, max_attempts, timeout, mesh):
@@ -74,9 +74,9 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 @click.option("--once", is_flag=True, help="Handle one task, then exit.")
 @click.option("--max-tasks", type=click.IntRange(min=1), metavar="N", help="Exit after N tasks.")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
-@click.option("--timeout", "default_timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--timeout", "default_timeout", type=cli.Seconds(positive=True),
               metavar="SECONDS", help="Timeout for tasks that set none (an agent: the role's).")
-@click.option("--startup-timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--startup-timeout", type=cli.Seconds(positive=True),
               metavar="SECONDS", help="Kill an agent that prints nothing for SECONDS after "
                                       "its start (default 60).")
 @cli.mesh_options(identity=True, redis=True)
@@ -147,7 +147,7 @@ def _result_line(record: dict) -> str:
 @click.option("--task", "task_ids", multiple=True, metavar="ID", help="Only these tasks.")
 @click.option("--wait", "wait_id", metavar="ID",
               help="Block until task ID has its result; print it; exit 0 if ok, 1 if not.")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--timeout", type=cli.SECONDS, metavar="SECONDS",
               help="With --wait: give up after SECONDS (exit 75).")
 @cli.mesh_options(redis=True)
 def results(follow, task_ids, wait_id, timeout, mesh):
