@@ -402,6 +402,42 @@ def test_ctrl_c_when_idle_says_it_stops(run, mesh_home):
     assert err.splitlines() == ["queue-drain: no task running, stopping"]
 
 
+SIGNAL_DURING_A_WRITE = """
+import io, os, signal, sys
+from meshtools.queue.worker import Worker
+
+
+class Interrupting(io.RawIOBase):
+    writes = 0
+
+    def writable(self):
+        return True
+
+    def write(self, data):  # ^C lands while the main thread is inside stderr's buffer
+        self.writes += 1
+        if self.writes == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return os.write(2, bytes(data))
+
+
+sys.stderr = io.TextIOWrapper(io.BufferedWriter(Interrupting()), write_through=True)
+Worker(None, None, None, "w", ["default"], ".")._install_signals()
+print("busy writing", file=sys.stderr, flush=True)
+"""
+
+
+def test_the_stop_notice_is_safe_while_stderr_is_being_written():
+    """The handler printed through sys.stderr: a signal during the main thread's own write
+    raised "reentrant call inside <_io.BufferedWriter name='<stderr>'>"."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SIGNAL_DURING_A_WRITE], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stderr.splitlines()) == ["busy writing",
+                                                "queue-drain: no task running, stopping"]
+
+
 def test_second_sigterm_hands_the_task_back(run, mesh_home):
     run("queue-push", "--id", "handed", "sleep 30", check=0)
     worker = drain(capture=True)
