@@ -1,3 +1,33 @@
-"""meshtools: small composable commands that run a mesh of parallel coding agents."""
+"""meshtools: small composable commands that run a mesh of parallel coding agents.
+
+Run as one of its commands, the package exits quietly with 130 on a ^C that lands while the
+command is still importing, before cli's exit-code contract runs (which then hands ^C back
+to KeyboardInterrupt). Imported as a library, it leaves SIGINT alone.
+"""
+
+import os
+import re
+import signal
+import sys
 
 __version__ = "0.1.0"
+
+# The names of pyproject's [project.scripts] (tests/test_exit_codes.py runs every one).
+_COMMAND = re.compile(r"meshctl|coord(-[a-z]+)?|file-lock|(queue|mesh)-[a-z]+")
+
+
+def _interrupted_at_start(_signum, _frame):
+    os.write(2, b"interrupted\n")  # the contract's line, as core.errors.guarded prints it
+    raise SystemExit(130)
+
+
+def _guard_start() -> None:
+    name = os.path.basename((getattr(sys, "argv", None) or [""])[0])
+    if _COMMAND.fullmatch(name) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        try:  # an inherited SIG_IGN (a background job) is kept as it is
+            signal.signal(signal.SIGINT, _interrupted_at_start)
+        except ValueError:  # imported first in another thread: nothing to guard
+            pass
+
+
+_guard_start()
