@@ -6,14 +6,16 @@ to KeyboardInterrupt). Imported as a library, it leaves SIGINT alone.
 """
 
 import os
-import re
 import signal
 import sys
 
 __version__ = "0.1.0"
 
-# The names of pyproject's [project.scripts] (tests/test_exit_codes.py runs every one).
-_COMMAND = re.compile(r"meshctl|coord(-[a-z]+)?|file-lock|(queue|mesh)-[a-z]+")
+
+def _is_command(name: str) -> bool:
+    """One of pyproject's [project.scripts] (tests/test_exit_codes.py runs every one)."""
+    return name in ("meshctl", "coord", "file-lock") or name.startswith(("coord-", "queue-",
+                                                                         "mesh-"))
 
 
 def _interrupted_at_start(_signum, _frame):
@@ -23,7 +25,7 @@ def _interrupted_at_start(_signum, _frame):
 
 def _guard_start() -> None:
     name = os.path.basename((getattr(sys, "argv", None) or [""])[0])
-    if _COMMAND.fullmatch(name) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if _is_command(name) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
         try:  # an inherited SIG_IGN (a background job) is kept as it is
             signal.signal(signal.SIGINT, _interrupted_at_start)
         except ValueError:  # imported first in another thread: nothing to guard
