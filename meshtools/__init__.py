@@ -19,8 +19,10 @@ def _is_command(name: str) -> bool:
 
 
 def _interrupted_at_start(_signum, _frame):
+    from .core.errors import INTERRUPTED
+
     os.write(2, b"interrupted\n")  # the contract's line, as core.errors.guarded prints it
-    raise SystemExit(130)
+    raise SystemExit(INTERRUPTED)
 
 
 def _guard_start() -> None:

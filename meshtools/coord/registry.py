@@ -37,6 +37,7 @@ def thresholds(home: MeshHome) -> tuple[float, float]:
 
 
 def _seconds(env: str, coord: config.Section, key: str, default: float) -> float:
+    """One threshold: float() alone took "abc" (a crash, 70) and nan (never stale)."""
     text = os.environ.get(env)
     if not text:
         value = coord.get(key, float, default)  # finite, or a ConfigError naming file:line
