@@ -109,4 +109,4 @@ def test_command_lists_show_whole_descriptions(run, command):
     assert listed and not [line for line in listed if line.rstrip().endswith("...")]
     if command == "meshctl":  # a description longer than a line is wrapped, not cut
         text = " ".join(" ".join(listed).split())
-        assert "roles' standing tasks, and notice stale, dead or FATAL peers." in text
+        assert "notice stale, dead or FATAL peers and respawn dead and FATAL ones." in text
