@@ -29,6 +29,7 @@ class _Contract:
 
     def main(self, args=None, prog_name=None, **extra):
         extra.pop("standalone_mode", None)
+        _take_over_sigint()
 
         def run():
             try:
@@ -55,6 +56,17 @@ class _Contract:
         """The whole first sentence in a group's command list: click cuts it to one line
         with "...", where the help formatter would wrap it."""
         return super().get_short_help_str(limit=max(limit, 1000))
+
+
+def _take_over_sigint() -> None:
+    """From here a ^C is a KeyboardInterrupt that unwinds (finally blocks run) and that the
+    contract turns into 130; until now the package's start-up guard exited at once."""
+    import signal
+
+    from . import _interrupted_at_start
+
+    if signal.getsignal(signal.SIGINT) is _interrupted_at_start:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Command(_Contract, click.Command):

@@ -223,6 +223,32 @@ def test_unknown_agent_is_a_usage_error_naming_the_known_ones(run, mesh_home):
     assert claude.returncode == 64 and "--role" in claude.stderr
 
 
+def test_queue_drain_for_a_writing_role_never_works_in_the_main_checkout(
+        run, claude_cli, repo, anchor_process, monkeypatch):
+    """A builder's queue worker started in the repository ran its tasks there: onto main."""
+    from .conftest import git
+
+    main = git(repo, "rev-parse", "HEAD")
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid",
+        str(anchor_process().pid), check=0)
+    monkeypatch.setenv("MESH_SESSION", "b1")  # the gate lets a builder's Bash through
+    run("queue-push", "--role", "builder", "--id", "t1", "@bash echo more >> docs/guide.md "
+        "&& git -c user.name=a -c user.email=a@a commit -qam agent", check=0)
+    drain = ["queue-drain", "--agent", "claude", "--queue", "builder", "--burst"]
+    refused = run(*drain, "--workdir", str(repo))
+    assert refused.returncode == 77 and "is the main checkout" in refused.stderr
+    assert f"{repo.name}-wt-builder" in refused.stderr and refused.stdout == ""
+    assert calls(claude_cli) == []  # nothing started
+    [record] = run(*drain, check=0).records  # from the repository
+    assert record["status"] == "ok"
+    assert calls(claude_cli)[0]["cwd"] == str(repo.parent / f"{repo.name}-wt-builder")
+    assert git(repo, "rev-parse", "HEAD") == main  # main did not move...
+    assert git(repo, "log", "-1", "--format=%s", "mesh/builder") == "agent"  # ...its branch did
+    run("queue-push", "pwd", check=0)
+    [shell] = run("queue-drain", "--burst", check=0).records  # no role: where it is
+    assert shell["output"] == f"{repo}\n"
+
+
 def test_configured_text_agent(run, mesh_home, tmp_path):
     mesh_home.mkdir(parents=True, exist_ok=True)
     (mesh_home / "config.toml").write_text(

@@ -123,6 +123,25 @@ def test_stale_by_heartbeat_age_dead_only_when_gone(run, anchor_process):
     assert run("coord-peers", env=env, check=0).records[0]["state"] == "dead"
 
 
+@pytest.mark.parametrize("name", ["MESH_STALE_AFTER", "MESH_DEAD_AFTER"])
+@pytest.mark.parametrize("value", ["abc", "nan", "inf", "-1"])
+def test_a_bad_threshold_in_the_environment_is_a_config_error(run, anchor_process, name,
+                                                               value):
+    """MESH_STALE_AFTER=abc crashed with a traceback-shaped exit 70; nan never went stale."""
+    register(run, anchor_process(), "groomer", "--id", "g1")
+    result = run("coord-peers", env={name: value})
+    assert result.returncode == 78 and result.stdout == ""
+    assert result.stderr == (f"coord-peers: ${name}: expected a finite number of seconds, "
+                             f"0 or more, got {value!r}\n")
+
+
+def test_a_negative_threshold_in_config_is_a_config_error(run, mesh_home, anchor_process):
+    register(run, anchor_process(), "groomer", "--id", "g1")
+    (mesh_home / "config.toml").write_text("[coord]\ndead_after = -5\n")
+    result = run("coord-peers")
+    assert result.returncode == 78 and ":2: [coord] dead_after: expected seconds" in result.stderr
+
+
 def test_a_quiet_live_session_keeps_its_id_and_its_locks(run, anchor_process, repo,
                                                          mesh_home):
     """#2: a shell registered as builder-1, silent past dead_after, was taken over with its

@@ -213,3 +213,40 @@ def test_ctrl_c_while_waiting_is_130(mesh, name):
         proc.wait()
     assert proc.returncode == 130, (argv, proc.returncode, err)
     assert "Traceback" not in err, err
+
+
+INTERRUPT_ON_IMPORT = """
+import os, signal, sys
+
+
+class Interrupt:
+    \"\"\"^C while the entry point is still importing (deterministically: as it reaches cli).\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "meshtools.cli":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+
+sys.meta_path.insert(0, Interrupt())
+"""
+
+
+@pytest.mark.parametrize("name", SCRIPTS)
+def test_ctrl_c_during_start_up_is_130_without_a_traceback(mesh_home, tmp_path, name):
+    """A ^C before cli's contract ran escaped it: a KeyboardInterrupt traceback, killed by
+    SIGINT instead of exit 130."""
+    (tmp_path / "sitecustomize.py").write_text(INTERRUPT_ON_IMPORT)
+    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    done = subprocess.run([name, "--help"], env=env, capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert (done.returncode, done.stderr, done.stdout) == (130, "interrupted\n", ""), name
+
+
+def test_importing_the_package_leaves_sigint_alone():
+    """Only a command guards its start-up: a library importer keeps its own ^C."""
+    import sys
+
+    check = ("import signal, meshtools; "
+             "assert signal.getsignal(signal.SIGINT) is signal.default_int_handler")
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)

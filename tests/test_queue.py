@@ -99,10 +99,29 @@ def test_malformed_batch_enqueues_nothing(run, mesh_home, stdin, message):
     assert not (mesh_home / "redis").exists()  # refused before Redis was even needed
 
 
-@pytest.mark.parametrize("value", ["nan", "inf"])
-def test_a_non_finite_timeout_is_refused_at_push(run, mesh_home, value):
-    result = run("queue-push", "--timeout", value, "true")
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "0", "abc"])
+@pytest.mark.parametrize("argv", [["queue-push", "true", "--timeout"],
+                                  ["queue-drain", "--burst", "--timeout"],
+                                  ["queue-drain", "--burst", "--startup-timeout"]])
+def test_a_timeout_flag_that_is_no_positive_finite_number_is_a_usage_error(run, mesh_home,
+                                                                           argv, value):
+    """The flag's FloatRange took nan and inf: 65 from the task check, or a worker whose
+    timeout never ends."""
+    result = run(*argv, value)
+    assert result.returncode == 64 and "is not a" in result.stderr, result.stderr
+    assert not (mesh_home / "redis").exists()  # refused before Redis was even needed
+
+
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "0", "-1"])
+def test_a_timeout_in_a_batch_that_is_no_positive_finite_number_is_bad_input(run, mesh_home,
+                                                                             value):
+    result = run("queue-push", "-", input='{"prompt": "true", "timeout": %s}\n' % value)
     assert result.returncode == 65 and "timeout" in result.stderr
+
+
+def test_a_wait_timeout_is_finite_and_not_negative(run, mesh_home):
+    for value in ("nan", "-1"):
+        assert run("queue-results", "--wait", "x", "--timeout", value).returncode == 64
 
 
 def test_hand_back_ids_are_valid_task_ids(run, mesh_home):
@@ -278,6 +297,32 @@ def test_dead_letters_retry_and_purge(run, mesh_home):
     assert run("queue-dead", "retry").returncode == 64
 
 
+def test_purging_a_duplicate_letter_keeps_the_tasks_state(run, mesh_home):
+    """Purge deleted the id from tasks:index whatever it said: a letter left by a second
+    run of a task that is done (or was retried since) erased that task's state."""
+    from meshtools.queue.broker import Broker, DeadLetters
+    from meshtools.queue.names import Names
+
+    broker = Broker(redis_of(mesh_home), Names.from_env())
+    index = broker.names.index
+    for task_id, command in (("done", "true"), ("again", "false")):
+        run("queue-push", "--id", task_id, "--max-attempts", "1", command, check=0)
+        run("queue-drain", "--burst", check=0)
+        # a second run of the same task (a reclaimed entry) dead-letters it once more
+        [result] = results_by_id(run)[task_id]
+        broker.dead_letter("default", "0-1", {"id": task_id, "prompt": command}, result, "dup")
+    letters = DeadLetters(broker)
+    first = next(r for r in letters.list() if r["id"] == "again")
+    letters.retry(first)  # queued again, one letter of it left
+    states = {i: broker.redis.hget(index, i) for i in ("done", "again")}
+    assert states["done"].startswith("done:") and states["again"] == "queued"
+    run("queue-dead", "purge", "done", "again", check=0)
+    assert run("queue-dead", "list", check=0).records == []
+    assert {i: broker.redis.hget(index, i) for i in states} == states
+    assert run("queue-results", "--wait", "done", check=0).records[0]["status"] == "ok"
+    assert run("queue-push", "--id", "again", "true", check=0).records[0]["duplicate"]
+
+
 def test_timeout_kills_the_task(run, tmp_path):
     pidfile = tmp_path / "pid"
     run("queue-push", "--id", "slow", "--timeout", "0.3", "--max-attempts", "1",
@@ -356,6 +401,42 @@ def test_ctrl_c_when_idle_says_it_stops(run, mesh_home):
     _, err = worker.communicate(timeout=30)
     assert worker.returncode == 130
     assert err.splitlines() == ["queue-drain: no task running, stopping"]
+
+
+SIGNAL_DURING_A_WRITE = """
+import io, os, signal, sys
+from meshtools.queue.worker import Worker
+
+
+class Interrupting(io.RawIOBase):
+    writes = 0
+
+    def writable(self):
+        return True
+
+    def write(self, data):  # ^C lands while the main thread is inside stderr's buffer
+        self.writes += 1
+        if self.writes == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return os.write(2, bytes(data))
+
+
+sys.stderr = io.TextIOWrapper(io.BufferedWriter(Interrupting()), write_through=True)
+Worker(None, None, None, "w", ["default"], ".")._install_signals()
+print("busy writing", file=sys.stderr, flush=True)
+"""
+
+
+def test_the_stop_notice_is_safe_while_stderr_is_being_written():
+    """The handler printed through sys.stderr: a signal during the main thread's own write
+    raised "reentrant call inside <_io.BufferedWriter name='<stderr>'>"."""
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", SIGNAL_DURING_A_WRITE], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sorted(done.stderr.splitlines()) == ["busy writing",
+                                                "queue-drain: no task running, stopping"]
 
 
 def test_second_sigterm_hands_the_task_back(run, mesh_home):

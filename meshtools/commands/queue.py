@@ -27,7 +27,7 @@ RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
 @click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
 @click.option("--max-attempts", type=click.IntRange(1, 100), help="Deliveries before it is "
                                                                   "dead-lettered (default 3).")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--timeout", type=cli.Seconds(positive=True), metavar="SECONDS",
               help="Kill the task after SECONDS.")
 @cli.mesh_options(redis=True)
 def push(prompt, role, task_id, max_attempts, timeout, mesh):
@@ -68,14 +68,15 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 @click.option("--consumer", metavar="NAME",
               help="Consumer name; keep it stable per worker slot so a restart finishes its "
                    "own pending tasks (default: $MESH_SESSION, else HOST-PID).")
-@click.option("--workdir", type=click.Path(exists=True, file_okay=False), default=".",
-              help="Where tasks run.")
+@click.option("--workdir", type=click.Path(exists=True, file_okay=False),
+              help="Where tasks run (default: a role that writes code, its worktree; else "
+                   "the cwd). Never the main checkout for a writing role.")
 @click.option("--once", is_flag=True, help="Handle one task, then exit.")
 @click.option("--max-tasks", type=click.IntRange(min=1), metavar="N", help="Exit after N tasks.")
 @click.option("--burst", is_flag=True, help="Exit when the queues are empty.")
-@click.option("--timeout", "default_timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--timeout", "default_timeout", type=cli.Seconds(positive=True),
               metavar="SECONDS", help="Timeout for tasks that set none (an agent: the role's).")
-@click.option("--startup-timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--startup-timeout", type=cli.Seconds(positive=True),
               metavar="SECONDS", help="Kill an agent that prints nothing for SECONDS after "
                                       "its start (default 60).")
 @cli.mesh_options(identity=True, redis=True)
@@ -86,6 +87,10 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     With --agent claude a usage limit hands the task back (its attempt not counted) and
     pauses dispatch mesh-wide until the limit resets; config.toml `[budget] daily_usd`
     pauses it until the next UTC midnight once the day's spend reaches the cap.
+
+    A worker with a role that writes code (--role, or the role the one --queue names for an
+    agent) runs its tasks in that role's worktree, as mesh-agent does; with --workdir the
+    main checkout is refused (77).
     """
     from ..agents import adapter
     from ..core import proc
@@ -113,6 +118,10 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                                      startup_timeout=startup_timeout,
                                      on_phase=adapter.heartbeat_phase(mesh.home, session))
     executor.check()  # a missing CLI is exit 69 before any task is taken
+    if role is not None:  # a writing role's tasks would commit straight onto main
+        from ..agents.worktree import agent_workdir
+
+        workdir = agent_workdir(mesh.home, role, workdir)
     if role is not None and role.lands:
         from ..agents.work import RecordingExecutor
 
@@ -121,7 +130,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
         default_timeout = role.timeout
     worker = Worker(broker=mesh.broker(blocking=True), beat_broker=mesh.broker(),
                     executor=executor, consumer=consumer, queues=queues,
-                    workdir=os.path.abspath(workdir), max_tasks=1 if once else max_tasks,
+                    workdir=os.path.abspath(workdir or "."), max_tasks=1 if once else max_tasks,
                     burst=burst, default_timeout=default_timeout,
                     block_ms=200 if burst else 2000,  # burst: a short last look, then exit
                     on_result=lambda r: mesh.emit(r, _result_line(r)),
@@ -140,7 +149,7 @@ def _result_line(record: dict) -> str:
 @click.option("--task", "task_ids", multiple=True, metavar="ID", help="Only these tasks.")
 @click.option("--wait", "wait_id", metavar="ID",
               help="Block until task ID has its result; print it; exit 0 if ok, 1 if not.")
-@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+@click.option("--timeout", type=cli.SECONDS, metavar="SECONDS",
               help="With --wait: give up after SECONDS (exit 75).")
 @cli.mesh_options(redis=True)
 def results(follow, task_ids, wait_id, timeout, mesh):
@@ -342,7 +351,8 @@ def dead_retry(ids, everything, mesh):
 @click.option("--all", "everything", is_flag=True, help="Every dead letter.")
 @cli.mesh_options(redis=True)
 def dead_purge(ids, everything, mesh):
-    """Forget dead letters for good (their ids may be pushed again)."""
+    """Forget dead letters for good (their ids may be pushed again, unless the id has moved
+    on since: a letter that duplicates a finished or re-queued task leaves its state)."""
     from ..queue.broker import DeadLetters
 
     letters = DeadLetters(mesh.broker())

@@ -13,12 +13,13 @@ Liveness (pure, see `liveness`):
   alive  otherwise.
 """
 
+import math
 import os
 import sys
 import time
 
 from ..core import clock, config, fs, git, proc
-from ..core.errors import BadInput, Busy
+from ..core.errors import BadInput, Busy, ConfigError
 from ..core.home import MeshHome
 from ..core.ids import validate_name
 
@@ -27,12 +28,30 @@ RECORD = "session.json"
 
 
 def thresholds(home: MeshHome) -> tuple[float, float]:
-    """(stale_after, dead_after): env MESH_STALE_AFTER/MESH_DEAD_AFTER, then config.toml."""
+    """(stale_after, dead_after): env MESH_STALE_AFTER/MESH_DEAD_AFTER, then config.toml.
+    Either way a finite number of seconds, 0 or more, else ConfigError (78) naming it."""
     coord = config.section(home, "coord")
-    stale = float(os.environ.get("MESH_STALE_AFTER")
-                  or coord.get("stale_after", float, STALE_AFTER))
-    dead = float(os.environ.get("MESH_DEAD_AFTER") or coord.get("dead_after", float, DEAD_AFTER))
-    return stale, dead
+    return tuple(_seconds(env, coord, key, default) for env, key, default in
+                 (("MESH_STALE_AFTER", "stale_after", STALE_AFTER),
+                  ("MESH_DEAD_AFTER", "dead_after", DEAD_AFTER)))
+
+
+def _seconds(env: str, coord: config.Section, key: str, default: float) -> float:
+    """One threshold: float() alone took "abc" (a crash, 70) and nan (never stale)."""
+    text = os.environ.get(env)
+    if not text:
+        value = coord.get(key, float, default)  # finite, or a ConfigError naming file:line
+        if value < 0:
+            raise coord.error(key, f"expected seconds, 0 or more, got {value!r}")
+        return value
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"${env}: expected a finite number of seconds, 0 or more, "
+                          f"got {text!r}")
+    return value
 
 
 def liveness(record: dict, now: float, stale_after: float, dead_after: float,

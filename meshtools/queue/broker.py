@@ -346,11 +346,17 @@ return entry
 """
 
 # KEYS: events, index, attempts, dead   ARGV: ts, dead entry id, task id
+# The id is forgotten only while its index still says `dead:`: a letter that duplicates a
+# task already done, or one whose id was retried (`queued`) since, leaves that state alone.
 PURGE_DEAD = _EVENT + """
 if redis.call('XDEL', KEYS[4], ARGV[2]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[3])
-redis.call('HDEL', KEYS[3], ARGV[3])
-event({event='task.purged', id=ARGV[3]})
+local state = redis.call('HGET', KEYS[2], ARGV[3])
+local forgotten = state ~= false and string.sub(state, 1, 5) == 'dead:'
+if forgotten then
+  redis.call('HDEL', KEYS[2], ARGV[3])
+  redis.call('HDEL', KEYS[3], ARGV[3])
+end
+event({event='task.purged', id=ARGV[3], forgotten=forgotten})
 return 1
 """
 

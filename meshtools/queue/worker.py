@@ -16,6 +16,7 @@ undone and pauses the whole mesh until the limit resets; a failed login pauses i
 while; a task over its own budget is dead-lettered at once (a retry would cost as much).
 """
 
+import os
 import signal
 import sys
 import threading
@@ -86,11 +87,16 @@ class Worker:
 
     def _install_signals(self) -> None:
         def stop(signum, _frame):
+            """Set state and say so; the notice goes straight to fd 2, since the signal may
+            land while the main thread is inside sys.stderr (a "reentrant call" there)."""
             self.stopping += 1
             self.stopped_by = self.stopped_by or signum
             current = self._current
-            print(f"queue-drain: {stop_notice(signum, self.stopping, current and current[2])}",
-                  file=sys.stderr, flush=True)
+            notice = stop_notice(signum, self.stopping, current and current[2])
+            try:
+                os.write(2, f"queue-drain: {notice}\n".encode(errors="replace"))
+            except OSError:  # stderr closed or full: the stop goes ahead all the same
+                pass
             if self.stopping >= 2:
                 self.executor.interrupt()
 
