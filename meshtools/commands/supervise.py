@@ -10,6 +10,7 @@ parses arguments, registers the session and hands the process over to the superv
 """
 
 import os
+import signal
 
 import click
 
@@ -82,15 +83,21 @@ def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, res
         policy.check()
     except ValueError as e:
         raise errors.UsageError(str(e))
-    session = _register(mesh, role, session)
-    spec = {"home": mesh.home.path, "argv": list(argv), "policy": policy._asdict(),
-            "session": session, "role": role, "grace": grace, "json": mesh.as_json}
+    # From the registration on, a stop signal is held (over the exec too) until the
+    # supervisor's handlers are in place: it must unregister, never kill a registered pid.
+    signal.pthread_sigmask(signal.SIG_BLOCK, sup.FORWARDED)
     try:
-        sup.handoff(cli.prog_name(), spec)
-    except OSError:
-        if role:
-            sup.unregister(mesh.home, session)
-        raise
+        session = _register(mesh, role, session)
+        spec = {"home": mesh.home.path, "argv": list(argv), "policy": policy._asdict(),
+                "session": session, "role": role, "grace": grace, "json": mesh.as_json}
+        try:
+            sup.handoff(cli.prog_name(), spec)
+        except OSError:
+            if role:
+                sup.unregister(mesh.home, session)
+            raise
+    finally:  # reached only when there was no handoff
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, sup.FORWARDED)
 
 
 def _control(mesh, argv, stop_key, restart_key, spawn_id, role, session) -> None:
