@@ -210,6 +210,36 @@ def test_a_consumer_with_pending_entries_stays_in_the_group(mesh_home):
     assert r.xinfo_consumers("tasks:queue:default", GROUP) == []
 
 
+def test_results_are_read_through_one_reader(run, mesh_home):
+    """queue.results is what queue-results and the anchor read with; queue.stats what
+    queue-stat shows."""
+    from meshtools.core.errors import BadInput, Busy
+    from meshtools.queue.broker import Broker
+    from meshtools.queue.names import Names
+    from meshtools.queue.results import Results
+    from meshtools.queue.stats import queue_records
+
+    for n in range(3):
+        run("queue-push", "--id", f"t{n}", f"echo {n}", check=0)
+    run("queue-push", "--id", "later", "true", check=0)
+    run("queue-drain", "--max-tasks", "3", check=0)
+    broker = Broker(redis_of(mesh_home), Names.from_env())
+    results = Results(broker)
+    first = results.follow(count=2)
+    assert [r["id"] for _, r in first] == ["t0", "t1"]
+    rest = results.follow(first[-1][0], block=None)
+    assert [(r["id"], r["output"]) for _, r in rest] == [("t2", "2\n")]
+    assert results.follow(rest[-1][0], block=None) == []
+    assert results.wait("t1")["output"] == "1\n"
+    with pytest.raises(Busy):
+        results.wait("later", timeout=0.1)
+    with pytest.raises(BadInput):
+        results.wait("never-pushed")
+    [stat] = queue_records(broker)
+    assert (stat["queue"], stat["length"], stat["pending"], stat["dead"]) == ("default", 1, 0, 0)
+    assert stat == {**run("queue-stat", "--json", check=0).records[0], "ts": stat["ts"]}
+
+
 CRASHING_WORKER = """
 from meshtools.core.home import MeshHome
 from meshtools.queue.broker import Broker

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from ..core import config, events, fs
 from ..core.errors import BadInput, Busy
+from ..queue.results import Results
 from ..queue.tasks import normalise
 from .pick import tail
 from .roles import Role, parse_duration
@@ -203,18 +204,12 @@ class Anchor:
         """Handle the results after the cursor, a batch of RESULTS_BATCH (every one there
         now with everything=True, as --once means); returns how many. The cursor moves
         after each one, so a crash re-handles at most one (landing is idempotent)."""
-        import json
-
-        from ..core.errors import Busy
-
-        handled = 0
+        results, handled = Results(self.broker), 0
         while True:
-            reply = self.broker.redis.xread({self.broker.names.results: self.cursor()},
-                                            count=RESULTS_BATCH, block=block_ms)
-            entries = [e for _, batch in reply or [] for e in batch]
-            for entry, fields in entries:
+            entries = results.follow(self.cursor(), block_ms, count=RESULTS_BATCH)
+            for entry, result in entries:
                 try:
-                    self.handle(json.loads(fields["result"]))
+                    self.handle(result)
                 except Busy as e:  # the main checkout is in use: this result waits
                     if str(e) != self.blocked:
                         events.emit(self.home, "anchor.blocked", reason=str(e))

@@ -7,7 +7,6 @@
     queue-results --wait ID                   block until ID has its result
 """
 
-import json
 import os
 import sys
 import time
@@ -154,54 +153,27 @@ def _result_line(record: dict) -> str:
 @cli.mesh_options(redis=True)
 def results(follow, task_ids, wait_id, timeout, mesh):
     """Results of finished tasks, oldest first, as JSON lines."""
-    broker = mesh.broker(blocking=True)
-    stream = broker.names.results
+    from ..queue.results import Results
+
+    results = Results(mesh.broker(blocking=True))
     if wait_id is not None:
-        record = _wait_for(broker, wait_id, timeout)
+        record = results.wait(wait_id, timeout)
         mesh.emit(record, _result_line(record))
         sys.exit(errors.OK if record["status"] == "ok" else errors.NEGATIVE)
     wanted = set(task_ids)
     last = "0-0"
-    for last, fields in broker.redis.xrange(stream):
-        _show_result(mesh, fields, wanted)
+    for last, record in results.follow(last):
+        _show_result(mesh, record, wanted)
     if follow:
         cli.exit_on_sigterm()
         while True:
-            for _, entries in broker.redis.xread({stream: last}, block=1000) or []:
-                for last, fields in entries:
-                    _show_result(mesh, fields, wanted)
+            for last, record in results.follow(last, block=1000):
+                _show_result(mesh, record, wanted)
 
 
-def _show_result(mesh, fields: dict, wanted: set) -> None:
-    record = json.loads(fields["result"])
+def _show_result(mesh, record: dict, wanted: set) -> None:
     if not wanted or record["id"] in wanted:
         mesh.emit(record, _result_line(record))
-
-
-def _wait_for(broker, task_id: str, timeout: float | None) -> dict:
-    """Follow the results stream from now, after checking the index for a finished task."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    stream = broker.names.results
-    last = "$"
-    while True:
-        state = broker.redis.hget(broker.names.index, task_id)
-        if state is None:
-            raise errors.BadInput(f"unknown task {task_id!r}")
-        if state.startswith(("done:", "dead:")):
-            entry = state.split(":", 1)[1]
-            found = broker.redis.xrange(stream, entry, entry)
-            if found:
-                return json.loads(found[0][1]["result"])
-            raise errors.Unavailable(f"the result of {task_id} was trimmed from {stream}")
-        left = None if deadline is None else deadline - time.monotonic()
-        if left is not None and left <= 0:
-            raise errors.Busy(f"task {task_id} has no result after {timeout:g}s")
-        block = 1000 if left is None else max(1, min(1000, int(left * 1000)))
-        for _, entries in broker.redis.xread({stream: last}, block=block) or []:
-            for last, fields in entries:
-                record = json.loads(fields["result"])
-                if record["id"] == task_id:
-                    return record
 
 
 @cli.command("queue-stat")
@@ -209,29 +181,10 @@ def _wait_for(broker, task_id: str, timeout: float | None) -> dict:
 def stat(mesh):
     """Per queue: length, pending, lag, consumers and their idle times, dead letters, and the
     age of the oldest pending task."""
-    from ..queue.broker import DeadLetters
-    from ..queue.names import GROUP
+    from ..queue.stats import queue_records
 
     broker = mesh.broker()
-    r = broker.redis
-    dead_by_queue: dict[str, int] = {}
-    for record in DeadLetters(broker).list():
-        dead_by_queue[record["queue"]] = dead_by_queue.get(record["queue"], 0) + 1
-    now_ms = int(time.time() * 1000)
-    records = []
-    for queue in sorted(set(broker.queues()) | set(dead_by_queue)):
-        stream = broker.names.queue(queue)
-        group = next((g for g in _groups(r, stream) if g["name"] == GROUP), {})
-        consumers = [{"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]}
-                     for c in _consumers(r, stream)]
-        oldest = r.xpending_range(stream, GROUP, "-", "+", 1) if group else []
-        records.append({
-            "ts": clock.iso(), "kind": "queue", "queue": queue, "stream": stream,
-            "length": r.xlen(stream), "pending": group.get("pending", 0),
-            "lag": group.get("lag"), "consumers": consumers,
-            "dead": dead_by_queue.get(queue, 0),
-            "oldest_pending_age": round((now_ms - int(oldest[0]["message_id"].split("-")[0]))
-                                        / 1000, 3) if oldest else None})
+    records = queue_records(broker)
     pause = broker.paused()
     if mesh.as_json:
         for record in records:
@@ -272,22 +225,6 @@ def resume(mesh):
     ended = mesh.broker().resume(by="queue-resume")
     mesh.emit({"ts": clock.iso(), "kind": "pause", "resumed": ended is not None,
                "ended": ended}, "dispatch resumed" if ended else "dispatch was not paused")
-
-
-def _groups(r, stream):
-    try:
-        return r.xinfo_groups(stream)
-    except Exception:  # noqa: BLE001 - no such stream yet
-        return []
-
-
-def _consumers(r, stream):
-    from ..queue.names import GROUP
-
-    try:
-        return r.xinfo_consumers(stream, GROUP)
-    except Exception:  # noqa: BLE001 - no group yet
-        return []
 
 
 @cli.group("queue-dead")

@@ -1,0 +1,47 @@
+"""What each queue holds and who works on it (queue-stat, and the dashboard): the XINFO and
+XPENDING reads in one place, as records."""
+
+import time
+
+from ..core import clock
+from .broker import DeadLetters
+from .names import GROUP
+
+
+def queue_records(broker, now: float | None = None) -> list[dict]:
+    """Per queue (and per queue that has only dead letters left): length, pending, lag,
+    consumers with their idle times, dead letters, and the age of the oldest pending task."""
+    r = broker.redis
+    now_ms = int((time.time() if now is None else now) * 1000)
+    dead_by_queue: dict[str, int] = {}
+    for record in DeadLetters(broker).list():
+        dead_by_queue[record["queue"]] = dead_by_queue.get(record["queue"], 0) + 1
+    records = []
+    for queue in sorted(set(broker.queues()) | set(dead_by_queue)):
+        stream = broker.names.queue(queue)
+        group = next((g for g in _groups(r, stream) if g["name"] == GROUP), {})
+        consumers = [{"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]}
+                     for c in _consumers(r, stream)]
+        oldest = r.xpending_range(stream, GROUP, "-", "+", 1) if group else []
+        records.append({
+            "ts": clock.iso(), "kind": "queue", "queue": queue, "stream": stream,
+            "length": r.xlen(stream), "pending": group.get("pending", 0),
+            "lag": group.get("lag"), "consumers": consumers,
+            "dead": dead_by_queue.get(queue, 0),
+            "oldest_pending_age": round((now_ms - int(oldest[0]["message_id"].split("-")[0]))
+                                        / 1000, 3) if oldest else None})
+    return records
+
+
+def _groups(r, stream):
+    try:
+        return r.xinfo_groups(stream)
+    except Exception:  # noqa: BLE001 - no such stream yet
+        return []
+
+
+def _consumers(r, stream):
+    try:
+        return r.xinfo_consumers(stream, GROUP)
+    except Exception:  # noqa: BLE001 - no group yet
+        return []
