@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from meshtools.agents.adapter import claude_argv, compose_prompt
 from meshtools.agents.roles import Role
 from meshtools.core import proc
@@ -307,9 +309,9 @@ def test_paused_mesh_starts_no_agent(run, claude_cli, tmp_path, mesh_home):
     assert calls(claude_cli) == []
 
 
-def test_daily_budget_cap_stops_new_work(run, claude_cli, tmp_path, mesh_home):
-    if pause.next_utc_midnight(time.time()) - time.time() < 120:
-        time.sleep(pause.next_utc_midnight(time.time()) - time.time() + 1)  # one day's spend
+def test_daily_budget_cap_stops_new_work(run, claude_cli, tmp_path, mesh_home, monkeypatch):
+    noon = pause.next_utc_midnight(time.time()) + 12 * 3600  # the test's own day: no midnight
+    monkeypatch.setenv("MESH_NOW", str(noon))                 # passes while it runs
     mesh_home.mkdir(parents=True, exist_ok=True)
     (mesh_home / "config.toml").write_text("[budget]\ndaily_usd = 0.05\n")
     for n in range(3):
@@ -320,17 +322,30 @@ def test_daily_budget_cap_stops_new_work(run, claude_cli, tmp_path, mesh_home):
     try:
         r = redis_of(mesh_home)
         wait_until(lambda: r.get("mesh:paused") is not None, timeout=20)
-        time.sleep(0.5)
+        wait_until(lambda: r.xlen("tasks:results") == 2)  # the run that paused it, recorded
         held = json.loads(r.get("mesh:paused"))
         assert held["reason"] == "budget"
-        assert held["until"] == pause.next_utc_midnight(time.time())
-        assert float(r.get(f"mesh:spend:{pause.day()}")) == 0.06
+        assert held["until"] == pause.next_utc_midnight(noon)
+        assert float(r.get(f"mesh:spend:{pause.day(noon)}")) == 0.06
         assert len(calls(claude_cli)) == 2  # the third task was not started
         assert r.xlen("tasks:queue:builder") == 1
     finally:
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=10)
     assert worker.returncode == 143, err  # stopped by SIGTERM while paused
+
+
+def test_mesh_now_fixes_the_calendar_only(monkeypatch):
+    from meshtools.core import clock
+    from meshtools.core.errors import ConfigError
+
+    monkeypatch.setenv("MESH_NOW", "2026-03-01T23:59:59Z")
+    assert pause.day(clock.calendar_now()) == "2026-03-01"
+    assert clock.calendar_now() == float(clock.parse_iso("2026-03-01T23:59:59Z"))
+    assert clock.now() > clock.calendar_now()  # durations and liveness keep the real clock
+    monkeypatch.setenv("MESH_NOW", "soon")
+    with pytest.raises(ConfigError, match="MESH_NOW"):
+        clock.calendar_now()
 
 
 def test_task_over_its_budget_is_dead_lettered_at_once(run, claude_cli, tmp_path):

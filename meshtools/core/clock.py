@@ -1,5 +1,6 @@
 """Timestamps: ISO-8601 UTC with a trailing Z on the wire, epoch seconds for arithmetic."""
 
+import os
 import time
 from datetime import datetime, timezone
 
@@ -17,3 +18,22 @@ def parse_iso(text: str) -> float:
 
 def now() -> float:
     return time.time()
+
+
+def calendar_now() -> float:
+    """The time by which the mesh's dates are reckoned (the daily budget's UTC day).
+    $MESH_NOW (epoch seconds, or ISO-8601 UTC) fixes it, so a test picks its day instead
+    of racing UTC midnight; durations and liveness always use the real clock (now)."""
+    fixed = os.environ.get("MESH_NOW")
+    if not fixed:
+        return time.time()
+    try:
+        return float(fixed)
+    except ValueError:
+        pass
+    try:
+        return parse_iso(fixed)
+    except ValueError:
+        from .errors import ConfigError
+
+        raise ConfigError(f"MESH_NOW={fixed!r} is no time (epoch seconds or ISO-8601)") from None

@@ -274,7 +274,8 @@ class Broker:
 
         current = self.paused()
         if current is None and daily_cap is not None:
-            over = pause.for_budget(self.spent(pause.day()), daily_cap, time.time())
+            now = clock.calendar_now()
+            over = pause.for_budget(self.spent(pause.day(now)), daily_cap, now)
             if over:
                 current = self.pause(*over, by=by)
         return current
@@ -285,12 +286,12 @@ class Broker:
         the pauses in force afterwards (one per cause)."""
         from . import pause
 
-        now = time.time()
+        now, today = time.time(), clock.calendar_now()
         cost = (details or {}).get("cost_usd")
         spent = None
         if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0:
-            spent = self.add_spend(cost, pause.day(now))
-        causes = (pause.for_outcome(details, now), pause.for_budget(spent, daily_cap, now))
+            spent = self.add_spend(cost, pause.day(today))
+        causes = (pause.for_outcome(details, now), pause.for_budget(spent, daily_cap, today))
         return [self.pause(*cause, by=by, **extra) for cause in causes if cause]
 
     def add_spend(self, usd: float, day: str) -> float:
