@@ -14,6 +14,26 @@ def wait_until(predicate, timeout=10.0):
     raise AssertionError("condition never became true")
 
 
+def wait_for_output(pipe, text: str, timeout=10.0) -> str:
+    """Read a child's pipe until text appears (a line the child says when something has
+    happened); returns what was read. Reads the fd itself, unbuffered, so communicate()
+    gets the rest. Fails the test if the pipe closes or the time runs out first."""
+    import os
+    import selectors
+
+    fd, seen = pipe.fileno(), b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(fd, selectors.EVENT_READ)
+        while text.encode() not in seen:
+            left = deadline - time.monotonic()
+            chunk = os.read(fd, 4096) if left > 0 and selector.select(left) else b""
+            if not chunk:
+                raise AssertionError(f"{text!r} never came; the pipe said {seen!r}")
+            seen += chunk
+    return seen.decode(errors="replace")
+
+
 def lock_table(mesh_home):
     path = mesh_home / "locks" / "table.json"
     return json.loads(path.read_text()) if path.exists() else {"locks": {}, "waits": {}}

@@ -5,10 +5,12 @@ import signal
 import subprocess
 import time
 
+import psutil
 import pytest
 
 from meshtools.core import events
 from meshtools.core.home import MeshHome
+from meshtools.locks import policy
 
 from .helpers import lock_table as table, wait_until
 
@@ -212,7 +214,8 @@ def test_run_mode_keeps_a_lock_held_before(repo, run, mesh_home):
 def test_run_mode_forwards_sigterm_and_releases(repo, mesh_home):
     proc = subprocess.Popen(["file-lock", "--as", "A", "docs", "--", "sleep", "30"])
     wait_until(lambda: table(mesh_home)["locks"])
-    time.sleep(0.2)
+    # The command runs (exec'd): file-lock forwards signals to it from here on.
+    wait_until(lambda: [c for c in psutil.Process(proc.pid).children() if c.name() == "sleep"])
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 128 + signal.SIGTERM
     assert table(mesh_home)["locks"] == {}
@@ -243,9 +246,9 @@ def test_kill_9_of_a_waiter_leaves_no_edge(repo, run, mesh_home):
     assert table(mesh_home)["waits"] == {}
 
 
-def test_lease_expires(repo, run):
+def test_lease_expires(repo, run, mesh_home):
     run("file-lock", "acquire", "--as", "A", "--lease", "0.2", "docs", check=0)
-    time.sleep(0.3)
+    wait_until(lambda: policy.lease_expired(table(mesh_home)["locks"]["docs"], time.time()))
     assert run("file-lock", "acquire", "--as", "B", "-n", "docs", check=0).records[0]["holder"] == "B"
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from meshtools.core import proc
 
-from .helpers import redis_of, wait_until
+from .helpers import redis_of, wait_for_output, wait_until
 
 
 def results_by_id(run):
@@ -370,12 +370,13 @@ def test_timeout_kills_the_task(run, tmp_path):
     wait_until(gone)  # the whole group went: not even the background sleep is left
 
 
-def test_wait_blocks_until_the_result(run):
+def test_wait_blocks_until_the_result(run, mesh_home):
     run("queue-push", "--id", "later", "sleep 0.5; echo done", check=0)
     waiter = subprocess.Popen(["queue-results", "--wait", "later"], stdout=subprocess.PIPE,
                               text=True)
-    time.sleep(0.3)
-    assert waiter.poll() is None
+    r = redis_of(mesh_home)
+    wait_until(lambda: any(c["cmd"] == "xread" and "b" in c["flags"] for c in r.client_list()))
+    assert waiter.poll() is None  # blocked on the results stream, no result yet
     run("queue-drain", "--once", check=0)
     out, _ = waiter.communicate(timeout=20)
     assert waiter.returncode == 0 and json.loads(out)["output"] == "done\n"
@@ -474,7 +475,7 @@ def test_second_sigterm_hands_the_task_back(run, mesh_home):
     worker = drain(capture=True)
     wait_until(lambda: pending(mesh_home) == 1)
     worker.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    wait_for_output(worker.stderr, "SIGTERM again to hand it back")  # the first one landed
     worker.send_signal(signal.SIGTERM)
     _, err = worker.communicate(timeout=30)
     assert worker.returncode == 143 and "stopping task handed and handing it back" in err
@@ -522,13 +523,16 @@ def test_embedded_redis_restart_loses_nothing(run, mesh_home):
     assert all(len(v) == 1 and v[0]["status"] == "ok" for v in results.values())
 
 
-def test_worker_rides_out_a_redis_restart(run, mesh_home):
+def test_worker_rides_out_a_redis_restart(run, mesh_home, tmp_path):
     lines = "".join(json.dumps({"id": f"w{i}", "prompt": "sleep 0.01"}) + "\n" for i in range(150))
     run("queue-push", "-", input=lines, check=0)
-    worker = drain("--consumer", "steady")
+    said = tmp_path / "worker.err"
+    with open(said, "w") as err:
+        worker = subprocess.Popen(["queue-drain", "--consumer", "steady"],
+                                  stdout=subprocess.DEVNULL, stderr=err)
     wait_until(lambda: len(run("queue-results", check=0).records) >= 20)
     run("mesh-redis", "stop", check=0)
-    time.sleep(0.5)
+    wait_until(lambda: "redis unavailable" in said.read_text())  # the worker saw it go
     run("mesh-redis", "start", check=0)
     wait_until(lambda: len(run("queue-results", check=0).records) >= 150, timeout=60)
     worker.terminate()
@@ -638,16 +642,21 @@ def test_thousand_tasks_four_workers_random_kill_9(run, mesh_home):
     assert all(len(v) == 1 and v[0]["status"] == "ok" for v in results.values())  # one each
 
 
-def test_a_paused_mesh_starts_no_task_until_resumed(run, tmp_path):
+def test_a_paused_mesh_starts_no_task_until_resumed(run, mesh_home, tmp_path):
     run("queue-pause", "--for", "10m", "--reason", "maintenance", check=0)
     stat = run("queue-stat", "--json", check=0).records
     assert [r["reason"] for r in stat if r["kind"] == "pause"] == ["maintenance"]
     marker = tmp_path / "ran"
     run("queue-push", "--id", "p1", f"touch {marker}", check=0)
+    r = redis_of(mesh_home)
     worker = drain("--once")
     try:
-        time.sleep(1.5)  # a paused worker waits: nothing may start meanwhile
-        assert not marker.exists() and worker.poll() is None
+        wait_until(lambda: r.hlen("tasks:workers") == 1)  # up: next, it looks at the pause
+        looked = r.info("commandstats")["cmdstat_get"]["calls"]
+        # The pause is a GET of mesh:paused, looked at again each second while it lasts:
+        # two more looks, and the task is still not started.
+        wait_until(lambda: r.info("commandstats")["cmdstat_get"]["calls"] >= looked + 2)
+        assert not marker.exists() and worker.poll() is None and pending(mesh_home) == 0
         assert run("queue-resume", check=0).records[0]["resumed"] is True
         assert worker.wait(timeout=30) == 0
     finally:

@@ -5,11 +5,10 @@ worker, and a kill -9 of the worker takes the task down (issues #3, #4)."""
 import json
 import signal
 import subprocess
-import time
 
 from meshtools.core import proc
 
-from .helpers import redis_of, wait_until
+from .helpers import redis_of, wait_for_output, wait_until
 from .test_queue import drain, pending
 
 
@@ -63,7 +62,7 @@ def test_a_second_sigterm_stops_a_task_that_ignores_sigterm(run, mesh_home, tmp_
     worker = drain(capture=True)
     wait_until(lambda: pending(mesh_home) == 1 and escapee.exists())
     worker.send_signal(signal.SIGTERM)
-    time.sleep(0.2)  # two signals at once would be one
+    wait_for_output(worker.stderr, "SIGTERM again")  # heard: two at once would be one
     worker.send_signal(signal.SIGTERM)
     worker.communicate(timeout=30)
     assert worker.returncode == 128 + signal.SIGTERM
