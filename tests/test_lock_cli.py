@@ -221,6 +221,22 @@ def test_run_mode_forwards_sigterm_and_releases(repo, mesh_home):
     assert table(mesh_home)["locks"] == {}
 
 
+def test_a_sigterm_as_the_command_starts_is_passed_on(repo, mesh_home, tmp_path):
+    """SIGTERM the moment the lock is granted, before or while the command starts: it is
+    passed on to the command (never lost), so nothing runs on after the lock is released."""
+    started = tmp_path / "started"
+    for _ in range(5):
+        proc = subprocess.Popen(["file-lock", "--as", "A", "docs", "--", "sh", "-c",
+                                 f"echo $$ >> {started}; exec sleep 30"])
+        wait_until(lambda: table(mesh_home)["locks"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 128 + signal.SIGTERM
+        assert table(mesh_home)["locks"] == {}
+    for pid in map(int, started.read_text().split() if started.exists() else []):
+        wait_until(lambda: not psutil.pid_exists(pid)
+                   or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE)
+
+
 def test_kill_9_of_a_holder_lets_a_waiter_through(repo, run, mesh_home):
     holder = subprocess.Popen(["file-lock", "--as", "A", "docs", "--", "sleep", "60"])
     wait_until(lambda: table(mesh_home)["locks"])

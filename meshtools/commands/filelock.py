@@ -296,12 +296,15 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     claimant = service.claimant(mesh.session(required=False), anchor_pid=os.getpid())
     cli.exit_on_sigterm()
     scopes = [t.scope for t in targets]
-    already = {s for s in scopes if (service.holding(s) or {}).get("holder") == claimant.id}
-    service.acquire(claimant, scopes, timeout=timeout, lease=lease, on_wait=_say_waiting())
-    try:
+    mine = lambda: {s for s in scopes  # noqa: E731
+                    if (service.holding(s) or {}).get("holder") == claimant.id}
+    already = mine()
+    try:  # a SIGTERM may land anywhere from here on, even just after the grant
+        service.acquire(claimant, scopes, timeout=timeout, lease=lease,
+                        on_wait=_say_waiting())
         code = _run_child(argv)
     finally:
-        fresh = [s for s in scopes if s not in already]
+        fresh = sorted(mine() - already)
         if fresh:
             service.release(claimant.id, fresh)
     sys.exit(code)
@@ -311,6 +314,19 @@ def _run_child(argv: list[str]) -> int:
     """Run argv in the foreground, forwarding SIGTERM/SIGHUP; exit status as a shell does."""
     import subprocess
 
+    # The forwarder is in place before the child starts: a SIGTERM that came before the
+    # child had a pid is passed on once it has one, never lost (that would release the
+    # lock while the command ran on without it).
+    started, early = [], []
+
+    def forward(signum, _frame):
+        if started:
+            started[0].send_signal(signum)
+        else:
+            early.append(signum)
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, forward)
     try:
         child = subprocess.Popen(argv)
     except FileNotFoundError:
@@ -319,9 +335,9 @@ def _run_child(argv: list[str]) -> int:
     except PermissionError:
         click.echo(f"file-lock: {argv[0]}: permission denied", err=True)
         return 126
-    forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, forward)
+    started.append(child)
+    for signum in early:
+        child.send_signal(signum)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends ^C to the child too
     code = child.wait()
     return code if code >= 0 else 128 - code
