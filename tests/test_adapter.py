@@ -300,10 +300,9 @@ def test_usage_limit_hands_back_and_pauses_dispatch_until_the_reset(run, claude_
 
 def test_paused_mesh_starts_no_agent(run, claude_cli, tmp_path, mesh_home):
     run("queue-push", "--id", "t0", "true", check=0)  # starts the embedded Redis
-    from meshtools.queue.broker import Broker
     from meshtools.queue.names import Names
 
-    Broker(redis_of(mesh_home), Names()).pause(time.time() + 60, "usage_limit", by="test")
+    pause.Pauses(redis_of(mesh_home), Names()).pause(time.time() + 60, "usage_limit", by="test")
     result = run("mesh-agent", "builder", "hi", "--workdir", str(tmp_path))
     assert result.returncode == 75 and result.records[0]["status"] == "paused"
     assert calls(claude_cli) == []

@@ -59,9 +59,9 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
     executor.check()
     workdir = worktree.agent_workdir(mesh.home, role, workdir)
     base = {"role": role.name, "session": session, "agent": agent}
-    broker = _broker(mesh)
+    pauses = _pauses(mesh)
     cap = pausing.daily_cap(config.of(mesh.home))
-    held = _redis_or_none(lambda: broker.pause_in_force(cap, "mesh-agent"), broker)
+    held = pauses and _best_effort(lambda: pauses.in_force(cap, "mesh-agent"))
     if held:
         jsonl.write({"ts": clock.iso(), "kind": "result", **base, "status": "paused",
                      "paused": held})
@@ -69,31 +69,29 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
     task = {"id": new_id(), "prompt": prompt}
     outcome = executor.run(task, workdir, timeout or role.timeout)
     record = result_record(task, outcome, **base)
-    if pausing.usage_limited(outcome.details):
-        record["status"] = "usage_limited"
-    paused = _redis_or_none(lambda: broker.account(outcome.details, cap, session or role.name),
-                            broker)
+    paused = pausing.after_run(pauses, record, outcome.details, cap, session or role.name,
+                               guard=_best_effort)
     if paused:
         record["paused"] = paused[-1]
     jsonl.write(record)
     if record["status"] == "ok":
         sys.exit(errors.OK)
-    sys.exit(errors.TEMPFAIL if record["status"] == "usage_limited" else errors.NEGATIVE)
+    sys.exit(errors.TEMPFAIL if record["status"] == pausing.USAGE_LIMITED else errors.NEGATIVE)
 
 
-def _broker(mesh):
-    """The mesh's broker when its Redis already runs, else None (never started here)."""
+def _pauses(mesh):
+    """The mesh's pauses when its Redis already runs, else None (never started here)."""
+    from ..queue.pause import Pauses
+
     try:
-        return mesh.broker(start=False)
+        return Pauses.of(mesh.broker(start=False))
     except errors.Unavailable:
         return None
 
 
-def _redis_or_none(operation, broker):
-    """operation() against the mesh's Redis, best-effort: None without one, or when it
-    fails (a plain run never depends on Redis)."""
-    if broker is None:
-        return None
+def _best_effort(operation):
+    """operation() against the mesh's Redis, best-effort: None when it fails (a plain run
+    never depends on Redis)."""
     import redis
 
     try:

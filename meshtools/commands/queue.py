@@ -181,11 +181,12 @@ def _show_result(mesh, record: dict, wanted: set) -> None:
 def stat(mesh):
     """Per queue: length, pending, lag, consumers and their idle times, dead letters, and the
     age of the oldest pending task."""
+    from ..queue.pause import Pauses
     from ..queue.stats import queue_records
 
     broker = mesh.broker()
     records = queue_records(broker)
-    pause = broker.paused()
+    pause = Pauses.of(broker).paused()
     if mesh.as_json:
         for record in records:
             jsonl.write(record)
@@ -208,12 +209,13 @@ def stat(mesh):
 def pause(duration, reason, mesh):
     """Stop workers from starting tasks, mesh-wide, for a while (a running task finishes)."""
     from ..agents.roles import parse_duration
+    from ..queue.pause import Pauses
 
     try:
         seconds = parse_duration(duration)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--for")
-    record = mesh.broker().pause(time.time() + seconds, reason, by="queue-pause")
+    record = Pauses.of(mesh.broker()).pause(time.time() + seconds, reason, by="queue-pause")
     mesh.emit({"ts": clock.iso(), "kind": "pause", **record},
               f"dispatch paused until {record.get('until_ts')} ({record.get('reason')})")
 
@@ -222,7 +224,9 @@ def pause(duration, reason, mesh):
 @cli.mesh_options(redis=True)
 def resume(mesh):
     """End a pause now (a usage-limit, budget or manual one); workers start tasks again."""
-    ended = mesh.broker().resume(by="queue-resume")
+    from ..queue.pause import Pauses
+
+    ended = Pauses.of(mesh.broker()).resume(by="queue-resume")
     mesh.emit({"ts": clock.iso(), "kind": "pause", "resumed": ended is not None,
                "ended": ended}, "dispatch resumed" if ended else "dispatch was not paused")
 

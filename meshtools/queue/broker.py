@@ -7,6 +7,8 @@ Task ids live in a hash (tasks:index) with their state: `queued`, `done:<result 
 
 Whatever goes to Redis (a task, a result, a reason) is redacted here first (core.redact):
 the scripts write it verbatim, and Redis keeps it in its append-only file.
+
+Pausing the mesh and the daily budget are not queue operations: queue/pause.py owns them.
 """
 
 import json
@@ -81,31 +83,6 @@ redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 
-# KEYS: events, paused   ARGV: ts, record json, until (ms), reason, by
-# A pause only ever extends: a shorter one never cuts a longer one short.
-PAUSE = _EVENT + """
-local current = redis.call('GET', KEYS[2])
-if current then
-  local ok, old = pcall(cjson.decode, current)
-  if ok and tonumber(old['until']) and tonumber(old['until']) * 1000 >= tonumber(ARGV[3]) then
-    return current
-  end
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PXAT', ARGV[3])
-event({event='mesh.paused', reason=ARGV[4], ['until']=cjson.decode(ARGV[2])['until_ts'], by=ARGV[5]})
-return ARGV[2]
-"""
-
-# KEYS: events, paused, resumed   ARGV: ts, since of the pause that ended, by, forced
-RESUMED = _EVENT + """
-if ARGV[4] == '1' then redis.call('DEL', KEYS[2]) end
-if redis.call('GET', KEYS[3]) == ARGV[2] then return 0 end
-redis.call('SET', KEYS[3], ARGV[2], 'EX', 86400)
-event({event='mesh.resumed', paused_since=ARGV[2], by=ARGV[3]})
-return 1
-"""
-
-
 class Broker:
     def __init__(self, client, names: Names):
         self.redis = client
@@ -114,8 +91,6 @@ class Broker:
         self._finish = client.register_script(FINISH)
         self._dead = client.register_script(DEAD_LETTER)
         self._requeue = client.register_script(REQUEUE)
-        self._pause = client.register_script(PAUSE)
-        self._resumed = client.register_script(RESUMED)
         self._leave = client.register_script(LEAVE)
 
     # --- producing ------------------------------------------------------------------------
@@ -229,82 +204,6 @@ class Broker:
     def touch(self, queue: str, me: str, entry: str) -> None:
         """Reset my in-flight entry's idle time, so the lease fallback never steals it."""
         self.redis.xclaim(self.names.queue(queue), GROUP, me, 0, [entry], justid=True)
-
-    # --- pausing the whole mesh (usage limits, failed login, daily budget) -------------
-
-    def pause(self, until: float, reason: str, by: str | None = None, **extra) -> dict:
-        """Stop dispatch mesh-wide until `until` (epoch seconds); the key expires then.
-        Returns the pause in force (an existing longer one wins)."""
-        from .pause import record
-
-        now = time.time()
-        value = record(until, reason, by, now, **extra)
-        kept = self._pause(keys=[self.names.events, self.names.paused],
-                           args=[clock.iso(now), json.dumps(value), int(until * 1000), reason,
-                                 by or ""])
-        return json.loads(kept)
-
-    def paused(self) -> dict | None:
-        """The pause in force, or None."""
-        value = self.redis.get(self.names.paused)
-        if value is None:
-            return None
-        try:
-            return json.loads(value)
-        except ValueError:
-            return {"reason": "unknown", "until": None}
-
-    def resumed(self, pause: dict, by: str | None = None, force: bool = False) -> bool:
-        """Announce the end of `pause` once (mesh.resumed); force=True ends it now."""
-        return bool(self._resumed(keys=[self.names.events, self.names.paused, self.names.resumed],
-                                  args=[clock.iso(), pause.get("since") or "", by or "",
-                                        "1" if force else "0"]))
-
-    def resume(self, by: str | None = None) -> dict | None:
-        """End the pause in force now; returns it (None when there was none)."""
-        current = self.paused()
-        if current is not None:
-            self.resumed(current, by, force=True)
-        return current
-
-    def pause_in_force(self, daily_cap: float | None, by: str) -> dict | None:
-        """The pause a new task must wait out, or None; a day whose budget is spent starts
-        one (until the next UTC midnight)."""
-        from . import pause
-
-        current = self.paused()
-        if current is None and daily_cap is not None:
-            now = clock.calendar_now()
-            over = pause.for_budget(self.spent(pause.day(now)), daily_cap, now)
-            if over:
-                current = self.pause(*over, by=by)
-        return current
-
-    def account(self, details: dict, daily_cap: float | None, by: str, **extra) -> list[dict]:
-        """After an agent run: count its cost into today's spend, and pause the mesh when the
-        run hit a usage limit or a failed login, or the day's budget is now spent. Returns
-        the pauses in force afterwards (one per cause)."""
-        from . import pause
-
-        now, today = time.time(), clock.calendar_now()
-        cost = (details or {}).get("cost_usd")
-        spent = None
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0:
-            spent = self.add_spend(cost, pause.day(today))
-        causes = (pause.for_outcome(details, now), pause.for_budget(spent, daily_cap, today))
-        return [self.pause(*cause, by=by, **extra) for cause in causes if cause]
-
-    def add_spend(self, usd: float, day: str) -> float:
-        """Add to the day's spend counter; returns the day's total."""
-        from .pause import SPEND_TTL
-
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incrbyfloat(self.names.spend(day), usd)
-        pipe.expire(self.names.spend(day), SPEND_TTL)
-        return float(pipe.execute()[0])
-
-    def spent(self, day: str) -> float:
-        return float(self.redis.get(self.names.spend(day)) or 0.0)
 
     # --- workers' heartbeats --------------------------------------------------------------
 

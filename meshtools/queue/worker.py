@@ -16,6 +16,7 @@ undone and pauses the whole mesh until the limit resets; a failed login pauses i
 while; a task over its own budget is dead-lettered at once (a retry would cost as much).
 """
 
+import functools
 import os
 import signal
 import sys
@@ -23,18 +24,37 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from ..agents.stream import BUDGET, RATE_LIMIT
 from ..core import clock, proc
 from ..core.errors import BadInput, MeshError, Unavailable
-from . import pause as pausing
 from .broker import Broker
 from .connection import describe, unavailable
 from .executor import Executor, Outcome
+from .pause import USAGE_LIMITED, Pauses, after_run
 from .tasks import DEFAULT_MAX_ATTEMPTS, from_entry, result_record, unrunnable
 
 BEAT_EVERY = 2.0
-DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
+WORKER_DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
 LEASE_MS = 3_600_000
 PAUSE_RECHECK = 0.25
+
+# What the worker does with a finished run (decide_outcome)
+FINISH, RETRY, DEAD_LETTER, HAND_BACK, OVER_BUDGET = (
+    "finish", "retry", "dead_letter", "hand_back", "over_budget")
+
+
+def decide_outcome(status: str, error: str | None, attempt: int, limit: int) -> str:
+    """One of the five outcomes of a run: a usage limit hands the task back (not its fault,
+    its attempt undone); success finishes it; a task over its own budget is dead-lettered at
+    once (a retry would cost as much); any other failure is retried until its last attempt,
+    then dead-lettered."""
+    if error == RATE_LIMIT:
+        return HAND_BACK
+    if status == "ok":
+        return FINISH
+    if error == BUDGET:
+        return OVER_BUDGET
+    return DEAD_LETTER if attempt >= limit else RETRY
 
 
 @dataclass
@@ -58,6 +78,10 @@ class Worker:
     _current: tuple | None = None  # (queue, entry, task id) in flight
     _clear_until: float = 0.0  # no pause was in force when last asked: trust it until then
     _reclaimed: threading.Event = field(default_factory=threading.Event)
+
+    @functools.cached_property
+    def pauses(self) -> Pauses:
+        return Pauses.of(self.broker)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -143,7 +167,7 @@ class Worker:
 
     def _step(self) -> bool:
         """Handle one entry if there is one; False when there was nothing to do."""
-        if not self._gate():
+        if not self._may_start():
             return True  # waited out (part of) a pause: look again
         got = None
         if self._reclaimed.is_set():
@@ -209,20 +233,20 @@ class Worker:
         details = outcome.details or {}
         result = self._result(task, queue, outcome, attempt)
         # Pauses first, so that no worker starts another task before they are seen.
-        paused = self._survive(lambda: self.broker.account(
-            details, self.daily_budget_usd, self.consumer, task=task["id"]))
-        if paused:
+        if after_run(self.pauses, result, details, self.daily_budget_usd, self.consumer,
+                     guard=self._survive, task=task["id"]):
             self._clear_until = 0.0  # this worker paused the mesh: its next look sees it
-        if pausing.usage_limited(details):
-            self._hand_back(queue, entry, task, "usage_limited")
-            result.update(status="usage_limited", handed_back=True)
-        elif outcome.status == "ok":
+        verdict = decide_outcome(outcome.status, details.get("error"), attempt, limit)
+        if verdict == HAND_BACK:
+            self._hand_back(queue, entry, task, USAGE_LIMITED)
+            result["handed_back"] = True
+        elif verdict == FINISH:
             self._survive(lambda: self.broker.finish(queue, entry, task, result))
-        elif details.get("error") == "budget":
+        elif verdict == OVER_BUDGET:
             self._survive(lambda: self.broker.dead_letter(
                 queue, entry, task, result, f"over its budget (error_max_budget_usd, spent "
                                             f"${details.get('cost_usd') or 0:g})"))
-        elif attempt >= limit:
+        elif verdict == DEAD_LETTER:
             self._survive(lambda: self.broker.dead_letter(
                 queue, entry, task, result, f"{outcome.status} on attempt {attempt} of {limit}"))
         else:
@@ -238,14 +262,14 @@ class Worker:
 
     # --- pausing --------------------------------------------------------------------------
 
-    def _gate(self) -> bool:
+    def _may_start(self) -> bool:
         """True when a task may start. While the mesh is paused (or today's budget is
         spent), wait in short steps, responsive to SIGTERM, and return False. A clear answer
         holds for PAUSE_RECHECK seconds: a busy worker saves a round trip per task and still
         sees a new pause within that time."""
         if time.monotonic() < self._clear_until:
             return True
-        pause = self.broker.pause_in_force(self.daily_budget_usd, self.consumer)
+        pause = self.pauses.in_force(self.daily_budget_usd, self.consumer)
         if pause is None:
             self._clear_until = time.monotonic() + PAUSE_RECHECK
             return True
@@ -259,9 +283,9 @@ class Worker:
             until = pause.get("until")
             left = (until - time.time()) if isinstance(until, (int, float)) else 1.0
             if left <= 0 or time.monotonic() >= look_again:
-                current = self.broker.paused()
+                current = self.pauses.paused()
                 if current is None:
-                    self.broker.resumed(pause, by=self.consumer)
+                    self.pauses.resumed(pause, by=self.consumer)
                     return
                 pause, look_again = current, time.monotonic() + 1.0
             time.sleep(min(0.1, left) if left > 0.01 else 0.02)
@@ -314,7 +338,7 @@ def stop_notice(signum: int, count: int, task_id: str | None) -> str:
 
 
 def worker_dead(record: dict, now: float) -> bool:
-    """Silent past DEAD_AFTER, or its process is gone from this host."""
-    if now - record.get("beat", 0) > DEAD_AFTER:
+    """Silent past WORKER_DEAD_AFTER, or its process is gone from this host."""
+    if now - record.get("beat", 0) > WORKER_DEAD_AFTER:
         return True
     return proc.is_alive(record.get("pid"), record.get("pid_start"), record.get("host")) is False
