@@ -10,26 +10,26 @@ ROLES = roles.load()
 def test_ok_work_of_a_landing_role_is_landed():
     result = {"id": "t1", "status": "ok", "role": "builder"}
     work = {"base": "a" * 40, "head": "b" * 40}
-    assert anchor.decide(result, ROLES["builder"], work, 1).action == "land"
+    assert anchor.decide_landing(result, ROLES["builder"], work, 1).action == "land"
 
 
 def test_ok_without_commits_or_from_a_read_only_role_is_just_done():
     result = {"id": "t1", "status": "ok"}
     same = {"base": "a" * 40, "head": "a" * 40}
-    assert anchor.decide(result, ROLES["builder"], same, 1).action == "done"
-    assert anchor.decide(result, ROLES["builder"], None, 1).action == "done"
-    research = anchor.decide(result, ROLES["research"], {"base": "a", "head": "b"}, 1)
+    assert anchor.decide_landing(result, ROLES["builder"], same, 1).action == "done"
+    assert anchor.decide_landing(result, ROLES["builder"], None, 1).action == "done"
+    research = anchor.decide_landing(result, ROLES["research"], {"base": "a", "head": "b"}, 1)
     assert research.action == "done" and "does not land" in research.reason
 
 
 def test_failures_are_handed_back_until_the_limit():
     failed = {"id": "t1", "status": "failed", "exit_code": 2, "dead_letter": True,
               "reason": "failed on attempt 3 of 3"}
-    assert anchor.decide(failed, ROLES["builder"], None, 1) == \
+    assert anchor.decide_landing(failed, ROLES["builder"], None, 1) == \
         anchor.Decision("hand_back", "failed on attempt 3 of 3")
     again = dict(failed, id="t1~1", handback=1, parent="t1")
-    assert anchor.decide(again, ROLES["builder"], None, 1).action == "give_up"
-    assert anchor.decide(again, ROLES["builder"], None, 2).action == "hand_back"
+    assert anchor.decide_landing(again, ROLES["builder"], None, 1).action == "give_up"
+    assert anchor.decide_landing(again, ROLES["builder"], None, 2).action == "hand_back"
 
 
 def test_a_handed_back_task_carries_the_context_and_a_new_id():
@@ -56,7 +56,7 @@ def test_hand_back_ids_pass_the_one_task_id_rule():
 
 def test_an_entry_no_worker_could_run_is_not_handed_back():
     invalid = {"id": "entry-1-0", "status": "invalid", "reason": "entry 1-0: malformed JSON"}
-    assert anchor.decide(invalid, ROLES["builder"], None, 1) == \
+    assert anchor.decide_landing(invalid, ROLES["builder"], None, 1) == \
         anchor.Decision("give_up", "entry 1-0: malformed JSON")
 
 

@@ -32,7 +32,7 @@ def call(tool, tool_input=None, cwd=None, **extra):
 def mesh(repo, run, anchor_process, tmp_path):
     """b1 (builder) holds crates/core and docs; r1 is a research session; l1's lease on
     lease/ has run out; d1's holder process died; t1 took over a dead id that held takeover/;
-    e1's lock is anchored at a live process that is not the caller's."""
+    e1's lock is owned by a live process that is not the caller's."""
     keeper, doomed, first, second, stranger = (anchor_process() for _ in range(5))
     run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(keeper.pid), check=0)
     run("coord-register", "--role", "research", "--id", "r1", "--pid", str(keeper.pid), check=0)
@@ -109,7 +109,7 @@ def hostile(repo):
          {"MESH_SESSION": "d1"}),
         ("took over a dead id", call("Write", {"file_path": str(repo / "takeover/x")}, repo),
          {"MESH_SESSION": "t1"}),
-        ("anchored at a process not the caller's",
+        ("owned by a process not the caller's",
          call("Write", {"file_path": str(repo / "elsewhere/x")}, repo), {"MESH_SESSION": "e1"}),
         ("no session", call("Edit", {"file_path": str(core)}, repo), {}),
         ("research Bash redirect", call("Bash", {"command": "echo x > crates/core/a"}, repo),

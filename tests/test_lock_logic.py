@@ -105,9 +105,9 @@ def test_reap_drops_dead_and_expired_but_not_live():
     policy.grant(table, claimant("dead", 1), ["X"], 0.0, None, "t")
     policy.grant(table, claimant("leased", 2), ["Y"], 0.0, 5, "t")
     policy.grant(table, claimant("live", 3), ["Z"], 0.0, None, "t")
-    policy.set_wait(table, "waiter", claimant("waiter", 4).anchor(), ["Z"], "t")
-    policy.set_wait(table, "gone", claimant("gone", 1).anchor(), ["Z"], "t")
-    reclaimed = policy.reap(table, 6.0, lambda anchor: anchor["pid"] == 1)
+    policy.set_wait(table, "waiter", claimant("waiter", 4).owner(), ["Z"], "t")
+    policy.set_wait(table, "gone", claimant("gone", 1).owner(), ["Z"], "t")
+    reclaimed = policy.reap(table, 6.0, lambda owner: owner["pid"] == 1)
     assert {(h["scope"], h["reason"]) for h in reclaimed} == {("X", "holder dead"),
                                                              ("Y", "lease expired")}
     assert set(table["locks"]) == {"Z"}
@@ -118,27 +118,27 @@ def test_wait_for_edges_union_of_a_sessions_waits():
     table = empty_table()
     policy.grant(table, claimant("A", 1), ["X"], 0.0, None, "t")
     policy.grant(table, claimant("B", 2), ["Y"], 0.0, None, "t")
-    policy.set_wait(table, "C", claimant("C", 3).anchor(), ["X"], "t")
-    policy.set_wait(table, "C", claimant("C", 4).anchor(), ["Y"], "t")
+    policy.set_wait(table, "C", claimant("C", 3).owner(), ["X"], "t")
+    policy.set_wait(table, "C", claimant("C", 4).owner(), ["Y"], "t")
     assert set(policy.wait_for_edges(table)) == {("C", "X", "A"), ("C", "Y", "B")}
-    policy.clear_wait(table, claimant("C", 3).anchor())
+    policy.clear_wait(table, claimant("C", 3).owner())
     assert policy.wait_for_edges(table) == [("C", "Y", "B")]
 
 
-def test_a_holding_proves_only_a_live_own_unexpired_anchor():
+def test_a_holding_proves_only_a_live_own_unexpired_owner():
     mine = {"holder": "A", "since": "t", "pid": 10, "pid_start": 5, "host": "h",
             "lease_until": None}
-    anchors = {(10, 5, "h")}
+    owners = {(10, 5, "h")}
     alive = lambda h: True  # noqa: E731
 
-    def why(holding, claimant="A", anchors=anchors, now=100.0, alive=alive):
-        return policy.unproven(holding, claimant, anchors, now, alive)
+    def why(holding, claimant="A", owners=owners, now=100.0, alive=alive):
+        return policy.unproven(holding, claimant, owners, now, alive)
 
     assert why(mine) is None
     assert why(None) == "nobody holds it"
     assert "held by A" in why(mine, claimant="B")
     assert "lease" in why(dict(mine, lease_until=99.0))
     assert "gone" in why(mine, alive=lambda h: None)  # another host: not proven
-    assert "not yours" in why(mine, anchors={(10, 6, "h")})  # same pid, another process
-    assert "not yours" in why(dict(mine, pid_start=None), anchors={(10, None, "h")})
+    assert "not yours" in why(mine, owners={(10, 6, "h")})  # same pid, another process
+    assert "not yours" in why(dict(mine, pid_start=None), owners={(10, None, "h")})
 

@@ -80,7 +80,7 @@ def _worker(home, seed, ops, scopes, sentinels, results):
     happen); a sentinel file created O_EXCL inside each held scope catches a second holder."""
     rng = random.Random(seed)
     service = LockService(MeshHome(home))
-    me = service.claimant(f"w{seed}", anchor_pid=os.getpid())
+    me = service.claimant(f"w{seed}", owner_pid=os.getpid())
     stats = {"grants": [], "overlaps": 0, "deadlocks": 0, "busy": 0, "ops": 0}
 
     def enter(scope):

@@ -190,7 +190,7 @@ def test_usage_errors(run, repo):
 def test_decide_and_parsers():
     cherry = pick.parse_cherry("+ aaa\n- bbb\n+ ccc\n")
     assert cherry == {"aaa": "+", "bbb": "-", "ccc": "+"}
-    to_pick, skipped = pick.decide(["aaa", "bbb", "ccc", "ddd", "aaa"], cherry, {"ccc"})
+    to_pick, skipped = pick.decide_picks(["aaa", "bbb", "ccc", "ddd", "aaa"], cherry, {"ccc"})
     assert to_pick == ["aaa"]
     assert [(s["commit"], s["reason"]) for s in skipped] == [
         ("bbb", "patch_on_main"), ("ccc", "already_picked"), ("ddd", "on_main")]

@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from meshtools.agents.supervisor import (DONE, FATAL, ON_FAILURE, RESTART, Decision,
-                                         RestartPolicy, backoff_delay, decide)
+                                         RestartPolicy, backoff_delay, decide_restart)
 from meshtools.coord import registry
 from meshtools.core import proc
 from meshtools.core.home import MeshHome
@@ -80,7 +80,7 @@ def test_rapid_failures_grow_until_fatal():
     policy = RestartPolicy(base=1, cap=10, min_uptime=10, max_rapid_failures=5)
     n, delays = 0, []
     while True:
-        d = decide(policy, n, uptime=0.1, exit_code=3)
+        d = decide_restart(policy, n, uptime=0.1, exit_code=3)
         if d.action == FATAL:
             break
         assert d.action == RESTART
@@ -91,15 +91,15 @@ def test_rapid_failures_grow_until_fatal():
 
 def test_a_stable_run_resets_the_count():
     policy = RestartPolicy(base=1, cap=60, min_uptime=10, max_rapid_failures=5)
-    assert decide(policy, 4, uptime=10.0, exit_code=1) == decide(policy, 0, 99, 1)
-    d = decide(policy, 4, uptime=10.0, exit_code=1)
+    assert decide_restart(policy, 4, uptime=10.0, exit_code=1) == decide_restart(policy, 0, 99, 1)
+    d = decide_restart(policy, 4, uptime=10.0, exit_code=1)
     assert (d.action, d.n, d.delay) == (RESTART, 0, 0)
-    assert decide(policy, 4, uptime=9.9, exit_code=1).action == FATAL
+    assert decide_restart(policy, 4, uptime=9.9, exit_code=1).action == FATAL
 
 
 def test_exit_zero_ends_on_failure_but_is_a_rapid_failure_under_always():
-    assert decide(RestartPolicy(restart=ON_FAILURE), 3, 0.1, 0).action == DONE
-    d = decide(RestartPolicy(), 0, 0.1, 0)
+    assert decide_restart(RestartPolicy(restart=ON_FAILURE), 3, 0.1, 0).action == DONE
+    d = decide_restart(RestartPolicy(), 0, 0.1, 0)
     assert (d.action, d.n, d.delay) == (RESTART, 1, 1.0)
     with pytest.raises(ValueError):
         RestartPolicy(restart="sometimes").check()
@@ -107,8 +107,8 @@ def test_exit_zero_ends_on_failure_but_is_a_rapid_failure_under_always():
 
 def test_a_persistent_agent_reruns_after_a_clean_exit_without_counting_it():
     policy = RestartPolicy(rerun_delay=30.0)
-    assert decide(policy, 3, 0.1, 0) == Decision(RESTART, 0, 30.0)
-    assert decide(policy, 3, 0.1, 1) == Decision(RESTART, 4, 16.0)  # a crash still counts
+    assert decide_restart(policy, 3, 0.1, 0) == Decision(RESTART, 0, 30.0)
+    assert decide_restart(policy, 3, 0.1, 1) == Decision(RESTART, 4, 16.0)  # a crash still counts
 
 
 # --- real supervisors --------------------------------------------------------------------

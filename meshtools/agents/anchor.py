@@ -15,7 +15,7 @@ events stream (queue.mirror).
 A mesh has one anchor: its agent session (role anchor, concurrency 1) and this loop, which
 is no session but holds MESH_HOME/anchor.lock for its life, so a second loop is refused.
 
-Decisions are pure functions of data (`decide`, `standing_tasks`, `handback_task`,
+Decisions are pure functions of data (`decide_landing`, `standing_tasks`, `handback_task`,
 `peer_changes`, `fatal_retry`, `describe`); `Anchor` does the I/O.
 """
 
@@ -49,8 +49,9 @@ class Decision:
     reason: str = ""
 
 
-def decide(result: dict, role: Role | None, work: dict | None, max_handbacks: int) -> Decision:
-    """What a final result calls for."""
+def decide_landing(result: dict, role: Role | None, work: dict | None,
+                   max_handbacks: int) -> Decision:
+    """What a final result calls for: land its work, done, hand it back, or give up."""
     if result.get("status") == "ok":
         if role is not None and role.lands and work and work.get("base") != work.get("head"):
             return Decision("land")
@@ -227,7 +228,7 @@ class Anchor:
         if role is not None:  # a task routed by queue alone names no role itself
             result = dict(result, role=role.name)
         work = result.get("work")  # the commits the task made (agents.work records them)
-        decision = decide(result, role, work, self.max_handbacks)
+        decision = decide_landing(result, role, work, self.max_handbacks)
         if decision.action == "land":
             return self.land(result, work)
         context = f"Its output ended with:\n{tail(result.get('output') or '', chars=TAIL)}"

@@ -57,8 +57,8 @@ def _named(sha: str, trailers: set[str]) -> bool:
     return sha in trailers or any(len(t) < 40 and sha.startswith(t) for t in trailers)
 
 
-def decide(commits: list[str], cherry: dict[str, str], trailers: set[str]
-           ) -> tuple[list[str], list[dict]]:
+def decide_picks(commits: list[str], cherry: dict[str, str], trailers: set[str]
+                 ) -> tuple[list[str], list[dict]]:
     """Split commits (oldest first) into those to pick, in order, and those skipped with the
     reason. A commit absent from `cherry` is already reachable from main."""
     to_pick, skipped, seen = [], [], set()
@@ -248,7 +248,8 @@ def pick(home, repo_root, commits: list[str], *, role: str | None = None,
     with fs.flocked(home.sub("pick.lock")):
         _preconditions(root, main)
         before = gitops.out(root, "rev-parse", "HEAD")
-        to_pick, skipped = decide(shas, cherry_states(root, main, shas), trailers_on(root, main))
+        to_pick, skipped = decide_picks(shas, cherry_states(root, main, shas),
+                                        trailers_on(root, main))
         record = {"ts": None, "kind": "pick", "status": None, "role": role, "task": task,
                   "picked": [], "picked_from": [], "skipped": [s["commit"] for s in skipped],
                   "skip_reasons": {s["commit"]: s["reason"] for s in skipped},

@@ -84,7 +84,7 @@ class Decision(NamedTuple):
     delay: float = 0.0  # seconds to sleep before the restart
 
 
-def decide(policy: RestartPolicy, n: int, uptime: float, exit_code: int) -> Decision:
+def decide_restart(policy: RestartPolicy, n: int, uptime: float, exit_code: int) -> Decision:
     """What to do after a child that ran `uptime` seconds exited with `exit_code`, when it
     was the latest of n consecutive rapid failures before it."""
     if exit_code == 0 and policy.restart == ON_FAILURE:
@@ -237,7 +237,7 @@ class Supervisor:
                 self._restart_asked, self._n = False, 0
                 self._event("restart", spawn=self.spawn_id, delay=0.0, n=0, reason="control")
                 continue
-            decision = decide(self.policy, self._n, uptime, code)
+            decision = decide_restart(self.policy, self._n, uptime, code)
             if decision.action == DONE:
                 return self._stopped(code, reason="exited")
             if decision.action == FATAL:

@@ -98,18 +98,18 @@ def _record(holding: dict, **extra) -> dict:
 @file_lock.command(cls=cli.Command)
 @click.argument("paths", nargs=-1, required=True)
 @wait_options
-@click.option("--pid", "anchor", type=int, metavar="PID",
+@click.option("--pid", "owner_pid", type=int, metavar="PID",
               help="Tie the lock to this process instead of the session's (or the parent's).")
 @cli.mesh_options(identity=True)
-def acquire(paths, nonblock, timeout, lease, anchor, mesh):
+def acquire(paths, nonblock, timeout, lease, owner_pid, mesh):
     """Lock the scopes of PATHs for the calling session (without one: for the calling
     shell, as flock(1) does): all of them or none."""
     timeout = _timeout(nonblock, timeout)
     service = LockService(mesh.home)
     targets = service.resolve(list(paths))
-    if anchor is not None and proc.is_alive(anchor) is not True:
-        raise errors.BadInput(f"--pid {anchor}: no such process")
-    claimant = service.claimant(mesh.session(required=False), anchor)
+    if owner_pid is not None and proc.is_alive(owner_pid) is not True:
+        raise errors.BadInput(f"--pid {owner_pid}: no such process")
+    claimant = service.claimant(mesh.session(required=False), owner_pid)
     cli.exit_on_sigterm()  # a waiter always takes its wait record with it
     granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout,
                               lease=lease, on_wait=_say_waiting())
@@ -292,8 +292,8 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     timeout = _timeout(nonblock, timeout)
     service = LockService(mesh.home)
     targets = service.resolve(list(paths))
-    # This process anchors the lock: if it dies, even by kill -9, the lock is reclaimable.
-    claimant = service.claimant(mesh.session(required=False), anchor_pid=os.getpid())
+    # This process owns the lock: if it dies, even by kill -9, the lock is reclaimable.
+    claimant = service.claimant(mesh.session(required=False), owner_pid=os.getpid())
     cli.exit_on_sigterm()
     scopes = [t.scope for t in targets]
     mine = lambda: {s for s in scopes  # noqa: E731

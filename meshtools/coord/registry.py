@@ -23,7 +23,7 @@ from ..core.errors import BadInput, Busy, ConfigError
 from ..core.home import MeshHome
 from ..core.ids import validate_name
 
-STALE_AFTER, DEAD_AFTER = 60.0, 600.0
+SESSION_STALE_AFTER, SESSION_DEAD_AFTER = 60.0, 600.0  # [coord] stale_after, dead_after
 RECORD = "session.json"
 
 
@@ -32,8 +32,8 @@ def thresholds(home: MeshHome) -> tuple[float, float]:
     Either way a finite number of seconds, 0 or more, else ConfigError (78) naming it."""
     coord = config.section(home, "coord")
     return tuple(_seconds(env, coord, key, default) for env, key, default in
-                 (("MESH_STALE_AFTER", "stale_after", STALE_AFTER),
-                  ("MESH_DEAD_AFTER", "dead_after", DEAD_AFTER)))
+                 (("MESH_STALE_AFTER", "stale_after", SESSION_STALE_AFTER),
+                  ("MESH_DEAD_AFTER", "dead_after", SESSION_DEAD_AFTER)))
 
 
 def _seconds(env: str, coord: config.Section, key: str, default: float) -> float:

@@ -1,8 +1,8 @@
 """What acquire, release and reclaim do to the lock table: data in, data out, no I/O.
 
-A holding names its holder (a session id, the node of the wait-for graph) and the process
-whose life anchors it (pid + start time + host); a wait names the waiting process and the
-scopes it wants. Every grant takes a fresh, strictly increasing generation: the fencing
+A holding names its holder (a session id, the node of the wait-for graph) and its owner,
+the process whose life keeps it (pid + start time + host); a wait names the waiting process
+and the scopes it wants. Every grant takes a fresh, strictly increasing generation: the fencing
 token that lets the gate refuse a holder that was presumed dead and came back.
 """
 
@@ -17,7 +17,8 @@ class Claimant(NamedTuple):
     pid_start: int | None
     host: str
 
-    def anchor(self) -> dict:
+    def owner(self) -> dict:
+        """The owning process as a holding or a wait records it."""
         return {"pid": self.pid, "pid_start": self.pid_start, "host": self.host}
 
 
@@ -31,16 +32,16 @@ def lease_expired(holding: dict, now: float) -> bool:
     return holding.get("lease_until") is not None and holding["lease_until"] <= now
 
 
-def anchor_key(anchor: dict) -> tuple:
-    """What names one process: pid, start time, host (comparable with Claimant.anchor())."""
-    return anchor.get("pid"), anchor.get("pid_start"), anchor.get("host")
+def owner_key(owner: dict) -> tuple:
+    """What names one process: pid, start time, host (comparable with Claimant.owner())."""
+    return owner.get("pid"), owner.get("pid_start"), owner.get("host")
 
 
-def unproven(holding: dict | None, claimant_id: str, anchors: set[tuple], now: float,
+def unproven(holding: dict | None, claimant_id: str, owners: set[tuple], now: float,
              alive: Callable[[dict], bool | None]) -> str | None:
     """Why holding does not prove that the caller holds its scope, or None when it does.
-    Proof is: held under the caller's id, lease not run out, anchored at one of the
-    caller's own processes (anchors: anchor_key()s), and that process provably alive. The
+    Proof is: held under the caller's id, lease not run out, owned by one of the
+    caller's own processes (owners: owner_key()s), and that process provably alive. The
     id alone is not enough: a new process that took over a dead session's id holds nothing."""
     if holding is None:
         return "nobody holds it"
@@ -50,14 +51,14 @@ def unproven(holding: dict | None, claimant_id: str, anchors: set[tuple], now: f
         return "your lease on it ran out"
     if alive(holding) is not True:
         return f"the process that held it for you (pid {holding['pid']}) is gone"
-    if holding.get("pid_start") is None or anchor_key(holding) not in anchors:
+    if holding.get("pid_start") is None or owner_key(holding) not in owners:
         return (f"it is held under your id by process {holding['pid']}, which is not yours "
                 "(not your session's process nor one of your ancestors)")
     return None
 
 
 def reap(table: dict, now: float, is_dead: Callable[[dict], bool]) -> list[dict]:
-    """Drop holdings whose anchor died or whose lease ran out, and waits of dead waiters.
+    """Drop holdings whose owner died or whose lease ran out, and waits of dead waiters.
     Returns the reclaimed holdings (each with its 'reason')."""
     reclaimed = []
     for scope, holding in list(table["locks"].items()):
@@ -82,30 +83,30 @@ def grant(table: dict, claimant: Claimant, scopes: list[str], now: float,
         if holding is None:
             table["generation"] += 1
             holding = {"scope": scope, "holder": claimant.id, "since": since,
-                       "since_ts": now, "generation": table["generation"], **claimant.anchor()}
+                       "since_ts": now, "generation": table["generation"], **claimant.owner()}
         holding["lease_until"] = now + lease if lease else None
         table["locks"][scope] = holding
         granted.append(holding)
     return granted
 
 
-def wait_key(anchor: dict) -> str:
-    return f"{anchor['host']}:{anchor['pid']}"
+def wait_key(waiting: dict) -> str:
+    return f"{waiting['host']}:{waiting['pid']}"
 
 
-def set_wait(table: dict, waiter: str, anchor: dict, scopes: list[str], since: str) -> bool:
-    """Record that waiter waits for scopes. The wait is anchored at the waiting process
-    (not the holder's anchor), so a waiter killed mid-wait leaves no edge behind.
+def set_wait(table: dict, waiter: str, waiting: dict, scopes: list[str], since: str) -> bool:
+    """Record that waiter waits for scopes. The wait is owned by the waiting process
+    (not the holder's owner), so a waiter killed mid-wait leaves no edge behind.
     True when the wait is new (worth an event)."""
-    key = wait_key(anchor)
+    key = wait_key(waiting)
     new = key not in table["waits"]
     if new:
-        table["waits"][key] = {"waiter": waiter, "scopes": scopes, "since": since, **anchor}
+        table["waits"][key] = {"waiter": waiter, "scopes": scopes, "since": since, **waiting}
     return new
 
 
-def clear_wait(table: dict, anchor: dict) -> None:
-    table["waits"].pop(wait_key(anchor), None)
+def clear_wait(table: dict, waiting: dict) -> None:
+    table["waits"].pop(wait_key(waiting), None)
 
 
 def wait_for_edges(table: dict) -> list[graph.Edge]:

@@ -40,37 +40,37 @@ def describe(blocking: dict[str, dict]) -> str:
                      for s, h in sorted(blocking.items()))
 
 
-def _alive(anchor: dict) -> bool | None:
-    return proc.is_alive(anchor["pid"], anchor.get("pid_start"), anchor.get("host"))
+def _alive(owner: dict) -> bool | None:
+    return proc.is_alive(owner["pid"], owner.get("pid_start"), owner.get("host"))
 
 
-def is_dead(anchor: dict) -> bool:
+def is_dead(owner: dict) -> bool:
     """Only a process known to be gone is dead; one on another host is not ours to judge."""
-    return _alive(anchor) is False
+    return _alive(owner) is False
 
 
 class LockService:
     def __init__(self, home: MeshHome, table: LockTable | None = None):
         self.home = home
         self.table = table if table is not None else FileLockTable(home.sub("locks"))
-        self.waiting_process = proc.identity()  # what a recorded wait is anchored at
+        self.waiting_process = proc.identity()  # what owns a recorded wait
 
     # --- who is asking -------------------------------------------------------------------
 
-    def claimant(self, session_id: str | None, anchor_pid: int | None = None) -> policy.Claimant:
-        """A registered session is anchored at its own process; anyone else at anchor_pid
+    def claimant(self, session_id: str | None, owner_pid: int | None = None) -> policy.Claimant:
+        """A registered session's locks are owned by its own process; anyone else's by owner_pid
         (default: the parent, the shell or agent that outlives this command)."""
-        if session_id is not None and anchor_pid is None:
+        if session_id is not None and owner_pid is None:
             record = _registered(self.home, session_id)
             if record and record.get("host") == proc.hostname() and record.get("pid"):
                 return policy.Claimant(session_id, record["pid"], record.get("pid_start"),
                                        record["host"])
-        pid = anchor_pid if anchor_pid is not None else os.getppid()
+        pid = owner_pid if owner_pid is not None else os.getppid()
         return policy.Claimant(session_id or f"pid-{pid}", pid, proc.start_time(pid),
                                proc.hostname())
 
-    def anchors(self, session_id: str | None) -> set[tuple]:
-        """The processes that count as the caller (policy.anchor_key()s): this process and
+    def owners(self, session_id: str | None) -> set[tuple]:
+        """The processes that count as the caller (policy.owner_key()s): this process and
         its ancestors (the shell, the agent, a `file-lock PATH -- CMD` around it), and the
         registered session's own process on this host."""
         host = proc.hostname()
@@ -86,11 +86,11 @@ class LockService:
         """scope -> why, for each scope the caller cannot be shown to hold (empty:
         it holds them all). The caller is session_id, else the calling shell (claimant())."""
         claimant_id = self.claimant(session_id).id
-        anchors, now, locks = self.anchors(session_id), time.time(), self.snapshot()["locks"]
+        owners, now, locks = self.owners(session_id), time.time(), self.snapshot()["locks"]
         missing = {}
         for scope in scopes:
             holding = locks.get(scope)
-            why = policy.unproven(holding, claimant_id, anchors, now, _alive)
+            why = policy.unproven(holding, claimant_id, owners, now, _alive)
             if why is None and generation is not None and holding["generation"] != generation:
                 why = f"you hold generation {holding['generation']}, not the one given"
             if why is not None:
