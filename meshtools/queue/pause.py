@@ -10,6 +10,7 @@ The functions are pure (data in, data out); `Pauses` keeps the state in Redis, a
 `after_run` is the step after every agent run, queue-drain's and mesh-agent's alike.
 """
 
+import functools
 import json
 import time
 from datetime import datetime, timedelta, timezone
@@ -90,7 +91,7 @@ def after_run(pauses: "Pauses | None", result: dict, details: dict, cap: float |
         result["status"] = USAGE_LIMITED
     if pauses is None:
         return []
-    account = lambda: pauses.account(details, cap, by, **extra)  # noqa: E731
+    account = functools.partial(pauses.account, details, cap, by, **extra)
     return (guard(account) if guard else account()) or []
 
 
