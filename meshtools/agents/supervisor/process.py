@@ -3,11 +3,7 @@ and never leave its processes behind. It moves through the states of states.py, 
 through change_state, which records each one (spawns/<key>.json, the session's phase) and
 announces it (spawn.<event>).
 
-The child runs in a session and process group of its own, and the supervisor is a
-subreaper, so that an orphan of the run is re-parented here: every process of the run's
-session is stopped when the run ends, and none outlives the supervisor. A process that
-starts a session of its own is a daemon by its own choice (the mesh's Redis on first need, a
-tmux server, a peer started with mesh-spawn --detach) and is left alone.
+The processes of its runs are child.py's (Runs): none outlives the supervisor.
 
 A supervisor whose MESH_HOME is deleted or replaced (the mesh is gone: rm -rf of a scratch
 mesh) stops its child and exits 78, writing nothing more there: a leftover must not run on
@@ -25,7 +21,8 @@ from typing import NamedTuple
 from ...core import clock, errors, events, fs, proc
 from ...core.ids import validate_name
 from . import control, states
-from .policy import DONE, FATAL, RestartPolicy, decide, exit_status
+from .child import Runs
+from .policy import DONE, FATAL, RestartPolicy, decide
 from .signals import Signals
 from .states import (BACKOFF, CHILD_STATES, EXITED, FINAL_STATES, RESTARTING, RUNNING,
                      STARTING, STOPPED, STOPPING, State)
@@ -69,8 +66,7 @@ class Supervisor:
         self._deadline: float | None = None  # BACKOFF: restart; RESTARTING, STOPPING: SIGKILL
         self._n = 0  # consecutive rapid failures so far (the policy's count)
         self.spawn_id: str | None = None
-        self._child = None
-        self._session: int | None = None  # the latest run's session id (its child's pid)
+        self._runs = Runs()
         self._started = self._started_wall = 0.0
         self._signals = Signals()
         self._beat_at = 0.0
@@ -94,10 +90,7 @@ class Supervisor:
             return self._loop()
         finally:
             try:
-                self._signal_tree(signal.SIGKILL)  # whatever happened, no orphans
-                if self._child is not None and self._child.returncode is None:
-                    self._child.wait()
-                self._reap_strays()
+                self._runs.end(group=self.state in CHILD_STATES)  # no orphans
             finally:
                 self._signals.uninstall()
                 if self._was_subreaper is False:
@@ -139,8 +132,6 @@ class Supervisor:
     def _start(self) -> None:
         """STARTING: start the child in its own session and group (RUNNING), or, if it
         cannot be, take that as its exit (126, 127)."""
-        import subprocess
-
         first = self.spawn_id is None
         self.spawn_id = os.urandom(6).hex()
         env = dict(os.environ, MESH_SPAWN_ID=self.spawn_id, MESH_SPAWN_KEY=self.key,
@@ -149,24 +140,21 @@ class Supervisor:
             env["MESH_SESSION"] = self.session
         self._started, self._started_wall = time.monotonic(), time.time()
         try:
-            self._child = subprocess.Popen(self.argv, env=env, start_new_session=True,
-                                           preexec_fn=proc.die_with_parent())
+            pid = self._runs.start(self.argv, env)
         except OSError as e:
             code = 127 if isinstance(e, FileNotFoundError) else 126
-            self._child = None
             if first:  # the command itself is wrong: retrying cannot help
                 why = "command not found" if code == 127 else e.strerror or str(e)
                 raise CannotStart(f"{self.argv[0]}: {why}", code) from None
             return self._exited(code)
-        self._session = self._child.pid  # start_new_session: it leads its session and group
-        self.change_state(RUNNING, session=self.session, spawn=self.spawn_id,
-                          pid=self._child.pid, argv0=self.argv[0], n=self._n)
+        self.change_state(RUNNING, session=self.session, spawn=self.spawn_id, pid=pid,
+                          argv0=self.argv[0], n=self._n)
 
     def _watch(self) -> None:
         """RUNNING, RESTARTING, STOPPING: wait for the child to exit, obeying signals and
         controls, and SIGKILL its group once the grace is over."""
         while self.state in CHILD_STATES:
-            code = self._reap_if_exited()
+            code = self._runs.reap_if_exited()
             if code is not None:
                 return self._exited(code)
             self._tick()
@@ -217,7 +205,7 @@ class Supervisor:
         if not self._home_gone and _dir_identity(self.home.path) != self._home_id:
             self._home_gone = True
             self._ask_stop(signal.SIGTERM)
-        self._reap_strays()
+        self._runs.reap_strays()
         self._poll_controls()
         if self.session and time.monotonic() >= self._beat_at:
             self._beat(None)
@@ -247,54 +235,9 @@ class Supervisor:
                           reason=HOME_GONE if self._home_gone else reason,
                           signal=signal.Signals(signum).name if signum else None)
 
-    # the child ---------------------------------------------------------------------------
-
-    def _reap_if_exited(self) -> int | None:
-        """If the child has exited, kill what is left of its group, then reap it. The zombie
-        keeps its pid, so the group id cannot be reused by a stranger until the reap."""
-        pid = self._child.pid
-        if hasattr(os, "waitid"):
-            try:
-                if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
-                    return None
-            except ChildProcessError:
-                pass
-        elif self._child.poll() is None:
-            return None
-        self._signal_tree(signal.SIGKILL)
-        return exit_status(self._child.wait())
-
     def _signal_tree(self, signum: int) -> None:
-        """signum to the child's process group (while it has one: in a CHILD_STATE) and to
-        every other process of its session below this one: one that left the group (a
-        job-control shell, setpgid), even once its parent is gone (re-parented here: this
-        process is a subreaper), is stopped with the rest. One that started a session of its
-        own is a daemon, and is left alone."""
-        if self.state in CHILD_STATES:
-            try:
-                os.killpg(self._child.pid, signum)  # start_new_session: pgid = its pid
-            except (ProcessLookupError, PermissionError):
-                pass
-        if self._session is not None:
-            proc.signal_all(proc.session_members_below(self._session), signum)
-
-    def _reap_strays(self) -> None:
-        """Reap orphans that were re-parented here and have exited; the child itself is left
-        to _reap_if_exited."""
-        if not hasattr(os, "waitid"):
-            return
-        child = self._child.pid if self._child and self._child.returncode is None else None
-        while True:
-            try:
-                info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-            except ChildProcessError:
-                return
-            if info is None or info.si_pid == child:
-                return
-            try:
-                os.waitpid(info.si_pid, 0)
-            except ChildProcessError:
-                pass
+        """signum to the run's processes; to its group while it has one (a CHILD_STATE)."""
+        self._runs.signal(signum, group=self.state in CHILD_STATES)
 
     # control requests (the read side) ----------------------------------------------------
 
@@ -343,11 +286,11 @@ class Supervisor:
     def _write_state(self, state: str) -> None:
         if self._home_gone:
             return
-        ident = proc.identity()
+        ident, child = proc.identity(), self._runs.child
         record = {"ts": clock.iso(), "kind": "spawn", "key": self.key, "session": self.session,
                   "supervisor_pid": ident["pid"], "supervisor_start": ident["pid_start"],
-                  "host": ident["host"], "child_pid": self._child.pid if self._child else None,
-                  "pgid": self._child.pid if self.state in CHILD_STATES else None,
+                  "host": ident["host"], "child_pid": child.pid if child else None,
+                  "pgid": child.pid if self.state in CHILD_STATES else None,
                   "spawn": self.spawn_id, "argv": self.argv,
                   "started": clock.iso(self._started_wall), "n": self._n, "state": state}
         self._despite_full_disk("its state", fs.atomic_write_json, self._state_path,
