@@ -5,7 +5,8 @@ crash loop, stop it cleanly, and never leave its processes behind.
     states.py    the supervisor's states and the changes allowed between them (pure)
     control.py   stop/restart requests for one spawn: the write side and the read side
     signals.py   signals queued for the loop (the self-pipe trick)
-    process.py   the Supervisor: its loop, its child, its records
+    child.py     the processes of its runs, none left behind (a subreaper's)
+    process.py   the Supervisor: a step per state, change_state, its records
     entry.py     the long-lived process: handoff() to a lean interpreter, main()
 
 This package is the supervisor's public face: commands and tests import from here, and the
