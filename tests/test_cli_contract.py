@@ -110,3 +110,19 @@ def test_command_lists_show_whole_descriptions(run, command):
     if command == "meshctl":  # a description longer than a line is wrapped, not cut
         text = " ".join(" ".join(listed).split())
         assert "notice stale, dead or FATAL peers and respawn dead and FATAL ones." in text
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+@pytest.mark.parametrize("argv", [["mesh-agent", "builder", "hi", "--timeout"],
+                                  ["mesh-agent", "builder", "hi", "--startup-timeout"],
+                                  *[["mesh-supervise", flag] for flag in
+                                    ("--base", "--cap", "--min-uptime", "--rerun-delay",
+                                     "--grace")],
+                                  ["mesh-anchor", "--once", "--interval"]])
+def test_every_seconds_flag_refuses_nan_inf_and_negatives(run, mesh_home, argv, value):
+    """click.FloatRange takes nan (every comparison with it is false) and inf: a supervisor
+    whose backoff is NaN, a run whose timeout never ends."""
+    result = run(*argv, value, "--", "true") if argv[0] == "mesh-supervise" else \
+        run(*argv, value)
+    assert result.returncode == 64 and "not a finite number of seconds" in result.stderr, \
+        result.stderr
