@@ -195,15 +195,17 @@ def _gate(mesh, call: gate.Call) -> str | None:
             return None
         why = gate.bash_writes(call.input.get("command"))
         return why and f"role {role.name} is read-only, and this command writes: {why}"
-    paths = gate.write_paths(call)
+    paths = [gate.anchored(p, call.cwd or os.getcwd()) for p in gate.write_paths(call)]
     if not paths:
         return None
     service = LockService(mesh.home)
-    targets = service.resolve(paths, cwd=call.cwd)  # BadInput outside the repository
+    targets = service.resolve(paths)  # BadInput outside the repository
     for target in targets:
         reason = _outside_role(role, target.path)
         if reason is not None:
             return reason
+        if gate.hard_linked(target.path):
+            return f"{target.path} has another name (a hard link): writing it writes that too"
     missing = service.unproven(me, [t.scope for t in targets])
     for target in targets:
         if target.scope in missing:
