@@ -126,3 +126,13 @@ def test_every_seconds_flag_refuses_nan_inf_and_negatives(run, mesh_home, argv, 
         run(*argv, value)
     assert result.returncode == 64 and "not a finite number of seconds" in result.stderr, \
         result.stderr
+
+
+@pytest.mark.parametrize("argv", [["mesh-roles", "--json"], ["queue-push", "--id", "x", "true"]])
+def test_a_full_disk_is_an_io_error_not_a_bug(mesh_home, argv):
+    """stdout on a full disk (for real: /dev/full) exited 70, which says "a bug"."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 74 and done.stderr.endswith(": No space left on device\n"), \
+        (done.returncode, done.stderr)
+    assert done.stderr.count("\n") == 1

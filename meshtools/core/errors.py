@@ -4,12 +4,15 @@ Library code raises a MeshError subclass; the CLI layer prints its message as on
 stderr and exits with its code. Nothing else turns into an exit status.
 """
 
+import errno  # built in: costs no start-up
+
 OK = 0
 NEGATIVE = 1  # a documented "no" (e.g. file-lock check: not yours)
 USAGE = 64
 DATAERR = 65
 UNAVAILABLE = 69
 SOFTWARE = 70
+IOERR = 74  # the disk, not the program: full (ENOSPC, a quota), read-only or failing
 TEMPFAIL = 75
 NOPERM = 77
 CONFIG = 78
@@ -82,7 +85,7 @@ def guarded(prog: str, run) -> int:
         code = fail(f"permission denied: {e.filename or e}", NOPERM)
     except OSError as e:
         code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
-                    SOFTWARE)
+                    IOERR if e.errno in _DISK_ERRORS else SOFTWARE)
     except Exception as e:  # a bug: one line, the traceback only on request
         if os.environ.get("MESH_DEBUG"):
             raise
@@ -93,6 +96,9 @@ def guarded(prog: str, run) -> int:
     except BrokenPipeError:
         code = quiet_broken_pipe()
     return code if isinstance(code, int) else OK
+
+
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
 
 
 def quiet_broken_pipe() -> int:
