@@ -119,6 +119,13 @@ def test_a_timeout_in_a_batch_that_is_no_positive_finite_number_is_bad_input(run
     assert result.returncode == 65 and "timeout" in result.stderr
 
 
+def test_a_pause_beyond_the_clocks_range_is_a_usage_error(run, mesh_home):
+    """queue-pause --for 999999999999999999999 was an internal error (OverflowError, 70)."""
+    for value in ("999999999999999999999", "3651d"):
+        result = run("queue-pause", "--for", value)
+        assert result.returncode == 64 and "at most 3650 days" in result.stderr
+
+
 def test_a_wait_timeout_is_finite_and_not_negative(run, mesh_home):
     for value in ("nan", "-1"):
         assert run("queue-results", "--wait", "x", "--timeout", value).returncode == 64
