@@ -136,3 +136,14 @@ def test_a_full_disk_is_an_io_error_not_a_bug(mesh_home, argv):
     assert done.returncode == 74 and done.stderr.endswith(": No space left on device\n"), \
         (done.returncode, done.stderr)
     assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["mesh-events"], ["queue-stat"], ["coord-peers"]])
+def test_a_home_that_is_a_file_is_a_config_error(run, tmp_path, argv):
+    """--home naming a file (or a path through one) was an internal error (70,
+    NotADirectoryError) wherever the first directory under it was made."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for home in (a_file, a_file / "mesh"):
+        result = run(*argv, "--home", str(home))
+        assert result.returncode == 78 and f"{a_file} is a file" in result.stderr, result.stderr
