@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from .helpers import redis_of, wait_until
+
 
 def register(run, anchor, sid, role="builder"):
     run("coord-register", "--role", role, "--id", sid, "--pid", str(anchor.pid), check=0)
@@ -147,3 +149,18 @@ def test_a_home_that_is_a_file_is_a_config_error(run, tmp_path, argv):
     for home in (a_file, a_file / "mesh"):
         result = run(*argv, "--home", str(home))
         assert result.returncode == 78 and f"{a_file} is a file" in result.stderr, result.stderr
+    too_long = run(*argv, "--home", str(tmp_path / ("a" * 5000)))
+    assert too_long.returncode == 78 and "File name too long" in too_long.stderr
+
+
+@pytest.mark.parametrize("argv", [["queue-results", "--follow"], ["mesh-events", "--follow"]])
+def test_redis_going_away_mid_command_is_unavailable_not_a_bug(run, mesh_home, argv):
+    """A follower whose Redis was stopped under it exited 70 (ConnectionError: a bug)."""
+    run("mesh-redis", "start", check=0)
+    follower = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = redis_of(mesh_home)
+    wait_until(lambda: len(watcher.client_list()) >= 2)  # the follower is connected
+    run("mesh-redis", "stop", check=0)
+    _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 69 and err.startswith(f"{argv[0]}: redis unavailable"), err
+    assert err.count("\n") == 1

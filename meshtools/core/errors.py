@@ -87,10 +87,14 @@ def guarded(prog: str, run) -> int:
         code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
                     IOERR if e.errno in _DISK_ERRORS else SOFTWARE)
     except Exception as e:  # a bug: one line, the traceback only on request
-        if os.environ.get("MESH_DEBUG"):
+        if _redis_down(e):  # it went away mid-command (stopped, killed, a full disk)
+            code = fail(f"redis unavailable: {str(e).strip() or type(e).__name__}",
+                        UNAVAILABLE)
+        elif os.environ.get("MESH_DEBUG"):
             raise
-        code = fail(f"internal error: {type(e).__name__}: {e} (MESH_DEBUG=1 shows where)",
-                    SOFTWARE)
+        else:
+            code = fail(f"internal error: {type(e).__name__}: {e} (MESH_DEBUG=1 shows where)",
+                        SOFTWARE)
     try:
         sys.stdout.flush()
     except BrokenPipeError:
@@ -99,6 +103,18 @@ def guarded(prog: str, run) -> int:
 
 
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
+def _redis_down(error: Exception) -> bool:
+    """Whether error is Redis gone or refusing writes (redis-py's own classes: only looked
+    at when something imported it)."""
+    import sys
+
+    redis = sys.modules.get("redis")
+    if redis is None:
+        return False
+    return isinstance(error, (redis.ConnectionError, redis.TimeoutError)) or (
+        isinstance(error, redis.ResponseError) and "MISCONF" in str(error))
 
 
 def quiet_broken_pipe() -> int:

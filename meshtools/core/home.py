@@ -35,6 +35,13 @@ def resolve(explicit: str | None = None, cwd: str | None = None) -> str:
 def _directory(path: str) -> str:
     """path, unless it (or the nearest part of it that exists) is no directory: a file given
     as the home failed later, anywhere, as an internal error (NotADirectoryError, 70)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as e:  # a name too long, a loop of symlinks
+        shown = path if len(path) <= 100 else path[:100] + "..."
+        raise ConfigError(f"the mesh home {shown} is unusable: {e.strerror}") from None
     here = path
     while not os.path.lexists(here) and os.path.dirname(here) != here:
         here = os.path.dirname(here)
