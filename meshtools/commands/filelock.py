@@ -309,19 +309,28 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     sys.exit(code)
 
 
+GUARD_GRACE = 10.0  # a SIGTERM to the guard itself: how long the command gets to end
+
+
 def _run_child(argv: list[str]) -> int:
-    """Run argv in the foreground, forwarding SIGTERM/SIGHUP; exit status as a shell does."""
+    """Run argv in the foreground under the task guard (core/guard.py), forwarding SIGTERM
+    and SIGHUP to it and all it started; exit status as a shell does. The guard kills the
+    command and everything below it when this process dies, even by kill -9: the lock this
+    process anchors is reclaimed then, and a command left running would run beside the next
+    holder."""
+    import shutil
     import subprocess
 
-    try:
-        child = subprocess.Popen(argv)
-    except FileNotFoundError:
-        click.echo(f"file-lock: {argv[0]}: command not found", err=True)
-        return 127
-    except PermissionError:
-        click.echo(f"file-lock: {argv[0]}: permission denied", err=True)
-        return 126
-    forward = lambda signum, _frame: child.send_signal(signum)  # noqa: E731
+    if shutil.which(argv[0]) is None:
+        missing = os.sep not in argv[0] or not os.path.exists(argv[0])
+        click.echo(f"file-lock: {argv[0]}: "
+                   f"{'command not found' if missing else 'permission denied'}", err=True)
+        return 127 if missing else 126
+    child = subprocess.Popen(proc.guarded(argv, GUARD_GRACE))
+
+    def forward(signum, _frame):  # to the command and below; the guard ends when it does
+        proc.signal_all([p for p in proc.descendants() if p[0] != child.pid], signum)
+
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends ^C to the child too
