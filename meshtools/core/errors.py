@@ -106,15 +106,15 @@ _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, er
 
 
 def _redis_down(error: Exception) -> bool:
-    """Whether error is Redis gone or refusing writes (redis-py's own classes: only looked
-    at when something imported it)."""
+    """Whether error is Redis gone or refusing writes (queue.connection's word; asked only
+    when something imported redis-py, so start-up pays nothing)."""
     import sys
 
-    redis = sys.modules.get("redis")
-    if redis is None:
+    if "redis" not in sys.modules:
         return False
-    return isinstance(error, (redis.ConnectionError, redis.TimeoutError)) or (
-        isinstance(error, redis.ResponseError) and "MISCONF" in str(error))
+    from ..queue.connection import unavailable
+
+    return unavailable(error)
 
 
 def quiet_broken_pipe() -> int:
