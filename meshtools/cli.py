@@ -216,13 +216,15 @@ def stdin_lines():
 
 
 class Seconds(click.ParamType):
-    """A finite, non-negative number of seconds (positive=True: more than 0). float() takes
-    'nan', 'inf' and '-1': a NaN wait never ends and a NaN lease is not even JSON."""
+    """A finite, non-negative number of seconds (positive=True: more than 0; minimum: at
+    least that). float() takes 'nan', 'inf' and '-1', and so does click.FloatRange: a NaN
+    wait never ends and a NaN lease is not even JSON."""
 
     name = "seconds"
 
-    def __init__(self, positive: bool = False):
+    def __init__(self, positive: bool = False, minimum: float = 0.0):
         self.positive = positive
+        self.minimum = minimum
 
     def convert(self, value, param, ctx):
         try:
@@ -231,8 +233,10 @@ class Seconds(click.ParamType):
             self.fail(f"{value!r} is not a number of seconds", param, ctx)
         import math
 
-        if not math.isfinite(number) or number < 0 or (self.positive and number == 0):
-            least = "more than 0" if self.positive else "0 or more"
+        if (not math.isfinite(number) or number < self.minimum
+                or (self.positive and number == 0)):
+            least = ("more than 0" if self.positive and not self.minimum
+                     else f"{self.minimum:g} or more")
             self.fail(f"{value!r} is not a finite number of seconds, {least}", param, ctx)
         return number
 

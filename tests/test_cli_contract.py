@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from .helpers import redis_of, wait_until
+
 
 def register(run, anchor, sid, role="builder"):
     run("coord-register", "--role", role, "--id", sid, "--pid", str(anchor.pid), check=0)
@@ -110,3 +112,55 @@ def test_command_lists_show_whole_descriptions(run, command):
     if command == "meshctl":  # a description longer than a line is wrapped, not cut
         text = " ".join(" ".join(listed).split())
         assert "notice stale, dead or FATAL peers and respawn dead and FATAL ones." in text
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+@pytest.mark.parametrize("argv", [["mesh-agent", "builder", "hi", "--timeout"],
+                                  ["mesh-agent", "builder", "hi", "--startup-timeout"],
+                                  *[["mesh-supervise", flag] for flag in
+                                    ("--base", "--cap", "--min-uptime", "--rerun-delay",
+                                     "--grace")],
+                                  ["mesh-anchor", "--once", "--interval"]])
+def test_every_seconds_flag_refuses_nan_inf_and_negatives(run, mesh_home, argv, value):
+    """click.FloatRange takes nan (every comparison with it is false) and inf: a supervisor
+    whose backoff is NaN, a run whose timeout never ends."""
+    result = run(*argv, value, "--", "true") if argv[0] == "mesh-supervise" else \
+        run(*argv, value)
+    assert result.returncode == 64 and "not a finite number of seconds" in result.stderr, \
+        result.stderr
+
+
+@pytest.mark.parametrize("argv", [["mesh-roles", "--json"], ["queue-push", "--id", "x", "true"]])
+def test_a_full_disk_is_an_io_error_not_a_bug(mesh_home, argv):
+    """stdout on a full disk (for real: /dev/full) exited 70, which says "a bug"."""
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(argv, stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
+    assert done.returncode == 74 and done.stderr.endswith(": No space left on device\n"), \
+        (done.returncode, done.stderr)
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv", [["mesh-events"], ["queue-stat"], ["coord-peers"]])
+def test_a_home_that_is_a_file_is_a_config_error(run, tmp_path, argv):
+    """--home naming a file (or a path through one) was an internal error (70,
+    NotADirectoryError) wherever the first directory under it was made."""
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    for home in (a_file, a_file / "mesh"):
+        result = run(*argv, "--home", str(home))
+        assert result.returncode == 78 and f"{a_file} is a file" in result.stderr, result.stderr
+    too_long = run(*argv, "--home", str(tmp_path / ("a" * 5000)))
+    assert too_long.returncode == 78 and "File name too long" in too_long.stderr
+
+
+@pytest.mark.parametrize("argv", [["queue-results", "--follow"], ["mesh-events", "--follow"]])
+def test_redis_going_away_mid_command_is_unavailable_not_a_bug(run, mesh_home, argv):
+    """A follower whose Redis was stopped under it exited 70 (ConnectionError: a bug)."""
+    run("mesh-redis", "start", check=0)
+    follower = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watcher = redis_of(mesh_home)
+    wait_until(lambda: len(watcher.client_list()) >= 2)  # the follower is connected
+    run("mesh-redis", "stop", check=0)
+    _, err = follower.communicate(timeout=30)
+    assert follower.returncode == 69 and err.startswith(f"{argv[0]}: redis unavailable"), err
+    assert err.count("\n") == 1

@@ -22,6 +22,13 @@ from meshtools.core.errors import ConfigError
      "config.toml:3: [agents.x] command: expected a string or a list, got 5"),
     ("[worktrees]\nroot = 7\n", ["mesh-worktree", "ensure", "builder"],
      "config.toml:2: [worktrees] root: expected a string, got 7"),
+    # a command string that shlex cannot split was an internal error (70)
+    ("[agent]\ncommand = \"claude 'x\"\n", ["mesh-agent", "research", "hi"],
+     "config.toml:2: [agent] command: cannot split"),
+    ("[agents.x]\ncommand = \"a 'b\"\n", ["queue-drain", "--agent", "x", "--burst"],
+     "config.toml:2: [agents.x] command: cannot split"),
+    ("[agents.x]\n\ncommand = []\n", ["queue-drain", "--agent", "x", "--burst"],
+     "config.toml:3: [agents.x] command: must be a non-empty list of strings"),
 ])
 def test_a_wrong_type_exits_78_naming_the_key(repo, run, mesh_home, anchor_process, text,
                                               argv, where):

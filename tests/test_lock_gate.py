@@ -57,6 +57,8 @@ def mesh(repo, run, anchor_process, tmp_path):
     (other / "crates/core").mkdir(parents=True)
     (other / "crates/core/Cargo.toml").write_text("[package]\n")
     git(other, "init", "-q")
+    os.link(outside, repo / "crates/core/hard.txt")  # a second name of a file outside
+    (tmp_path / "elsewhere").mkdir()
     wait_until(lambda: time.time() > until)
     return repo
 
@@ -121,6 +123,22 @@ def hostile(repo):
         ("research Bash unparseable", call("Bash", {"command": "echo 'open"}, repo),
          {"MESH_SESSION": "r1"}),
         ("research Bash without a command", call("Bash", {}, repo), {"MESH_SESSION": "r1"}),
+        # the second attack: each of these was allowed
+        ("a hard link to a file outside", call("Edit", {"file_path": str(core.parent.parent /
+                                                                          "hard.txt")}, repo),
+         b1),
+        ("a relative path from a cwd outside the repository",
+         call("Write", {"file_path": "docs/x.md"}, repo.parent / "elsewhere"), b1),
+        ("a relative path from a cwd that does not exist",
+         call("Write", {"file_path": "docs/x.md"}, "/nonexistent/dir"), b1),
+        ("research `bash` (no tool: names are exact)", call("bash", {"command": "rm -rf docs"},
+                                                            repo), {"MESH_SESSION": "r1"}),
+        ("`WRITE` with a path", call("WRITE", {"file_path": str(repo / "docs/x")}, repo), b1),
+        ("an MCP tool's target", call("mcp__fs__write_file", {"target": str(repo / "web/x")},
+                                      repo), b1),
+        ("an MCP tool's path under a homoglyph key",
+         call("mcp__fs__write_file", {"file_p\u0430th": "/etc/passwd"}, repo), b1),
+        ("an MCP tool's relative ../ path", call("mcp__x__put", {"to": "../../x"}, repo), b1),
     ]
 
 
@@ -146,6 +164,12 @@ def honest(repo):
         ("builder Bash writing", call("Bash", {"command": "echo x > out.txt"}, repo), b1),
         ("builder Bash the recognizer cannot parse", call("Bash", {"command": "echo 'a"}, repo),
          b1),
+        ("an MCP tool with a URL and text", call("mcp__gh__issue", {
+            "url": "https://x/y", "body": "see docs/a.md"}, repo), b1),
+        ("an MCP tool writing in a held scope", call("mcp__fs__write_file", {
+            "target": str(repo / "docs/y.md")}, repo), b1),
+        ("a relative path from a held cwd", call("Write", {"file_path": "lib.rs"},
+                                                 core.parent), b1),
     ]
 
 

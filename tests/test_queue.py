@@ -119,6 +119,13 @@ def test_a_timeout_in_a_batch_that_is_no_positive_finite_number_is_bad_input(run
     assert result.returncode == 65 and "timeout" in result.stderr
 
 
+def test_a_pause_beyond_the_clocks_range_is_a_usage_error(run, mesh_home):
+    """queue-pause --for 999999999999999999999 was an internal error (OverflowError, 70)."""
+    for value in ("999999999999999999999", "3651d"):
+        result = run("queue-pause", "--for", value)
+        assert result.returncode == 64 and "at most 3650 days" in result.stderr
+
+
 def test_a_wait_timeout_is_finite_and_not_negative(run, mesh_home):
     for value in ("nan", "-1"):
         assert run("queue-results", "--wait", "x", "--timeout", value).returncode == 64
@@ -351,6 +358,31 @@ def test_purging_a_duplicate_letter_keeps_the_tasks_state(run, mesh_home):
     assert {i: broker.redis.hget(index, i) for i in states} == states
     assert run("queue-results", "--wait", "done", check=0).records[0]["status"] == "ok"
     assert run("queue-push", "--id", "again", "true", check=0).records[0]["duplicate"]
+
+
+def test_retrying_duplicate_letters_never_gives_an_id_a_second_final_result(run, mesh_home):
+    """RETRY_DEAD set the id `queued` whatever it said: a duplicate letter of a task done
+    since ran it again (a second final result); two letters of one id queued it twice."""
+    from meshtools.queue.broker import Broker
+    from meshtools.queue.names import Names
+
+    broker = Broker(redis_of(mesh_home), Names.from_env())
+    for task_id, command in (("done", "true"), ("twice", "false")):
+        run("queue-push", "--id", task_id, "--max-attempts", "1", command, check=0)
+        run("queue-drain", "--burst", check=0)
+        [result] = results_by_id(run)[task_id]
+        # a second run of the same task (a reclaimed entry) dead-letters it once more
+        broker.dead_letter("default", "0-1", {"id": task_id, "prompt": "true"}, result, "dup")
+    assert sorted(r["id"] for r in run("queue-dead", "list", check=0).records) == \
+        ["done", "twice", "twice"]
+    retried = run("queue-dead", "retry", "--all", check=0).records
+    assert sorted((r["id"], r["retried"]) for r in retried) == \
+        [("done", False), ("twice", False), ("twice", True)]
+    assert run("queue-dead", "list", check=0).records == []
+    assert len(run("queue-drain", "--burst", check=0).records) == 1  # "twice", once
+    final = results_by_id(run)
+    assert [r["status"] for r in final["done"]] == ["ok"]
+    assert len(final["twice"]) == 2  # its dead result, then the one retry's
 
 
 def test_timeout_kills_the_task(run, tmp_path):

@@ -188,3 +188,20 @@ def test_a_spawned_workers_log_carries_no_secret(run, repo, mesh_home):
 def test_an_absent_secret_stays_visible():
     assert redact({"api_key": None, "token": "", "password": "x"}) == {
         "api_key": None, "token": "", "password": MASK}
+
+
+def test_a_message_carrying_a_secret_is_redacted_in_the_inbox(run, anchor_process, mesh_home):
+    """coord-send wrote its body verbatim into the recipient's inbox file (and its own
+    stdout): a peer reads that file into its prompt and transcript."""
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid",
+        str(anchor_process().pid), check=0)
+    token, key = fresh("tok"), fresh("sk-ant-api03-")
+    sent = run("coord-send", "--as", "m1", "b1", f"use ANTHROPIC_AUTH_TOKEN={token} now",
+               check=0)
+    run("coord-send", "--as", "m1", "b1", "-", check=0,
+        input=json.dumps({"to": "b1", "data": {"api_key": key, "note": f"and {key}"}}) + "\n")
+    stored = "".join(p.read_text() for p in (mesh_home / "inbox").rglob("*") if p.is_file())
+    received = run("coord-recv", "--as", "b1", check=0)
+    for text in (sent.stdout, stored, received.stdout):
+        assert token not in text and key not in text
+    assert MASK in received.stdout and "now" in received.stdout

@@ -57,6 +57,9 @@ def test_a_mesh_overrides_keys_and_adds_roles(run, mesh_home):
     ('[roles.anchor]\nconcurrency = 2\n', ":2:", "roles.anchor.concurrency"),
     ('[roles.new]\nmodel = "haiku"\n', ":1:", "roles.new.description"),
     ('[roles.builder]\ntools = ["Read", 3]\n', ":2:", "roles.builder.tools"),
+    # nan and inf passed `> 0`: a standing task every NaN seconds
+    ('[roles.memory]\nevery = nan\n', ":2:", "roles.memory.every"),
+    ('[roles.memory]\nevery = inf\n', ":2:", "roles.memory.every"),
 ])
 def test_malformed_roles_file_names_file_line_and_key(run, mesh_home, text, where, key):
     path = write_override(mesh_home, text)
@@ -70,7 +73,8 @@ def test_malformed_roles_file_names_file_line_and_key(run, mesh_home, text, wher
 def test_parse_duration():
     assert [roles.parse_duration(v) for v in ("90s", "15m", "6h", "1d", 42)] == \
         [90, 900, 21600, 86400, 42]
-    for bad in ("soon", "0m", -1, True):
+    for bad in ("soon", "0m", -1, True, float("nan"), float("inf"), "999999999999999999999",
+                "3651d"):
         with pytest.raises(ValueError):
             roles.parse_duration(bad)
 

@@ -83,8 +83,31 @@ def test_a_client_never_reconnects_to_a_server_swapped_in_later(mesh_home, forei
     server.stop()
     os.makedirs(os.path.dirname(socket), mode=0o700, exist_ok=True)
     foreign_redis(socket)  # no password: it takes any AUTH
-    with pytest.raises(redis.AuthenticationError, match="does not require the mesh's password"):
+    with pytest.raises(redis.AuthenticationError, match="not the mesh's redis-server"):
         client.ping()
+
+
+def test_an_impostor_that_echoes_the_password_never_gets_it(run, mesh_home, tmp_path):
+    """The client proved the server was the mesh's own by what the server said, after
+    sending it the password: an impostor that says OK to any AUTH and answers CONFIG GET
+    requirepass with the password it was just sent passed, and had the password. The peer
+    of the socket must be the mesh's redis-server process before a word goes to it."""
+    server = EmbeddedRedis(MeshHome(str(mesh_home)))
+    server.start()
+    heard = tmp_path / "heard"
+    impostor = subprocess.Popen([sys.executable, os.path.join(os.path.dirname(__file__),
+                                 "fakes", "resp_impostor.py"), server.socket, str(heard)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert impostor.stdout.readline() == "ready\n"  # on the socket, the real one alive
+        with pytest.raises(errors.Unavailable, match="not the mesh's own Redis"):
+            connect(MeshHome(str(mesh_home)))
+        pushed = run("queue-push", "echo pwned")
+        assert pushed.returncode == 69 and "not the mesh's own Redis" in pushed.stderr
+        assert server.password() not in (heard.read_text() if heard.exists() else "")
+    finally:
+        impostor.kill()
+        impostor.wait()
 
 
 def test_the_password_is_private_and_never_on_the_command_line(mesh_home):

@@ -44,18 +44,23 @@ def agent_command(settings: config.Section, environ=os.environ) -> list[str]:
     """$MESH_AGENT_COMMAND (shell-split), else config.toml `[agent] command`, else claude."""
     if environ.get(COMMAND_ENV, "").strip():
         return shlex.split(environ[COMMAND_ENV])
-    command = settings.section("agent").get("command", (str, list))
-    if command is None:
+    table = settings.section("agent")
+    if table.get("command", (str, list)) is None:
         return list(DEFAULT_COMMAND)
-    return _command_list(command, "config.toml: [agent] command")
+    return _command_list(table)
 
 
-def _command_list(command, what: str) -> list[str]:
-    """A configured command: a shell-split string or a list, non-empty, of strings."""
+def _command_list(table: config.Section) -> list[str]:
+    """The table's command: a shell-split string or a list, non-empty, of strings; else a
+    ConfigError naming file, line and key (an unclosed quote included)."""
+    command = table.get("command", (str, list))
     if isinstance(command, str):
-        command = shlex.split(command)
+        try:
+            command = shlex.split(command)
+        except ValueError as e:
+            raise table.error("command", f"cannot split {command!r} ({e})") from None
     if not command or not all(isinstance(p, str) and p for p in command):
-        raise ConfigError(f"{what} must be a non-empty list of strings")
+        raise table.error("command", f"must be a non-empty list of strings, got {command!r}")
     return list(command)
 
 
@@ -324,8 +329,7 @@ def configured_agents(settings: config.Section) -> dict[str, dict]:
         if name in ("shell", "claude"):
             raise tables.error(name, f"{name!r} is built in; pick another name")
         table = tables.section(name)
-        command = _command_list(table.get("command", (str, list)),
-                                f"config.toml: [agents.{name}]: command")
+        command = _command_list(table)
         output = table.get("output", str, "text")
         if output not in ("text", "stream-json"):
             raise table.error("output", "must be \"text\" or \"stream-json\"")

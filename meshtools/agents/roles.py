@@ -71,8 +71,12 @@ _REQUIRED = ("description", "model", "charter", "prompt")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
+MAX_DURATION = 10 * 365 * 86400  # ten years: beyond, a deadline overflows the clock's range
+
+
 def parse_duration(value) -> float:
-    """'90s', '15m', '6h', '1d' or a number of seconds; > 0."""
+    """'90s', '15m', '6h', '1d' or a number of seconds; > 0, finite (TOML has nan and inf)
+    and at most MAX_DURATION (1e21 seconds from now is no time the clock can show)."""
     if isinstance(value, bool):
         raise ValueError("not a duration")
     if isinstance(value, (int, float)):
@@ -82,8 +86,10 @@ def parse_duration(value) -> float:
         if not match:
             raise ValueError(f"{value!r} is not a duration like 30m, 6h or 1d")
         seconds = float(match[1]) * _UNITS[match[2] or "s"]
-    if seconds <= 0:
+    if not seconds > 0:  # nan too
         raise ValueError("must be more than 0")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION // 86400} days")
     return seconds
 
 

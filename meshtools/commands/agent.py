@@ -30,9 +30,9 @@ from ..core import clock, config, errors, jsonl
 @click.option("--workdir", type=click.Path(exists=True, file_okay=False),
               help="Where the agent works (default: a role that writes code, its worktree; "
                    "a read-only role, the cwd). Never the main checkout for a writing role.")
-@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), metavar="SECONDS",
+@click.option("--timeout", type=cli.Seconds(positive=True), metavar="SECONDS",
               help="Kill the run after SECONDS (default: the role's timeout).")
-@click.option("--startup-timeout", type=click.FloatRange(min=0, min_open=True),
+@click.option("--startup-timeout", type=cli.Seconds(positive=True),
               metavar="SECONDS", help="Kill a run that prints nothing for SECONDS after its "
                                       "start (default 60).")
 @click.option("--agent", default="claude", show_default=True, metavar="NAME",

@@ -15,7 +15,7 @@ from ..core import clock, events
 @click.option("--gate", metavar="CMD",
               help="Run CMD in the main checkout after each landing; a failure rolls main "
                    "back and hands the task back (default: config [pick] gate).")
-@click.option("--interval", type=click.FloatRange(min=0.1), default=5.0, show_default=True,
+@click.option("--interval", type=cli.Seconds(minimum=0.1), default=5.0, show_default=True,
               metavar="SECONDS", help="How long to wait for results between checks of the "
                                       "schedule and the peers.")
 @click.option("--max-handbacks", type=click.IntRange(min=0), metavar="N",

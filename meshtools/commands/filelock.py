@@ -195,15 +195,17 @@ def _gate(mesh, call: gate.Call) -> str | None:
             return None
         why = gate.bash_writes(call.input.get("command"))
         return why and f"role {role.name} is read-only, and this command writes: {why}"
-    paths = gate.write_paths(call)
+    paths = [gate.anchored(p, call.cwd or os.getcwd()) for p in gate.write_paths(call)]
     if not paths:
         return None
     service = LockService(mesh.home)
-    targets = service.resolve(paths, cwd=call.cwd)  # BadInput outside the repository
+    targets = service.resolve(paths)  # BadInput outside the repository
     for target in targets:
         reason = _outside_role(role, target.path)
         if reason is not None:
             return reason
+        if gate.hard_linked(target.path):
+            return f"{target.path} has another name (a hard link): writing it writes that too"
     missing = service.unproven(me, [t.scope for t in targets])
     for target in targets:
         if target.scope in missing:
@@ -310,34 +312,46 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     sys.exit(code)
 
 
+GUARD_GRACE = 10.0  # a SIGTERM to the guard itself: how long the command gets to end
+
+
 def _run_child(argv: list[str]) -> int:
-    """Run argv in the foreground, forwarding SIGTERM/SIGHUP; exit status as a shell does."""
+    """Run argv in the foreground under the task guard (core/guard.py), forwarding SIGTERM
+    and SIGHUP to it and all it started; exit status as a shell does. The guard kills the
+    command and everything below it when this process dies, even by kill -9: the lock this
+    process anchors is reclaimed then, and a command left running would run beside the next
+    holder."""
+    import shutil
     import subprocess
 
-    # The forwarder is in place before the child starts: a SIGTERM that came before the
-    # child had a pid is passed on once it has one, never lost (that would release the
-    # lock while the command ran on without it).
+    if shutil.which(argv[0]) is None:
+        missing = os.sep not in argv[0] or not os.path.exists(argv[0])
+        click.echo(f"file-lock: {argv[0]}: "
+                   f"{'command not found' if missing else 'permission denied'}", err=True)
+        return 127 if missing else 126
+    # The forwarder is in place before the command starts: a stop that comes earlier is
+    # never lost (that would release the lock while the command ran on without it).
     started, early = [], []
 
-    def forward(signum, _frame):
-        if started:
-            started[0].send_signal(signum)
-        else:
-            early.append(signum)
+    def forward(signum, _frame):  # to the command and below; the guard ends when it does
+        below = started and [p for p in proc.descendants() if p[0] != started[0].pid]
+        if below:
+            proc.signal_all(below, signum)
+            return
+        early.append(signum)
+        if started:  # the guard has not started the command yet: its SIGHUP ends it all
+            started[0].send_signal(signal.SIGHUP)
 
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, forward)
-    try:
-        child = subprocess.Popen(argv)
-    except FileNotFoundError:
-        click.echo(f"file-lock: {argv[0]}: command not found", err=True)
-        return 127
-    except PermissionError:
-        click.echo(f"file-lock: {argv[0]}: permission denied", err=True)
-        return 126
+    if early:  # stopped before anything ran
+        return 128 + early[0]
+    child = subprocess.Popen(proc.guarded(argv, GUARD_GRACE))
     started.append(child)
-    for signum in early:
-        child.send_signal(signum)
+    if early:  # stopped while it was starting: the guard's SIGHUP ends all of it at once
+        child.send_signal(signal.SIGHUP)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the terminal sends ^C to the child too
     code = child.wait()
+    if early:
+        return 128 + early[0]
     return code if code >= 0 else 128 - code

@@ -280,11 +280,17 @@ def dead_retry(ids, everything, mesh):
                                   "fix it and queue-push it")
         normalise(record["task"], f"dead letter {record['id']}")
     for record in records:
-        entry = letters.retry(record)
-        if entry:
-            mesh.emit({"ts": clock.iso(), "kind": "task", "id": record["id"],
-                       "queue": record["queue"], "entry": entry, "retried": True},
-                      f"{record['id']} -> tasks:queue:{record['queue']}")
+        reply = letters.retry(record)
+        if reply is None:
+            continue
+        retried, detail = reply
+        base = {"ts": clock.iso(), "kind": "task", "id": record["id"], "queue": record["queue"],
+                "retried": retried}
+        if retried:
+            mesh.emit(dict(base, entry=detail), f"{record['id']} -> tasks:queue:{record['queue']}")
+        else:
+            mesh.emit(dict(base, duplicate=True, state=detail),
+                      f"{record['id']} not retried: a duplicate letter (the task is {detail})")
 
 
 @dead.command("purge", cls=cli.Command)

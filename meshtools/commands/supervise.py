@@ -33,21 +33,21 @@ EPILOG = ("Exit codes: the child's status once stopped (143 after SIGTERM), 0 wh
 @click.option("--session", metavar="ID",
               help="The session whose heartbeat and phase to keep (with --role: its id; "
                    "default the first free <role>-<n>). Also the control KEY.")
-@click.option("--base", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--base", type=cli.SECONDS, default=1.0, show_default=True,
               metavar="S", help="Backoff base: the n-th rapid failure waits base*n^2.")
-@click.option("--cap", type=click.FloatRange(min=0), default=60.0, show_default=True,
+@click.option("--cap", type=cli.SECONDS, default=60.0, show_default=True,
               metavar="S", help="The longest backoff.")
-@click.option("--min-uptime", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--min-uptime", type=cli.SECONDS, default=10.0, show_default=True,
               metavar="S", help="A run shorter than this is a rapid failure.")
 @click.option("--max-failures", type=click.IntRange(min=1), default=5, show_default=True,
               metavar="K", help="Give up (exit 75) at K consecutive rapid failures.")
 @click.option("--restart", "restart", type=click.Choice([sup.ALWAYS, sup.ON_FAILURE]),
               default=sup.ALWAYS, show_default=True,
               help="on-failure: an exit 0 ends supervision.")
-@click.option("--rerun-delay", type=click.FloatRange(min=0), metavar="S",
+@click.option("--rerun-delay", type=cli.SECONDS, metavar="S",
               help="A persistent agent: an exit 0 is a finished run, not a failure; run CMD "
                    "again after S seconds.")
-@click.option("--grace", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--grace", type=cli.SECONDS, default=10.0, show_default=True,
               metavar="S", help="After forwarding a stop signal, SIGKILL the group after S.")
 @click.option("--stop", "stop_key", metavar="KEY",
               help="Send a stop to the supervisor of KEY (a session id or pid-<pid>).")

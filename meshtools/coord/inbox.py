@@ -22,12 +22,16 @@ def _box(home: MeshHome, session_id: str, box: str) -> str:
 
 
 def message(sender: str, to: str, body: str | None = None, data: dict | None = None) -> dict:
+    """A message record, its body or data redacted (core.redact): the inbox is a file that
+    a peer reads into its prompt and transcript, and the sender prints the record too."""
+    from ..core.redact import redact
+
     name = f"{time.time_ns()}.{fs.unique_suffix()}"
     record = {"ts": clock.iso(), "kind": "message", "id": name, "from": sender, "to": to}
     if data is not None:
-        record["data"] = data
+        record["data"] = redact(data)
     else:
-        record["body"] = body
+        record["body"] = redact(body)
     return record
 
 

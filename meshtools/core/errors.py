@@ -4,12 +4,15 @@ Library code raises a MeshError subclass; the CLI layer prints its message as on
 stderr and exits with its code. Nothing else turns into an exit status.
 """
 
+import errno  # built in: costs no start-up
+
 OK = 0
 NEGATIVE = 1  # a documented "no" (e.g. file-lock check: not yours)
 USAGE = 64
 DATAERR = 65
 UNAVAILABLE = 69
 SOFTWARE = 70
+IOERR = 74  # the disk, not the program: full (ENOSPC, a quota), read-only or failing
 TEMPFAIL = 75
 NOPERM = 77
 CONFIG = 78
@@ -82,17 +85,36 @@ def guarded(prog: str, run) -> int:
         code = fail(f"permission denied: {e.filename or e}", NOPERM)
     except OSError as e:
         code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
-                    SOFTWARE)
+                    IOERR if e.errno in _DISK_ERRORS else SOFTWARE)
     except Exception as e:  # a bug: one line, the traceback only on request
-        if os.environ.get("MESH_DEBUG"):
+        if _redis_down(e):  # it went away mid-command (stopped, killed, a full disk)
+            code = fail(f"redis unavailable: {str(e).strip() or type(e).__name__}",
+                        UNAVAILABLE)
+        elif os.environ.get("MESH_DEBUG"):
             raise
-        code = fail(f"internal error: {type(e).__name__}: {e} (MESH_DEBUG=1 shows where)",
-                    SOFTWARE)
+        else:
+            code = fail(f"internal error: {type(e).__name__}: {e} (MESH_DEBUG=1 shows where)",
+                        SOFTWARE)
     try:
         sys.stdout.flush()
     except BrokenPipeError:
         code = quiet_broken_pipe()
     return code if isinstance(code, int) else OK
+
+
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+
+
+def _redis_down(error: Exception) -> bool:
+    """Whether error is Redis gone or refusing writes (queue.connection's word; asked only
+    when something imported redis-py, so start-up pays nothing)."""
+    import sys
+
+    if "redis" not in sys.modules:
+        return False
+    from ..queue.connection import unavailable
+
+    return unavailable(error)
 
 
 def quiet_broken_pipe() -> int:

@@ -15,6 +15,8 @@ process of the task outlives the task, nor the worker that runs it.
   environment (proc.as_daemon: the mesh's redis-server that a task started on first need,
   a peer that an agent spawned with `mesh-spawn --detach`) is left running, with all below
   it. The task's command itself starts without the mark.
+- SIGINT is ignored (a ^C in a terminal is for the command, which gets it as given to the
+  guard).
 - SIGHUP kills all of it at once. The kernel sends it when the worker dies, even by
   kill -9 (PR_SET_PDEATHSIG), which by itself would only reach this one process.
 
@@ -54,19 +56,29 @@ def main(argv: list[str]) -> int:
     signal.signal(signal.SIGTERM, lambda *_: signal.setitimer(signal.ITIMER_REAL, grace)
                   if signal.getitimer(signal.ITIMER_REAL)[0] == 0 else None)
     signal.signal(signal.SIGALRM, kill_all)
-    signal.signal(_STOP, kill_all)
+    hung_up = []  # a SIGHUP before the command had started must still end it
+
+    def hang_up(*_):
+        hung_up.append(True)
+        kill_all()
+
+    signal.signal(_STOP, hang_up)
+    # A ^C in a terminal (file-lock PATH -- CMD runs in the foreground) is for the command:
+    # the guard ignores it and waits; the command gets SIGINT as it was given to the guard.
+    default_int = signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     proc.set_subreaper(True)
     proc.parent_death_signal(_STOP)
     if os.getppid() != parent:  # the worker died before the request took effect
         return 128 + _STOP
     try:
         environ = {k: v for k, v in os.environ.items() if k != proc.DAEMON_ENV}
-        child = os.posix_spawnp(command[0], command, environ, setsigdef=_DEFAULTS,
-                                setsigmask=())
+        child = os.posix_spawnp(command[0], command, environ, setsigmask=(),
+                                setsigdef=_DEFAULTS + ((signal.SIGINT,) if default_int else ()))
     except OSError as e:
         print(f"{command[0]}: {e.strerror}", file=sys.stderr)
         return 127 if isinstance(e, FileNotFoundError) else 126
-    if os.getppid() != parent:  # it died while the command was starting
+    if hung_up or os.getppid() != parent:  # told to stop, or it died, while it started
         kill_all()
     status = None
     while status is None or task_processes():  # then only the mesh's daemons are left

@@ -23,13 +23,32 @@ NO_MESH = "not inside a git repository: cd into one, or pass --home DIR / set ME
 
 def resolve(explicit: str | None = None, cwd: str | None = None) -> str:
     if explicit:
-        return os.path.abspath(explicit)
+        return _directory(os.path.abspath(explicit))
     if os.environ.get(HOME_ENV):
-        return os.path.abspath(os.environ[HOME_ENV])
+        return _directory(os.path.abspath(os.environ[HOME_ENV]))
     worktree = git.find_worktree(cwd or os.getcwd())
     if worktree:
         return os.path.join(worktree.common_dir, "meshtools")
     raise ConfigError(NO_MESH)
+
+
+def _directory(path: str) -> str:
+    """path, unless it (or the nearest part of it that exists) is no directory: a file given
+    as the home failed later, anywhere, as an internal error (NotADirectoryError, 70)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        pass
+    except OSError as e:  # a name too long, a loop of symlinks
+        shown = path if len(path) <= 100 else path[:100] + "..."
+        raise ConfigError(f"the mesh home {shown} is unusable: {e.strerror}") from None
+    here = path
+    while not os.path.lexists(here) and os.path.dirname(here) != here:
+        here = os.path.dirname(here)
+    if not os.path.isdir(here):
+        raise ConfigError(f"the mesh home is no directory: {here} is a file"
+                          + ("" if here == path else f" (the home given is {path})"))
+    return path
 
 
 class MeshHome:

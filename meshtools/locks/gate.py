@@ -19,7 +19,10 @@ READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch"
                         "TodoWrite", "TodoRead", "Task", "Agent", "BashOutput", "KillShell",
                         "KillBash", "ExitPlanMode", "ListMcpResourcesTool",
                         "ReadMcpResourceTool"})
-_PATH_KEY = re.compile(r"(?i)(path|paths|file|files|filename|dir|directory|dest|destination)$")
+_PATH_KEY = re.compile(r"(?i)(path|paths|file|files|filename|dir|directory|dest|destination"
+                       r"|target|output|dst)$")
+# Tool names are exact: `bash` or `WRITE` is no tool Claude Code knows, so not the one we know.
+_KNOWN = {name.casefold(): name for name in (*WRITE_TOOLS, *READ_TOOLS, "Bash")}
 
 
 class Call(NamedTuple):
@@ -49,29 +52,57 @@ def parse_call(text: str) -> Call:
 def write_paths(call: Call) -> list[str]:
     """Every path the call may write ([] for a tool that writes nothing). A write tool must
     name its path under its own key; every path-like key anywhere in its input counts too,
-    so a second path beside the first is never waved through."""
+    so a second path beside the first is never waved through. A tool we do not know (an MCP
+    tool) may write under any key: every value that looks like a path counts as well."""
+    known = _KNOWN.get(call.tool.casefold())
+    if known is not None and known != call.tool:
+        raise BadInput(f"{call.tool!r} is no tool (did you mean {known}?)")
     if call.tool in READ_TOOLS or call.tool == "Bash":
         return []
-    paths = _path_values(call.input)
+    paths = _path_values(call.input, looks=call.tool not in WRITE_TOOLS)
     required = WRITE_TOOLS.get(call.tool)
     if required is not None and not isinstance(call.input.get(required), str):
         raise BadInput(f"{call.tool} without a {required}")
     return paths
 
 
-def _path_values(value, key: str = "") -> list[str]:
+def _path_values(value, key: str = "", looks: bool = False) -> list[str]:
     found = []
     if isinstance(value, dict):
         for k, v in value.items():
-            found += _path_values(v, k)
+            found += _path_values(v, k, looks)
     elif isinstance(value, list):
         for item in value:
-            found += _path_values(item, key)
+            found += _path_values(item, key, looks)
     elif _PATH_KEY.search(key):
         if not isinstance(value, str) or not value or "\0" in value:
             raise BadInput(f"{key}: {value!r} is not a path")
         found.append(value)
+    elif looks and isinstance(value, str) and _looks_like_path(value):
+        found.append(value)
     return found
+
+
+def _looks_like_path(value: str) -> bool:
+    return (value.startswith(("/", "~", "./", "../", "file:")) or "/../" in value
+            or "\0" in value)
+
+
+def anchored(path: str, cwd: str) -> str:
+    """The path a tool call writes: relative to the call's own cwd, never to the repository
+    (a relative path from a cwd outside it writes outside it)."""
+    return os.path.join(cwd, path)
+
+
+def hard_linked(path: str) -> bool:
+    """A file with a second name: writing it writes that name too, wherever it is."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False  # nothing there yet (or unreachable: resolving it refuses)
+    return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
 
 
 # --- Bash, for the read-only roles: a best-effort recognizer of writes -----------------

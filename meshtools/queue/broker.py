@@ -236,13 +236,21 @@ class Broker:
 
 
 # KEYS: events, index, attempts, dead, queue   ARGV: ts, dead entry id, task id, task json, queue
+# Only a letter whose id is still `dead:` goes back (or one whose id was forgotten, as a push
+# would): a letter that duplicates a task done since, or one whose id another letter already
+# re-queued, is dropped, so the id never runs twice nor gets a second final result.
 RETRY_DEAD = _EVENT + """
 if redis.call('XDEL', KEYS[4], ARGV[2]) == 0 then return false end
+local state = redis.call('HGET', KEYS[2], ARGV[3])
+if state and string.sub(state, 1, 5) ~= 'dead:' then
+  event({event='task.retry_skipped', id=ARGV[3], kept=state})
+  return {0, state}
+end
 redis.call('HSET', KEYS[2], ARGV[3], 'queued')
 redis.call('HDEL', KEYS[3], ARGV[3])
 local entry = redis.call('XADD', KEYS[5], '*', 'task', ARGV[4])
 event({event='task.retried', id=ARGV[3], queue=ARGV[5], entry=entry})
-return entry
+return {1, entry}
 """
 
 # KEYS: events, index, attempts, dead   ARGV: ts, dead entry id, task id
@@ -279,12 +287,15 @@ class DeadLetters:
                             "entry": entry, "task": task})
         return records
 
-    def retry(self, record: dict) -> str | None:
+    def retry(self, record: dict) -> tuple[bool, str] | None:
+        """(True, new entry) when the letter went back on its queue; (False, the id's state)
+        when it was a duplicate, dropped; None when the letter was gone already."""
         names = self.broker.names
-        return self._retry(keys=[names.events, names.index, names.attempts, names.dead,
-                                 names.queue(record["queue"])],
-                           args=[clock.iso(), record["entry"], record["id"],
-                                 json.dumps(record["task"]), record["queue"]])
+        reply = self._retry(keys=[names.events, names.index, names.attempts, names.dead,
+                                  names.queue(record["queue"])],
+                            args=[clock.iso(), record["entry"], record["id"],
+                                  json.dumps(record["task"]), record["queue"]])
+        return (bool(reply[0]), reply[1]) if reply else None
 
     def purge(self, record: dict) -> bool:
         names = self.broker.names

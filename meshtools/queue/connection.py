@@ -46,17 +46,37 @@ def embedded(server, *, blocking: bool = False, start: bool = True):
         server.start()
     return _checked(server.authed_url(), server.url, blocking,
                     f"the server at {server.socket} is not the mesh's own Redis ({{}}); stop "
-                    f"it, then: {RESTART}", _requiring(server.password()))
+                    f"it, then: {RESTART}", _requiring(server, server.password()))
 
 
-def _requiring(password: str):
-    """A connect hook for redis-py, run on every (re)connection after AUTH: the server must
-    require exactly this password (Redis >= 6 accepts any AUTH when it has none), so a
-    server swapped onto the socket later is refused too (AuthenticationError)."""
+def peer(connection) -> tuple[int, int]:
+    """(pid, uid) of the process at the other end of a connected unix socket (SO_PEERCRED:
+    the kernel's word, not the server's)."""
+    import socket
+    import struct
+
+    creds = connection._sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                        struct.calcsize("3i"))
+    pid, uid, _ = struct.unpack("3i", creds)
+    return pid, uid
+
+
+def _requiring(server, password: str):
+    """A connect hook for redis-py, run on every (re)connection. Before a word is sent
+    (AUTH carries the password: an impostor could echo it back), the socket's peer must be
+    the mesh's redis-server process (its pid file's pid, our uid): whatever swapped the
+    socket, and whenever, the kernel names who listens. Then the server must require
+    exactly this password (Redis >= 6 accepts any AUTH when it has none)."""
 
     def on_connect(connection) -> None:
         import redis
 
+        pid, uid = peer(connection)
+        expected = server.pid()
+        if uid != os.getuid() or pid != expected:
+            raise redis.AuthenticationError(
+                f"its process is pid {pid} of uid {uid}, not the mesh's redis-server "
+                f"(pid {expected} of uid {os.getuid()})")
         connection.on_connect()
         connection.send_command("CONFIG", "GET", "requirepass", check_health=False)
         reply = connection.read_response()  # RESP3: a map; RESP2: [name, value]
@@ -82,8 +102,8 @@ def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None
         version = client.info("server")["redis_version"]
     except redis.AuthenticationError as e:  # a ConnectionError: first
         why = describe(e)
-        raise Unavailable(refused.format(why if why == NOT_REQUIRED
-                                         else f"it refused the password: {why}"))
+        raise Unavailable(refused.format(why if why == NOT_REQUIRED or why.startswith(
+            "its process") else f"it refused the password: {why}"))
     except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
         raise Unavailable(f"redis unavailable at {shown}: {describe(e)}")
     except ValueError as e:
