@@ -188,3 +188,15 @@ def test_a_spawned_workers_log_carries_no_secret(run, repo, mesh_home):
 def test_an_absent_secret_stays_visible():
     assert redact({"api_key": None, "token": "", "password": "x"}) == {
         "api_key": None, "token": "", "password": MASK}
+
+
+def test_a_secret_cut_short_in_a_prompts_preview_is_still_redacted(run, repo, claude_cli,
+                                                                   mesh_home):
+    """agent.started carries the prompt's first 80 characters: cut there, `ghp_0123…` had
+    lost the shape the filter knows and reached events.jsonl."""
+    secret = fresh("ghp_", 30)
+    prompt = "x" * 60 + " " + secret
+    run("mesh-agent", "research", prompt, cwd=str(repo), check=0)
+    [started] = [json.loads(line) for line in (mesh_home / "events.jsonl").read_text()
+                 .splitlines() if json.loads(line)["event"] == "agent.started"]
+    assert MASK in started["prompt"] and secret[:10] not in started["prompt"]
