@@ -140,6 +140,12 @@ class Mesh:
         else:
             click.echo(human)
 
+    def tell(self, human: str) -> None:
+        """A line for a person at a terminal (a long-running command saying it has started
+        and what it waits for); nothing when piped: there stdout carries records only."""
+        if not self.as_json:
+            click.echo(human)
+
     def table(self, records: list[dict], columns: list[str]) -> None:
         if self.as_json:
             for record in records:

@@ -650,3 +650,12 @@ def test_connections_cut_at_random_moments_strand_no_task(run, mesh_home):
     results = results_by_id(run)
     assert sorted(results) == sorted(f"c{i}" for i in range(total))
     assert all(len(v) == 1 for v in results.values())
+
+
+def test_a_worker_on_a_terminal_says_what_it_waits_for(mesh_home, tmp_path):
+    """In the foreground with an empty queue, queue-drain showed nothing until a ^C."""
+    from .helpers import interrupted_on_terminal
+
+    code, shown = interrupted_on_terminal(["queue-drain", "--workdir", str(tmp_path)],
+                                          "(^C to stop)")
+    assert code == 130 and f"waiting for tasks on queue default in {tmp_path}" in shown
