@@ -259,6 +259,42 @@ def test_a_deleted_mesh_home_stops_the_supervisor_and_its_child(supervise, mesh_
     assert not mesh_home.exists()
 
 
+def _mesh_redis(mesh_home) -> int:
+    """Start the mesh's embedded Redis; its pid."""
+    from meshtools.queue.server import EmbeddedRedis
+
+    from .helpers import redis_of
+
+    redis_of(mesh_home).ping()
+    return EmbeddedRedis(MeshHome(str(mesh_home))).pid()
+
+
+def test_a_deleted_mesh_homes_redis_is_stopped_with_its_supervisor(supervise, mesh_home):
+    """The supervisor stopped, but the gone mesh's redis-server ran on for ever: its socket
+    and password were deleted with MESH_HOME, so nothing could reach or stop it."""
+    redis = _mesh_redis(mesh_home)
+    try:
+        sup = supervise("--", "sleep", "1000")
+        running(mesh_home, f"pid-{sup.pid}")
+        shutil.rmtree(mesh_home.rename(mesh_home.with_name("deleted")))
+        assert sup.wait(timeout=30) == 78
+        wait_until(lambda: gone(redis))
+    finally:
+        if not gone(redis):
+            os.kill(redis, signal.SIGKILL)
+
+
+def test_init_after_deleting_mesh_home_stops_the_old_redis(run, mesh_home):
+    redis = _mesh_redis(mesh_home)
+    try:
+        shutil.rmtree(mesh_home)
+        run("meshctl", "init", check=0)
+        wait_until(lambda: gone(redis))
+    finally:
+        if not gone(redis):
+            os.kill(redis, signal.SIGKILL)
+
+
 def test_a_replaced_mesh_home_stops_the_supervisor_during_backoff(supervise, mesh_home):
     sup = supervise("--base", "300", "--cap", "300", "--", "sh", "-c", "exit 5")
     wait_until(lambda: events(mesh_home, "spawn.restart"))
