@@ -113,6 +113,17 @@ def test_a_persistent_agent_reruns_after_a_clean_exit_without_counting_it():
 
 # --- real supervisors --------------------------------------------------------------------
 
+def test_a_finished_run_waiting_for_its_next_is_not_called_a_backoff(supervise, mesh_home):
+    """A persistent agent's clean exit showed as phase "backoff 300s" in coord-peers, as if
+    it had failed."""
+    sup = supervise("--role", "memory", "--session", "m1", "--rerun-delay", "300", "--",
+                    "true")
+    home = MeshHome(str(mesh_home))
+    wait_until(lambda: (registry.get(home, "m1") or {}).get("phase") == "next run in 300s")
+    sup.terminate()
+    assert sup.wait(timeout=30) == 143
+
+
 def test_crash_loop_backs_off_then_goes_fatal(run, mesh_home):
     result = run("mesh-supervise", *FAST, "--role", "builder", "--session", "b1", "--",
                  "sh", "-c", "exit 3", timeout=30)

@@ -248,7 +248,9 @@ class Supervisor:
             self._n = decision.n
             self._event("restart", spawn=self.spawn_id, delay=round(decision.delay, 6),
                         n=self._n, reason="exited")
-            self._phase(f"backoff {decision.delay:g}s", state="backoff")
+            rerun = code == 0 and self.policy.rerun_delay is not None  # a finished run
+            self._phase(f"next run in {decision.delay:g}s" if rerun
+                        else f"backoff {decision.delay:g}s", state="backoff")
             if self._backoff(decision.delay):
                 self._n = 0  # an operator's restart is a fresh start
 
