@@ -110,3 +110,19 @@ def test_command_lists_show_whole_descriptions(run, command):
     if command == "meshctl":  # a description longer than a line is wrapped, not cut
         text = " ".join(" ".join(listed).split())
         assert "notice stale, dead or FATAL peers and respawn dead and FATAL ones." in text
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["meshctl", "peer"], "No such command 'peer'; did you mean 'peers'?"),
+    (["coord", "registr"], "No such command 'registr'; did you mean 'register'?"),
+    (["queue-dead", "lst"], "No such command 'lst'; did you mean 'list'?"),
+])
+def test_a_misspelt_subcommand_gets_a_did_you_mean(run, argv, hint):
+    """`file-lock acqure` had one, `meshctl peer` only "No such command 'peer'."."""
+    refused = run(*argv)
+    assert refused.returncode == 64 and hint in refused.stderr
+
+
+def test_an_unknown_subcommand_far_from_any_gets_no_guess(run):
+    refused = run("meshctl", "frobnicate")
+    assert refused.returncode == 64 and "No such command 'frobnicate'." in refused.stderr
