@@ -68,7 +68,7 @@ def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str
 
 
 
-def interrupted_on_terminal(argv: list[str], shown_first: str, timeout=30.0) -> tuple[int, str]:
+def interrupted_on_terminal(argv: list[str], shown_first: str, timeout=60.0) -> tuple[int, str]:
     """Start a long-running argv with stdout on a pseudo-terminal, read until it shows
     shown_first (fail the test if it never does), then ^C it: (exit status, what it showed)."""
     import os
@@ -88,7 +88,11 @@ def interrupted_on_terminal(argv: list[str], shown_first: str, timeout=30.0) -> 
                 shown += os.read(parent, 4096)
     finally:
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
-        os.close(parent)
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            proc.kill()  # never left behind, whatever failed
+            proc.wait()
+            os.close(parent)
     assert shown_first.encode() in shown, shown
     return code, shown.decode()
