@@ -77,6 +77,16 @@ class Group(_Contract, click.Group):
     command_class = Command
     group_class = type
 
+    def resolve_command(self, ctx, args):
+        """click's "No such command 'peer'." with a did-you-mean ('peers'), as for roles."""
+        try:
+            return super().resolve_command(ctx, args)
+        except click.UsageError as e:
+            hint = errors.did_you_mean(args[0], self.list_commands(ctx)) if args else ""
+            if not hint or self.get_command(ctx, args[0]) is not None:
+                raise
+            raise click.UsageError(f"No such command {args[0]!r}{hint}", ctx) from e
+
 
 CONTEXT_SETTINGS = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 
@@ -138,6 +148,12 @@ class Mesh:
         if self.as_json or human is None:
             jsonl.write(record)
         else:
+            click.echo(human)
+
+    def tell(self, human: str) -> None:
+        """A line for a person at a terminal (a long-running command saying it has started
+        and what it waits for); nothing when piped: there stdout carries records only."""
+        if not self.as_json:
             click.echo(human)
 
     def table(self, records: list[dict], columns: list[str]) -> None:

@@ -85,3 +85,34 @@ def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str
     err = proc.stderr.read()
     proc.stderr.close()
     return proc.wait(), out.decode(), err
+
+
+
+def interrupted_on_terminal(argv: list[str], shown_first: str, timeout=60.0) -> tuple[int, str]:
+    """Start a long-running argv with stdout on a pseudo-terminal, read until it shows
+    shown_first (fail the test if it never does), then ^C it: (exit status, what it showed)."""
+    import os
+    import pty
+    import select
+    import signal
+    import subprocess
+
+    parent, child = pty.openpty()
+    proc = subprocess.Popen(argv, stdout=child, stderr=subprocess.DEVNULL)
+    os.close(child)
+    shown = b""
+    deadline = time.monotonic() + timeout
+    try:
+        while shown_first.encode() not in shown and time.monotonic() < deadline:
+            if select.select([parent], [], [], 0.05)[0]:
+                shown += os.read(parent, 4096)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=timeout)
+        finally:
+            proc.kill()  # never left behind, whatever failed
+            proc.wait()
+            os.close(parent)
+    assert shown_first.encode() in shown, shown
+    return code, shown.decode()

@@ -140,9 +140,10 @@ def test_a_writing_role_never_works_in_the_main_checkout(run, claude_cli, repo,
     monkeypatch.setenv("MESH_SESSION", "b1")  # the gate lets a builder's Bash through
     commit = ("@bash echo more >> docs/guide.md && "
               "git -c user.name=a -c user.email=a@a commit -qam agent")
-    for workdir in (repo, repo / "crates"):
+    for workdir, where in ((repo, "is the main checkout"),
+                           (repo / "crates", f"is in {repo}, the main checkout")):
         refused = run("mesh-agent", "builder", commit, "--workdir", str(workdir))
-        assert refused.returncode == 77 and "is the main checkout" in refused.stderr
+        assert refused.returncode == 77 and f"{workdir} {where}:" in refused.stderr
         assert f"{repo.name}-wt-builder" in refused.stderr and refused.stdout == ""
     assert calls(claude_cli) == []  # nothing started
     record = run("mesh-agent", "builder", commit, check=0).records[0]  # from the repository

@@ -304,3 +304,12 @@ def test_a_fatal_peer_is_respawned_after_a_cooldown_then_given_up(run, repo, mes
     run("mesh-anchor", "--once", check=0)  # given up on: no more respawns, no more events
     assert len(events_named(mesh_home, "anchor.respawned")) == 1
     assert len(events_named(mesh_home, "anchor.fatal_given_up")) == 1
+
+
+def test_the_loop_on_a_terminal_says_it_is_following_before_any_decision(repo, mesh_home):
+    """Started in the foreground with nothing to do, mesh-anchor showed nothing at all."""
+    from .helpers import interrupted_on_terminal
+
+    code, shown = interrupted_on_terminal(["mesh-anchor", "--no-respawn"],
+                                          "following tasks:results")
+    assert code == 130 and f"anchor of {repo}" in shown

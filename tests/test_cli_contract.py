@@ -164,3 +164,19 @@ def test_redis_going_away_mid_command_is_unavailable_not_a_bug(run, mesh_home, a
     _, err = follower.communicate(timeout=30)
     assert follower.returncode == 69 and err.startswith(f"{argv[0]}: redis unavailable"), err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, hint", [
+    (["meshctl", "peer"], "No such command 'peer'; did you mean 'peers'?"),
+    (["coord", "registr"], "No such command 'registr'; did you mean 'register'?"),
+    (["queue-dead", "lst"], "No such command 'lst'; did you mean 'list'?"),
+])
+def test_a_misspelt_subcommand_gets_a_did_you_mean(run, argv, hint):
+    """`file-lock acqure` had one, `meshctl peer` only "No such command 'peer'."."""
+    refused = run(*argv)
+    assert refused.returncode == 64 and hint in refused.stderr
+
+
+def test_an_unknown_subcommand_far_from_any_gets_no_guess(run):
+    refused = run("meshctl", "frobnicate")
+    assert refused.returncode == 64 and "No such command 'frobnicate'." in refused.stderr

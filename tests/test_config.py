@@ -51,3 +51,12 @@ def test_section_reads_typed_values(mesh_home):
         settings.section("flag")
     with pytest.raises(ConfigError, match="expected an integer, got True"):
         config.Section({"n": True}).get("n", int)
+
+
+def test_the_config_init_writes_tells_the_liveness_rule_of_the_readme(run, repo):
+    """Its comment said a heartbeat older than dead_after makes a session dead: on this
+    host a live process never is (issue 8, item 2)."""
+    home = run("meshctl", "init", "--json", check=0).records[0]["home"]
+    text = open(f"{home}/config.toml").read()
+    assert 'older than dead_after, "dead"' not in text
+    assert "a live process on this host is never dead" in text

@@ -365,6 +365,21 @@ def test_shell_eval_binds_the_session_to_the_calling_shell(run, mesh_home, shell
                check=0).stdout == "export MESH_SESSION=memory-1;\n"
 
 
+def test_a_shell_that_is_one_session_registering_another_role_is_told_so(run, mesh_home):
+    """With $MESH_SESSION=research-1 exported, `coord-register --role triage` answered
+    "session id research-1 is alive" (75): an id the caller never gave."""
+    script = ('eval "$(coord-register --role research --shell)"; '
+              'coord-register --role triage; echo "rc=$?"')
+    done = run("sh", "-c", script)
+    assert done.stdout.splitlines()[-1] == "rc=64"
+    assert done.stderr == ("coord-register: you are research-1, a research session (--as / "
+                           "$MESH_SESSION): pass --id for a triage session, or unset "
+                           "MESH_SESSION\n")
+    again = run("sh", "-c", 'eval "$(coord-register --role research --shell)"; '
+                'coord-register --role research --shell')
+    assert again.returncode == 75  # the same role: its own live id, as before
+
+
 def test_a_terminal_is_told_how_to_become_the_session(anchor_process, mesh_home):
     code, shown, err = on_terminal(["coord-register", "--role", "builder",
                                     "--pid", str(anchor_process().pid)])

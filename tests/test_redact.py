@@ -205,3 +205,15 @@ def test_a_message_carrying_a_secret_is_redacted_in_the_inbox(run, anchor_proces
     for text in (sent.stdout, stored, received.stdout):
         assert token not in text and key not in text
     assert MASK in received.stdout and "now" in received.stdout
+
+
+def test_a_secret_cut_short_in_a_prompts_preview_is_still_redacted(run, repo, claude_cli,
+                                                                   mesh_home):
+    """agent.started carries the prompt's first 80 characters: cut there, `ghp_0123…` had
+    lost the shape the filter knows and reached events.jsonl."""
+    secret = fresh("ghp_", 30)
+    prompt = "x" * 60 + " " + secret
+    run("mesh-agent", "research", prompt, cwd=str(repo), check=0)
+    [started] = [json.loads(line) for line in (mesh_home / "events.jsonl").read_text()
+                 .splitlines() if json.loads(line)["event"] == "agent.started"]
+    assert MASK in started["prompt"] and secret[:10] not in started["prompt"]

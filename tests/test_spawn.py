@@ -81,6 +81,20 @@ def test_a_second_spawn_of_a_one_session_role_is_refused(run, repo):
         assert gone(stop_tree(first["pid"]))
 
 
+def test_spawning_a_live_sessions_id_is_refused_before_anything_starts(run, repo, mesh_home,
+                                                                      anchor_process):
+    """It was 69 (\"the agent's supervisor exited before it registered\"), after starting a
+    supervisor that could only refuse the id."""
+    live = anchor_process()
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(live.pid), check=0)
+    refused = run("mesh-spawn", "builder", "--id", "b1", "--queue", "--agent", "shell",
+                  "--detach", env={"MESH_STALE_AFTER": "0"})
+    assert refused.returncode == 75 and refused.stderr.startswith(
+        "mesh-spawn: session id b1 is stale: pid") and refused.stderr.count("\n") == 1
+    assert not (mesh_home / "spawns").exists()
+    assert session_record(run, "b1")["pid"] == live.pid
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
 def test_tmux_spawn_runs_the_worker_in_a_tmux_window(run, repo, tmp_path):
     sock_dir = tmp_path / "tmux"

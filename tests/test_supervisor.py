@@ -113,6 +113,17 @@ def test_a_persistent_agent_reruns_after_a_clean_exit_without_counting_it():
 
 # --- real supervisors --------------------------------------------------------------------
 
+def test_a_finished_run_waiting_for_its_next_is_not_called_a_backoff(supervise, mesh_home):
+    """A persistent agent's clean exit showed as phase "backoff 300s" in coord-peers, as if
+    it had failed."""
+    sup = supervise("--role", "memory", "--session", "m1", "--rerun-delay", "300", "--",
+                    "true")
+    home = MeshHome(str(mesh_home))
+    wait_until(lambda: (registry.get(home, "m1") or {}).get("phase") == "next run in 300s")
+    sup.terminate()
+    assert sup.wait(timeout=30) == 143
+
+
 def test_crash_loop_backs_off_then_goes_fatal(run, mesh_home):
     result = run("mesh-supervise", *FAST, "--role", "builder", "--session", "b1", "--",
                  "sh", "-c", "exit 3", timeout=30)
@@ -257,6 +268,42 @@ def test_a_deleted_mesh_home_stops_the_supervisor_and_its_child(supervise, mesh_
     wait_until(lambda: gone(child))
     assert "was deleted or replaced" in sup.stderr.read()
     assert not mesh_home.exists()
+
+
+def _mesh_redis(mesh_home) -> int:
+    """Start the mesh's embedded Redis; its pid."""
+    from meshtools.queue.server import EmbeddedRedis
+
+    from .helpers import redis_of
+
+    redis_of(mesh_home).ping()
+    return EmbeddedRedis(MeshHome(str(mesh_home))).pid()
+
+
+def test_a_deleted_mesh_homes_redis_is_stopped_with_its_supervisor(supervise, mesh_home):
+    """The supervisor stopped, but the gone mesh's redis-server ran on for ever: its socket
+    and password were deleted with MESH_HOME, so nothing could reach or stop it."""
+    redis = _mesh_redis(mesh_home)
+    try:
+        sup = supervise("--", "sleep", "1000")
+        running(mesh_home, f"pid-{sup.pid}")
+        shutil.rmtree(mesh_home.rename(mesh_home.with_name("deleted")))
+        assert sup.wait(timeout=30) == 78
+        wait_until(lambda: gone(redis))
+    finally:
+        if not gone(redis):
+            os.kill(redis, signal.SIGKILL)
+
+
+def test_init_after_deleting_mesh_home_stops_the_old_redis(run, mesh_home):
+    redis = _mesh_redis(mesh_home)
+    try:
+        shutil.rmtree(mesh_home)
+        run("meshctl", "init", check=0)
+        wait_until(lambda: gone(redis))
+    finally:
+        if not gone(redis):
+            os.kill(redis, signal.SIGKILL)
 
 
 def test_a_replaced_mesh_home_stops_the_supervisor_during_backoff(supervise, mesh_home):

@@ -23,7 +23,7 @@ import subprocess
 import time
 import uuid
 
-from ..core import config, events
+from ..core import config, events, redact
 from ..core.errors import ConfigError, Unavailable, UsageError
 from ..queue import executor
 from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
@@ -112,7 +112,9 @@ def compose_prompt(messages: list[dict], prompt: str) -> str:
 
 
 def preview(text: str) -> str:
-    line = " ".join(text.split())
+    """The prompt's first words for an event: redacted before it is cut, since a cut secret
+    (`ghp_abc…`) no longer has the shape the event's own filter knows."""
+    line = " ".join(redact.redact_text(text).split())
     return line if len(line) <= PREVIEW else line[:PREVIEW - 1] + "…"
 
 

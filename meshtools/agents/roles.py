@@ -210,12 +210,10 @@ def get(home: MeshHome | None, name: str) -> Role:
 
 def unknown(name: str, roles) -> str:
     """The refusal of a role the mesh does not define: the roles, and `did you mean`."""
-    import difflib  # only on this error path: coord-register's start-up stays lean
+    from ..core.errors import did_you_mean
 
     known = sorted(roles)
-    close = difflib.get_close_matches(name.lower(), known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown role {name!r} (roles: {', '.join(known)}){hint}"
+    return f"unknown role {name!r} (roles: {', '.join(known)}){did_you_mean(name, known)}"
 
 
 def may_write(role: Role, path: str) -> bool:

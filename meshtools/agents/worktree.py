@@ -203,7 +203,9 @@ def agent_workdir(home, role, workdir: str | None) -> str:
     found = gitfiles.find_worktree(workdir)
     if found and _same(found.root, gitfiles.main_root(found.common_dir)):
         tree = path_for(root_dir(home, found.root), found.root, role.name)
-        raise errors.Refused(f"{workdir} is the main checkout: a {role.name} agent works in "
+        where = ("is the main checkout" if _same(workdir, found.root)
+                 else f"is in {found.root}, the main checkout")
+        raise errors.Refused(f"{workdir} {where}: a {role.name} agent works in "
                              f"its worktree {tree} (leave out --workdir, or "
                              f"`mesh-worktree ensure {role.name}`)")
     return os.path.abspath(workdir)

@@ -42,6 +42,8 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, mesh):
                     report=lambda record: mesh.emit(record, describe(record)))
     if not once:
         events.emit(mesh.home, "anchor.started", pid=os.getpid())
+        mesh.tell(f"anchor of {repo.root}: following tasks:results, each decision below "
+                  "(^C to stop)")
     handled = 0
     try:
         while True:

@@ -46,7 +46,7 @@ def register(role, session_id, pid, phase, shell, mesh):
     from ..agents.sessions import join
 
     if session_id is None:
-        session_id = mesh.session(required=False)
+        session_id = _own_role_session(mesh, role)
     # The parent: the shell that ran us (in `eval "$(coord-register --shell)"` the shell
     # execs us from its command substitution, so the parent is the calling shell itself).
     record = join(mesh.home, role, session_id, pid if pid is not None else os.getppid(), phase)
@@ -58,6 +58,19 @@ def register(role, session_id, pid, phase, shell, mesh):
     mesh.emit(record, f"registered {_human(record)}")
     if not mesh.as_json:
         click.echo(f"to act as it: export {cli.SESSION_ENV}={record['id']}", err=True)
+
+
+def _own_role_session(mesh, role: str) -> str | None:
+    """The caller's own session (--as / $MESH_SESSION) as the default id: re-registering it.
+    One of another role is refused, never registered under the new role (or, alive, refused
+    as a duplicate id the caller never gave)."""
+    session_id = mesh.session(required=False)
+    held = registry.get(mesh.home, session_id) if session_id else None
+    if held and held.get("role") != role:
+        raise errors.UsageError(
+            f"you are {session_id}, a {held.get('role')} session (--as / "
+            f"${cli.SESSION_ENV}): pass --id for a {role} session, or unset {cli.SESSION_ENV}")
+    return session_id
 
 
 @cli.command("coord-peers")

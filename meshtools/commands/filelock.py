@@ -33,13 +33,11 @@ class FileLockGroup(cli.Group):
 
 def _refuse_typo(word: str, names: list[str]) -> None:
     """`file-lock acqure x` is a misspelt subcommand, not `run` on a path named acqure."""
-    import difflib
-
     if word.startswith("-") or os.path.lexists(word):
         return
-    close = difflib.get_close_matches(word, names, n=1, cutoff=0.75)
-    if close:
-        raise errors.UsageError(f"unknown subcommand {word!r}; did you mean {close[0]!r}?")
+    hint = errors.did_you_mean(word, names, cutoff=0.75)
+    if hint:
+        raise errors.UsageError(f"unknown subcommand {word!r}{hint}")
 
 
 class RunCommand(cli.Command):

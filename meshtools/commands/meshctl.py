@@ -42,7 +42,9 @@ DEFAULT_CONFIG = """\
 # meshtools configuration for this mesh (see meshtools(7)).
 
 [coord]
-# A session whose heartbeat is older than this is "stale"; older than dead_after, "dead".
+# A session whose heartbeat is older than stale_after is "stale". It is "dead" when its
+# process is gone, or, on another host, when its heartbeat is older than dead_after:
+# a live process on this host is never dead (nor its id and locks taken over).
 stale_after = 60
 dead_after = 600
 

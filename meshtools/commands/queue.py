@@ -135,6 +135,9 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                     on_result=lambda r: mesh.emit(r, _result_line(r)),
                     daily_budget_usd=daily_cap(config.of(mesh.home)),
                     revive_redis=reviver(mesh.home, mesh.redis_url))
+    if not (burst or once or max_tasks):
+        mesh.tell(f"worker {consumer}: waiting for tasks on queue {', '.join(queues)} "
+                  f"in {os.path.abspath(workdir or '.')} (^C to stop)")
     sys.exit(worker.run())
 
 

@@ -83,7 +83,7 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     repository = mesh.home.repository()  # no repository: say so before anything else
     role_def = roles.get(mesh.home, role)
     if session_id is not None:
-        validate_name(session_id, "session id")
+        registry.check_free(mesh.home, validate_name(session_id, "session id"))
     registry.check_limit(mesh.home, role_def.name, session_id, role_def.concurrency)
     _check_agent(mesh.home, role_def, agent if queue else "claude")
     tree = worktree.ensure(mesh.home, repository.root, role_def.name, root)

@@ -175,10 +175,23 @@ def _claim(home: MeshHome, session_id: str) -> dict | None:
     previous = get(home, session_id)
     if previous is None:
         return None  # a claim that died before writing its record
+    return _dead_or_busy(home, previous)
+
+
+def check_free(home: MeshHome, session_id: str) -> None:
+    """Busy (75) when the id is a session's that is not dead, before anything is started
+    for it (mesh-spawn --id): a live process's id is never taken over."""
+    previous = get(home, session_id)
+    if previous is not None:
+        _dead_or_busy(home, previous)
+
+
+def _dead_or_busy(home: MeshHome, previous: dict) -> dict:
     current = classify(home, previous)
     if current["state"] != "dead":
-        raise Busy(f"session id {session_id} is {current['state']}: pid {previous.get('pid')} "
-                   f"on {previous.get('host')}, heartbeat {current['heartbeat_age']:.0f}s ago")
+        raise Busy(f"session id {previous['id']} is {current['state']}: pid "
+                   f"{previous.get('pid')} on {previous.get('host')}, heartbeat "
+                   f"{current['heartbeat_age']:.0f}s ago")
     return current
 
 

@@ -126,3 +126,12 @@ def quiet_broken_pipe() -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
     return READER_GONE
+
+
+def did_you_mean(word: str, names, cutoff: float = 0.6) -> str:
+    """`; did you mean 'x'?` for the closest of names (case aside), else "": one hint for
+    every refusal of a misspelt name (a role, a subcommand)."""
+    import difflib  # only on error paths: start-up stays lean
+
+    close = difflib.get_close_matches(word.lower(), sorted(names), n=1, cutoff=cutoff)
+    return f"; did you mean {close[0]!r}?" if close else ""

@@ -110,6 +110,7 @@ class EmbeddedRedis:
                 self.password()  # one an older meshtools started, without one, is refused
                 if self.running():
                     return False
+            stop_orphans(self.dir)  # a server of the mesh this one replaced (rm -rf; init)
             socket = os.path.join(self._private_socket_dir(), SOCKET)
             if os.path.exists(socket):
                 os.unlink(socket)  # left by a server that was killed
@@ -189,6 +190,39 @@ class EmbeddedRedis:
             os.unlink(self._socket_record)
         except (OSError, ConfigError):
             pass  # not empty or not ours: leave it
+
+
+def stop_orphans(redis_dir: str, timeout: float = 10.0) -> list[int]:
+    """Stop each embedded server of ours still serving redis_dir after that directory was
+    deleted (rm -rf of MESH_HOME): its socket and password went with it, so no client and
+    no `mesh-redis stop` can reach it, and nothing else would ever stop it. Such a server's
+    working directory (redis chdirs to --dir) has no links left. Waits for them to exit (a
+    server that exits unlinks the socket and pid file paths, a new server's by then), and
+    returns their pids."""
+    import psutil
+
+    orphans = []
+    for p in psutil.process_iter(["cmdline", "uids"]):
+        argv = p.info["cmdline"] or []
+        if not (argv and os.path.basename(argv[0]).startswith("redis-server")
+                and p.info["uids"] and p.info["uids"].real == os.getuid()
+                and _option(argv, "--dir") == redis_dir):
+            continue
+        try:
+            if os.stat(f"/proc/{p.pid}/cwd").st_nlink == 0:
+                p.terminate()
+                orphans.append(p)
+        except (OSError, psutil.Error):
+            pass  # gone meanwhile, or not ours to look at
+    stubborn = psutil.wait_procs(orphans, timeout=timeout)[1]
+    for p in stubborn:
+        p.kill()
+    psutil.wait_procs(stubborn, timeout=timeout)
+    return [p.pid for p in orphans]
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    return argv[argv.index(name) + 1] if name in argv[:-1] else None
 
 
 def binary() -> str:

@@ -76,6 +76,7 @@ class Worker:
     stopped_by: int = 0  # the first stop signal
     done: int = 0
     _current: tuple | None = None  # (queue, entry, task id) in flight
+    _said_idle: bool = False  # a stop said "no task running": none may start after it
     _clear_until: float = 0.0  # no pause was in force when last asked: trust it until then
     _reclaimed: threading.Event = field(default_factory=threading.Event)
 
@@ -116,6 +117,7 @@ class Worker:
             self.stopping += 1
             self.stopped_by = self.stopped_by or signum
             current = self._current
+            self._said_idle = self._said_idle or current is None
             notice = stop_notice(signum, self.stopping, current and current[2])
             try:
                 os.write(2, f"queue-drain: {notice}\n".encode(errors="replace"))
@@ -215,7 +217,11 @@ class Worker:
             self.broker.dead_letter(queue, entry, task, self._result(task, queue, outcome, attempt),
                                     f"delivered {attempt} times, max_attempts is {limit}")
             return
-        self._current = (queue, entry, task["id"])
+        self._current = (queue, entry, task["id"])  # a stop from here finishes it
+        if self._said_idle:  # the stop came between the read and here: keep its word
+            self._current = None
+            self._hand_back(queue, entry, task, "handed_back")
+            return
         try:
             outcome = self.executor.run(task, self.workdir,
                                         task.get("timeout") or self.default_timeout)

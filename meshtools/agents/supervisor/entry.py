@@ -53,6 +53,9 @@ def run_spec(spec: dict) -> int:
         raise errors.Busy(f"gave up: {outcome.failures} rapid failures "
                           f"(last exit {outcome.code})")
     if outcome.status == HOME_GONE:
+        from ...queue.server import EmbeddedRedis, stop_orphans
+
+        stop_orphans(EmbeddedRedis(home).dir)  # the gone mesh's Redis is a leftover too
         raise errors.ConfigError(f"MESH_HOME {home.path} was deleted or replaced: stopped "
                                  f"(last exit {outcome.code})")
     if spec["role"]:

@@ -182,7 +182,8 @@ class Supervisor:
             return self.change_state(states.FATAL, spawn=self.spawn_id, failures=decision.n,
                                      code=code)
         self.change_state(BACKOFF, spawn=self.spawn_id, delay=round(decision.delay, 6),
-                          n=self._n, reason="exited")
+                          n=self._n, reason="exited",  # rerun: a finished run, no failure
+                          rerun=code == 0 and self.policy.rerun_delay is not None)
 
     def _backoff(self) -> None:
         """BACKOFF: sleep out the delay, then STARTING; a stop or a restart request (in the

@@ -45,6 +45,7 @@ FINAL_STATES = frozenset({STOPPED, FATAL})
 RECORDED = {RUNNING: "running", STOPPING: "stopping", BACKOFF: "backoff", FATAL: "FATAL"}
 # The session's phase in the registry, formatted with the change's fields.
 PHASES = {RUNNING: "running", BACKOFF: "backoff {delay:g}s", FATAL: "FATAL"}
+RERUN_PHASE = "next run in {delay:g}s"  # BACKOFF after a persistent agent's finished run
 # The event (spawn.<name>) that announces entering a state; see event().
 EVENTS = {RUNNING: "started", EXITED: "exited", BACKOFF: "restart", STOPPED: "stopped",
           FATAL: "fatal"}
@@ -71,5 +72,5 @@ def event(old: State, new: State) -> str | None:
 
 def phase(new: State, fields: dict) -> str | None:
     """The registry phase that entering `new` sets, None for one that keeps the phase."""
-    template = PHASES.get(new)
+    template = RERUN_PHASE if new is BACKOFF and fields.get("rerun") else PHASES.get(new)
     return None if template is None else template.format(**fields)
