@@ -5,8 +5,9 @@ commits go to main (mesh-pick with the gate), hand a failed or conflicting task 
 the failure as context (a new task, `<id>~<n>`, at most `max_handbacks` times), or just note
 it. It enqueues the standing task of each scheduled role once per period — the task id names
 the period, so a restarted anchor (or two of them) never enqueues it twice. And it watches
-the registry: a peer that turns stale, dead or FATAL is reported; a dead one that was
-spawned detached (or in tmux) is respawned, and so is a FATAL one (its supervisor gave up
+the registry: a peer that turns stale, dead or FATAL is reported; a dead one leaves the
+mesh (coord.sessions.leave: session.unregistered, its locks released) and, if it was
+spawned detached (or in tmux), is respawned, and so is a FATAL one (its supervisor gave up
 on a crash loop) once it has been FATAL for `fatal_cooldown`, at most `fatal_respawns`
 times, then given up on with one last event. Every decision is an event (anchor.*),
 handed to `report` too (mesh-anchor prints it). And it copies the event log into the
@@ -288,13 +289,17 @@ class Anchor:
     # peers ---------------------------------------------------------------------------------
 
     def check_peers(self) -> list[tuple]:
-        from ..coord import registry
+        """Report each peer that changed; a dead one has left the mesh (its session ends
+        here, its locks are released) and, if it was spawned to be, is respawned."""
+        from ..coord import registry, sessions as lifecycle
 
         sessions = [registry.classify(self.home, r) for r in registry.all_sessions(self.home)]
         self.peer_states, changes = peer_changes(self.peer_states, sessions, self.stuck_after)
         for record, old, new in changes:
             self.decided(f"anchor.peer_{new.lower()}", session=record["id"],
                          role=record.get("role"), previous=old, pid=record.get("pid"))
+            if new == "dead":
+                lifecycle.leave(self.home, record["id"], lifecycle.DEAD)
             spawned = spawns.read(self.home, record["id"])
             if new == "dead" and self.respawn and spawned and spawned.get("respawn"):
                 self.respawn_session(record, spawned)
