@@ -89,7 +89,7 @@ def _dir(home: MeshHome, session_id: str) -> str:
 
 
 def _guard(home: MeshHome):
-    home.ensure("sessions")
+    home.ensure(home.sessions)
     return fs.flocked(os.path.join(home.sessions, ".registry.lock"))
 
 

@@ -129,6 +129,11 @@ class MeshHome:
         return self.sub("config.toml")
 
     @property
+    def roles_file(self) -> str:
+        """The mesh's own roles.toml, over the packaged roles (agents.roles)."""
+        return self.sub("roles.toml")
+
+    @property
     def mesh_file(self) -> str:
         return self.sub("mesh.json")
 
