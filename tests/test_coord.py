@@ -403,3 +403,37 @@ def test_send_to_a_role_whose_peers_are_dead(run, anchor_process):
     gone.wait()
     result = run("coord-send", "--as", "b1", "security", "audit this")
     assert result.returncode == 65 and "no live peer has the role 'security'" in result.stderr
+
+
+# --- one lifecycle: however a session ends, one event says so, with its role ------------
+
+def _by_coord_unregister(run, anchor_process):
+    register(run, anchor_process(), "builder", "--id", "b1")
+    run("coord-unregister", "--as", "b1", check=0)
+
+
+def _by_its_supervisor(run, anchor_process):
+    run("mesh-supervise", "--restart", "on-failure", "--role", "builder", "--session", "b1",
+        "--", "true", check=0, timeout=30)
+
+
+def _by_the_anchor_finding_it_dead(run, anchor_process):
+    dead = anchor_process()
+    register(run, dead, "builder", "--id", "b1")
+    run("file-lock", "acquire", "--as", "b1", "docs", check=0)
+    dead.kill()
+    dead.wait()
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+
+
+@pytest.mark.parametrize("end", [_by_coord_unregister, _by_its_supervisor,
+                                 _by_the_anchor_finding_it_dead])
+def test_a_session_ends_in_one_event_with_its_role(run, anchor_process, repo, mesh_home, end):
+    """Issue 9: the supervisor's end said no role, the anchor's loop said nothing at all."""
+    end(run, anchor_process)
+    [left] = [e for e in events(mesh_home) if e["event"] in ("session.unregistered",
+                                                             "session.pruned")]
+    assert (left["event"], left["id"], left["role"]) == ("session.unregistered", "b1", "builder")
+    assert left["reason"]
+    assert registry.get(MeshHome(str(mesh_home)), "b1") is None
+    assert lock_table(mesh_home)["locks"] == {}  # a dead one's are released with it

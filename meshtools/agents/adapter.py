@@ -373,6 +373,6 @@ def heartbeat_phase(home, session: str | None):
     is simply not watched."""
     if not session:
         return None
-    from .sessions import beat
+    from ..coord.sessions import beat
 
     return lambda phase: beat(home, session, phase)

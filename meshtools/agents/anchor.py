@@ -5,8 +5,9 @@ commits go to main (mesh-pick with the gate), hand a failed or conflicting task 
 the failure as context (a new task, `<id>~<n>`, at most `max_handbacks` times), or just note
 it. It enqueues the standing task of each scheduled role once per period — the task id names
 the period, so a restarted anchor (or two of them) never enqueues it twice. And it watches
-the registry: a peer that turns stale, dead or FATAL is reported; a dead one that was
-spawned detached (or in tmux) is respawned, and so is a FATAL one (its supervisor gave up
+the registry: a peer that turns stale, dead or FATAL is reported; a dead one leaves the
+mesh (coord.sessions.leave: session.unregistered, its locks released) and, if it was
+spawned detached (or in tmux), is respawned, and so is a FATAL one (its supervisor gave up
 on a crash loop) once it has been FATAL for `fatal_cooldown`, at most `fatal_respawns`
 times, then given up on with one last event. Every decision is an event (anchor.*),
 handed to `report` too (mesh-anchor prints it). And it copies the event log into the
@@ -28,11 +29,10 @@ from ..core import config, events, fs
 from ..core.errors import BadInput, Busy
 from ..queue.results import Results
 from ..queue.tasks import normalise
+from . import spawns
 from .pick import tail
 from .roles import Role, parse_duration
 
-CURSOR_FILE = "anchor-cursor"
-LOOP_LOCK = "anchor.lock"
 DEFAULT_MAX_HANDBACKS = 1
 DEFAULT_STUCK_AFTER = 1800.0  # seconds in one working phase before a live agent is "stuck"
 DEFAULT_FATAL_COOLDOWN = 300.0  # seconds a FATAL peer stays down before it is respawned
@@ -157,7 +157,7 @@ def hold_the_anchor(home) -> int:
     import fcntl
 
     home.ensure()
-    fd = os.open(home.sub(LOOP_LOCK), os.O_RDWR | os.O_CREAT, fs.FILE_MODE)
+    fd = os.open(home.anchor_lock, os.O_RDWR | os.O_CREAT, fs.FILE_MODE)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -190,13 +190,9 @@ class Anchor:
 
     # results -------------------------------------------------------------------------------
 
-    @property
-    def cursor_path(self) -> str:
-        return self.home.sub(CURSOR_FILE)
-
     def cursor(self) -> str:
         try:
-            with open(self.cursor_path) as f:
+            with open(self.home.anchor_cursor) as f:
                 return f.read().strip() or "0-0"
         except FileNotFoundError:
             return "0-0"
@@ -217,7 +213,7 @@ class Anchor:
                     self.blocked = str(e)
                     return handled
                 self.blocked = None
-                fs.atomic_write(self.cursor_path, entry, fsync=False)
+                fs.atomic_write(self.home.anchor_cursor, entry, fsync=False)
                 handled += 1
             if not everything or len(entries) < RESULTS_BATCH:
                 return handled
@@ -293,14 +289,18 @@ class Anchor:
     # peers ---------------------------------------------------------------------------------
 
     def check_peers(self) -> list[tuple]:
-        from ..coord import registry
+        """Report each peer that changed; a dead one has left the mesh (its session ends
+        here, its locks are released) and, if it was spawned to be, is respawned."""
+        from ..coord import registry, sessions as lifecycle
 
         sessions = [registry.classify(self.home, r) for r in registry.all_sessions(self.home)]
         self.peer_states, changes = peer_changes(self.peer_states, sessions, self.stuck_after)
         for record, old, new in changes:
             self.decided(f"anchor.peer_{new.lower()}", session=record["id"],
                          role=record.get("role"), previous=old, pid=record.get("pid"))
-            spawned = spawn_info(self.home, record["id"])
+            if new == "dead":
+                lifecycle.leave(self.home, record["id"], lifecycle.DEAD)
+            spawned = spawns.read(self.home, record["id"])
             if new == "dead" and self.respawn and spawned and spawned.get("respawn"):
                 self.respawn_session(record, spawned)
         if self.respawn:
@@ -320,18 +320,18 @@ class Anchor:
     def retry_fatal(self, record: dict) -> None:
         """Respawn a FATAL peer after the cool-down, a bounded number of times; the count
         lives in its spawn record, so a person's own mesh-spawn starts it over."""
-        spawned = spawn_info(self.home, record["id"])
+        spawned = spawns.read(self.home, record["id"])
         action = fatal_retry(record, spawned, self.fatal_cooldown, self.fatal_respawns)
         if action is None:
             return
         attempts = int(spawned.get("fatal_respawns") or 0)
         if action == "give_up":
-            _update_spawn(self.home, record["id"], fatal_given_up=True)
+            spawns.update(self.home, record["id"], fatal_given_up=True)
             self.decided("anchor.fatal_given_up", session=record["id"], role=record.get("role"),
                          reason=f"FATAL again after {attempts} respawn(s)")
             return
         self.respawn_session(record, spawned, attempt=attempts + 1, of=self.fatal_respawns)
-        _update_spawn(self.home, record["id"], fatal_respawns=attempts + 1)
+        spawns.update(self.home, record["id"], fatal_respawns=attempts + 1)
 
     # all of it -----------------------------------------------------------------------------
 
@@ -360,22 +360,3 @@ def fatal_settings(settings: config.Section) -> tuple[float, int]:
     if respawns < 0:
         raise settings.error("fatal_respawns", f"expected a count, got {respawns!r}")
     return cooldown, respawns
-
-
-def _spawn_path(home, session_id: str) -> str:
-    return home.sub("spawns", f"{session_id}.spawn.json")
-
-
-def spawn_info(home, session_id: str) -> dict | None:
-    """What mesh-spawn recorded about a session it started (mode, queue, worktree), and
-    the anchor's FATAL respawns of it."""
-    try:
-        return fs.read_json(_spawn_path(home, session_id))
-    except ValueError:
-        return None
-
-
-def _update_spawn(home, session_id: str, **fields) -> None:
-    info = spawn_info(home, session_id)
-    if info is not None:
-        fs.atomic_write_json(_spawn_path(home, session_id), dict(info, **fields))

@@ -153,7 +153,7 @@ def role_commits(cwd, main: str, branch: str) -> list[str]:
 # -- task records --------------------------------------------------------------------------
 
 def task_file(home, task_id: str) -> str:
-    return home.sub("tasks", f"{validate_task_id(task_id)}.json")
+    return os.path.join(home.tasks, f"{validate_task_id(task_id)}.json")
 
 
 def record_task_work(home, task_id: str, role: str, branch: str, base: str, head: str) -> dict:
@@ -163,7 +163,7 @@ def record_task_work(home, task_id: str, role: str, branch: str, base: str, head
     record = {"ts": clock.iso(), "kind": "task_work", "task": task_id, "role": role,
               "branch": branch, "base": base, "head": head}
     path = task_file(home, task_id)
-    home.ensure("tasks")
+    home.ensure(home.tasks)
     fs.atomic_write_json(path, record)
     return record
 
@@ -245,7 +245,7 @@ def pick(home, repo_root, commits: list[str], *, role: str | None = None,
     gate = gate if gate is not None else config.section(home, "pick").get("gate", str)
     shas = [gitops.commit_of(root, c) for c in commits]
     home.ensure()
-    with fs.flocked(home.sub("pick.lock")):
+    with fs.flocked(home.pick_lock):
         _preconditions(root, main)
         before = gitops.out(root, "rev-parse", "HEAD")
         to_pick, skipped = decide_picks(shas, cherry_states(root, main, shas),

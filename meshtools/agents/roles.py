@@ -13,7 +13,6 @@ from ..core.errors import BadInput, ConfigError
 from ..core.home import MeshHome
 from ..core.ids import validate_name
 
-OVERRIDE = "roles.toml"
 ANCHOR = "anchor"
 
 
@@ -183,7 +182,7 @@ def load(home: MeshHome | None = None) -> dict[str, Role]:
     path, text = packaged_text()
     tables = {name: (dict(t), path, text) for name, t in _parse(path, text).items()}
     if home is not None:
-        override = os.path.join(home.path, OVERRIDE)
+        override = home.roles_file
         try:
             with open(override, encoding="utf-8") as f:
                 own = f.read()

@@ -178,7 +178,7 @@ def ensure(home, repo, role: str, root: str | None = None) -> dict:
     main = gitops.main_branch(main_root, config.of(home))
     path = path_for(root_dir(home, main_root, root), main_root, role)
     home.ensure()
-    with fs.flocked(home.sub("worktree.lock")):
+    with fs.flocked(home.worktree_lock):
         existing = _existing(main_root, path, branch)
         created = existing is None
         if created:
@@ -309,7 +309,7 @@ def remove(home, repo, role: str, force: bool = False) -> dict:
     main_root = gitops.main_checkout(repo)
     main = gitops.main_branch(main_root, config.of(home))
     home.ensure()
-    with fs.flocked(home.sub("worktree.lock")):
+    with fs.flocked(home.worktree_lock):
         wt = next((w for w in mesh_worktrees(main_root) if w["branch"] == branch), None)
         has_branch = gitops.has_branch(main_root, branch)
         if wt is None and not has_branch:

@@ -43,7 +43,7 @@ def register(role, session_id, pid, phase, shell, mesh):
     Another role is refused (65); a live duplicate id is refused (75), a dead one taken
     over (its locks are released), and a role at its concurrency (roles.toml; one anchor
     per mesh) is refused (75)."""
-    from ..agents.sessions import join
+    from ..coord.sessions import join
 
     if session_id is None:
         session_id = _own_role_session(mesh, role)
@@ -83,12 +83,9 @@ def _own_role_session(mesh, role: str) -> str | None:
 def peers(roles, states, prune, mesh):
     """Sessions with their liveness (alive / stale / dead) and heartbeat age."""
     if prune:
-        from ..agents.sessions import release_locks
+        from ..coord.sessions import prune as prune_dead
 
-        removed = registry.prune(mesh.home)
-        for record in removed:
-            events.emit(mesh.home, "session.pruned", id=record["id"], role=record.get("role"))
-            release_locks(mesh.home, record, "was dead and pruned")
+        removed = prune_dead(mesh.home)
         mesh.table([dict(r, pruned=True) for r in removed], PEER_COLUMNS)
         return
     now = clock.now()
@@ -107,7 +104,7 @@ def peers(roles, states, prune, mesh):
 @cli.mesh_options(identity=True)
 def heartbeat(phase, mesh):
     """Refresh the calling session's heartbeat (and phase)."""
-    from ..agents.sessions import beat
+    from ..coord.sessions import beat
 
     record = beat(mesh.home, mesh.session(), phase)
     mesh.emit(record, f"heartbeat {record['id']} ({record.get('phase')})")
@@ -117,8 +114,9 @@ def heartbeat(phase, mesh):
 @cli.mesh_options(identity=True)
 def unregister(mesh):
     """Remove the calling session from the registry (its inbox stays)."""
-    record = registry.unregister(mesh.home, mesh.session())
-    events.emit(mesh.home, "session.unregistered", id=record["id"], role=record.get("role"))
+    from ..coord.sessions import UNREGISTERED, leave
+
+    record = leave(mesh.home, mesh.session(), UNREGISTERED)
     mesh.emit(record, f"unregistered {record['id']}")
 
 

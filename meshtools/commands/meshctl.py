@@ -114,8 +114,8 @@ def init(no_redis, mesh):
     home: MeshHome = mesh.home
     repository = home.repository()
     home.ensure()
-    for part in ("sessions", "inbox", "locks"):
-        home.ensure(part)
+    for path in (home.sessions, home.inboxes, home.locks):
+        home.ensure(path)
     recorded = fs.read_json(home.mesh_file) or {}
     created = "created" not in recorded
     record = {"root": os.path.realpath(repository.root if repository.git_dir == repository.common_dir

@@ -18,7 +18,7 @@ import time
 import click
 
 from .. import cli
-from ..core import clock, config, errors, events, fs, proc
+from ..core import clock, config, errors, events, proc
 
 READY_TIMEOUT = 30.0
 RERUN_DELAY = 30.0  # a persistent agent's pause between runs of its standing prompt
@@ -73,7 +73,7 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     """Register a session for ROLE, ensure its worktree and run its agent under
     mesh-supervise. With --detach or --tmux, prints the session record once the agent is
     registered (JSON lines when piped) and exits."""
-    from ..agents import roles, worktree
+    from ..agents import roles, spawns, worktree
     from ..core.ids import validate_name
 
     from ..coord import registry
@@ -106,8 +106,7 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     record = _wait_registered(mesh.home, pid, info.get("log"))
     info.update(session=record["id"], pid=pid,
                 respawn=respawn_argv(role_def.name, record["id"], mode, queue, agent, root))
-    spawns = mesh.home.ensure("spawns")  # the supervisor may not have made it yet
-    fs.atomic_write_json(os.path.join(spawns, f"{record['id']}.spawn.json"), info)
+    spawns.write(mesh.home, record["id"], info)
     events.emit(mesh.home, "spawn.spawned", session=record["id"], role=role_def.name,
                 pid=pid, mode=info["mode"], queue=queue, worktree=tree["path"])
     mesh.emit({"ts": clock.iso(), "kind": "spawn", **{k: v for k, v in info.items()
@@ -136,7 +135,7 @@ def _check_agent(home, role, agent: str) -> None:
 
 
 def _detach(home, argv: list[str], env: dict, role: str, cwd: str) -> tuple[int, str]:
-    folder = home.ensure("spawns")
+    folder = home.ensure(home.spawns)
     log = os.path.join(folder, f"{role}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}.log")
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:

@@ -125,6 +125,6 @@ def _register(mesh, role: str | None, session: str | None) -> str | None:
         if session and registry.get(mesh.home, validate_name(session, "session id")) is None:
             raise errors.BadInput(f"unknown session {session} (register it, or give --role)")
         return session
-    from ..agents.sessions import join
+    from ..coord.sessions import join
 
     return join(mesh.home, role, session, os.getpid(), "starting")["id"]

@@ -38,7 +38,7 @@ def message(sender: str, to: str, body: str | None = None, data: dict | None = N
 def deliver(home: MeshHome, record: dict) -> str:
     """Write one message into its recipient's new/; returns the path."""
     for box in BOXES:
-        home.ensure("inbox", record["to"], box)
+        home.ensure(home.inboxes, record["to"], box)
     tmp = os.path.join(_box(home, record["to"], "tmp"), record["id"])
     fs.atomic_write(tmp, jsonl.dumps(record) + "\n")
     final = os.path.join(_box(home, record["to"], "new"), record["id"])

@@ -89,7 +89,7 @@ def _dir(home: MeshHome, session_id: str) -> str:
 
 
 def _guard(home: MeshHome):
-    home.ensure("sessions")
+    home.ensure(home.sessions)
     return fs.flocked(os.path.join(home.sessions, ".registry.lock"))
 
 
@@ -221,10 +221,17 @@ def heartbeat(home: MeshHome, session_id: str, phase: str | None = None) -> tupl
     return record, previous_phase
 
 
-def unregister(home: MeshHome, session_id: str) -> dict:
-    _existing(home, session_id)
+def unregister(home: MeshHome, session_id: str, only_dead: bool = False) -> dict | None:
+    """Remove the record and return it; BadInput (65) for an unknown id. only_dead: only
+    if it is dead, judged under the lock (None otherwise, or when it is gone already)."""
+    if not only_dead:
+        _existing(home, session_id)
     with _guard(home):
-        record = _existing(home, session_id)
+        record = get(home, session_id)
+        if only_dead and (record is None or classify(home, record)["state"] != "dead"):
+            return None
+        if record is None:
+            raise BadInput(f"unknown session {session_id} (not registered)")
         _remove(_dir(home, session_id))
     return record
 

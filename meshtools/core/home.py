@@ -83,7 +83,8 @@ class MeshHome:
         return os.path.join(self.path, *parts)
 
     def ensure(self, *parts: str) -> str:
-        """Create (0700) and return a directory inside the home."""
+        """Create (0700) and return a directory inside the home: parts, or one of the
+        layout's paths below (home.ensure(home.spawns))."""
         target = self.sub(*parts)
         try:
             fs.ensure_dir(target)
@@ -107,12 +108,49 @@ class MeshHome:
         return self.sub("locks")
 
     @property
+    def spawns(self) -> str:
+        """Supervisors' state and control requests, mesh-spawn's records and logs."""
+        return self.sub("spawns")
+
+    @property
+    def tasks(self) -> str:
+        """tasks/<id>.json: the commits each task made (agents.pick owns them)."""
+        return self.sub("tasks")
+
+    @property
+    def pick_lock(self) -> str:
+        return self.sub("pick.lock")
+
+    @property
+    def worktree_lock(self) -> str:
+        return self.sub("worktree.lock")
+
+    @property
+    def anchor_lock(self) -> str:
+        """flock held by the one mesh-anchor loop for its life."""
+        return self.sub("anchor.lock")
+
+    @property
+    def anchor_cursor(self) -> str:
+        """The last tasks:results entry the anchor handled."""
+        return self.sub("anchor-cursor")
+
+    @property
+    def redis_dir(self) -> str:
+        return self.sub("redis")
+
+    @property
     def events_file(self) -> str:
         return self.sub("events.jsonl")
 
     @property
     def config_file(self) -> str:
         return self.sub("config.toml")
+
+    @property
+    def roles_file(self) -> str:
+        """The mesh's own roles.toml, over the packaged roles (agents.roles)."""
+        return self.sub("roles.toml")
 
     @property
     def mesh_file(self) -> str:

@@ -52,7 +52,7 @@ def is_dead(owner: dict) -> bool:
 class LockService:
     def __init__(self, home: MeshHome, table: LockTable | None = None):
         self.home = home
-        self.table = table if table is not None else FileLockTable(home.sub("locks"))
+        self.table = table if table is not None else FileLockTable(home.locks)
         self.waiting_process = proc.identity()  # what owns a recorded wait
 
     # --- who is asking -------------------------------------------------------------------

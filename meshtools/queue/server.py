@@ -39,7 +39,7 @@ RESTART = "mesh-redis stop && mesh-redis start"
 class EmbeddedRedis:
     def __init__(self, home: MeshHome):
         self.home = home
-        self.dir = home.sub("redis")
+        self.dir = home.redis_dir
         self.secret_file = os.path.join(self.dir, "secret")
         self._socket_record = os.path.join(self.dir, "socket-dir")
 

@@ -23,15 +23,15 @@ _SPAWN_ID = re.compile(r"[0-9a-f]{1,32}")
 
 
 def spawn_dir(home) -> str:
-    return home.ensure("spawns")
+    return home.ensure(home.spawns)
 
 
 def state_path(home, key: str) -> str:
-    return home.sub("spawns", validate_name(key, "spawn key") + ".json")
+    return os.path.join(home.spawns, validate_name(key, "spawn key") + ".json")
 
 
 def control_dir(home, key: str) -> str:
-    return home.sub("spawns", validate_name(key, "spawn key") + ".control")
+    return os.path.join(home.spawns, validate_name(key, "spawn key") + ".control")
 
 
 def read_state(home, key: str) -> dict | None:

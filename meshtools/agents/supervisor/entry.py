@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 
-from ...core import errors, events
+from ...core import errors
 from .policy import FATAL, RestartPolicy
 from .process import HOME_GONE, Supervisor, _write_line
 from .signals import FORWARDED
@@ -73,10 +73,9 @@ def describe(record: dict) -> str:
 
 def unregister(home, session: str) -> None:
     """End the session this supervisor registered (someone may have removed it already)."""
-    from ...coord import registry
+    from ...coord.sessions import SUPERVISOR_EXITED, leave
 
     try:
-        registry.unregister(home, session)
+        leave(home, session, SUPERVISOR_EXITED)
     except errors.BadInput:
         return
-    events.emit(home, "session.unregistered", id=session)

@@ -303,7 +303,7 @@ class Supervisor:
         if not self.session or self._home_gone:
             return
         self._beat_at = time.monotonic() + self._beat_every
-        from ..sessions import beat
+        from ...coord.sessions import beat
 
         try:
             beat(self.home, self.session, phase)

@@ -1,15 +1,21 @@
-"""A session's life in the registry with the events that say so: joining as a session of a
-role (within its concurrency: one anchor per mesh), and its heartbeat and phase."""
+"""A session's life, the one place that changes the registry and says so in events: it
+joins as a session of a role (within its concurrency: one anchor per mesh), beats (heartbeat
+and phase), and leaves. However it ends (coord-unregister, its supervisor exiting, the
+anchor finding it dead), leaving is one session.unregistered event that names its role and
+why; a dead one's locks are released with it. Pruning the dead is session.pruned."""
 
-from ..coord import registry
 from ..core import events
+from . import registry
+
+# Why a session left (the event's reason).
+UNREGISTERED, SUPERVISOR_EXITED, DEAD = "unregistered", "supervisor exited", "dead"
 
 
 def join(home, role: str, session_id: str | None, pid: int, phase: str | None = None) -> dict:
     """Register as a role the mesh defines (BadInput, 65, otherwise); Busy (75) for a live
     duplicate id or a role at its limit. Returns the record. Taking over a dead session's
     id frees its locks: they were the dead process's, never the newcomer's."""
-    from . import roles
+    from ..agents import roles
 
     limit = roles.get(home, role).concurrency
     record, previous = registry.register(home, role, session_id, pid, phase, limit=limit)
@@ -38,3 +44,27 @@ def beat(home, session_id: str, phase: str | None = None) -> dict:
     if phase is not None and phase != previous:
         events.emit(home, "session.phase", id=record["id"], phase=phase, previous=previous)
     return record
+
+
+def leave(home, session_id: str, reason: str) -> dict | None:
+    """End the session: its record goes (its inbox stays) and session.unregistered says so,
+    with its role and the reason. BadInput (65) for an unknown session. With reason DEAD
+    it goes only if it is still dead (re-checked under the registry's lock: a respawn may
+    have taken the id over meanwhile), else None; its locks are released."""
+    record = registry.unregister(home, session_id, only_dead=reason == DEAD)
+    if record is None:
+        return None
+    events.emit(home, "session.unregistered", id=record["id"], role=record.get("role"),
+                reason=reason)
+    if reason == DEAD:
+        release_locks(home, record, "was dead")
+    return record
+
+
+def prune(home) -> list[dict]:
+    """Remove every dead session and release its locks (session.pruned each)."""
+    removed = registry.prune(home)
+    for record in removed:
+        events.emit(home, "session.pruned", id=record["id"], role=record.get("role"))
+        release_locks(home, record, "was dead and pruned")
+    return removed
