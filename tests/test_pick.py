@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from meshtools.agents import pick
-from meshtools.core import events
+from meshtools.agents import gitops, pick
+from meshtools.core import config, events
 from meshtools.core.home import MeshHome
 
 from .conftest import commit, git
@@ -171,8 +171,9 @@ def test_library_call_without_a_git_identity(repo, builder, mesh_home, monkeypat
     for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
                 "GIT_COMMITTER_EMAIL", "EMAIL"):
         monkeypatch.delenv(var, raising=False)
-    record = pick.pick(MeshHome(str(mesh_home)), str(repo), [sha], role="builder", task=None,
-                       gate=None)
+    home = MeshHome(str(mesh_home))
+    record = pick.pick(home, gitops.main_of(str(repo), config.of(home)), [sha], role="builder",
+                       task=None, gate=None)
     assert record["status"] == "picked"
     assert git(repo, "log", "-1", "--format=%cn <%ce>") == "meshtools <meshtools@localhost>"
     assert git(repo, "log", "-1", "--format=%an") == "t"  # the author is kept

@@ -235,10 +235,11 @@ class Anchor:
         return self.follow(result, decision, context)
 
     def land(self, result: dict, work: dict) -> Decision:
-        from . import pick
+        from . import gitops, pick
 
-        commits = pick.range_commits(self.repo_root, work.get("base"), work["head"])
-        record = pick.pick(self.home, self.repo_root, commits, role=result.get("role"),
+        main = gitops.main_of(self.repo_root, config.of(self.home))
+        commits = pick.range_commits(main.root, work.get("base"), work["head"])
+        record = pick.pick(self.home, main, commits, role=result.get("role"),
                            task=result["id"], gate=self.gate)
         if record["status"] in ("picked", "skipped"):
             self.note("anchor.landed", result, record["status"], picked=record["picked"],

@@ -174,8 +174,7 @@ def _record(role: str, path: str, branch: str, **extra) -> dict:
 def ensure(home, repo, role: str, root: str | None = None) -> dict:
     """Create (or find) the role's worktree; install the lock gate. Idempotent."""
     branch = branch_for(role)
-    main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, config.of(home))
+    main_root, main = gitops.main_of(repo, config.of(home))
     path = path_for(root_dir(home, main_root, root), main_root, role)
     home.ensure()
     with fs.flocked(home.sub("worktree.lock")):
@@ -283,8 +282,7 @@ def describe(main_root: str, main: str, wt: dict, trailers: set[str] | None = No
 
 
 def list_worktrees(home, repo) -> list[dict]:
-    main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, config.of(home))
+    main_root, main = gitops.main_of(repo, config.of(home))
     trailers = pick.trailers_on(main_root, main)  # one walk of main's history for them all
     return [describe(main_root, main, wt, trailers) for wt in mesh_worktrees(main_root)]
 
@@ -304,8 +302,7 @@ def remove(home, repo, role: str, force: bool = False) -> dict:
     holds uncommitted changes or commits not yet on main; the branch goes with it only when
     fully picked (or forced), so no work is ever dropped silently."""
     branch = branch_for(role)
-    main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, config.of(home))
+    main_root, main = gitops.main_of(repo, config.of(home))
     home.ensure()
     with fs.flocked(home.sub("worktree.lock")):
         wt = next((w for w in mesh_worktrees(main_root) if w["branch"] == branch), None)
