@@ -29,7 +29,7 @@ from ..core.errors import BadInput, Busy
 from ..queue.results import Results
 from ..queue.tasks import normalise
 from .pick import tail
-from .roles import Role, parse_duration
+from .roles import Role, of_queue, parse_duration
 
 CURSOR_FILE = "anchor-cursor"
 LOOP_LOCK = "anchor.lock"
@@ -224,7 +224,8 @@ class Anchor:
             block_ms = None  # the rest: only what is there already
 
     def handle(self, result: dict) -> Decision:
-        role = self.roles.get(result.get("role") or result.get("queue") or "")
+        role = (self.roles.get(result["role"]) if result.get("role")
+                else of_queue(self.roles, result.get("queue")))
         if role is not None:  # a task routed by queue alone names no role itself
             result = dict(result, role=role.name)
         work = result.get("work")  # the commits the task made (agents.work records them)
