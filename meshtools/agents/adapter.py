@@ -44,7 +44,7 @@ def agent_command(settings: config.Section, environ=os.environ) -> list[str]:
     """$MESH_AGENT_COMMAND (shell-split), else config.toml `[agent] command`, else claude."""
     if environ.get(COMMAND_ENV, "").strip():
         return shlex.split(environ[COMMAND_ENV])
-    command = settings.section("agent").get("command", (str, list))
+    command = settings.section("agent").value("command")
     if command is None:
         return list(DEFAULT_COMMAND)
     return _command_list(command, "config.toml: [agent] command")
@@ -324,9 +324,9 @@ def configured_agents(settings: config.Section) -> dict[str, dict]:
         if name in ("shell", "claude"):
             raise tables.error(name, f"{name!r} is built in; pick another name")
         table = tables.section(name)
-        command = _command_list(table.get("command", (str, list)),
+        command = _command_list(table.value("command"),
                                 f"config.toml: [agents.{name}]: command")
-        output = table.get("output", str, "text")
+        output = table.value("output")
         if output not in ("text", "stream-json"):
             raise table.error("output", "must be \"text\" or \"stream-json\"")
         checked[name] = {"command": command, "output": output}

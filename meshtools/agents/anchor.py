@@ -33,10 +33,8 @@ from .roles import Role, of_queue, parse_duration
 
 CURSOR_FILE = "anchor-cursor"
 LOOP_LOCK = "anchor.lock"
-DEFAULT_MAX_HANDBACKS = 1
-DEFAULT_STUCK_AFTER = 1800.0  # seconds in one working phase before a live agent is "stuck"
-DEFAULT_FATAL_COOLDOWN = 300.0  # seconds a FATAL peer stays down before it is respawned
-DEFAULT_FATAL_RESPAWNS = 3  # FATAL respawns of one spawned session before giving up on it
+# seconds in one working phase before a live agent is "stuck"
+DEFAULT_STUCK_AFTER = config.default("anchor", "stuck_after")
 TAIL = 1500
 RESULTS_BATCH = 100
 
@@ -180,9 +178,9 @@ class Anchor:
         self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
         self.gate = gate
         self.max_handbacks = (max_handbacks if max_handbacks is not None
-                              else settings.get("max_handbacks", int, DEFAULT_MAX_HANDBACKS))
+                              else settings.value("max_handbacks"))
         self.respawn = respawn
-        self.stuck_after = settings.get("stuck_after", float, DEFAULT_STUCK_AFTER)
+        self.stuck_after = settings.value("stuck_after")
         self.fatal_cooldown, self.fatal_respawns = fatal_settings(settings)
         self.report = report or (lambda record: None)
         self.peer_states: dict[str, str] = {}
@@ -353,12 +351,12 @@ class Anchor:
 
 def fatal_settings(settings: config.Section) -> tuple[float, int]:
     """([anchor] fatal_cooldown as seconds or a duration like 5m, [anchor] fatal_respawns)."""
-    cooldown = settings.get("fatal_cooldown", (int, float, str), DEFAULT_FATAL_COOLDOWN)
+    cooldown = settings.value("fatal_cooldown")
     try:
         cooldown = 0.0 if cooldown == 0 else parse_duration(cooldown)
     except ValueError as e:
         raise settings.error("fatal_cooldown", str(e))
-    respawns = settings.get("fatal_respawns", int, DEFAULT_FATAL_RESPAWNS)
+    respawns = settings.value("fatal_respawns")
     if respawns < 0:
         raise settings.error("fatal_respawns", f"expected a count, got {respawns!r}")
     return cooldown, respawns

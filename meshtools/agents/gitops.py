@@ -139,7 +139,7 @@ def main_of(path, settings: Section | None = None) -> Main:
     (settings: config.of(home)), else `main` if it exists, else the branch the main checkout
     has checked out. ConfigError (78) when none of these names a branch."""
     root = main_checkout(path)
-    configured = settings.section("worktrees").get("main", str) if settings else None
+    configured = settings.section("worktrees").value("main") if settings else None
     if configured is not None:
         if not has_branch(root, configured):
             raise errors.ConfigError(f"config [worktrees] main = {configured!r}: no such branch")

@@ -241,7 +241,7 @@ def pick(home, main: gitops.Main, shas: list[str], *, role: str | None = None,
     (75) without changing anything when the main checkout is not on main and clean.
     """
     root, main = main
-    gate = gate if gate is not None else config.section(home, "pick").get("gate", str)
+    gate = gate if gate is not None else config.value(home, "pick", "gate")
     home.ensure()
     with fs.flocked(home.sub("pick.lock")):
         _preconditions(root, main)

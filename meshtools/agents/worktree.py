@@ -150,7 +150,7 @@ def install_gate(worktree_path) -> str:
 # -- the repository ------------------------------------------------------------------------
 
 def root_dir(home, main_root: str, explicit: str | None = None) -> str:
-    configured = explicit or config.section(home, "worktrees").get("root", str)
+    configured = explicit or config.value(home, "worktrees", "root")
     if configured:
         return os.path.abspath(os.path.expanduser(configured))
     return os.path.dirname(os.path.abspath(main_root))
