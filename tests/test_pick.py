@@ -199,3 +199,18 @@ def test_decide_and_parsers():
     assert pick.unpicked_from_cherry("+ abc12345\n+ fff\n- eee\n", {"abc1234"}) == ["fff"]
     assert pick.parse_range("a..b") == ("a", "b") and pick.parse_range("c") == (None, "c")
     assert pick.tail("\n".join(map(str, range(100))), lines=2) == "98\n99"
+
+
+def test_pick_lands_the_shas_it_is_given_without_resolving_them_again(repo, builder, mesh_home,
+                                                                      monkeypatch, tmp_path):
+    """range_commits returns full shas; pick() ran `rev-parse X^{commit}` on each again."""
+    first = commit(builder, "docs/a.md", "a\n", "a")
+    second = commit(builder, "docs/b.md", "b\n", "b")
+    home = MeshHome(str(mesh_home))
+    main = gitops.main_of(str(repo), config.of(home))
+    shas = pick.range_commits(main.root, f"{first}~1", second)
+    trace = tmp_path / "git.trace"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    record = pick.pick(home, main, shas, gate="")
+    assert record["status"] == "picked" and record["picked_from"] == [first, second]
+    assert "^{commit}" not in trace.read_text()
