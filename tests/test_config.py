@@ -78,9 +78,9 @@ def test_a_typo_in_config_is_warned_about_once_naming_file_line_and_key(run, mes
     (mesh_home / "config.toml").write_text("[coord]\nstale_afer = 5\n\n[cord]\nx = 1\n")
     result = run("queue-drain", "--agent", "shell", "--burst", check=0)  # reads it twice
     assert result.stderr.splitlines() == [
-        f"meshtools: warning: {mesh_home}/config.toml:2: [coord] stale_afer: unknown key, "
+        f"queue-drain: warning: {mesh_home}/config.toml:2: [coord] stale_afer: unknown key, "
         "ignored (known: dead_after, stale_after)",
-        f"meshtools: warning: {mesh_home}/config.toml:4: cord: unknown key, ignored (known: "
+        f"queue-drain: warning: {mesh_home}/config.toml:4: cord: unknown key, ignored (known: "
         f"{', '.join(sorted([*config.SCHEMA, *config.TABLES]))})"]
 
 

@@ -12,6 +12,7 @@ tomllib stays out of start-up: MeshHome.config parses the file on first use.
 """
 
 import math
+import os
 import re
 import sys
 from typing import NamedTuple
@@ -144,7 +145,8 @@ def of(home) -> Section:
         _warned.add(settings.path)
         for names, key in unknown(settings.data):
             where = Section({}, settings.path, names).error(key, "unknown key, ignored")
-            sys.stderr.write(f"meshtools: warning: {where}{_known(names)}\n")
+            program = os.path.basename(sys.argv[0])  # as cli.prog_name() names it
+            sys.stderr.write(f"{program}: warning: {where}{_known(names)}\n")
     return settings
 
 
