@@ -313,3 +313,19 @@ def test_the_loop_on_a_terminal_says_it_is_following_before_any_decision(repo, m
     code, shown = interrupted_on_terminal(["mesh-anchor", "--no-respawn"],
                                           "following tasks:results")
     assert code == 130 and f"anchor of {repo}" in shown
+
+
+def test_work_routed_by_queue_alone_finds_the_role_that_drains_that_queue(run, repo, mesh_home):
+    """A role whose queue differs from its name: a task pushed to that queue names no role,
+    and the anchor found none (it looked the queue up as a role name), so it never landed."""
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "roles.toml").write_text('[roles.builder]\nqueue = "build"\n')
+    wt = worktree(run, "builder")
+    run("queue-push", "--role", "build", "--id", "t1",
+        f"echo 'pub fn q() {{}}' >> crates/core/src/lib.rs && {COMMIT} 'add q'", check=0)
+    run("queue-drain", "--queue", "build", "--role", "builder", "--agent", "shell",
+        "--workdir", wt, "--burst", check=0, timeout=120)
+    run("mesh-anchor", "--once", "--no-respawn", check=0)
+    assert "pub fn q()" in (repo / "crates/core/src/lib.rs").read_text()
+    assert [(e["task"], e["role"]) for e in events_named(mesh_home, "anchor.landed")] == [
+        ("t1", "builder")]

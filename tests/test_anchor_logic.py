@@ -116,9 +116,9 @@ def test_fatal_settings_come_from_config_and_bad_ones_are_refused():
     from meshtools.core.config import Section
     from meshtools.core.errors import ConfigError
 
-    assert anchor.fatal_settings(Section({})) == (300.0, 3)
-    assert anchor.fatal_settings(Section({"fatal_cooldown": "10m",
-                                          "fatal_respawns": 0})) == (600.0, 0)
+    assert anchor.fatal_settings(Section({}, names=("anchor",))) == (300.0, 3)
+    assert anchor.fatal_settings(Section({"fatal_cooldown": "10m", "fatal_respawns": 0},
+                                         names=("anchor",))) == (600.0, 0)
     for bad in ({"fatal_cooldown": "soon"}, {"fatal_respawns": -1}, {"fatal_respawns": "3"}):
         with pytest.raises(ConfigError):
             anchor.fatal_settings(Section(bad, names=("anchor",)))

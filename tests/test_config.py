@@ -60,3 +60,54 @@ def test_the_config_init_writes_tells_the_liveness_rule_of_the_readme(run, repo)
     text = open(f"{home}/config.toml").read()
     assert 'older than dead_after, "dead"' not in text
     assert "a live process on this host is never dead" in text
+
+
+def test_the_init_template_sets_only_keys_of_the_schema_at_their_defaults():
+    """meshctl init's config.toml, its commented-out settings included, against SCHEMA: a
+    key there is one the loader knows, and a value it shows is the default the code uses."""
+    import re
+    import tomllib
+
+    from meshtools.commands.meshctl import DEFAULT_CONFIG
+
+    text = re.sub(r"(?m)^# (?=\[|\w+ = )", "", DEFAULT_CONFIG)
+    data = tomllib.loads(text)
+    assert config.unknown(data) == []
+    assert set(data) == set(config.SCHEMA)  # every section is shown
+    shown = {(name, key): value for name, table in data.items() for key, value in table.items()}
+    assert ("coord", "stale_after") in shown and ("anchor", "fatal_respawns") in shown
+    for (name, key), value in shown.items():
+        default = config.default(name, key)
+        if default is not None and key != "rule":  # None: an example of an optional setting
+            assert (tuple(value) if isinstance(value, list) else value) == default, (name, key)
+
+
+def test_unknown_lists_keys_and_tables_the_schema_lacks():
+    data = {"coord": {"stale_afer": 5, "dead_after": 1}, "cord": {}, "locks": 5,
+            "agents": {"x": {"command": "x", "outptu": "text"}}}
+    assert config.unknown(data) == [(("coord",), "stale_afer"), ((), "cord"),
+                                    (("agents", "x"), "outptu")]
+
+
+def test_a_typo_in_config_is_warned_about_once_naming_file_line_and_key(run, mesh_home):
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text("[coord]\nstale_afer = 5\n\n[cord]\nx = 1\n")
+    result = run("queue-drain", "--agent", "shell", "--burst", check=0)  # reads it twice
+    assert result.stderr.splitlines() == [
+        f"queue-drain: warning: {mesh_home}/config.toml:2: [coord] stale_afer: unknown key, "
+        "ignored (known: dead_after, stale_after)",
+        f"queue-drain: warning: {mesh_home}/config.toml:4: cord: unknown key, ignored (known: "
+        f"{', '.join(sorted([*config.SCHEMA, *config.TABLES]))})"]
+
+
+def test_value_types_and_defaults_come_from_the_schema(mesh_home):
+    from meshtools.core.home import MeshHome
+
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    home = MeshHome(str(mesh_home))
+    assert config.value(home, "coord", "stale_after") == 60.0
+    assert config.value(home, "anchor", "max_handbacks") == 1
+    (mesh_home / "config.toml").write_text('[anchor]\nmax_handbacks = 2.5\n')
+    with pytest.raises(ConfigError, match=r"config.toml:2: \[anchor\] max_handbacks: expected"
+                                          " an integer, got 2.5"):
+        config.value(MeshHome(str(mesh_home)), "anchor", "max_handbacks")

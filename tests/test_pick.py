@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from meshtools.agents import pick
-from meshtools.core import events
+from meshtools.agents import gitops, pick
+from meshtools.core import config, events
 from meshtools.core.home import MeshHome
 
 from .conftest import commit, git
@@ -171,8 +171,9 @@ def test_library_call_without_a_git_identity(repo, builder, mesh_home, monkeypat
     for var in ("GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "GIT_COMMITTER_NAME",
                 "GIT_COMMITTER_EMAIL", "EMAIL"):
         monkeypatch.delenv(var, raising=False)
-    record = pick.pick(MeshHome(str(mesh_home)), str(repo), [sha], role="builder", task=None,
-                       gate=None)
+    home = MeshHome(str(mesh_home))
+    record = pick.pick(home, gitops.main_of(str(repo), config.of(home)), [sha], role="builder",
+                       task=None, gate=None)
     assert record["status"] == "picked"
     assert git(repo, "log", "-1", "--format=%cn <%ce>") == "meshtools <meshtools@localhost>"
     assert git(repo, "log", "-1", "--format=%an") == "t"  # the author is kept
@@ -198,3 +199,18 @@ def test_decide_and_parsers():
     assert pick.unpicked_from_cherry("+ abc12345\n+ fff\n- eee\n", {"abc1234"}) == ["fff"]
     assert pick.parse_range("a..b") == ("a", "b") and pick.parse_range("c") == (None, "c")
     assert pick.tail("\n".join(map(str, range(100))), lines=2) == "98\n99"
+
+
+def test_pick_lands_the_shas_it_is_given_without_resolving_them_again(repo, builder, mesh_home,
+                                                                      monkeypatch, tmp_path):
+    """range_commits returns full shas; pick() ran `rev-parse X^{commit}` on each again."""
+    first = commit(builder, "docs/a.md", "a\n", "a")
+    second = commit(builder, "docs/b.md", "b\n", "b")
+    home = MeshHome(str(mesh_home))
+    main = gitops.main_of(str(repo), config.of(home))
+    shas = pick.range_commits(main.root, f"{first}~1", second)
+    trace = tmp_path / "git.trace"
+    monkeypatch.setenv("GIT_TRACE", str(trace))
+    record = pick.pick(home, main, shas, gate="")
+    assert record["status"] == "picked" and record["picked_from"] == [first, second]
+    assert "^{commit}" not in trace.read_text()

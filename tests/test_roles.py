@@ -121,3 +121,15 @@ def test_the_gate_keeps_a_role_inside_its_write_boundary(run, repo, anchor_proce
     run("file-lock", "acquire", "crates/core", "--as", "b1", check=0)
     assert run("file-lock", "check", "--hook", input=call,
                env={"MESH_SESSION": "b1"}).returncode == 0
+
+
+def test_of_queue_finds_a_role_by_its_queue_not_its_name(mesh_home):
+    from meshtools.agents import roles
+    from meshtools.core.home import MeshHome
+
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "roles.toml").write_text('[roles.builder]\nqueue = "build"\n')
+    known = roles.load(MeshHome(str(mesh_home)))
+    assert roles.of_queue(known, "build").name == "builder"
+    assert roles.of_queue(known, "builder") is None
+    assert roles.of_queue(known, "triage").name == "triage"

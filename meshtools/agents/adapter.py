@@ -45,7 +45,7 @@ def agent_command(settings: config.Section, environ=os.environ) -> list[str]:
     if environ.get(COMMAND_ENV, "").strip():
         return shlex.split(environ[COMMAND_ENV])
     table = settings.section("agent")
-    if table.get("command", (str, list)) is None:
+    if table.value("command") is None:
         return list(DEFAULT_COMMAND)
     return _command_list(table)
 
@@ -53,7 +53,7 @@ def agent_command(settings: config.Section, environ=os.environ) -> list[str]:
 def _command_list(table: config.Section) -> list[str]:
     """The table's command: a shell-split string or a list, non-empty, of strings; else a
     ConfigError naming file, line and key (an unclosed quote included)."""
-    command = table.get("command", (str, list))
+    command = table.value("command")
     if isinstance(command, str):
         try:
             command = shlex.split(command)
@@ -332,7 +332,7 @@ def configured_agents(settings: config.Section) -> dict[str, dict]:
             raise tables.error(name, f"{name!r} is built in; pick another name")
         table = tables.section(name)
         command = _command_list(table)
-        output = table.get("output", str, "text")
+        output = table.value("output")
         if output not in ("text", "stream-json"):
             raise table.error("output", "must be \"text\" or \"stream-json\"")
         checked[name] = {"command": command, "output": output}

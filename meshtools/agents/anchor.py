@@ -31,12 +31,10 @@ from ..queue.results import Results
 from ..queue.tasks import normalise
 from . import spawns
 from .pick import tail
-from .roles import Role, parse_duration
+from .roles import Role, of_queue, parse_duration
 
-DEFAULT_MAX_HANDBACKS = 1
-DEFAULT_STUCK_AFTER = 1800.0  # seconds in one working phase before a live agent is "stuck"
-DEFAULT_FATAL_COOLDOWN = 300.0  # seconds a FATAL peer stays down before it is respawned
-DEFAULT_FATAL_RESPAWNS = 3  # FATAL respawns of one spawned session before giving up on it
+# seconds in one working phase before a live agent is "stuck"
+DEFAULT_STUCK_AFTER = config.default("anchor", "stuck_after")
 TAIL = 1500
 RESULTS_BATCH = 100
 
@@ -180,9 +178,9 @@ class Anchor:
         self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
         self.gate = gate
         self.max_handbacks = (max_handbacks if max_handbacks is not None
-                              else settings.get("max_handbacks", int, DEFAULT_MAX_HANDBACKS))
+                              else settings.value("max_handbacks"))
         self.respawn = respawn
-        self.stuck_after = settings.get("stuck_after", float, DEFAULT_STUCK_AFTER)
+        self.stuck_after = settings.value("stuck_after")
         self.fatal_cooldown, self.fatal_respawns = fatal_settings(settings)
         self.report = report or (lambda record: None)
         self.peer_states: dict[str, str] = {}
@@ -220,7 +218,8 @@ class Anchor:
             block_ms = None  # the rest: only what is there already
 
     def handle(self, result: dict) -> Decision:
-        role = self.roles.get(result.get("role") or result.get("queue") or "")
+        role = (self.roles.get(result["role"]) if result.get("role")
+                else of_queue(self.roles, result.get("queue")))
         if role is not None:  # a task routed by queue alone names no role itself
             result = dict(result, role=role.name)
         work = result.get("work")  # the commits the task made (agents.work records them)
@@ -231,10 +230,11 @@ class Anchor:
         return self.follow(result, decision, context)
 
     def land(self, result: dict, work: dict) -> Decision:
-        from . import pick
+        from . import gitops, pick
 
-        commits = pick.range_commits(self.repo_root, work.get("base"), work["head"])
-        record = pick.pick(self.home, self.repo_root, commits, role=result.get("role"),
+        main = gitops.main_of(self.repo_root, config.of(self.home))
+        commits = pick.range_commits(main.root, work.get("base"), work["head"])
+        record = pick.pick(self.home, main, commits, role=result.get("role"),
                            task=result["id"], gate=self.gate)
         if record["status"] in ("picked", "skipped"):
             self.note("anchor.landed", result, record["status"], picked=record["picked"],
@@ -351,12 +351,12 @@ class Anchor:
 
 def fatal_settings(settings: config.Section) -> tuple[float, int]:
     """([anchor] fatal_cooldown as seconds or a duration like 5m, [anchor] fatal_respawns)."""
-    cooldown = settings.get("fatal_cooldown", (int, float, str), DEFAULT_FATAL_COOLDOWN)
+    cooldown = settings.value("fatal_cooldown")
     try:
         cooldown = 0.0 if cooldown == 0 else parse_duration(cooldown)
     except ValueError as e:
         raise settings.error("fatal_cooldown", str(e))
-    respawns = settings.get("fatal_respawns", int, DEFAULT_FATAL_RESPAWNS)
+    respawns = settings.value("fatal_respawns")
     if respawns < 0:
         raise settings.error("fatal_respawns", f"expected a count, got {respawns!r}")
     return cooldown, respawns

@@ -15,6 +15,7 @@ which branch"; this module is for what needs git itself.
 
 import os
 import subprocess
+from typing import NamedTuple
 
 from ..core import errors, git as gitfiles
 from ..core.config import Section
@@ -126,21 +127,29 @@ def main_checkout(path) -> str:
     return root
 
 
-def main_branch(root: str, settings: Section | None = None) -> str:
-    """The branch work lands on: [worktrees] main (settings: config.of(home)), else `main` if
-    it exists, else the branch the main checkout has checked out. ConfigError (78) when none
-    of these names a branch."""
-    configured = settings.section("worktrees").get("main", str) if settings else None
+class Main(NamedTuple):
+    """The main checkout and the branch work lands on: resolved once (main_of) per command
+    and passed down, never looked up again by the code it calls."""
+    root: str
+    branch: str
+
+
+def main_of(path, settings: Section | None = None) -> Main:
+    """The main checkout of the repository around path and its main branch: [worktrees] main
+    (settings: config.of(home)), else `main` if it exists, else the branch the main checkout
+    has checked out. ConfigError (78) when none of these names a branch."""
+    root = main_checkout(path)
+    configured = settings.section("worktrees").value("main") if settings else None
     if configured is not None:
         if not has_branch(root, configured):
             raise errors.ConfigError(f"config [worktrees] main = {configured!r}: no such branch")
-        return configured
+        return Main(root, configured)
     if has_branch(root, "main"):
-        return "main"
-    checkout = gitfiles.worktree_at(main_checkout(root))
+        return Main(root, "main")
+    checkout = gitfiles.worktree_at(root)
     branch = gitfiles.current_branch(checkout) if checkout else None
     if branch and has_branch(root, branch):
-        return branch
+        return Main(root, branch)
     raise errors.ConfigError("cannot tell the main branch: no `main`, and the main checkout "
                              "is detached (set [worktrees] main in config.toml)")
 

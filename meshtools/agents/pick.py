@@ -230,20 +230,18 @@ def run_gate(root: str, command: str, before: str) -> tuple[int, str]:
     return proc.returncode, tail(proc.stdout.decode(errors="replace"))
 
 
-def pick(home, repo_root, commits: list[str], *, role: str | None = None,
+def pick(home, main: gitops.Main, shas: list[str], *, role: str | None = None,
          task: str | None = None, gate: str | None = None) -> dict:
-    """Land commits (oldest first, any revisions) on the main branch in the main checkout.
+    """Land commits (full shas, oldest first, as range_commits and role_commits return them:
+    not resolved again here) on main.branch in the main checkout main.root (gitops.main_of).
 
     Returns the record {ts, kind:"pick", status, role, task, picked, skipped, conflicts,
     main_before, main_after, ...}; status is "picked" (at least one landed), "skipped"
     (nothing to land), "conflict" or "gate_failed" (main put back as it was). Raises Busy
-    (75) without changing anything when the main checkout is not on main and clean, BadInput
-    (65) for an unknown commit, ConfigError (78) when the main branch cannot be told.
+    (75) without changing anything when the main checkout is not on main and clean.
     """
-    root = gitops.main_checkout(repo_root)
-    main = gitops.main_branch(root, config.of(home))
-    gate = gate if gate is not None else config.section(home, "pick").get("gate", str)
-    shas = [gitops.commit_of(root, c) for c in commits]
+    root, main = main
+    gate = gate if gate is not None else config.value(home, "pick", "gate")
     home.ensure()
     with fs.flocked(home.pick_lock):
         _preconditions(root, main)

@@ -198,6 +198,16 @@ def load(home: MeshHome | None = None) -> dict[str, Role]:
     return roles
 
 
+def of_queue(roles: dict[str, Role], queue: str | None) -> Role | None:
+    """The role whose workers drain queue (its `queue` key, by default its name): how a task
+    routed by queue alone finds its role. Where several drain it, the one named like it;
+    None when that leaves no single role."""
+    found = [role for role in roles.values() if role.queue == queue]
+    if len(found) > 1:
+        found = [role for role in found if role.name == queue]
+    return found[0] if len(found) == 1 else None
+
+
 def get(home: MeshHome | None, name: str) -> Role:
     """One role, or exit 65 naming the roles there are (and the near miss, if any)."""
     validate_name(name, "role")

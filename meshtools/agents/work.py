@@ -55,8 +55,7 @@ class RecordingExecutor:
         base, branch = head_of(workdir)
         if base is not None and branch is not None:  # on a branch: start from main
             if self._main is None:
-                self._main = gitops.main_branch(gitops.main_checkout(workdir),
-                                                config.of(self.home))
+                self._main = gitops.main_of(workdir, config.of(self.home)).branch
             base = sync_with_main(self.home, workdir, self.role, base, self._main)
         outcome = self.inner.run(task, workdir, timeout, on_start)
         head, branch = head_of(workdir)

@@ -150,7 +150,7 @@ def install_gate(worktree_path) -> str:
 # -- the repository ------------------------------------------------------------------------
 
 def root_dir(home, main_root: str, explicit: str | None = None) -> str:
-    configured = explicit or config.section(home, "worktrees").get("root", str)
+    configured = explicit or config.value(home, "worktrees", "root")
     if configured:
         return os.path.abspath(os.path.expanduser(configured))
     return os.path.dirname(os.path.abspath(main_root))
@@ -174,8 +174,7 @@ def _record(role: str, path: str, branch: str, **extra) -> dict:
 def ensure(home, repo, role: str, root: str | None = None) -> dict:
     """Create (or find) the role's worktree; install the lock gate. Idempotent."""
     branch = branch_for(role)
-    main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, config.of(home))
+    main_root, main = gitops.main_of(repo, config.of(home))
     path = path_for(root_dir(home, main_root, root), main_root, role)
     home.ensure()
     with fs.flocked(home.worktree_lock):
@@ -285,8 +284,7 @@ def describe(main_root: str, main: str, wt: dict, trailers: set[str] | None = No
 
 
 def list_worktrees(home, repo) -> list[dict]:
-    main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, config.of(home))
+    main_root, main = gitops.main_of(repo, config.of(home))
     trailers = pick.trailers_on(main_root, main)  # one walk of main's history for them all
     return [describe(main_root, main, wt, trailers) for wt in mesh_worktrees(main_root)]
 
@@ -306,8 +304,7 @@ def remove(home, repo, role: str, force: bool = False) -> dict:
     holds uncommitted changes or commits not yet on main; the branch goes with it only when
     fully picked (or forced), so no work is ever dropped silently."""
     branch = branch_for(role)
-    main_root = gitops.main_checkout(repo)
-    main = gitops.main_branch(main_root, config.of(home))
+    main_root, main = gitops.main_of(repo, config.of(home))
     home.ensure()
     with fs.flocked(home.worktree_lock):
         wt = next((w for w in mesh_worktrees(main_root) if w["branch"] == branch), None)

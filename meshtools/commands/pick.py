@@ -42,17 +42,17 @@ def mesh_pick(task_id, role, span, task, gate, no_gate, mesh):
         raise click.UsageError("TASK_ID already names the task; drop --task")
     cli.exclusive(("--gate", gate), ("--no-gate", no_gate))
     repo = mesh.home.repository().root
-    root = gitops.main_checkout(repo)
+    main = gitops.main_of(repo, config.of(mesh.home))
+    root = main.root
     if role is not None:
-        branch = worktree.branch_for(role)
-        commits = pick.role_commits(root, gitops.main_branch(root, config.of(mesh.home)), branch)
+        commits = pick.role_commits(root, main.branch, worktree.branch_for(role))
     elif span is not None:
         commits = pick.range_commits(root, *pick.parse_range(span))
     else:
         work = pick.load_task_work(mesh.home, task_id)
         task, role = task_id, work.get("role")
         commits = pick.range_commits(root, work["base"], work["head"])
-    record = pick.pick(mesh.home, root, commits, role=role, task=task,
+    record = pick.pick(mesh.home, main, commits, role=role, task=task,
                        gate="" if no_gate else gate)
     mesh.emit(record, _human(record))
     if record["status"] in ("conflict", "gate_failed"):

@@ -112,7 +112,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     if role_name is not None:
         role = roles.get(mesh.home, role_name)
     elif agent != "shell" and len(queues) == 1:  # a role's own queue: that role
-        role = roles.load(mesh.home).get(queues[0])
+        role = roles.of_queue(roles.load(mesh.home), queues[0])
     executor = adapter.make_executor(agent, home=mesh.home, role=role, session=session,
                                      startup_timeout=startup_timeout,
                                      on_phase=adapter.heartbeat_phase(mesh.home, session))

@@ -21,7 +21,7 @@ from .. import cli
 from ..core import clock, config, errors, events, proc
 
 READY_TIMEOUT = 30.0
-RERUN_DELAY = 30.0  # a persistent agent's pause between runs of its standing prompt
+RERUN_DELAY = config.default("supervisor", "rerun_delay")  # a persistent agent's pause
 TASK_GRACE = 3600.0  # how long a stopping queue worker may finish a task with no timeout
 TMUX_SESSION = "meshtools"
 

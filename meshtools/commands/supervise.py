@@ -16,12 +16,16 @@ import click
 
 from .. import cli
 from ..agents import supervisor as sup
-from ..core import errors
+from ..core import config, errors
 
 EPILOG = ("Exit codes: the child's status once stopped (143 after SIGTERM), 0 when the child "
           "exits 0 under --restart on-failure, 64 usage, 65 bad key or id, 69 supervisor gone, "
           "75 gave up (FATAL) or the key is taken, 78 MESH_HOME was deleted or replaced, "
           "126/127 CMD cannot run.")
+
+
+# the options config.toml [supervisor] sets through mesh-spawn: their defaults are the schema's
+_DEFAULT = {key: spec.default for key, spec in config.SCHEMA["supervisor"].items()}
 
 
 @cli.command("mesh-supervise", epilog=EPILOG,
@@ -33,21 +37,22 @@ EPILOG = ("Exit codes: the child's status once stopped (143 after SIGTERM), 0 wh
 @click.option("--session", metavar="ID",
               help="The session whose heartbeat and phase to keep (with --role: its id; "
                    "default the first free <role>-<n>). Also the control KEY.")
-@click.option("--base", type=cli.SECONDS, default=1.0, show_default=True,
+@click.option("--base", type=cli.SECONDS, default=_DEFAULT["base"], show_default=True,
               metavar="S", help="Backoff base: the n-th rapid failure waits base*n^2.")
-@click.option("--cap", type=cli.SECONDS, default=60.0, show_default=True,
+@click.option("--cap", type=cli.SECONDS, default=_DEFAULT["cap"], show_default=True,
               metavar="S", help="The longest backoff.")
-@click.option("--min-uptime", type=cli.SECONDS, default=10.0, show_default=True,
-              metavar="S", help="A run shorter than this is a rapid failure.")
-@click.option("--max-failures", type=click.IntRange(min=1), default=5, show_default=True,
-              metavar="K", help="Give up (exit 75) at K consecutive rapid failures.")
+@click.option("--min-uptime", type=cli.SECONDS, default=_DEFAULT["min_uptime"],
+              show_default=True, metavar="S", help="A run shorter than this is a rapid failure.")
+@click.option("--max-failures", type=click.IntRange(min=1), default=_DEFAULT["max_failures"],
+              show_default=True, metavar="K",
+              help="Give up (exit 75) at K consecutive rapid failures.")
 @click.option("--restart", "restart", type=click.Choice([sup.ALWAYS, sup.ON_FAILURE]),
               default=sup.ALWAYS, show_default=True,
               help="on-failure: an exit 0 ends supervision.")
 @click.option("--rerun-delay", type=cli.SECONDS, metavar="S",
               help="A persistent agent: an exit 0 is a finished run, not a failure; run CMD "
                    "again after S seconds.")
-@click.option("--grace", type=cli.SECONDS, default=10.0, show_default=True,
+@click.option("--grace", type=cli.SECONDS, default=_DEFAULT["grace"], show_default=True,
               metavar="S", help="After forwarding a stop signal, SIGKILL the group after S.")
 @click.option("--stop", "stop_key", metavar="KEY",
               help="Send a stop to the supervisor of KEY (a session id or pid-<pid>).")

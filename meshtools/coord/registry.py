@@ -23,7 +23,6 @@ from ..core.errors import BadInput, Busy, ConfigError
 from ..core.home import MeshHome
 from ..core.ids import validate_name
 
-SESSION_STALE_AFTER, SESSION_DEAD_AFTER = 60.0, 600.0  # [coord] stale_after, dead_after
 RECORD = "session.json"
 
 
@@ -31,16 +30,15 @@ def thresholds(home: MeshHome) -> tuple[float, float]:
     """(stale_after, dead_after): env MESH_STALE_AFTER/MESH_DEAD_AFTER, then config.toml.
     Either way a finite number of seconds, 0 or more, else ConfigError (78) naming it."""
     coord = config.section(home, "coord")
-    return tuple(_seconds(env, coord, key, default) for env, key, default in
-                 (("MESH_STALE_AFTER", "stale_after", SESSION_STALE_AFTER),
-                  ("MESH_DEAD_AFTER", "dead_after", SESSION_DEAD_AFTER)))
+    return tuple(_seconds(env, coord, key) for env, key in
+                 (("MESH_STALE_AFTER", "stale_after"), ("MESH_DEAD_AFTER", "dead_after")))
 
 
-def _seconds(env: str, coord: config.Section, key: str, default: float) -> float:
+def _seconds(env: str, coord: config.Section, key: str) -> float:
     """One threshold: float() alone took "abc" (a crash, 70) and nan (never stale)."""
     text = os.environ.get(env)
     if not text:
-        value = coord.get(key, float, default)  # finite, or a ConfigError naming file:line
+        value = coord.value(key)  # finite, or a ConfigError naming file:line
         if value < 0:
             raise coord.error(key, f"expected seconds, 0 or more, got {value!r}")
         return value

@@ -1,19 +1,86 @@
-"""config.toml through one typed accessor, so a value of the wrong type is a configuration
-error (78) that names the file, line and key, not a crash (70) where the value is used.
+"""config.toml through one loader that knows every section, key, type and default (SCHEMA),
+so a value of the wrong type is a configuration error (78) that names the file, line and key,
+not a crash (70) where the value is used, and no caller repeats a type or a default:
 
-    coord = config.section(home, "coord")
-    stale = coord.get("stale_after", float, 60.0)    # an int is fine, "abc" is not
+    stale = config.value(home, "coord", "stale_after")    # an int is fine, "abc" is not
+
+A key or section the schema does not know (a typo like `stale_afer`) is warned about on
+stderr, once per process, naming file:line: a warning, not 78, so that a running mesh (the
+anchor, its supervisors) is not stopped by a slip in a table it does not even read.
 
 tomllib stays out of start-up: MeshHome.config parses the file on first use.
 """
 
 import math
+import os
 import re
+import sys
+from typing import NamedTuple
 
 from .errors import ConfigError
 
 _WHAT = {float: "a number", int: "an integer", str: "a string", bool: "true or false",
          list: "a list", dict: "a table"}
+
+
+class Key(NamedTuple):
+    kind: type | tuple  # what Section.get checks the value against
+    default: object = None  # None: unset, the code that reads it decides
+    of: type | None = None  # a list's items
+
+
+# section -> key -> Key: every setting of config.toml. `meshctl init` writes a template
+# that tests/test_config.py checks against this.
+SCHEMA: dict[str, dict[str, Key]] = {
+    "coord": {"stale_after": Key(float, 60.0), "dead_after": Key(float, 600.0)},
+    "locks": {"manifests": Key(list, ("Cargo.toml", "pyproject.toml", "package.json", "go.mod"),
+                               of=str),
+              "rule": Key(list, ())},  # [[locks.rule]] match, scope: checked by locks.scopes
+    "worktrees": {"root": Key(str), "main": Key(str)},
+    "pick": {"gate": Key(str)},
+    "anchor": {"max_handbacks": Key(int, 1), "stuck_after": Key(float, 1800.0),
+               "fatal_cooldown": Key((int, float, str), 300.0), "fatal_respawns": Key(int, 3)},
+    "budget": {"daily_usd": Key(float)},
+    "agent": {"command": Key((str, list))},
+    # mesh-spawn passes the ones set on to mesh-supervise as options, whose defaults these
+    # are (rerun_delay: a persistent agent's, mesh-spawn's), and which check their ranges
+    "supervisor": {"base": Key(float, 1.0), "cap": Key(float, 60.0),
+                   "min_uptime": Key(float, 10.0), "max_failures": Key(int, 5),
+                   "grace": Key(float, 10.0), "rerun_delay": Key(float, 30.0)},
+}
+# sections of named sub-tables ([agents.NAME]): the keys of each one
+TABLES: dict[str, dict[str, Key]] = {
+    "agents": {"command": Key((str, list)), "output": Key(str, "text")},
+}
+
+
+def schema_of(names: tuple[str, ...]) -> dict[str, Key]:
+    """The keys the table at names may set (KeyError for a table the schema lacks)."""
+    if len(names) == 2 and names[0] in TABLES:
+        return TABLES[names[0]]
+    if len(names) != 1:
+        raise KeyError(".".join(names))
+    return SCHEMA[names[0]]
+
+
+def default(section_name: str, key: str):
+    return SCHEMA[section_name][key].default
+
+
+def unknown(data: dict) -> list[tuple[tuple[str, ...], str]]:
+    """(table names, key) of every setting in data the schema does not know; pure."""
+    found = []
+    for name, table in data.items():
+        if name not in SCHEMA and name not in TABLES:
+            found.append(((), name))
+        elif isinstance(table, dict):
+            subtables = table.items() if name in TABLES else [(None, table)]
+            for sub, keys in subtables:
+                if not isinstance(keys, dict):
+                    continue  # a wrong type: the reader of that table says so (78)
+                names = (name,) if sub is None else (name, sub)
+                found += [(names, key) for key in keys if key not in schema_of(names)]
+    return found
 
 
 class Section:
@@ -42,6 +109,11 @@ class Section:
             what += f" of {_WHAT[of].removeprefix('a ').removeprefix('an ')}s"
         raise self.error(key, f"expected {what}, got {value!r}")
 
+    def value(self, key: str):
+        """The value of key, of the type and with the default SCHEMA gives it."""
+        kind, fallback, of = schema_of(self.names)[key]
+        return self.get(key, kind, fallback, of)
+
     def keys(self) -> list[str]:
         return list(self.data)
 
@@ -62,13 +134,36 @@ def _is(value, kinds: tuple) -> bool:
     return isinstance(value, kinds)
 
 
+_warned: set[str] = set()  # the files whose unknown keys this process reported
+
+
 def of(home) -> Section:
-    """The whole of the mesh's config.toml ({} when absent)."""
-    return Section(home.config, home.config_file)
+    """The whole of the mesh's config.toml ({} when absent); the first time in a process,
+    a warning on stderr for each key the schema does not know."""
+    settings = Section(home.config, home.config_file)
+    if settings.path not in _warned:
+        _warned.add(settings.path)
+        for names, key in unknown(settings.data):
+            where = Section({}, settings.path, names).error(key, "unknown key, ignored")
+            program = os.path.basename(sys.argv[0])  # as cli.prog_name() names it
+            sys.stderr.write(f"{program}: warning: {where}{_known(names)}\n")
+    return settings
+
+
+def _known(names: tuple[str, ...]) -> str:
+    try:
+        return f" (known: {', '.join(sorted(schema_of(names)))})"
+    except KeyError:
+        return f" (known: {', '.join(sorted([*SCHEMA, *TABLES]))})"
 
 
 def section(home, name: str) -> Section:
     return of(home).section(name)
+
+
+def value(home, section_name: str, key: str):
+    """[section_name] key of the mesh's config.toml, typed and defaulted by SCHEMA."""
+    return section(home, section_name).value(key)
 
 
 def _line_of(path: str, names: tuple[str, ...], key: str) -> int:
@@ -92,4 +187,7 @@ def _line_of(path: str, names: tuple[str, ...], key: str) -> int:
             break  # the next table: the key is not set in this one
         if setting.match(lines[n]):
             return n + 1
+    if not names:  # a key of the root may be a table: its header
+        table = re.compile(r'\s*\[\[?\s*"?' + re.escape(key) + r'"?\s*[\].]')
+        return next((n + 1 for n, line in enumerate(lines) if table.match(line)), 1)
     return start + 1 if found_header else 1

@@ -15,12 +15,12 @@ import fnmatch
 import os
 from typing import Callable, NamedTuple
 
-from ..core import git
+from ..core import config, git
 from ..core.config import Section
 from ..core.errors import BadInput
 from ..core.ids import ROOT_SCOPE, validate_scope
 
-DEFAULT_MANIFESTS = ("Cargo.toml", "pyproject.toml", "package.json", "go.mod")
+DEFAULT_MANIFESTS = config.default("locks", "manifests")
 
 
 class ScopeRules(NamedTuple):
@@ -31,9 +31,9 @@ class ScopeRules(NamedTuple):
     def from_config(cls, settings: Section) -> "ScopeRules":
         """The [locks] table of config.toml (settings: config.of(home))."""
         locks = settings.section("locks")
-        manifests = locks.get("manifests", list, DEFAULT_MANIFESTS, of=str)
+        manifests = locks.value("manifests")
         rules = []
-        for n, rule in enumerate(locks.get("rule", list, []), 1):
+        for n, rule in enumerate(locks.value("rule"), 1):
             if not isinstance(rule, dict) or not isinstance(rule.get("match"), str):
                 raise locks.error("rule", f"#{n} needs a string 'match'")
             try:

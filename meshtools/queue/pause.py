@@ -74,7 +74,7 @@ def record(until: float, reason: str, by: str | None, now: float, **extra) -> di
 def daily_cap(settings) -> float | None:
     """config.toml `[budget] daily_usd` (settings: config.of(home)), or None (no cap)."""
     budget = settings.section("budget")
-    value = budget.get("daily_usd", float)
+    value = budget.value("daily_usd")
     if value is not None and value <= 0:
         raise budget.error("daily_usd", f"must be a number > 0, not {value!r}")
     return value
