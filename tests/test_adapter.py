@@ -1,4 +1,4 @@
-"""The agent adapter end to end: real processes, the stand-in `claude` on PATH (tests/fakes),
+"""The agent executors end to end: real processes, the stand-in `claude` on PATH (tests/fakes),
 a real Redis for the queue, a real git repository and the real file-lock hook."""
 
 import json
@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from meshtools.agents.adapter import claude_argv, compose_prompt
+from meshtools.executors.base import compose_prompt
+from meshtools.executors.claude import claude_argv
 from meshtools.agents.roles import Role
 from meshtools.core import proc
 from meshtools.queue import pause

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from meshtools.agents import gitops, pick
+from meshtools.landing import gitops, history, pick, work
 from meshtools.core import config, events
 from meshtools.core.home import MeshHome
 
@@ -99,7 +99,7 @@ def test_conflict_leaves_main_exactly_as_it_was(run, repo, builder, mesh_home):
     assert main_state(repo) == before and no_pick_in_progress(repo)
     assert not (repo / "docs/ok.md").exists()  # the clean pick before it went too
     assert (repo / "README.md").read_text() == "main's line\n"
-    assert ok in pick.unpicked(str(repo), "main", "mesh/builder")
+    assert ok in history.unpicked(str(repo), "main", "mesh/builder")
     assert "pick.conflict" in event_names(mesh_home)
 
 
@@ -153,8 +153,8 @@ def test_picks_land_in_the_main_checkout_even_when_run_from_a_worktree(run, repo
 def test_task_id_reads_the_recorded_range(run, repo, builder, mesh_home):
     base = git(builder, "rev-parse", "HEAD")
     head = commit(builder, "docs/t.md", "t\n", "task work")
-    pick.record_task_work(MeshHome(str(mesh_home)), "task-7", "builder", "mesh/builder",
-                          base, head)
+    work.record_task_work(MeshHome(str(mesh_home)), "task-7", "builder",
+                          work.work_range("mesh/builder", base, head))
     record = run("mesh-pick", "task-7", check=0).records[0]
     assert record["task"] == "task-7" and record["role"] == "builder"
     assert record["picked_from"] == [head]
@@ -189,15 +189,15 @@ def test_usage_errors(run, repo):
 
 
 def test_decide_and_parsers():
-    cherry = pick.parse_cherry("+ aaa\n- bbb\n+ ccc\n")
+    cherry = history.parse_cherry("+ aaa\n- bbb\n+ ccc\n")
     assert cherry == {"aaa": "+", "bbb": "-", "ccc": "+"}
     to_pick, skipped = pick.decide_picks(["aaa", "bbb", "ccc", "ddd", "aaa"], cherry, {"ccc"})
     assert to_pick == ["aaa"]
     assert [(s["commit"], s["reason"]) for s in skipped] == [
         ("bbb", "patch_on_main"), ("ccc", "already_picked"), ("ddd", "on_main")]
-    assert pick.picked_from("x\n\n(cherry picked from commit abc1234)\n") == {"abc1234"}
-    assert pick.unpicked_from_cherry("+ abc12345\n+ fff\n- eee\n", {"abc1234"}) == ["fff"]
-    assert pick.parse_range("a..b") == ("a", "b") and pick.parse_range("c") == (None, "c")
+    assert history.picked_from("x\n\n(cherry picked from commit abc1234)\n") == {"abc1234"}
+    assert history.unpicked_from_cherry("+ abc12345\n+ fff\n- eee\n", {"abc1234"}) == ["fff"]
+    assert history.parse_range("a..b") == ("a", "b") and history.parse_range("c") == (None, "c")
     assert pick.tail("\n".join(map(str, range(100))), lines=2) == "98\n99"
 
 
@@ -208,7 +208,7 @@ def test_pick_lands_the_shas_it_is_given_without_resolving_them_again(repo, buil
     second = commit(builder, "docs/b.md", "b\n", "b")
     home = MeshHome(str(mesh_home))
     main = gitops.main_of(str(repo), config.of(home))
-    shas = pick.range_commits(main.root, f"{first}~1", second)
+    shas = history.range_commits(main.root, f"{first}~1", second)
     trace = tmp_path / "git.trace"
     monkeypatch.setenv("GIT_TRACE", str(trace))
     record = pick.pick(home, main, shas, gate="")

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from meshtools.agents import stream
-from meshtools.agents.stream import StreamState, feed, verdict
+from meshtools.executors import stream
+from meshtools.executors.stream import StreamState, feed, verdict
 
 INIT = ('{"type":"system","subtype":"init","cwd":"/w","session_id":"6f1…","tools":["Task","Bash",'
         '"Glob","Grep","Read","Edit","Write"],"mcp_servers":[],"model":"claude-sonnet-…",'

@@ -3,7 +3,7 @@ tested without a process."""
 
 import pytest
 
-from meshtools.agents.stream import AUTH, BUDGET, MAX_TURNS, RATE_LIMIT
+from meshtools.executors.stream import AUTH, BUDGET, MAX_TURNS, RATE_LIMIT
 from meshtools.core import clock
 from meshtools.queue import pause
 from meshtools.queue.worker import (DEAD_LETTER, FINISH, HAND_BACK, OVER_BUDGET, RETRY,

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from meshtools.agents import worktree
+from meshtools.landing import worktree
 from meshtools.core import events
 from meshtools.core.home import MeshHome
 

@@ -1,1 +1,2 @@
-"""Agents: the roles, the agent adapter, worktrees, the supervisor and landing work on main."""
+"""Agents: the roles, spawns, the supervisor and the anchor. What runs a task is in
+meshtools.executors, git landing (worktrees, picks, the work record) in meshtools.landing."""

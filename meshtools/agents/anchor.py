@@ -30,7 +30,7 @@ from ..core.errors import BadInput, Busy
 from ..queue.results import Results
 from ..queue.tasks import normalise
 from . import spawns
-from .pick import tail
+from ..landing.pick import tail
 from .roles import Role, of_queue, parse_duration
 
 # seconds in one working phase before a live agent is "stuck"
@@ -222,7 +222,7 @@ class Anchor:
                 else of_queue(self.roles, result.get("queue")))
         if role is not None:  # a task routed by queue alone names no role itself
             result = dict(result, role=role.name)
-        work = result.get("work")  # the commits the task made (agents.work records them)
+        work = result.get("work")  # the commits the task made (landing.work records them)
         decision = decide_landing(result, role, work, self.max_handbacks)
         if decision.action == "land":
             return self.land(result, work)
@@ -230,10 +230,10 @@ class Anchor:
         return self.follow(result, decision, context)
 
     def land(self, result: dict, work: dict) -> Decision:
-        from . import gitops, pick
+        from ..landing import gitops, history, pick
 
         main = gitops.main_of(self.repo_root, config.of(self.home))
-        commits = pick.range_commits(main.root, work.get("base"), work["head"])
+        commits = history.range_commits(main.root, work.get("base"), work["head"])
         record = pick.pick(self.home, main, commits, role=result.get("role"),
                            task=result["id"], gate=self.gate)
         if record["status"] in ("picked", "skipped"):

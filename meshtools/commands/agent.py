@@ -40,7 +40,9 @@ from ..core import clock, config, errors, jsonl
 @cli.mesh_options(identity=True, redis=True)
 def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh):
     """Run PROMPT (default: ROLE's standing prompt; `-`: stdin) as ROLE; print the result."""
-    from ..agents import adapter, roles, worktree
+    from ..agents import roles
+    from ..executors import choose
+    from ..landing import worktree
     from ..queue import pause as pausing
     from ..queue.tasks import new_id, result_record
 
@@ -49,13 +51,10 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
         prompt = "".join(cli.stdin_lines())
     prompt = prompt if prompt and prompt.strip() else role.prompt
     session = mesh.session(required=False)
-    known = adapter.known_agents(config.of(mesh.home))
-    if agent == "shell" or agent not in known:
-        raise click.UsageError(f"unknown agent {agent!r} (agents: "
-                               f"{', '.join(a for a in known if a != 'shell')})")
-    executor = adapter.make_executor(agent, home=mesh.home, role=role, session=session,
+    choose.validate_agent(config.of(mesh.home), agent, shell=False)
+    executor = choose.make_executor(agent, home=mesh.home, role=role, session=session,
                                      startup_timeout=startup_timeout,
-                                     on_phase=adapter.heartbeat_phase(mesh.home, session))
+                                     on_phase=choose.heartbeat_phase(mesh.home, session))
     executor.check()
     workdir = worktree.agent_workdir(mesh.home, role, workdir)
     base = {"role": role.name, "session": session, "agent": agent}

@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import cli
-from ..agents import gitops, pick, worktree
+from ..landing import gitops, history, pick, work, worktree
 from ..core import config, errors
 
 
@@ -45,13 +45,13 @@ def mesh_pick(task_id, role, span, task, gate, no_gate, mesh):
     main = gitops.main_of(repo, config.of(mesh.home))
     root = main.root
     if role is not None:
-        commits = pick.role_commits(root, main.branch, worktree.branch_for(role))
+        commits = history.role_commits(root, main.branch, worktree.branch_for(role))
     elif span is not None:
-        commits = pick.range_commits(root, *pick.parse_range(span))
+        commits = history.range_commits(root, *history.parse_range(span))
     else:
-        work = pick.load_task_work(mesh.home, task_id)
-        task, role = task_id, work.get("role")
-        commits = pick.range_commits(root, work["base"], work["head"])
+        recorded = work.load_task_work(mesh.home, task_id)
+        task, role = task_id, recorded.get("role")
+        commits = history.range_commits(root, recorded["base"], recorded["head"])
     record = pick.pick(mesh.home, main, commits, role=role, task=task,
                        gate="" if no_gate else gate)
     mesh.emit(record, _human(record))

@@ -91,7 +91,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     agent) runs its tasks in that role's worktree, as mesh-agent does; with --workdir the
     main checkout is refused (77).
     """
-    from ..agents import adapter
+    from ..executors import choose
     from ..core import proc
     from ..core.ids import validate_name
     from ..queue.connection import reviver
@@ -103,9 +103,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     session = mesh.session(required=False)
     consumer = consumer or session or f"{proc.hostname()}-{os.getpid()}"
     validate_name(consumer, "consumer name")
-    known = adapter.known_agents(config.of(mesh.home))
-    if agent not in known:  # before the role: the flag that is wrong is the one to name
-        raise click.UsageError(f"unknown agent {agent!r} (agents: {', '.join(known)})")
+    choose.validate_agent(config.of(mesh.home), agent)  # before the role: name the wrong flag
     from ..agents import roles
 
     role = None
@@ -113,16 +111,16 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
         role = roles.get(mesh.home, role_name)
     elif agent != "shell" and len(queues) == 1:  # a role's own queue: that role
         role = roles.of_queue(roles.load(mesh.home), queues[0])
-    executor = adapter.make_executor(agent, home=mesh.home, role=role, session=session,
+    executor = choose.make_executor(agent, home=mesh.home, role=role, session=session,
                                      startup_timeout=startup_timeout,
-                                     on_phase=adapter.heartbeat_phase(mesh.home, session))
+                                     on_phase=choose.heartbeat_phase(mesh.home, session))
     executor.check()  # a missing CLI is exit 69 before any task is taken
     if role is not None:  # a writing role's tasks would commit straight onto main
-        from ..agents.worktree import agent_workdir
+        from ..landing.worktree import agent_workdir
 
         workdir = agent_workdir(mesh.home, role, workdir)
     if role is not None and role.lands:
-        from ..agents.work import RecordingExecutor
+        from ..landing.work import RecordingExecutor
 
         executor = RecordingExecutor(executor, mesh.home, role.name)  # the anchor lands it
     if default_timeout is None and role is not None:

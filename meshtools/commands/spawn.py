@@ -73,7 +73,8 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     """Register a session for ROLE, ensure its worktree and run its agent under
     mesh-supervise. With --detach or --tmux, prints the session record once the agent is
     registered (JSON lines when piped) and exits."""
-    from ..agents import roles, spawns, worktree
+    from ..agents import roles, spawns
+    from ..landing import worktree
     from ..core.ids import validate_name
 
     from ..coord import registry
@@ -129,7 +130,7 @@ def respawn_argv(role: str, session: str, mode: str, queue: bool, agent: str,
 
 def _check_agent(home, role, agent: str) -> None:
     """A missing agent CLI is exit 69 now, not a crash loop under the supervisor later."""
-    from ..agents.adapter import make_executor
+    from ..executors.choose import make_executor
 
     make_executor(agent, home=home, role=role).check()
 

@@ -8,7 +8,7 @@
 import click
 
 from .. import cli
-from ..agents import worktree
+from ..landing import worktree
 
 LIST_COLUMNS = ["role", "branch", "head", "dirty", "unpicked", "path"]
 

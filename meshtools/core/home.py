@@ -114,7 +114,7 @@ class MeshHome:
 
     @property
     def tasks(self) -> str:
-        """tasks/<id>.json: the commits each task made (agents.pick owns them)."""
+        """tasks/<id>.json: the commits each task made (landing.work owns them)."""
         return self.sub("tasks")
 
     @property

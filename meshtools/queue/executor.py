@@ -1,5 +1,5 @@
 """How a task runs. An executor takes a task and gives back an Outcome; the worker does the
-rest (attempts, results, ACK). The agent adapters (meshtools.agents.adapter) plug in beside
+rest (attempts, results, ACK). The agent executors (meshtools.executors) plug in beside
 `shell`: an Outcome's details (cost, turns, error kind, resets_at) go into the result
 record, and the worker reads `details["error"]` to tell a usage limit (hand back, pause the
 mesh) from a failure."""

@@ -15,7 +15,7 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from ..agents.stream import AUTH as AUTH_ERROR, RATE_LIMIT
+from ..executors.stream import AUTH as AUTH_ERROR, RATE_LIMIT
 from ..core import clock
 from .broker import _EVENT  # the scripts write their events as the queue's scripts do
 

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..agents.stream import BUDGET, RATE_LIMIT
+from ..executors.stream import BUDGET, RATE_LIMIT
 from ..core import clock, proc
 from ..core.errors import BadInput, MeshError, Unavailable
 from .broker import Broker

@@ -7,7 +7,7 @@ placeholder gets the prompt on stdin.
 
 from ..core.errors import Unavailable
 from ..queue.executor import CapturingExecutor, Outcome
-from .adapter import child_env, compose_prompt, find_executable, take_messages
+from .base import child_env, compose_prompt, find_executable, take_messages
 
 PLACEHOLDER = "{prompt}"
 

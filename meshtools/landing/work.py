@@ -1,8 +1,10 @@
-"""Which commits a task produced: the worktree's HEAD before and after it ran.
+"""The task's work record: which commits a task produced, the worktree's HEAD before and
+after it ran.
 
 The anchor lands exactly those (mesh-pick), so a worker of a landing role wraps its executor
-in `RecordingExecutor`. The range goes into the result record (`work`) and, for
-`mesh-pick TASK_ID`, into MESH_HOME/tasks/<id>.json.
+in `RecordingExecutor`. One range dict ({branch, base, head}, `work_range`) goes into the
+result record (`work`) and, for `mesh-pick TASK_ID`, into MESH_HOME/tasks/<id>.json
+(`record_task_work`, read back by `load_task_work`).
 
 Before each task the worktree's branch is rebased on main, so every task starts from what
 has landed (its own earlier commits, picked to main, fall away as already applied) and
@@ -10,8 +12,16 @@ conflicts with other roles' work show up at once rather than at landing. A rebas
 conflicts is aborted and the task runs on the branch as it was.
 """
 
-from ..core import config, events
-from . import gitops, pick
+import os
+
+from ..core import clock, config, errors, events, fs
+from ..core.ids import validate_name, validate_task_id
+from . import gitops
+
+
+def work_range(branch: str | None, base: str, head: str) -> dict:
+    """The commits a task made, BASE..HEAD on branch: the one shape both stores hold."""
+    return {"branch": branch, "base": base, "head": head}
 
 
 def head_of(workdir: str) -> tuple[str | None, str | None]:
@@ -60,10 +70,42 @@ class RecordingExecutor:
         outcome = self.inner.run(task, workdir, timeout, on_start)
         head, branch = head_of(workdir)
         if base and head and head != base:
-            work = {"branch": branch, "base": base, "head": head}
-            pick.record_task_work(self.home, task["id"], self.role, branch or "", base, head)
+            work = work_range(branch, base, head)
+            record_task_work(self.home, task["id"], self.role, work)
             outcome.details["work"] = work
         return outcome
 
     def interrupt(self) -> None:
         self.inner.interrupt()
+
+
+# -- task records --------------------------------------------------------------------------
+
+def task_file(home, task_id: str) -> str:
+    return os.path.join(home.tasks, f"{validate_task_id(task_id)}.json")
+
+
+def record_task_work(home, task_id: str, role: str, work: dict) -> dict:
+    """Remember which commits a task produced (work: a work_range; written by the queue
+    worker, read by `mesh-pick TASK_ID`): MESH_HOME/tasks/<TASK_ID>.json, atomically."""
+    validate_name(role, "role")
+    record = {"ts": clock.iso(), "kind": "task_work", "task": task_id, "role": role,
+              **work, "branch": work["branch"] or ""}
+    path = task_file(home, task_id)
+    home.ensure(home.tasks)
+    fs.atomic_write_json(path, record)
+    return record
+
+
+def load_task_work(home, task_id: str) -> dict:
+    path = task_file(home, task_id)
+    try:
+        record = fs.read_json(path)
+    except ValueError as e:
+        raise errors.BadInput(f"{path}: malformed JSON ({e})")
+    if record is None:
+        raise errors.BadInput(f"no work recorded for task {task_id} ({path})")
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) and record[k]
+                                               for k in ("base", "head")):
+        raise errors.BadInput(f"{path}: needs string keys base and head")
+    return record

@@ -1,11 +1,12 @@
-"""The agent adapter: runs a task through Claude Code headless (`claude -p`) as a queue
-Executor, reading its stream-json live.
+"""The claude executor: runs a task through Claude Code headless (`claude -p`) as a queue
+Executor, reading its stream-json live (folded by executors.stream).
 
     claude_argv(role, prompt)        the command line (pure)
-    compose_prompt(messages, task)   peers' messages ahead of the task (pure)
     agent_command(settings, environ) which executable plays `claude` (pure)
     ClaudeExecutor(role, ...)        run(task, workdir, timeout) -> Outcome; interrupt()
-    make_executor(name, ...)         shell | claude | a configured [agents.NAME]
+
+executors.choose picks this one or another by agent name; executors.base holds the pieces
+it shares with the plain-text executors.
 
 The prompt goes on stdin: the CLI's tool options are variadic (`--disallowedTools A B`
 would swallow a prompt argument after them), and every valued option is passed as
@@ -18,24 +19,23 @@ A start-up watchdog kills a run that prints nothing (a known headless hang).
 import os
 import queue as queues
 import shlex
-import shutil
 import subprocess
 import time
 import uuid
 
 from ..core import config, events, redact
-from ..core.errors import ConfigError, Unavailable, UsageError
+from ..core.errors import Unavailable
 from ..queue import executor
 from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
 from . import stream
+from .base import (MISSING, child_env, command_list, compose_prompt, find_executable,
+                   take_messages)
 
 DEFAULT_COMMAND = ("claude",)
 COMMAND_ENV = "MESH_AGENT_COMMAND"
 STARTUP_TIMEOUT = 60.0
 PREVIEW = 80
 EDIT_TOOLS = ("Edit", "Write", "MultiEdit", "NotebookEdit")
-MISSING = ("{name}: command not found (install Claude Code or set [agent] command in "
-           "config.toml)")
 
 
 # --- pure pieces ----------------------------------------------------------------------------
@@ -47,21 +47,7 @@ def agent_command(settings: config.Section, environ=os.environ) -> list[str]:
     table = settings.section("agent")
     if table.value("command") is None:
         return list(DEFAULT_COMMAND)
-    return _command_list(table)
-
-
-def _command_list(table: config.Section) -> list[str]:
-    """The table's command: a shell-split string or a list, non-empty, of strings; else a
-    ConfigError naming file, line and key (an unclosed quote included)."""
-    command = table.value("command")
-    if isinstance(command, str):
-        try:
-            command = shlex.split(command)
-        except ValueError as e:
-            raise table.error("command", f"cannot split {command!r} ({e})") from None
-    if not command or not all(isinstance(p, str) and p for p in command):
-        raise table.error("command", f"must be a non-empty list of strings, got {command!r}")
-    return list(command)
+    return command_list(table)
 
 
 def pre_approved(role) -> list[str]:
@@ -96,21 +82,6 @@ def claude_argv(role, prompt: str | None = None, command=DEFAULT_COMMAND,
     return argv
 
 
-def compose_prompt(messages: list[dict], prompt: str) -> str:
-    """Peers' messages reach the agent at its next start, ahead of the task."""
-    if not messages:
-        return prompt
-    lines = ["Messages from your peers:"]
-    for m in messages:
-        body = m.get("body")
-        if body is None:
-            import json
-
-            body = json.dumps(m.get("data"), ensure_ascii=False)
-        lines.append(f"- from {m.get('from', '?')}: " + str(body).replace("\n", "\n  "))
-    return "\n".join(lines) + "\n\nTask:\n" + prompt
-
-
 def preview(text: str) -> str:
     """The prompt's first words for an event: redacted before it is cut, since a cut secret
     (`ghp_abc…`) no longer has the shape the event's own filter knows."""
@@ -118,33 +89,7 @@ def preview(text: str) -> str:
     return line if len(line) <= PREVIEW else line[:PREVIEW - 1] + "…"
 
 
-# --- I/O edges -------------------------------------------------------------------------------
-
-def find_executable(command: list[str], env: dict) -> str:
-    """The executable's path, or Unavailable (exit 69)."""
-    found = shutil.which(command[0], path=env.get("PATH"))
-    if not found:
-        raise Unavailable(MISSING.format(name=command[0]))
-    return found
-
-
-def take_messages(home, session: str | None) -> list[dict]:
-    """The session's unread messages, claimed (new/ -> cur/) so each is delivered once."""
-    if home is None or not session:
-        return []
-    from ..coord import inbox
-
-    return list(inbox.receive(home, session))
-
-
-def child_env(role_name: str, session: str | None, base=os.environ) -> dict:
-    env = dict(base)
-    env["MESH_ROLE"] = role_name
-    if session:
-        env["MESH_SESSION"] = session
-    env.pop("CLAUDECODE", None)  # a mesh agent is its own session, not a nested one
-    return env
-
+# --- the executor ----------------------------------------------------------------------------
 
 class ClaudeExecutor:
     """Executor for `--agent claude`. on_phase(phase) hears every phase change (starting,
@@ -321,58 +266,3 @@ class _LineSplitter:
             self._put(raw.decode("utf-8", "replace") + "\n")
 
 
-# --- choosing an executor ------------------------------------------------------------------
-
-def configured_agents(settings: config.Section) -> dict[str, dict]:
-    """config.toml [agents.NAME] tables, checked: command (list), output text|stream-json."""
-    tables = settings.section("agents")
-    checked = {}
-    for name in tables.keys():
-        if name in ("shell", "claude"):
-            raise tables.error(name, f"{name!r} is built in; pick another name")
-        table = tables.section(name)
-        command = _command_list(table)
-        output = table.value("output")
-        if output not in ("text", "stream-json"):
-            raise table.error("output", "must be \"text\" or \"stream-json\"")
-        checked[name] = {"command": command, "output": output}
-    return checked
-
-
-def known_agents(settings: config.Section) -> list[str]:
-    return ["shell", "claude", *sorted(configured_agents(settings))]
-
-
-def make_executor(name: str, *, home, role=None, session: str | None = None,
-                  startup_timeout: float | None = None, on_phase=None):
-    """The executor `--agent NAME` names; UsageError (64) naming the known ones."""
-    settings = config.of(home) if home is not None else config.Section({})
-    if name == "shell":
-        from ..queue.executor import ShellExecutor
-
-        return ShellExecutor()
-    agents = configured_agents(settings)
-    if name != "claude" and name not in agents:
-        raise UsageError(f"unknown agent {name!r} (agents: {', '.join(known_agents(settings))})")
-    spec = agents.get(name)
-    if spec and spec["output"] == "text":
-        from .plain import TextExecutor
-
-        return TextExecutor(name, spec["command"], home=home, session=session,
-                            role=role.name if role else None)
-    if role is None:
-        raise UsageError(f"--agent {name} needs a role: give --role ROLE")
-    return ClaudeExecutor(role, home=home, session=session,
-                          command=spec["command"] if spec else None,
-                          startup_timeout=startup_timeout, on_phase=on_phase)
-
-
-def heartbeat_phase(home, session: str | None):
-    """on_phase for a registered session: its registry phase follows the agent's (and each
-    change is a session.phase event). The caller swallows errors: an unregistered session
-    is simply not watched."""
-    if not session:
-        return None
-    from ..coord.sessions import beat
-
-    return lambda phase: beat(home, session, phase)

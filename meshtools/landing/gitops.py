@@ -1,6 +1,6 @@
 """Run git the way an unattended mesh needs: never prompting, never opening an editor.
 
-Every git call of the agents layer goes through `run`, so that a credential prompt or an
+Every git call of the mesh goes through `run`, so that a credential prompt or an
 editor can never hang an anchor loop, messages are in English (LC_ALL=C) where we parse them,
 and a failure becomes one line (git's own first line of stderr) and an exit code instead of
 a traceback. Hooks stay as the repository configured them: core.hooksPath is left alone.

@@ -34,7 +34,7 @@ import shutil
 
 from ..core import clock, config, errors, events, fs, git as gitfiles, proc
 from ..core.ids import validate_name
-from . import gitops, pick
+from . import gitops, history
 
 BRANCH_PREFIX = "mesh/"
 SETTINGS = os.path.join(".claude", "settings.local.json")
@@ -273,19 +273,19 @@ def mesh_worktrees(main_root: str) -> list[dict]:
 
 def describe(main_root: str, main: str, wt: dict, trailers: set[str] | None = None) -> dict:
     """A listed worktree as a record: role, path, branch, head, dirty, changes, unpicked.
-    trailers: pick.trailers_on(main), when the caller describes several."""
+    trailers: history.trailers_on(main), when the caller describes several."""
     branch = wt["branch"]
     role = branch[len(BRANCH_PREFIX):]
     present = os.path.isdir(wt["path"])
     changes = len(gitops.status_lines(wt["path"])) if present else 0
     return _record(role, wt["path"], branch, head=wt["head"], dirty=changes > 0,
-                   changes=changes, unpicked=len(pick.unpicked(main_root, main, branch, trailers)),
+                   changes=changes, unpicked=len(history.unpicked(main_root, main, branch, trailers)),
                    missing=not present)
 
 
 def list_worktrees(home, repo) -> list[dict]:
     main_root, main = gitops.main_of(repo, config.of(home))
-    trailers = pick.trailers_on(main_root, main)  # one walk of main's history for them all
+    trailers = history.trailers_on(main_root, main)  # one walk of main's history for them all
     return [describe(main_root, main, wt, trailers) for wt in mesh_worktrees(main_root)]
 
 
@@ -314,7 +314,7 @@ def remove(home, repo, role: str, force: bool = False) -> dict:
         path = wt["path"] if wt else None
         present = bool(path) and os.path.isdir(path)
         changes = len(gitops.status_lines(path)) if present else 0
-        unpicked = len(pick.unpicked(main_root, main, branch)) if has_branch else 0
+        unpicked = len(history.unpicked(main_root, main, branch)) if has_branch else 0
         why = refusal(changes, unpicked)
         if why and not force:
             land = f"land with `mesh-pick --role {role}`, or " if unpicked else ""
