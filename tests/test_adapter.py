@@ -227,6 +227,34 @@ def test_unknown_agent_is_a_usage_error_naming_the_known_ones(run, mesh_home):
     assert claude.returncode == 64 and "--role" in claude.stderr
 
 
+def test_agent_names_are_checked_in_one_place_for_every_command(run, mesh_home):
+    """queue-drain, mesh-agent and mesh-spawn each had their own check; one answer now, one
+    line (no click usage block), shell refused where the agent runs a prompt."""
+    from meshtools.core import config
+    from meshtools.core.errors import UsageError
+    from meshtools.executors.choose import validate_agent
+
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text('[agents.echoer]\ncommand = ["echo"]\n')
+    settings = config.Section({"agents": {"echoer": {"command": ["echo"], "output": "text"}}})
+    assert validate_agent(settings, "echoer") == "echoer"
+    with pytest.raises(UsageError, match=r"agents: claude, echoer\)"):
+        validate_agent(settings, "shell", shell=False)
+    shell = run("mesh-agent", "builder", "hi", "--agent", "shell")
+    assert shell.returncode == 64
+    assert shell.stderr.strip().splitlines() == [
+        "mesh-agent: unknown agent 'shell' (agents: claude, echoer)"]
+
+
+def test_the_plain_executor_does_not_load_the_claude_one():
+    """plain and the claude adapter imported each other; their shared pieces are in base."""
+    code = ("import sys, meshtools.executors.plain, meshtools.executors.choose; "
+            "print('meshtools.executors.claude' in sys.modules)")
+    found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           check=True)
+    assert found.stdout.strip() == "False"
+
+
 def test_queue_drain_for_a_writing_role_never_works_in_the_main_checkout(
         run, claude_cli, repo, anchor_process, monkeypatch):
     """A builder's queue worker started in the repository ran its tasks there: onto main."""
