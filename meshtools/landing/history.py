@@ -32,6 +32,7 @@ def picked_from(messages: str) -> set[str]:
 
 
 def named(sha: str, trailers: set[str]) -> bool:
+    """Whether a -x trailer names sha (a trailer may hold an abbreviated sha)."""
     return sha in trailers or any(len(t) < 40 and sha.startswith(t) for t in trailers)
 
 
