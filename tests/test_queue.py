@@ -59,6 +59,22 @@ def test_routing_by_role_and_stat(run, mesh_home):
     assert stats["builder"]["length"] == 0 and stats["default"]["length"] == 1
 
 
+def test_a_role_routes_to_its_configured_queue(run, mesh_home):
+    """--role (or a task's `role`) goes to the queue roles.toml gives the role, the one its
+    workers drain; an unknown role is refused with a did-you-mean, and nothing is queued."""
+    mesh_home.mkdir()
+    (mesh_home / "roles.toml").write_text('[roles.builder]\nqueue = "build"\n')
+    assert run("queue-push", "--role", "builder", "true", check=0).records[0]["queue"] == "build"
+    line = json.dumps({"id": "t1", "prompt": "true", "role": "builder"}) + "\n"
+    assert run("queue-push", "-", input=line, check=0).records[0]["queue"] == "build"
+    refused = run("queue-push", "--role", "buidler", "true", check=65)
+    assert "unknown role 'buidler'" in refused.stderr and "'builder'" in refused.stderr
+    wrong = line + json.dumps({"id": "t2", "prompt": "true", "role": "nobody"}) + "\n"
+    assert "unknown role 'nobody'" in run("queue-push", "-", input=wrong, check=65).stderr
+    assert redis_of(mesh_home).xlen("tasks:queue:build") == 2
+    assert not redis_of(mesh_home).exists("tasks:queue:builder", "tasks:queue:nobody")
+
+
 def test_pushing_a_known_id_is_a_no_op(run, mesh_home):
     run("queue-push", "--id", "nightly", "true", check=0)
     again = run("queue-push", "--id", "nightly", "true", check=0).records[0]

@@ -21,8 +21,9 @@ RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
 
 @cli.command("queue-push")
 @click.argument("prompt", required=False)
-@click.option("--role", metavar="ROLE", help="Route to tasks:queue:ROLE (default: the task's "
-                                             "role, else tasks:queue:default).")
+@click.option("--role", metavar="ROLE", help="Route to ROLE's queue (roles.toml `queue`; "
+                                             "default: the task's role's, else "
+                                             "tasks:queue:default).")
 @click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
 @click.option("--max-attempts", type=click.IntRange(1, 100), help="Deliveries before it is "
                                                                   "dead-lettered (default 3).")
@@ -49,9 +50,15 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
             raise errors.BadInput("no tasks on stdin")
     else:
         tasks = [normalise({**overrides, "prompt": prompt})]
-    broker = mesh.broker()
-    batch = [(t, broker.queue_for(t, role)) for t in tasks]
-    for record in broker.push(batch):
+    from ..queue.broker import Broker
+
+    known = None
+    if role is not None or any(t.get("role") for t in tasks):  # start-up: roles only if named
+        from ..agents import roles
+
+        known = roles.load(mesh.home)
+    batch = [(t, Broker.queue_for(t, role, known)) for t in tasks]
+    for record in mesh.broker().push(batch):
         note = " (duplicate: " + record["state"] + ")" if record.get("duplicate") else ""
         mesh.emit(record, f"{record['id']} -> tasks:queue:{record['queue']}{note}")
 
