@@ -217,6 +217,33 @@ def test_a_departed_burst_consumer_leaves_the_group(run, mesh_home):
     assert stat["consumers"] == []
 
 
+def test_stat_tells_a_waiting_worker_from_a_dead_one(run, mesh_home):
+    """Redis's idle time grows while a live worker waits for a task; queue-stat shows its
+    heartbeat age and whether it is alive by the workers' own rule beside it."""
+    from meshtools.queue.broker import Broker
+    from meshtools.queue.names import Names
+
+    run("queue-push", "--id", "first", "true", check=0)
+    worker = drain("--consumer", "waiting")
+
+    def consumers():
+        [stat] = run("queue-stat", check=0).records
+        return {c["name"]: c for c in stat["consumers"]}
+
+    try:
+        wait_until(lambda: "first" in results_by_id(run) and "waiting" in consumers())
+        waiting = consumers()["waiting"]
+        assert waiting["alive"] is True and 0 <= waiting["beat_age"] < 10
+        broker = Broker(redis_of(mesh_home), Names.from_env())
+        broker.read(broker.redis, "ghost", ["default"], True, 0)  # in the group, never beat
+        assert {k: v for k, v in consumers()["ghost"].items() if k != "idle_ms"} == \
+            {"name": "ghost", "pending": 0, "beat_age": None, "alive": False}
+    finally:
+        worker.kill()
+        worker.wait()
+    assert consumers()["waiting"]["alive"] is False  # its process is gone: dead at once
+
+
 def test_a_consumer_with_pending_entries_stays_in_the_group(mesh_home):
     from meshtools.queue.broker import Broker
     from meshtools.queue.names import GROUP, Names

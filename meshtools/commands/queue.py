@@ -189,8 +189,8 @@ def _show_result(mesh, record: dict, wanted: set) -> None:
 @cli.command("queue-stat")
 @cli.mesh_options(redis=True)
 def stat(mesh):
-    """Per queue: length, pending, lag, consumers and their idle times, dead letters, and the
-    age of the oldest pending task."""
+    """Per queue: length, pending, lag, consumers (their idle times; their heartbeat age and
+    whether they are alive), dead letters, and the age of the oldest pending task."""
     from ..queue.pause import Pauses
     from ..queue.stats import queue_records
 
@@ -203,12 +203,18 @@ def stat(mesh):
         if pause:
             jsonl.write({"ts": clock.iso(), "kind": "pause", **pause})
     else:
-        rows = [dict(r, consumers=len(r["consumers"])) for r in records]
+        rows = [dict(r, consumers=_consumers_cell(r["consumers"])) for r in records]
         mesh.table(rows, ["queue", "length", "pending", "lag", "consumers", "dead",
                           "oldest_pending_age"])
         if pause:
             click.echo(f"dispatch paused until {pause.get('until_ts') or '?'} "
                        f"({pause.get('reason')}): queue-resume ends it now")
+
+
+def _consumers_cell(consumers: list[dict]) -> str:
+    """How many consumers, and how many of them beat: Redis keeps a dead one listed."""
+    alive = sum(1 for c in consumers if c["alive"])
+    return f"{len(consumers)} ({alive} alive)" if alive < len(consumers) else str(alive)
 
 
 @cli.command("queue-pause")
