@@ -179,34 +179,76 @@ def _cell(value):
     return value
 
 
+COMMON_OPTIONS = {  # name: (declarations, attributes), for mesh_options and the umbrella
+    "home": (("--home",), {"metavar": "DIR", "help": "Mesh state directory."}),
+    "as_json": (("--json", "as_json"), {"is_flag": True,
+                                        "help": "JSON lines even on a terminal."}),
+    "redis_url": (("--redis-url",), {"metavar": "URL", "help": "Redis to use (default: the "
+                                                                "mesh's embedded server)."}),
+    "namespace": (("--namespace",), {"metavar": "NAME", "help": "Prefix for every Redis key "
+                                                                 "(several meshes, one Redis)."}),
+}
+
+
+def _common_option(name: str, **extra):
+    declarations, attributes = COMMON_OPTIONS[name]
+    return click.option(*declarations, **attributes, **extra)
+
+
 def mesh_options(identity: bool = False, redis: bool = False):
     """The options every command takes: --home, --json; --as for commands that act as a
     session; --redis-url and --namespace for those that use the queue. The decorated
-    function receives `mesh` instead of them."""
+    function receives `mesh` instead of them; `meshctl` takes them before the subcommand
+    too (umbrella_options)."""
 
     def decorate(f):
         @functools.wraps(f)
         def wrapper(*args, home, as_json, as_id=None, redis_url=None, namespace=None, **kwargs):
+            home, redis_url, namespace = (_or_umbrella(name, value) for name, value in (
+                ("home", home), ("redis_url", redis_url), ("namespace", namespace)))
+            as_json = as_json or bool(_or_umbrella("as_json", False))
             return f(*args, mesh=Mesh(home, as_json, as_id, redis_url, namespace), **kwargs)
 
         if redis:
-            wrapper = click.option("--namespace", metavar="NAME", envvar="MESH_NAMESPACE",
-                                   help="Prefix for every Redis key (several meshes, one "
-                                        "Redis).")(wrapper)
-            wrapper = click.option("--redis-url", metavar="URL", envvar="MESH_REDIS_URL",
-                                   help="Redis to use (default: the mesh's embedded "
-                                        "server).")(wrapper)
-
-        wrapper = click.option("--json", "as_json", is_flag=True,
-                               help="JSON lines even on a terminal.")(wrapper)
-        wrapper = click.option("--home", metavar="DIR", envvar="MESH_HOME",
-                               show_envvar=True, help="Mesh state directory.")(wrapper)
+            wrapper = _common_option("namespace", envvar="MESH_NAMESPACE")(wrapper)
+            wrapper = _common_option("redis_url", envvar="MESH_REDIS_URL")(wrapper)
+        wrapper = _common_option("as_json")(wrapper)
+        wrapper = _common_option("home", envvar="MESH_HOME", show_envvar=True)(wrapper)
         if identity:
             wrapper = click.option("--as", "as_id", metavar="ID",
                                    help=f"Act as this session (default ${SESSION_ENV}).")(wrapper)
         return wrapper
 
     return decorate
+
+
+UMBRELLA = "meshtools.umbrella"
+
+
+def umbrella_options(f):
+    """The common options before the subcommand too (`meshctl --home X peers` is `meshctl
+    peers --home X`): kept in ctx.meta, which every subcommand's context shares, for
+    mesh_options to fall back to."""
+
+    def remember(ctx, param, value):
+        if value is not None and value is not False:
+            ctx.meta.setdefault(UMBRELLA, {})[param.name] = value
+
+    for name in ("namespace", "redis_url", "as_json", "home"):
+        f = _common_option(name, expose_value=False, callback=remember)(f)
+    return f
+
+
+def _or_umbrella(name: str, value):
+    """A common option's value: the subcommand's own when typed on its command line, else
+    the umbrella's (given before the subcommand), else its own (from the environment)."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
+        return value
+    given = ctx.meta.get(UMBRELLA, {})
+    return given.get(name, value)
 
 
 def exclusive(*options: tuple[str, object]) -> None:

@@ -321,7 +321,7 @@ def test_work_routed_by_queue_alone_finds_the_role_that_drains_that_queue(run, r
     mesh_home.mkdir(parents=True, exist_ok=True)
     (mesh_home / "roles.toml").write_text('[roles.builder]\nqueue = "build"\n')
     wt = worktree(run, "builder")
-    run("queue-push", "--role", "build", "--id", "t1",
+    run("queue-push", "--role", "builder", "--id", "t1",  # to its queue, build; no role kept
         f"echo 'pub fn q() {{}}' >> crates/core/src/lib.rs && {COMMIT} 'add q'", check=0)
     run("queue-drain", "--queue", "build", "--role", "builder", "--agent", "shell",
         "--workdir", wt, "--burst", check=0, timeout=120)

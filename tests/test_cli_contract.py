@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from .helpers import redis_of, wait_until
+from .helpers import on_terminal, redis_of, wait_until
 
 
 def register(run, anchor, sid, role="builder"):
@@ -22,6 +22,36 @@ def test_meshctl_init_is_idempotent_and_records_the_repository(run, repo, mesh_h
     again = run("meshctl", "init", check=0).records[0]
     assert again["new"] is False and again["created"] == first["created"]
     assert run("meshctl", "home", check=0).stdout.strip() == str(mesh_home)
+
+
+def test_meshctl_takes_the_common_options_before_the_subcommand(run, repo, tmp_path,
+                                                               anchor_process):
+    """`meshctl --home X peers` is `meshctl peers --home X`; a subcommand's own option
+    still wins, and $MESH_HOME (set by the fixture) loses to either."""
+    other = tmp_path / "other-home"
+    assert run("meshctl", "--home", str(other), "home", check=0).stdout.strip() == str(other)
+    assert run("meshctl", "--home", "elsewhere", "home", "--home", str(other),
+               check=0).stdout.strip() == str(other)
+    pid = str(anchor_process().pid)
+    run("meshctl", "--home", str(other), "register", "--role", "builder", "--id", "b1",
+        "--pid", pid, check=0)
+    assert [r["id"] for r in run("meshctl", "--home", str(other), "peers", check=0).records] \
+        == ["b1"]
+    assert run("meshctl", "peers", check=0).records == []
+    code, shown, _ = on_terminal(["meshctl", "--json", "--home", str(other), "peers"])
+    assert code == 0 and json.loads(shown.splitlines()[0])["id"] == "b1"
+    code, shown, _ = on_terminal(["meshctl", "--home", str(other), "peers"])
+    assert code == 0 and "ID" in shown and "{" not in shown
+
+
+def test_init_makes_an_existing_home_private_and_says_so(run, repo, mesh_home):
+    """A MESH_HOME the user made (0755) is tightened to 0700, once, with a note on stderr."""
+    mesh_home.mkdir(mode=0o755)
+    os.chmod(mesh_home, 0o755)
+    first = run("meshctl", "init", "--no-redis", check=0)
+    assert oct(os.stat(mesh_home).st_mode & 0o777) == "0o700"
+    assert "0755" in first.stderr and "0700" in first.stderr
+    assert run("meshctl", "init", "--no-redis", check=0).stderr == ""
 
 
 def test_default_home_is_shared_by_every_worktree(run, repo, monkeypatch):

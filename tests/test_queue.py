@@ -59,6 +59,22 @@ def test_routing_by_role_and_stat(run, mesh_home):
     assert stats["builder"]["length"] == 0 and stats["default"]["length"] == 1
 
 
+def test_a_role_routes_to_its_configured_queue(run, mesh_home):
+    """--role (or a task's `role`) goes to the queue roles.toml gives the role, the one its
+    workers drain; an unknown role is refused with a did-you-mean, and nothing is queued."""
+    mesh_home.mkdir()
+    (mesh_home / "roles.toml").write_text('[roles.builder]\nqueue = "build"\n')
+    assert run("queue-push", "--role", "builder", "true", check=0).records[0]["queue"] == "build"
+    line = json.dumps({"id": "t1", "prompt": "true", "role": "builder"}) + "\n"
+    assert run("queue-push", "-", input=line, check=0).records[0]["queue"] == "build"
+    refused = run("queue-push", "--role", "buidler", "true", check=65)
+    assert "unknown role 'buidler'" in refused.stderr and "'builder'" in refused.stderr
+    wrong = line + json.dumps({"id": "t2", "prompt": "true", "role": "nobody"}) + "\n"
+    assert "unknown role 'nobody'" in run("queue-push", "-", input=wrong, check=65).stderr
+    assert redis_of(mesh_home).xlen("tasks:queue:build") == 2
+    assert not redis_of(mesh_home).exists("tasks:queue:builder", "tasks:queue:nobody")
+
+
 def test_pushing_a_known_id_is_a_no_op(run, mesh_home):
     run("queue-push", "--id", "nightly", "true", check=0)
     again = run("queue-push", "--id", "nightly", "true", check=0).records[0]
@@ -199,6 +215,33 @@ def test_a_departed_burst_consumer_leaves_the_group(run, mesh_home):
     run("queue-drain", "--burst", "--consumer", "burst-1", check=0)
     [stat] = run("queue-stat", check=0).records
     assert stat["consumers"] == []
+
+
+def test_stat_tells_a_waiting_worker_from_a_dead_one(run, mesh_home):
+    """Redis's idle time grows while a live worker waits for a task; queue-stat shows its
+    heartbeat age and whether it is alive by the workers' own rule beside it."""
+    from meshtools.queue.broker import Broker
+    from meshtools.queue.names import Names
+
+    run("queue-push", "--id", "first", "true", check=0)
+    worker = drain("--consumer", "waiting")
+
+    def consumers():
+        [stat] = run("queue-stat", check=0).records
+        return {c["name"]: c for c in stat["consumers"]}
+
+    try:
+        wait_until(lambda: "first" in results_by_id(run) and "waiting" in consumers())
+        waiting = consumers()["waiting"]
+        assert waiting["alive"] is True and 0 <= waiting["beat_age"] < 10
+        broker = Broker(redis_of(mesh_home), Names.from_env())
+        broker.read(broker.redis, "ghost", ["default"], True, 0)  # in the group, never beat
+        assert {k: v for k, v in consumers()["ghost"].items() if k != "idle_ms"} == \
+            {"name": "ghost", "pending": 0, "beat_age": None, "alive": False}
+    finally:
+        worker.kill()
+        worker.wait()
+    assert consumers()["waiting"]["alive"] is False  # its process is gone: dead at once
 
 
 def test_a_consumer_with_pending_entries_stays_in_the_group(mesh_home):

@@ -208,6 +208,14 @@ def of_queue(roles: dict[str, Role], queue: str | None) -> Role | None:
     return found[0] if len(found) == 1 else None
 
 
+def queue_of(roles: dict[str, Role], name: str) -> str:
+    """The queue a task for role `name` goes to (its `queue` key, by default its name);
+    BadInput (65) for a role the mesh does not define: no worker would ever drain it."""
+    if name not in roles:
+        raise BadInput(unknown(name, roles))
+    return roles[name].queue
+
+
 def get(home: MeshHome | None, name: str) -> Role:
     """One role, or exit 65 naming the roles there are (and the near miss, if any)."""
     validate_name(name, "role")

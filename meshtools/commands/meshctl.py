@@ -100,6 +100,7 @@ class LazyGroup(cli.Group):
 
 @click.group(cls=LazyGroup, context_settings=cli.CONTEXT_SETTINGS)
 @click.version_option(__version__, "-V", "--version", prog_name="meshctl")
+@cli.umbrella_options
 def meshctl():
     """Orchestrate a mesh of parallel coding agents on a git repository."""
 
@@ -114,6 +115,10 @@ def init(no_redis, mesh):
     home: MeshHome = mesh.home
     repository = home.repository()
     home.ensure()
+    was = fs.tighten(home.path)
+    if was is not None:
+        click.echo(f"meshctl init: {home.path} was {was:04o}, now 0700 (mesh state is "
+                   f"private)", err=True)
     for path in (home.sessions, home.inboxes, home.locks):
         home.ensure(path)
     recorded = fs.read_json(home.mesh_file) or {}

@@ -21,8 +21,9 @@ RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
 
 @cli.command("queue-push")
 @click.argument("prompt", required=False)
-@click.option("--role", metavar="ROLE", help="Route to tasks:queue:ROLE (default: the task's "
-                                             "role, else tasks:queue:default).")
+@click.option("--role", metavar="ROLE", help="Route to ROLE's queue (roles.toml `queue`; "
+                                             "default: the task's role's, else "
+                                             "tasks:queue:default).")
 @click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
 @click.option("--max-attempts", type=click.IntRange(1, 100), help="Deliveries before it is "
                                                                   "dead-lettered (default 3).")
@@ -49,9 +50,15 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
             raise errors.BadInput("no tasks on stdin")
     else:
         tasks = [normalise({**overrides, "prompt": prompt})]
-    broker = mesh.broker()
-    batch = [(t, broker.queue_for(t, role)) for t in tasks]
-    for record in broker.push(batch):
+    from ..queue.broker import Broker
+
+    known = None
+    if role is not None or any(t.get("role") for t in tasks):  # start-up: roles only if named
+        from ..agents import roles
+
+        known = roles.load(mesh.home)
+    batch = [(t, Broker.queue_for(t, role, known)) for t in tasks]
+    for record in mesh.broker().push(batch):
         note = " (duplicate: " + record["state"] + ")" if record.get("duplicate") else ""
         mesh.emit(record, f"{record['id']} -> tasks:queue:{record['queue']}{note}")
 
@@ -180,8 +187,8 @@ def _show_result(mesh, record: dict, wanted: set) -> None:
 @cli.command("queue-stat")
 @cli.mesh_options(redis=True)
 def stat(mesh):
-    """Per queue: length, pending, lag, consumers and their idle times, dead letters, and the
-    age of the oldest pending task."""
+    """Per queue: length, pending, lag, consumers (their idle times; their heartbeat age and
+    whether they are alive), dead letters, and the age of the oldest pending task."""
     from ..queue.pause import Pauses
     from ..queue.stats import queue_records
 
@@ -194,12 +201,18 @@ def stat(mesh):
         if pause:
             jsonl.write({"ts": clock.iso(), "kind": "pause", **pause})
     else:
-        rows = [dict(r, consumers=len(r["consumers"])) for r in records]
+        rows = [dict(r, consumers=_consumers_cell(r["consumers"])) for r in records]
         mesh.table(rows, ["queue", "length", "pending", "lag", "consumers", "dead",
                           "oldest_pending_age"])
         if pause:
             click.echo(f"dispatch paused until {pause.get('until_ts') or '?'} "
                        f"({pause.get('reason')}): queue-resume ends it now")
+
+
+def _consumers_cell(consumers: list[dict]) -> str:
+    """How many consumers, and how many of them beat: Redis keeps a dead one listed."""
+    alive = sum(1 for c in consumers if c["alive"])
+    return f"{len(consumers)} ({alive} alive)" if alive < len(consumers) else str(alive)
 
 
 @cli.command("queue-pause")

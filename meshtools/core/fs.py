@@ -39,6 +39,17 @@ def ensure_dir(path) -> str:
     return path
 
 
+def tighten(path) -> int | None:
+    """Make a directory of ours that others may enter 0700 (one the user made before the
+    mesh did, with the umask's 0755); its old mode when it changed, else None. Another
+    user's directory is left alone (check_private refuses where that matters)."""
+    st = os.stat(path)
+    if st.st_uid != os.getuid() or not st.st_mode & 0o077:
+        return None
+    os.chmod(path, DIR_MODE)
+    return stat.S_IMODE(st.st_mode)
+
+
 def check_private(path, what: str) -> str:
     """path, if it is a real directory (not a symlink) of ours that nobody else may enter;
     else ConfigError. Another user who planted or can write a directory can replace what

@@ -95,8 +95,17 @@ class Broker:
 
     # --- producing ------------------------------------------------------------------------
 
-    def queue_for(self, task: dict, explicit: str | None = None) -> str:
-        return explicit or task.get("role") or "default"
+    @staticmethod
+    def queue_for(task: dict, explicit: str | None = None, roles: dict | None = None) -> str:
+        """The queue of the task's role (explicit, else the task's `role`) as the mesh's
+        roles configure it (roles.toml `queue`), else default; an unknown role is refused
+        (65). Static: a push is checked before it connects."""
+        name = explicit or task.get("role")
+        if name is None:
+            return "default"
+        from ..agents.roles import queue_of
+
+        return queue_of(roles or {}, name)
 
     def push(self, tasks: list[tuple[dict, str]]) -> list[dict]:
         """Enqueue (task, queue name) pairs in one transaction; returns a record per task,

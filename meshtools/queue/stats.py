@@ -10,17 +10,20 @@ from .names import GROUP
 
 def queue_records(broker, now: float | None = None) -> list[dict]:
     """Per queue (and per queue that has only dead letters left): length, pending, lag,
-    consumers with their idle times, dead letters, and the age of the oldest pending task."""
+    consumers with their idle times and heartbeats, dead letters, and the age of the oldest
+    pending task."""
     r = broker.redis
     now_ms = int((time.time() if now is None else now) * 1000)
     dead_by_queue: dict[str, int] = {}
     for record in DeadLetters(broker).list():
         dead_by_queue[record["queue"]] = dead_by_queue.get(record["queue"], 0) + 1
+    workers = broker.workers()
     records = []
     for queue in sorted(set(broker.queues()) | set(dead_by_queue)):
         stream = broker.names.queue(queue)
         group = next((g for g in _groups(r, stream) if g["name"] == GROUP), {})
-        consumers = [{"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"]}
+        consumers = [{"name": c["name"], "pending": c["pending"], "idle_ms": c["idle"],
+                      **liveness(workers.get(c["name"]), now_ms / 1000)}
                      for c in _consumers(r, stream)]
         oldest = r.xpending_range(stream, GROUP, "-", "+", 1) if group else []
         records.append({
@@ -31,6 +34,17 @@ def queue_records(broker, now: float | None = None) -> list[dict]:
             "oldest_pending_age": round((now_ms - int(oldest[0]["message_id"].split("-")[0]))
                                         / 1000, 3) if oldest else None})
     return records
+
+
+def liveness(beat: dict | None, now: float) -> dict:
+    """A consumer as a user judges it: Redis's idle time resets only when a worker takes a
+    task, so a live worker waiting for one looks dead by it; its heartbeat in tasks:workers
+    (its age, and alive by the rule workers reclaim by) tells. No heartbeat: not alive."""
+    from .worker import worker_dead
+
+    if beat is None:
+        return {"beat_age": None, "alive": False}
+    return {"beat_age": round(now - beat.get("beat", 0), 1), "alive": not worker_dead(beat, now)}
 
 
 def _groups(r, stream):
