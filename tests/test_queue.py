@@ -814,3 +814,12 @@ def test_a_worker_on_a_terminal_says_what_it_waits_for(mesh_home, tmp_path):
     code, shown = interrupted_on_terminal(["queue-drain", "--workdir", str(tmp_path)],
                                           "(^C to stop)")
     assert code == 130 and f"waiting for tasks on queue default in {tmp_path}" in shown
+
+
+def test_a_push_on_a_terminal_names_the_key_it_wrote_to(run, mesh_home):
+    """With --namespace the line named tasks:queue:default, a key nobody reads."""
+    from .helpers import on_terminal
+
+    code, shown, _ = on_terminal(["queue-push", "--namespace", "ns1", "--id", "n1", "true"])
+    assert code == 0 and "n1 -> ns1:tasks:queue:default" in shown
+    assert redis_of(mesh_home).xlen("ns1:tasks:queue:default") == 1

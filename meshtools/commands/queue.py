@@ -58,9 +58,10 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 
         known = roles.load(mesh.home)
     batch = [(t, Broker.queue_for(t, role, known)) for t in tasks]
-    for record in mesh.broker().push(batch):
+    broker = mesh.broker()
+    for record in broker.push(batch):
         note = " (duplicate: " + record["state"] + ")" if record.get("duplicate") else ""
-        mesh.emit(record, f"{record['id']} -> tasks:queue:{record['queue']}{note}")
+        mesh.emit(record, f"{record['id']} -> {broker.names.queue(record['queue'])}{note}")
 
 
 @cli.command("queue-drain")
@@ -301,7 +302,8 @@ def dead_retry(ids, everything, mesh):
         base = {"ts": clock.iso(), "kind": "task", "id": record["id"], "queue": record["queue"],
                 "retried": retried}
         if retried:
-            mesh.emit(dict(base, entry=detail), f"{record['id']} -> tasks:queue:{record['queue']}")
+            mesh.emit(dict(base, entry=detail),
+                      f"{record['id']} -> {letters.broker.names.queue(record['queue'])}")
         else:
             mesh.emit(dict(base, duplicate=True, state=detail),
                       f"{record['id']} not retried: a duplicate letter (the task is {detail})")
