@@ -5,8 +5,8 @@ command is still importing, before cli's exit-code contract runs (which then han
 to KeyboardInterrupt). Imported as a library, it leaves SIGINT alone.
 """
 
+import _signal  # the C module: signal.py would build its enums on every start-up
 import os
-import signal
 import sys
 
 __version__ = "0.1.0"
@@ -27,9 +27,9 @@ def _interrupted_at_start(_signum, _frame):
 
 def _guard_start() -> None:
     name = os.path.basename((getattr(sys, "argv", None) or [""])[0])
-    if _is_command(name) and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    if _is_command(name) and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
         try:  # an inherited SIG_IGN (a background job) is kept as it is
-            signal.signal(signal.SIGINT, _interrupted_at_start)
+            _signal.signal(_signal.SIGINT, _interrupted_at_start)
         except ValueError:  # imported first in another thread: nothing to guard
             pass
 

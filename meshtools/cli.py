@@ -61,12 +61,12 @@ class _Contract:
 def _take_over_sigint() -> None:
     """From here a ^C is a KeyboardInterrupt that unwinds (finally blocks run) and that the
     contract turns into 130; until now the package's start-up guard exited at once."""
-    import signal
+    import _signal  # not signal.py, whose enums cost every command's start-up
 
     from . import _interrupted_at_start
 
-    if signal.getsignal(signal.SIGINT) is _interrupted_at_start:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if _signal.getsignal(_signal.SIGINT) is _interrupted_at_start:
+        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
 
 
 class Command(_Contract, click.Command):
