@@ -267,7 +267,7 @@ def test_a_deleted_mesh_home_stops_the_supervisor_and_its_child(supervise, mesh_
     assert sup.wait(timeout=30) == 78
     wait_until(lambda: gone(child))
     assert "was deleted or replaced" in sup.stderr.read()
-    assert not mesh_home.exists()
+    assert not mesh_home.exists(), sorted(str(p) for p in mesh_home.rglob("*"))
 
 
 def _mesh_redis(mesh_home) -> int:

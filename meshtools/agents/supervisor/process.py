@@ -203,8 +203,7 @@ class Supervisor:
         requests, the heartbeat."""
         while self._signals.pending:
             self._ask_stop(self._signals.pending.pop(0))
-        if not self._home_gone and _dir_identity(self.home.path) != self._home_id:
-            self._home_gone = True
+        if not self._home_gone and self._home_is_gone():
             self._ask_stop(signal.SIGTERM)
         self._runs.reap_strays()
         self._poll_controls()
@@ -285,7 +284,7 @@ class Supervisor:
             self._lock_fd = None
 
     def _write_state(self, state: str) -> None:
-        if self._home_gone:
+        if self._home_is_gone():
             return
         ident, child = proc.identity(), self._runs.child
         record = {"ts": clock.iso(), "kind": "spawn", "key": self.key, "session": self.session,
@@ -297,10 +296,18 @@ class Supervisor:
         self._despite_full_disk("its state", fs.atomic_write_json, self._state_path,
                                 record)
 
+    def _home_is_gone(self) -> bool:
+        """Whether MESH_HOME was deleted or replaced: asked before every write there too, as
+        a write would make the directory again (found at once, not at the next tick)."""
+        if (not self._home_gone and self._home_id is not None
+                and _dir_identity(self.home.path) != self._home_id):
+            self._home_gone = True
+        return self._home_gone
+
     def _beat(self, phase: str | None) -> None:
         """Heartbeat the session (and set its phase); the registry is best-effort: a session
         removed under us must not take the agent down."""
-        if not self.session or self._home_gone:
+        if not self.session or self._home_is_gone():
             return
         self._beat_at = time.monotonic() + self._beat_every
         from ...coord.sessions import beat
@@ -311,7 +318,7 @@ class Supervisor:
             return
 
     def _event(self, name: str, **fields) -> None:
-        if self._home_gone:  # emit() would make the directory again
+        if self._home_is_gone():  # emit() would make the directory again
             record = events.make(f"spawn.{name}", key=self.key, **fields)
         else:
             record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)
