@@ -478,25 +478,18 @@ def test_a_task_leaves_no_background_job_behind(run, tmp_path):
     wait_until(lambda: proc.start_time(job) is None)  # gone (or a zombie about to be reaped)
 
 
-def test_sigterm_finishes_the_current_task_then_exits(run, mesh_home, tmp_path):
-    run("queue-push", "--id", "finishing", "touch started; sleep 1; echo finished", check=0)
-    worker = drain("--workdir", str(tmp_path), capture=True)
-    wait_until(lambda: (tmp_path / "started").exists())  # read is not yet started
-    worker.send_signal(signal.SIGTERM)
-    out, err = worker.communicate(timeout=30)
-    assert json.loads(out)["output"] == "finished\n"
-    assert worker.returncode == 143  # finished, and still reported as terminated
-    assert "finishing task finishing, SIGTERM again to hand it back" in err
-
-
-def test_ctrl_c_says_it_finishes_the_task_then_exits_130(run, mesh_home, tmp_path):
+@pytest.mark.parametrize("signum, again", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "^C")])
+def test_a_stop_signal_finishes_the_current_task_then_exits(run, mesh_home, tmp_path, signum,
+                                                            again):
+    """Finished, and still reported as stopped by the signal (143 / 130), saying so once."""
     run("queue-push", "--id", "busy", "touch started; sleep 1; echo finished", check=0)
     worker = drain("--workdir", str(tmp_path), capture=True)
     wait_until(lambda: (tmp_path / "started").exists())  # read is not yet started
-    worker.send_signal(signal.SIGINT)
+    worker.send_signal(signum)
     out, err = worker.communicate(timeout=30)
-    assert err.splitlines() == ["queue-drain: finishing task busy, ^C again to hand it back"]
-    assert worker.returncode == 130 and json.loads(out)["output"] == "finished\n"
+    assert err.splitlines() == [f"queue-drain: finishing task busy, {again} again to hand "
+                                "it back"]
+    assert worker.returncode == 128 + signum and json.loads(out)["output"] == "finished\n"
     assert run("queue-results", "--task", "busy", check=0).records[0]["status"] == "ok"
 
 
