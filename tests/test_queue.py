@@ -579,10 +579,10 @@ def test_the_stop_notice_is_safe_while_stderr_is_being_written():
                                                 "queue-drain: no task running, stopping"]
 
 
-def test_second_sigterm_hands_the_task_back(run, mesh_home):
-    run("queue-push", "--id", "handed", "sleep 30", check=0)
-    worker = drain(capture=True)
-    wait_until(lambda: pending(mesh_home) == 1)
+def test_second_sigterm_hands_the_task_back(run, mesh_home, tmp_path):
+    run("queue-push", "--id", "handed", "touch started; sleep 30", check=0)
+    worker = drain("--workdir", str(tmp_path), capture=True)
+    wait_until(lambda: (tmp_path / "started").exists())  # running: read is not yet started
     worker.send_signal(signal.SIGTERM)
     wait_for_output(worker.stderr, "SIGTERM again to hand it back")  # the first one landed
     worker.send_signal(signal.SIGTERM)
