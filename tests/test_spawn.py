@@ -211,3 +211,22 @@ def test_a_detached_agent_stops_when_its_mesh_home_is_deleted(run, repo, mesh_ho
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_queue_workers_session_shows_the_task_it_runs(run, repo, tmp_path):
+    """waiting once it blocks on its queue, running with the task's id while it runs one,
+    waiting (no task) after: what coord-peers, meshctl status and the dash show."""
+    record = spawn(run, "builder", "--queue", "--agent", "shell", "--detach").records[-1]
+    wait_until(lambda: session_record(run, "builder-1")["phase"] == "waiting")
+    assert session_record(run, "builder-1").get("task") is None
+    release = tmp_path / "release"
+    run("queue-push", "--role", "builder", "--id", "slow-1",
+        f"while [ ! -e {release} ]; do sleep 0.05; done", check=0)
+    wait_until(lambda: session_record(run, "builder-1")["phase"] == "running")
+    peer = session_record(run, "builder-1")
+    assert peer["task"] == "slow-1" and peer["task_since"]
+    release.touch()
+    run("queue-results", "--wait", "slow-1", "--timeout", "30", check=0)
+    wait_until(lambda: session_record(run, "builder-1")["phase"] == "waiting")
+    assert session_record(run, "builder-1")["task"] is None
+    assert gone(stop_tree(record["pid"]))

@@ -105,6 +105,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     from ..queue.connection import reviver
     from ..queue.pause import daily_cap
     from ..queue.worker import Worker
+    from ..coord.sessions import task_reporter
 
     cli.exclusive(("--once", once), ("--max-tasks", max_tasks))
     queues = [validate_name(q, "queue name") for q in queues] or ["default"]
@@ -139,6 +140,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                     burst=burst, default_timeout=default_timeout,
                     block_ms=200 if burst else 2000,  # burst: a short last look, then exit
                     on_result=lambda r: mesh.emit(r, _result_line(r)),
+                    on_task=task_reporter(mesh.home, session),
                     daily_budget_usd=daily_cap(config.of(mesh.home)),
                     revive_redis=reviver(mesh.home, mesh.redis_url))
     if not (burst or once or max_tasks):

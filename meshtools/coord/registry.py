@@ -205,8 +205,13 @@ def _free_slot(home: MeshHome, role: str) -> str:
         n += 1
 
 
-def heartbeat(home: MeshHome, session_id: str, phase: str | None = None) -> tuple[dict, str | None]:
-    """Refresh the heartbeat (and phase). Returns (record, the previous phase)."""
+KEEP = object()  # heartbeat(task=KEEP): the session's current task stays as it is
+
+
+def heartbeat(home: MeshHome, session_id: str, phase: str | None = None,
+              task=KEEP) -> tuple[dict, str | None]:
+    """Refresh the heartbeat (and phase; and the task it runs now, an id or None). Returns
+    (record, the previous phase)."""
     _existing(home, session_id)  # an unknown id writes nothing, not even the registry lock
     with _guard(home):
         record = _existing(home, session_id)
@@ -215,6 +220,8 @@ def heartbeat(home: MeshHome, session_id: str, phase: str | None = None) -> tupl
         record.update(ts=now, heartbeat=now)
         if phase is not None and phase != previous_phase:
             record.update(phase=phase, phase_since=now)
+        if task is not KEEP and task != record.get("task"):
+            record.update(task=task, task_since=now if task else None)
         fs.atomic_write_json(os.path.join(_dir(home, session_id), RECORD), record)
     return record, previous_phase
 

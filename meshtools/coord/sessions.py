@@ -7,6 +7,9 @@ why; a dead one's locks are released with it. Pruning the dead is session.pruned
 from ..core import events
 from . import registry
 
+# A queue worker's phases between its agent's own (executors.stream: thinking, tool X, ...).
+WAITING, RUNNING = "waiting", "running"
+
 # Why a session left (the event's reason).
 UNREGISTERED, SUPERVISOR_EXITED, DEAD = "unregistered", "supervisor exited", "dead"
 
@@ -37,13 +40,23 @@ def release_locks(home, record: dict, why: str) -> None:
                               reason=f"session {record['id']} (pid {record.get('pid')}) {why}")
 
 
-def beat(home, session_id: str, phase: str | None = None) -> dict:
-    """Heartbeat (and phase); a change of phase is the event session.phase. BadInput (65)
-    for an unknown session. Returns the record."""
-    record, previous = registry.heartbeat(home, session_id, phase)
+def beat(home, session_id: str, phase: str | None = None, task=registry.KEEP) -> dict:
+    """Heartbeat (and phase, and the id of the task it runs now or None); a change of phase
+    is the event session.phase. BadInput (65) for an unknown session. Returns the record."""
+    record, previous = registry.heartbeat(home, session_id, phase, task)
     if phase is not None and phase != previous:
         events.emit(home, "session.phase", id=record["id"], phase=phase, previous=previous)
     return record
+
+
+def task_reporter(home, session_id: str | None):
+    """For a queue worker that is a session: `report(task_id)` when it takes a task (phase
+    running) and `report(None)` when it waits for one (phase waiting, no task), so that
+    coord-peers, meshctl status and the dash see what each peer runs now. None without a
+    session."""
+    if not session_id:
+        return None
+    return lambda task: beat(home, session_id, RUNNING if task else WAITING, task=task)
 
 
 def leave(home, session_id: str, reason: str) -> dict | None:

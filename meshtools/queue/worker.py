@@ -70,6 +70,7 @@ class Worker:
     burst: bool = False
     default_timeout: float | None = None
     on_result: object = None  # called with each result record (queue-drain prints it)
+    on_task: object = None  # called with the task id it starts, None when it waits again
     daily_budget_usd: float | None = None  # config.toml [budget] daily_usd
     revive_redis: object = None  # connection.reviver(): restarts the mesh's own Redis
     stopping: int = 0
@@ -94,6 +95,7 @@ class Worker:
         beating = threading.Thread(target=self._beat_loop, daemon=True)
         self.beat_broker.beat(self.consumer, self._beat_record())
         beating.start()
+        self._report_task(None)  # ready: about to block on its queues
         try:
             while not self.stopping and (self.max_tasks is None or self.done < self.max_tasks):
                 if not self._survive(self._step) and self.burst:
@@ -222,6 +224,7 @@ class Worker:
             self._current = None
             self._hand_back(queue, entry, task, "handed_back")
             return
+        self._report_task(task["id"])
         try:
             outcome = self.executor.run(task, self.workdir,
                                         task.get("timeout") or self.default_timeout)
@@ -233,6 +236,7 @@ class Worker:
             return
         finally:
             self._current = None
+            self._report_task(None)
         if self.stopping >= 2:  # interrupted on purpose: not the task's fault
             self._hand_back(queue, entry, task, "handed_back")
             return
@@ -262,6 +266,16 @@ class Worker:
         self.done += 1
         if self.on_result:
             self.on_result(result)
+
+    def _report_task(self, task_id: str | None) -> None:
+        """Tell on_task; the registry is best-effort here (an unregistered session is simply
+        not watched), never a reason to fail a task."""
+        if self.on_task is None:
+            return
+        try:
+            self.on_task(task_id)
+        except Exception:  # noqa: BLE001
+            pass
 
     def _result(self, task: dict, queue: str, outcome: Outcome, attempt: int) -> dict:
         return result_record(task, outcome, queue=queue, worker=self.consumer, attempt=attempt)
