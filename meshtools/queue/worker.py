@@ -88,12 +88,12 @@ class Worker:
     # --- lifecycle ------------------------------------------------------------------------
 
     def run(self) -> int:
-        for queue in self.queues:
-            self.broker.ensure_group(queue)
+        for queue in self.queues:  # connected already: a cut now is waited out
+            self._survive(lambda queue=queue: self.broker.ensure_group(queue))
         self._install_signals()
         self._reclaimed.set()  # first look at our own pending list (a restart's leftovers)
         beating = threading.Thread(target=self._beat_loop, daemon=True)
-        self.beat_broker.beat(self.consumer, self._beat_record())
+        self._survive(lambda: self.beat_broker.beat(self.consumer, self._beat_record()))
         beating.start()
         self._report_task(None)  # ready: about to block on its queues
         try:
