@@ -21,22 +21,21 @@ class Key:
     help: str
 
 
-TABLE = (
-    Key(("q",), ("main", "detail", "help"), "quit", "quit (the terminal is restored)"),
-    Key(("?",), BROWSING, "help", "this help"),
-    Key(("KEY_ESCAPE", "?"), ("help",), "back", "close the help"),
-    Key(("/",), ("main",), "filter", "filter peers: a regex, a leading ! inverts"),
-    Key(("KEY_ESCAPE",), ("main",), "clear_filter", "clear the filter"),
-    Key((":",), BROWSING, "command", "command: exec send kill restart pick pause ..."),
-    Key(("s",), ("main",), "sort_next", "sort by the next column"),
-    *(Key((c.key,), ("main",), f"sort:{c.name}", f"sort by {c.label.lower()} (again: reverse)")
-      for c in COLUMNS),
+TABLE = (  # grouped by modes: the overlay shows one heading per run of equal modes
+    Key(("q",), ("main", "detail", "help"), "quit", "quit"),
+    Key(("?",), ("main", "detail", "help"), "help", "this help (again: close)"),
+    Key(("t",), ("main", "detail", "help"), "theme", "theme: dark, light, mono"),
+    Key((":",), BROWSING, "command", "command line (:exec, :send…)"),
     Key(("KEY_UP", "k"), BROWSING, "up", "select the peer above"),
     Key(("KEY_DOWN", "j"), BROWSING, "down", "select the peer below"),
+    Key(("p",), BROWSING, "pause", "pause display (feed buffers)"),
     Key(("KEY_ENTER",), ("main",), "open", "the selected peer's detail"),
-    Key(("KEY_ESCAPE",), ("detail",), "back", "back to the mesh"),
-    Key(("p",), BROWSING, "pause", "pause the display (events keep buffering)"),
-    Key(("t",), ("main", "detail", "help"), "theme", "next theme: dark, light, mono"),
+    Key(("/",), ("main",), "filter", "filter: regex, !re inverts"),
+    Key(("KEY_ESCAPE",), ("main",), "clear_filter", "clear the filter"),
+    Key(("s",), ("main",), "sort_next", "next sort column"),
+    *(Key((c.key,), ("main",), f"sort:{c.name}", f"sort: {c.label.lower()} (again: desc)")
+      for c in COLUMNS),
+    Key(("KEY_ESCAPE",), ("detail", "help"), "back", "back to the mesh"),
     Key(("KEY_ENTER",), ("filter",), "keep_filter", "keep the filter"),
     Key(("KEY_ESCAPE",), ("filter",), "clear_filter", "clear the filter"),
     Key(("KEY_ENTER",), ("command",), "run", "run the command"),
@@ -71,8 +70,8 @@ def label(entry: Key) -> str:
 
 
 def overlay() -> list[tuple[str, str, str]]:
-    """(mode, keys, help) for the `?` overlay, mode by mode in MODES order."""
-    return [(mode, label(e), e.help) for mode in MODES for e in TABLE if mode in e.modes]
+    """(modes, keys, help) for the `?` overlay, each entry once, in table order."""
+    return [(" · ".join(e.modes), label(e), e.help) for e in TABLE]
 
 
 def hints(mode: str) -> str:
@@ -83,10 +82,10 @@ def hints(mode: str) -> str:
 
 def man_section(esc) -> list[str]:
     """The man page's KEYS section (roff lines); esc is the generator's roff escaping."""
-    lines = [".SH KEYS"]
-    for mode in MODES:
-        lines += [".SS " + esc(f"{mode} mode")]
-        for entry in TABLE:
-            if mode in entry.modes:
-                lines += [".TP", f"\\fB{esc(label(entry))}\\fR", esc(entry.help)]
+    lines, heading = [".SH KEYS"], None
+    for modes, keys, text in overlay():
+        if modes != heading:
+            lines.append(".SS " + esc(f"in {modes}"))
+            heading = modes
+        lines += [".TP", f"\\fB{esc(keys)}\\fR", esc(text)]
     return lines

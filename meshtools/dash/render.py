@@ -312,7 +312,9 @@ def _status(snapshot, view, columns, theme) -> str:
         return theme.paint("prompt", "/") + clean(view.filter) + theme.paint("selected", " ")
     if view.message:
         return _message(view, theme)
-    return theme.paint("dim", " " + keys.hints(view.mode if view.mode != "help" else "main"))
+    if view.mode == "help":
+        return theme.paint("dim", " Esc or ? closes the help")
+    return theme.paint("dim", " " + keys.hints(view.mode))
 
 
 def _message(view, theme) -> str:
@@ -358,23 +360,23 @@ def _detail(snapshot, view, columns, rows, theme) -> list[str]:
 
 
 def _help(columns, rows, theme) -> list[str]:
-    """The key table, mode by mode, flowed down then across as many columns as fit."""
-    entries, mode = [], None
-    for entry_mode, label, text in keys.overlay():
-        if entry_mode != mode:
-            entries.append(theme.paint("title", f"{entry_mode} mode"))
-            mode = entry_mode
-        entries.append((label, text))
-    room = rows - 1
-    per = -(-len(entries) // room)  # columns of text needed
-    col = columns // per
-    keyw = min(max(width(e[0]) for e in entries if isinstance(e, tuple)) + 1, col // 3)
-    grid = [[] for _ in range(room)]
-    for index, entry in enumerate(entries):
-        cell = (fit(entry[0], keyw) + " " + fit(entry[1], col - keyw - 2) + " "
-                if isinstance(entry, tuple) else clip(entry, col))
-        grid[index % room].append(cell)
-    return [_rule("keys (Esc closes)", columns, theme)] + ["".join(r) for r in grid]
+    """The key table under a heading per run of equal modes, flowed down then across in
+    as many columns as it needs."""
+    cells, heading = [], None
+    for modes, label, text in keys.overlay():
+        if modes != heading:
+            cells.append(("", f"in {modes}"))
+            heading = modes
+        cells.append((label, text))
+    across = -(-len(cells) // rows)
+    column = columns // across
+    key = min(max(width(label) for label, _ in cells) + 1, column // 3)
+    grid = [""] * rows
+    for index, (label, text) in enumerate(cells):
+        cell = (fit(label, key) + " " + fit(text, column - key - 2) + " " if label
+                else theme.paint("title", fit(text, column)))
+        grid[index % rows] += cell
+    return grid
 
 
 _PANELS = {"services": _services, "queues": _queues, "peers": _peers, "gpus": _gpus,

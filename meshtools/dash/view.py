@@ -100,6 +100,11 @@ def _mode(mode):
     return enter
 
 
+def _help(view, snapshot):
+    """`?` opens the help, and closes it again."""
+    return _back(view, snapshot) if view.mode == "help" else _mode("help")(view, snapshot)
+
+
 def _back(view, snapshot):
     return replace(view, mode="main" if view.mode == "detail" else view.back), None
 
@@ -157,7 +162,7 @@ def _without_word(text: str) -> str:
 
 _ACTIONS = {
     "quit": lambda view, snapshot: (view, {"cmd": "quit"}),
-    "help": _mode("help"),
+    "help": _help,
     "command": _mode("command"),
     "filter": lambda view, snapshot: (replace(view, mode="filter", back="main"), None),
     "back": _back,
