@@ -12,7 +12,7 @@ from meshtools.core.errors import BadInput
 from meshtools.core.home import MeshHome
 from meshtools.dash import commands, keys, peers, render, theme, view
 from meshtools.dash.text import width
-from tests.helpers import dash_snapshot
+from .helpers import dash_snapshot
 
 SIZES = [(80, 24), (120, 40), (200, 50)]
 COLOUR = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9]+)*m")

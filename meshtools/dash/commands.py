@@ -75,11 +75,13 @@ def parse(line: str, known: Known) -> dict:
 
 
 def _exec(args, known):
+    """A first word that is a role routes the task there; one that is nearly a role (and
+    a task follows) is a typo, refused rather than sent to the router as the task's text."""
     role = None
     if args and args[0] in known.roles:
         role, args = args[0], args[1:]
-    elif len(args) > 1 and did_you_mean(args[0], known.roles, cutoff=0.75):
-        raise BadInput(f"unknown role {args[0]!r}{did_you_mean(args[0], known.roles, 0.75)}")
+    elif len(args) > 1 and (hint := did_you_mean(args[0], known.roles, cutoff=0.75)):
+        raise BadInput(f"unknown role {args[0]!r}{hint}")
     if not args:
         raise BadInput("empty task: exec [ROLE] TASK")
     return {"cmd": "exec", "role": role, "task": " ".join(args)}
