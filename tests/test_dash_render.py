@@ -109,16 +109,17 @@ def test_too_small_a_screen_says_the_size_it_needs():
     assert plain(lines)[0].startswith("terminal too small: need 60x12")
 
 
-def test_no_color_keeps_layout_and_reverse_but_writes_no_colour():
+@pytest.mark.parametrize("columns,rows", SIZES)
+def test_no_color_keeps_layout_and_reverse_but_writes_no_colour(columns, rows):
     snapshot = dash_snapshot()
     mono = theme.theme("dark", no_color=True)
     assert mono.name == "mono"
-    lines = render.render(snapshot, view.View(selected="builder-1"), 80, 24, mono)
+    lines = render.render(snapshot, view.View(selected="builder-1"), columns, rows, mono)
     assert not any(COLOUR.search(line) for line in lines)
-    dark = draw(snapshot, view.View(selected="builder-1"))
+    dark = draw(snapshot, view.View(selected="builder-1"), columns, rows)
     assert any(COLOUR.search(line) for line in dark)  # the check can fail
     assert plain(lines) == plain(dark)
-    screen = screen_of(lines, 80, 24)
+    screen = screen_of(lines, columns, rows)
     row = next(i for i, line in enumerate(screen.display) if "› builder-1" in line)
     assert screen.buffer[row][3].reverse
 

@@ -24,6 +24,7 @@ snapshot["sources"][name]. The detail of the selected peer:
 
 from . import keys, peers
 from .commands import Known, suggestion
+from .view import visible
 from .text import ago, clean, clip, fit, size, width
 
 MIN_WIDTH, MIN_HEIGHT = 60, 12
@@ -112,11 +113,11 @@ def _header(snapshot, view, columns, theme) -> list[str]:
     rows = peers.rows(snapshot)
     alive = sum(1 for r in rows if r.get("state") == "alive")
     clock = str(snapshot.get("ts") or "")[11:19]
-    left = f" meshtools · {clean(name)} · {clock} UTC · {len(rows)} peers, {alive} alive"
+    left = (f" meshtools · {clean(name)}{f' · {clock} UTC' if clock else ''}"
+            f" · {len(rows)} peers, {alive} alive")
     right = "DISPLAY PAUSED " if view.paused else ""
-    line = fit(left, columns - width(right)) + right
-    title = theme.paint("title", line[:len(line) - len(right)]) + theme.paint("warn", right)
-    return [title, _problems(snapshot, columns, theme)]
+    return [theme.paint("title", fit(left, columns - width(right))) + theme.paint("warn", right),
+            _problems(snapshot, columns, theme)]
 
 
 def _problems(snapshot, columns, theme) -> str:
@@ -196,7 +197,7 @@ def _queues(snapshot, view, columns, rows, theme) -> list[str]:
 
 
 def _peers(snapshot, view, columns, rows, theme) -> list[str]:
-    shown = peers.visible(snapshot, view.filter, view.sort, view.reverse)
+    shown = visible(view, snapshot)
     total = len(snapshot.get("peers") or [])
     age, error = _meta(snapshot, "peers")
     title = f"peers {len(shown)}/{total} · sort {view.sort} {'desc' if view.reverse else 'asc'}"
