@@ -103,6 +103,18 @@ def test_panel_heights_do_not_follow_the_data():
                     if "─ events" in line]
 
 
+@pytest.mark.parametrize("mode", ["main", "detail", "help", "command", "filter"])
+def test_an_empty_or_partial_snapshot_still_draws(mode):
+    """Before the first collection, and when a source gives records without some fields."""
+    partial = {"peers": [{"id": "a"}], "queues": [{}], "events": ["raw", {}], "gpus": [{}],
+               "services": [{}], "offload": [{}], "redis": {"up": True}, "pause": None,
+               "budget": {"spent_today_usd": 0.0}, "detail": {"peer": "a"}}
+    for snapshot in ({}, partial):
+        lines = draw(snapshot, view.View(mode=mode, selected="a"))
+        assert len(lines) == 24 and all(width(line) == 80 for line in lines)
+    assert "› a " in "\n".join(plain(draw(partial, view.View(selected="a"))))
+
+
 def test_too_small_a_screen_says_the_size_it_needs():
     lines = draw(dash_snapshot(), view.View(), 50, 10)
     assert len(lines) == 10 and all(width(line) == 50 for line in lines)

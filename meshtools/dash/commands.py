@@ -51,7 +51,7 @@ class Known:
         peers = snapshot.get("peers") or []
         tasks = [p.get("task") for p in peers]
         tasks += [e.get("task") or e.get("id") for e in snapshot.get("events") or []
-                  if str(e.get("event", "")).startswith("task.")]
+                  if isinstance(e, dict) and str(e.get("event", "")).startswith("task.")]
         return cls(roles=_unique([*(snapshot.get("roles") or []),
                                   *(p.get("role") for p in peers)]),
                    peers=_unique(p.get("id") for p in peers),
