@@ -116,3 +116,51 @@ def interrupted_on_terminal(argv: list[str], shown_first: str, timeout=60.0) -> 
             os.close(parent)
     assert shown_first.encode() in shown, shown
     return code, shown.decode()
+
+
+def dash_snapshot(peers: int = 6, events: int = 40, gpus: int = 1) -> dict:
+    """A mesh snapshot in the shared shape (see meshtools/dash/render.py), made up but
+    plausible: peers of every state, queues, a dead letter, a budget, GPU samples, events.
+    The dash tests and bench/dash.py draw it."""
+    roles = ("builder", "research", "triage", "memory", "security", "groomer")
+    states = ("alive", "alive", "stale", "dead", "FATAL", "stuck", "paused")
+    rows = [{"id": f"{roles[i % 6]}-{i + 1}", "role": roles[i % 6],
+             "state": states[i % len(states)], "pid": 1000 + i, "host": "h",
+             "phase": "waiting" if i % 3 else "tool Edit", "phase_age": 5.0 * i,
+             "heartbeat_age": float(i), "task": None if i % 3 else f"t-{i:04d}",
+             "task_age": 3.0 * i if i % 3 == 0 else None,
+             "worktree": f"/w/repo-wt-{roles[i % 6]}", "branch": f"mesh/{roles[i % 6]}"}
+            for i in range(peers)]
+    return {
+        "ts": "2026-12-02T15:04:05Z", "mesh": "repo", "roles": [*roles, "anchor"],
+        "redis": {"url": "unix:///m/redis.sock", "up": True, "version": "7.2", "rtt_ms": 0.4,
+                  "used_memory": 1_500_000, "persistence": {"aof": True, "rdb": False},
+                  "age": 0.5, "error": None},
+        "peers": rows,
+        "queues": [{"kind": "queue", "queue": "default", "length": 3, "pending": 1,
+                    "oldest_pending_age": 42.0, "consumers": [], "dead": 0},
+                   {"kind": "queue", "queue": "builder", "length": 0, "pending": 0,
+                    "oldest_pending_age": None, "consumers": [], "dead": 1}],
+        "dead": {"count": 1, "by_queue": {"builder": 1}, "ids": ["1700000000000-0"]},
+        "pause": None,
+        "budget": {"spent_today_usd": 1.25, "daily_usd": 10.0,
+                   "by_role": {"builder": 0.75, "research": 0.5}},
+        "procs": {r["id"]: {"cpu": float(7 * i % 100), "rss": 50_000_000 + i * 1_000_000}
+                  for i, r in enumerate(rows) if r["state"] != "dead"},
+        "git": {role: {"branch": f"mesh/{role}", "unpicked": i,
+                       "forecast": "conflict" if role == "triage" else "clean"}
+                for i, role in enumerate(roles)},
+        "gpus": [{"index": g, "name": "H200", "util": [(g * 13 + s * 7) % 101 for s in range(60)],
+                  "mem": [40.0] * 60, "mem_used": 55 << 30, "mem_total": 139 << 30}
+                 for g in range(gpus)],
+        "services": [{"name": "memcache", "ok": True, "latency_ms": 1.2, "error": None}],
+        "offload": [{"name": "ollama", "ok": True, "latency_ms": 12.0, "models": 3},
+                    {"name": "openrouter", "ok": False, "error": "unreachable"}],
+        "events": [{"ts": f"2026-12-02T15:{i // 60 % 60:02d}:{i % 60:02d}Z",
+                    "event": ("task.enqueued", "task.done", "lock.granted",
+                              "task.failed")[i % 4],
+                    "peer": rows[i % peers]["id"] if peers else None, "task": f"t-{i:04d}"}
+                   for i in range(events)],
+        "problems": [{"kind": "dead", "subject": r["id"], "text": f"{r['id']} is dead"}
+                     for r in rows if r["state"] == "dead"],
+    }
