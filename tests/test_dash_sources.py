@@ -116,6 +116,9 @@ def test_gitstate_counts_unpicked_work_and_forecasts_its_landing(repo, mesh_home
     conflict = branch(repo, "tester", ("docs/guide.md", "# tester\n"),
                       ("web/src/app.js", "tester\n"))
     commit(repo, "web/src/app.js", "main\n", "main changes app.js")
+    # chain: its second commit edits the file its first adds: replayed in order, onto the
+    # tree the first made, both apply
+    branch(repo, "chain", ("chain.txt", "1\n"), ("chain.txt", "2\n"))
     (done,) = branch(repo, "done", ("docs/other.md", "x\n"))
     pick(repo, done)
     git(repo, "worktree", "add", "-q", str(repo.parent / "wt-tester"), "mesh/tester")
@@ -131,12 +134,16 @@ def test_gitstate_counts_unpicked_work_and_forecasts_its_landing(repo, mesh_home
                                "worktree": str(repo.parent / "wt-tester"), "unpicked": 2,
                                "forecast": "conflict", "commit": conflict[1],
                                "paths": ["web/src/app.js"], "error": None}
+    assert (found["chain"]["unpicked"], found["chain"]["forecast"]) == (2, "clean")
     assert found["done"]["unpicked"] == 0 and found["done"]["forecast"] == "clean"
+    assert sorted(found) == ["chain", "clean", "done", "tester"]
     # nothing was touched: no checkout, no ref
     assert {cwd: (git(cwd, "status", "--porcelain"), git(cwd, "rev-parse", "HEAD"))
             for cwd in before} == before
     assert git(repo, "for-each-ref") == refs
-    assert gitstate.roles_state(MeshHome(str(mesh_home)), str(repo)) == found  # again
+    objects = git(repo, "count-objects")
+    assert gitstate.roles_state(MeshHome(str(mesh_home)), str(repo)) == found  # again,
+    assert git(repo, "count-objects") == objects  # writing no new objects
 
 
 def test_gitstate_without_a_new_enough_git_says_unknown(repo):
