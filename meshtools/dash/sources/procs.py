@@ -52,37 +52,41 @@ class Sampler:
             self._when[0], mono - self._when[1])
         seen, found = {}, {}
         for record in peers:
-            if not ours(record):
-                continue
-            try:
-                root = self._process(psutil, record["pid"])
-                tree = [root, *root.children(recursive=True)]
-            except psutil.Error:
-                continue  # gone since the check
-            used, rss, count, known = 0.0, 0, 0, True
-            for p in tree:
-                try:
-                    with p.oneshot():
-                        times = p.cpu_times()
-                        now_cpu = times.user + times.system
-                        memory = p.memory_info().rss
-                        created = p.create_time()
-                except psutil.Error:
-                    continue  # exited meanwhile
-                kept = self._seen.get(p.pid)
-                before = kept[1] if kept and kept[0] == p else None
-                seen[p.pid] = (p, now_cpu)
-                step = delta(before, now_cpu, created, since)
-                if step is None:
-                    known = known and p.pid != root.pid  # an unseen child counts 0
-                else:
-                    used += step
-                rss += memory
-                count += 1
-            cpu = cpu_percent(used, elapsed) if known and elapsed else None
-            found[record["id"]] = {"cpu": cpu, "rss": rss, "procs": count}
+            usage = self._tree(psutil, record, since, seen) if ours(record) else None
+            if usage is not None:
+                used, rss, count, known = usage
+                cpu = cpu_percent(used, elapsed) if known and elapsed else None
+                found[record["id"]] = {"cpu": cpu, "rss": rss, "procs": count}
         self._seen, self._when = seen, (wall, mono)
         return found
+
+    def _tree(self, psutil, record: dict, since: float | None, seen: dict):
+        """(CPU seconds since the last sample, RSS, processes, whether the CPU is known)
+        of the tree under the record's pid, each process noted in seen; None if it is gone."""
+        try:
+            root = self._process(psutil, record["pid"])
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None  # gone since the check
+        used, rss, count, known = 0.0, 0, 0, True
+        for p in tree:
+            try:
+                with p.oneshot():
+                    times = p.cpu_times()
+                    now_cpu, memory = times.user + times.system, p.memory_info().rss
+                    created = p.create_time()
+            except psutil.Error:
+                continue  # exited meanwhile
+            kept = self._seen.get(p.pid)
+            step = delta(kept[1] if kept and kept[0] == p else None, now_cpu, created, since)
+            seen[p.pid] = (p, now_cpu)
+            if step is None:
+                known = known and p.pid != root.pid  # an unseen child counts 0
+            else:
+                used += step
+            rss += memory
+            count += 1
+        return used, rss, count, known
 
     def _process(self, psutil, pid: int):
         """The kept Process of pid while it names the same process, else a new one."""
