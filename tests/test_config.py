@@ -89,6 +89,12 @@ def test_unknown_lists_keys_and_tables_the_schema_lacks():
                                     (("agents", "x"), "outptu")]
 
 
+def test_unknown_lists_keys_of_entries_of_an_array_of_tables():
+    data = {"dash": {"service": [{"name": "a", "target": "x"}, {"name": "b", "tagret": "y"}],
+                     "offload": "not a list: its reader says so"}}
+    assert config.unknown(data) == [(("dash", "service"), "tagret")]
+
+
 def test_a_typo_in_config_is_warned_about_once_naming_file_line_and_key(run, mesh_home):
     mesh_home.mkdir(parents=True, exist_ok=True)
     (mesh_home / "config.toml").write_text("[coord]\nstale_afer = 5\n\n[cord]\nx = 1\n")

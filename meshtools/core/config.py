@@ -94,11 +94,20 @@ def unknown(data: dict) -> list[tuple[tuple[str, ...], str]]:
                     continue  # a wrong type: the reader of that table says so (78)
                 names = (name,) if sub is None else (name, sub)
                 found += [(names, key) for key in keys if key not in schema_of(names)]
-                found += [((*names, key), entry_key)
-                          for key, entries in keys.items() if (*names, key) in ENTRIES
-                          and isinstance(entries, list)
-                          for entry in entries if isinstance(entry, dict)
-                          for entry_key in entry if entry_key not in ENTRIES[(*names, key)]]
+                found += _unknown_in_entries(names, keys)
+    return found
+
+
+def _unknown_in_entries(names: tuple[str, ...], keys: dict) -> list:
+    """(array names, key) of each key an entry of an array of tables in keys sets that its
+    ENTRIES schema lacks; pure."""
+    found = []
+    for key, entries in keys.items():
+        schema = ENTRIES.get((*names, key))
+        if schema is not None and isinstance(entries, list):
+            found += [((*names, key), entry_key) for entry in entries
+                      if isinstance(entry, dict) for entry_key in entry
+                      if entry_key not in schema]
     return found
 
 
