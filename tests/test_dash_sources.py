@@ -146,6 +146,21 @@ def test_gitstate_counts_unpicked_work_and_forecasts_its_landing(repo, mesh_home
     assert git(repo, "count-objects") == objects  # writing no new objects
 
 
+def test_gitstate_remembers_a_verdict_until_main_or_the_branch_moves(repo, mesh_home):
+    home, known = MeshHome(str(mesh_home)), {}
+    branch(repo, "w", ("new.txt", "n\n"))
+    assert gitstate.roles_state(home, str(repo), known)["w"]["unpicked"] == 1
+    assert len(known) == 1
+    assert gitstate.roles_state(home, str(repo), known)["w"]["unpicked"] == 1
+    git(repo, "checkout", "-q", "mesh/w")
+    commit(repo, "new.txt", "changed\n", "w changes new.txt")
+    git(repo, "checkout", "-q", "main")
+    assert gitstate.roles_state(home, str(repo), known)["w"]["unpicked"] == 2  # it moved
+    commit(repo, "new.txt", "main\n", "main adds new.txt too")
+    assert gitstate.roles_state(home, str(repo), known)["w"]["forecast"] == "conflict"
+    assert len(known) == 1  # the verdicts no branch has any more are forgotten
+
+
 def test_gitstate_without_a_new_enough_git_says_unknown(repo):
     branch(repo, "old", ("new.txt", "n\n"))
     record = gitstate.branch_state(str(repo), "main", "mesh/old", set(), forecast=False)

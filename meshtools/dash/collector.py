@@ -120,9 +120,9 @@ def mesh_sources(home, repo: str | None = None, redis_url: str | None = None
     checks = services.services_of(settings)
     endpoints = offload.endpoints_of(settings)
     repo = repo or home.repository().root
-    sampler = procs.Sampler()
+    sampler, verdicts = procs.Sampler(), {}
     reads = {"procs": lambda: sampler(registry.all_sessions(home)),
-             "git": lambda: gitstate.roles_state(home, repo),
+             "git": lambda: gitstate.roles_state(home, repo, verdicts),
              "gpus": gpu.Gpus(),
              "redis": lambda: services.mesh_redis(home, redis_url),
              "services": lambda: sources.parallel(services.check, checks),

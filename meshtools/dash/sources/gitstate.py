@@ -94,18 +94,29 @@ def branch_state(cwd, main: str, branch: str, trailers: set[str], forecast: bool
         return verdict(len(commits), error=str(e))
 
 
-def roles_state(home, repo) -> dict[str, dict]:
+def roles_state(home, repo, known: dict | None = None) -> dict[str, dict]:
     """{role: {branch, worktree, unpicked, forecast, paths, error}} for every mesh/<role>
-    branch of the repository around repo (its worktree path, or None without one)."""
+    branch of the repository around repo (its worktree path, or None without one).
+    known: a dict kept between calls, so that a branch is counted and forecast again only
+    once it or main moved (a forecast costs a few git runs per unpicked commit)."""
     root, main = gitops.main_of(repo, config.of(home))
-    trailers = history.trailers_on(root, main)
+    main_head = gitops.out(root, "rev-parse", f"refs/heads/{main}")
     worktrees = {wt["branch"]: wt["path"] for wt in mesh_worktrees(root)}
     forecast = can_forecast(git_version())
-    found = {}
-    for ref in gitops.lines(root, "for-each-ref", "--format=%(refname)",
-                            f"refs/heads/{BRANCH_PREFIX}"):
+    known = {} if known is None else known
+    trailers, found, kept = None, {}, {}
+    for line in gitops.lines(root, "for-each-ref", "--format=%(objectname) %(refname)",
+                             f"refs/heads/{BRANCH_PREFIX}"):
+        head, ref = line.split(" ", 1)
         branch = ref.removeprefix("refs/heads/")
-        found[branch[len(BRANCH_PREFIX):]] = {
-            "branch": branch, "worktree": worktrees.get(branch),
-            **branch_state(root, main, branch, trailers, forecast)}
+        key = (main_head, branch, head)
+        if key not in known:
+            if trailers is None:  # one walk of main's history for every branch
+                trailers = history.trailers_on(root, main)
+            known[key] = branch_state(root, main, branch, trailers, forecast)
+        kept[key] = known[key]
+        found[branch[len(BRANCH_PREFIX):]] = {"branch": branch,
+                                              "worktree": worktrees.get(branch), **kept[key]}
+    known.clear()
+    known.update(kept)  # what no branch needs any more is forgotten
     return found
