@@ -354,6 +354,8 @@ def test_command_check_and_its_timeout_kills_all_it_started(tmp_path):
                   "detail": "exit 0"}
     failed = check("command", "echo not ready; exit 3")
     assert (failed["ok"], failed["detail"]) == (False, "exit 3: not ready")
+    leaky = check("command", "echo api_key=sk-abcdefghijklmnopqrstuv; exit 1")
+    assert "sk-abc" not in leaky["detail"] and "[redacted]" in leaky["detail"]
     pid_file = tmp_path / "child.pid"
     hung = check("command", f"sleep 600 & echo $! > {pid_file}; wait", timeout=0.5)
     assert (hung["ok"], hung["detail"]) == (False, "timed out")
@@ -421,10 +423,14 @@ def test_a_hung_source_never_delays_the_snapshot_and_shows_its_age_and_timeout()
             release.wait()  # the second read hangs until the test ends
         return "first"
 
+    def leaks():
+        raise ConfigError("bad ghp_abcdefghijklmnopqrstuvwxyz\nsecond line")
+
     ticks = iter(range(10**9))
     with collector.Collector([collector.Source("slow", hangs, every=0.01, timeout=0.3),
                               collector.Source("fast", lambda: next(ticks), 0.01, 1.0),
-                              collector.Source("broken", lambda: 1 / 0, 0.01, 1.0)]) as c:
+                              collector.Source("broken", lambda: 1 / 0, 0.01, 1.0),
+                              collector.Source("leaks", leaks, 0.01, 1.0)]) as c:
         wait_until(lambda: len(calls) > 1)  # hung now
         # each snapshot returns while the slow source hangs
         wait_until(lambda: c.snapshot()["slow"]["error"] is not None)
@@ -438,6 +444,7 @@ def test_a_hung_source_never_delays_the_snapshot_and_shows_its_age_and_timeout()
         assert c.snapshot()["fast"]["error"] is None
         assert c.snapshot()["broken"] == {"data": None, "age": None,
                                           "error": "ZeroDivisionError: division by zero"}
+        assert c.snapshot()["leaks"]["error"] == "bad [redacted]"  # one line, masked
         release.set()
         wait_until(lambda: c.snapshot()["slow"]["error"] is None)
 

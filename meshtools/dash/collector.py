@@ -24,10 +24,13 @@ class Source(NamedTuple):
 
 
 def describe(error: BaseException) -> str:
-    """A source's failure as one line (a MeshError's message is written for people)."""
+    """A source's failure as one line, secrets masked (a MeshError's message is written
+    for people; anything else is named by its type)."""
     from ..core.errors import MeshError
+    from ..core.redact import redact_text
+    from ..landing.gitops import first_line
 
-    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = redact_text(first_line(str(error))[:200])
     if isinstance(error, MeshError):
         return text or type(error).__name__
     return f"{type(error).__name__}: {text}" if text else type(error).__name__

@@ -13,6 +13,8 @@ import subprocess
 import time
 
 from ...core import config, proc
+from ...core.redact import redact_text
+from ...landing.gitops import first_line
 
 KINDS = ("tcp", "http", "unix", "pidfile", "command")
 
@@ -27,10 +29,6 @@ def host_port(target: str) -> tuple[str, int]:
     return host.removeprefix("[").removesuffix("]"), int(port)
 
 
-def first_line(text: str, limit: int = 200) -> str:
-    return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")[:limit]
-
-
 def describe(error: BaseException) -> str:
     """One line for a failed check: the OS's words where there are some (urllib wraps
     them in a URLError's reason)."""
@@ -40,7 +38,7 @@ def describe(error: BaseException) -> str:
     if isinstance(error, TimeoutError):
         return "timed out"
     text = getattr(error, "strerror", None) or reason or str(error)
-    return first_line(str(text)) or type(error).__name__
+    return first_line(str(text))[:200] or type(error).__name__
 
 
 def services_of(settings: config.Section) -> list[dict]:
@@ -122,7 +120,7 @@ def check_command(target: str, timeout: float) -> tuple[bool, str]:
         os.killpg(child.pid, signal.SIGKILL)  # its own session: pgid = its pid
         child.communicate()
         return False, "timed out"
-    said = first_line(output)
+    said = redact_text(first_line(output)[:200])  # it may print a token
     if child.returncode == 0:
         return True, said or "exit 0"
     return False, f"exit {child.returncode}" + (f": {said}" if said else "")
