@@ -48,7 +48,10 @@ def read_nvml() -> dict:
     except pynvml.NVMLError as e:
         return absent(_text(e))
     finally:
-        pynvml.nvmlShutdown()
+        try:
+            pynvml.nvmlShutdown()
+        except pynvml.NVMLError:
+            pass  # the sample stands; the next one initialises afresh
 
 
 class History:
