@@ -78,7 +78,7 @@ def test_the_init_template_sets_only_keys_of_the_schema_at_their_defaults():
     assert ("coord", "stale_after") in shown and ("anchor", "fatal_respawns") in shown
     for (name, key), value in shown.items():
         default = config.default(name, key)
-        if default is not None and key != "rule":  # None: an example of an optional setting
+        if default not in (None, ()):  # an example of an optional setting, a list of tables
             assert (tuple(value) if isinstance(value, list) else value) == default, (name, key)
 
 
@@ -87,6 +87,12 @@ def test_unknown_lists_keys_and_tables_the_schema_lacks():
             "agents": {"x": {"command": "x", "outptu": "text"}}}
     assert config.unknown(data) == [(("coord",), "stale_afer"), ((), "cord"),
                                     (("agents", "x"), "outptu")]
+
+
+def test_unknown_lists_keys_of_entries_of_an_array_of_tables():
+    data = {"dash": {"service": [{"name": "a", "target": "x"}, {"name": "b", "tagret": "y"}],
+                     "offload": "not a list: its reader says so"}}
+    assert config.unknown(data) == [(("dash", "service"), "tagret")]
 
 
 def test_a_typo_in_config_is_warned_about_once_naming_file_line_and_key(run, mesh_home):

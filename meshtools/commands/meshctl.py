@@ -84,6 +84,35 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 # min_uptime = 10.0            # a run shorter than this is a rapid failure
 # max_failures = 5             # give up (FATAL) after this many in a row
 # rerun_delay = 30.0           # a persistent agent's pause between runs of its standing prompt
+
+[dash]
+# Services `meshctl dash` checks, each within timeout seconds: kind = tcp (target host:port),
+# http (a URL; below 400 is up), unix (a socket path), pidfile (a file naming a live pid)
+# or command (a shell command; exit 0 is up). The mesh's own Redis is always shown.
+# [[dash.service]]
+# name = "reveried"
+# kind = "pidfile"
+# target = "/run/reveried.pid"
+# [[dash.service]]
+# name = "redis"
+# kind = "tcp"
+# target = "localhost:6379"
+# timeout = 2.0
+# [[dash.service]]
+# name = "memcache"
+# kind = "tcp"
+# target = "localhost:11211"
+# LLM endpoints work can be offloaded to: reachable, latency, models. kind = ollama
+# (GET url/api/tags), openai (an OpenAI-compatible GET url/v1/models) or http (GET url).
+# [[dash.offload]]
+# name = "ollama"
+# kind = "ollama"
+# url = "http://localhost:11434"
+# [[dash.offload]]
+# name = "openrouter"
+# kind = "openai"
+# url = "https://openrouter.ai/api"
+# timeout = 3.0
 """
 
 

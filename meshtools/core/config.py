@@ -47,15 +47,29 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "supervisor": {"base": Key(float, 1.0), "cap": Key(float, 60.0),
                    "min_uptime": Key(float, 10.0), "max_failures": Key(int, 5),
                    "grace": Key(float, 10.0), "rerun_delay": Key(float, 30.0)},
+    # arrays of tables ([[dash.service]]), their entries' keys in ENTRIES
+    "dash": {"service": Key(list, (), of=dict), "offload": Key(list, (), of=dict)},
 }
 # sections of named sub-tables ([agents.NAME]): the keys of each one
 TABLES: dict[str, dict[str, Key]] = {
     "agents": {"command": Key((str, list)), "output": Key(str, "text")},
 }
+# arrays of tables ([[section.key]]): the keys of each entry (read with Section.entries;
+# a key without a default that the reader needs is Section.required)
+ENTRIES: dict[tuple[str, str], dict[str, Key]] = {
+    # kind: tcp | http | unix | pidfile | command (dash.sources.services checks)
+    ("dash", "service"): {"name": Key(str), "kind": Key(str), "target": Key(str),
+                          "timeout": Key(float, 2.0)},
+    # kind: ollama | openai | http (dash.sources.offload)
+    ("dash", "offload"): {"name": Key(str), "url": Key(str), "kind": Key(str, "http"),
+                          "timeout": Key(float, 3.0)},
+}
 
 
 def schema_of(names: tuple[str, ...]) -> dict[str, Key]:
     """The keys the table at names may set (KeyError for a table the schema lacks)."""
+    if names in ENTRIES:
+        return ENTRIES[names]
     if len(names) == 2 and names[0] in TABLES:
         return TABLES[names[0]]
     if len(names) != 1:
@@ -80,14 +94,30 @@ def unknown(data: dict) -> list[tuple[tuple[str, ...], str]]:
                     continue  # a wrong type: the reader of that table says so (78)
                 names = (name,) if sub is None else (name, sub)
                 found += [(names, key) for key in keys if key not in schema_of(names)]
+                found += _unknown_in_entries(names, keys)
+    return found
+
+
+def _unknown_in_entries(names: tuple[str, ...], keys: dict) -> list:
+    """(array names, key) of each key an entry of an array of tables in keys sets that its
+    ENTRIES schema lacks; pure."""
+    found = []
+    for key, entries in keys.items():
+        schema = ENTRIES.get((*names, key))
+        if schema is not None and isinstance(entries, list):
+            found += [((*names, key), entry_key) for entry in entries
+                      if isinstance(entry, dict) for entry_key in entry
+                      if entry_key not in schema]
     return found
 
 
 class Section:
-    """One table of config.toml (the root when names is empty)."""
+    """One table of config.toml (the root when names is empty; the index-th entry when
+    names is an array of tables)."""
 
-    def __init__(self, data: dict, path: str = "config.toml", names: tuple[str, ...] = ()):
-        self.data, self.path, self.names = data, path, names
+    def __init__(self, data: dict, path: str = "config.toml", names: tuple[str, ...] = (),
+                 index: int | None = None):
+        self.data, self.path, self.names, self.index = data, path, names, index
 
     def section(self, name: str) -> "Section":
         """The sub-table [name] (empty when absent); ConfigError when it is not a table."""
@@ -109,6 +139,19 @@ class Section:
             what += f" of {_WHAT[of].removeprefix('a ').removeprefix('an ')}s"
         raise self.error(key, f"expected {what}, got {value!r}")
 
+    def entries(self, key: str) -> list["Section"]:
+        """The tables of the array [[names.key]] (ENTRIES gives their keys), each a Section
+        whose errors name the line in its own entry."""
+        return [Section(entry, self.path, (*self.names, key), n)
+                for n, entry in enumerate(self.value(key))]
+
+    def required(self, key: str):
+        """value(key), which must be set: ConfigError naming the table when it is not."""
+        found = self.value(key)
+        if found is None:
+            raise self.error(key, "missing (required)")
+        return found
+
     def value(self, key: str):
         """The value of key, of the type and with the default SCHEMA gives it."""
         kind, fallback, of = schema_of(self.names)[key]
@@ -123,7 +166,10 @@ class Section:
     def error(self, key: str, why: str) -> ConfigError:
         """A ConfigError '<path>:<line>: [table] key: why'."""
         where = f"[{'.'.join(self.names)}] {key}" if self.names else key
-        return ConfigError(f"{self.path}:{_line_of(self.path, self.names, key)}: {where}: {why}")
+        if self.index is not None:
+            where = f"[[{'.'.join(self.names)}]] #{self.index + 1} {key}"
+        line = _line_of(self.path, self.names, key, self.index)
+        return ConfigError(f"{self.path}:{line}: {where}: {why}")
 
 
 def _is(value, kinds: tuple) -> bool:
@@ -166,9 +212,10 @@ def value(home, section_name: str, key: str):
     return section(home, section_name).value(key)
 
 
-def _line_of(path: str, names: tuple[str, ...], key: str) -> int:
+def _line_of(path: str, names: tuple[str, ...], key: str, nth: int | None = None) -> int:
     """The line that sets key inside [names] (found by scanning the text: cheap, and only
-    on the error path); the table's header, else 1, when it cannot be found."""
+    on the error path); the table's header, else 1, when it cannot be found. For an array
+    of tables [[names]]: in its nth entry, or, nth None, the first entry that sets key."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = f.read().splitlines()
@@ -177,17 +224,21 @@ def _line_of(path: str, names: tuple[str, ...], key: str) -> int:
     header = re.compile(r"\s*\[\[?\s*" + r"\s*\.\s*".join(
         r'"?' + re.escape(n) + r'"?' for n in names) + r"\s*\]")
     setting = re.compile(r'\s*"?' + re.escape(key) + r'"?\s*=')
-    start, found_header = 0, not names
-    for n, line in enumerate(lines):
-        if names and header.match(line):
-            start, found_header = n, True
-            break
-    for n in range(start + (1 if names else 0), len(lines)):
-        if lines[n].lstrip().startswith("["):
-            break  # the next table: the key is not set in this one
-        if setting.match(lines[n]):
-            return n + 1
-    if not names:  # a key of the root may be a table: its header
-        table = re.compile(r'\s*\[\[?\s*"?' + re.escape(key) + r'"?\s*[\].]')
+    if not names:
+        for n, line in enumerate(lines):
+            if line.lstrip().startswith("["):
+                break  # the first table: the root ends here
+            if setting.match(line):
+                return n + 1
+        table = re.compile(r'\s*\[\[?\s*"?' + re.escape(key) + r'"?\s*[\].]')  # a table
         return next((n + 1 for n, line in enumerate(lines) if table.match(line)), 1)
-    return start + 1 if found_header else 1
+    starts = [n for n, line in enumerate(lines) if header.match(line)]
+    if nth is not None:
+        starts = starts[nth:nth + 1]
+    for start in starts:
+        for n in range(start + 1, len(lines)):
+            if lines[n].lstrip().startswith("["):
+                break  # the next table: the key is not set in this one
+            if setting.match(lines[n]):
+                return n + 1
+    return starts[0] + 1 if starts else 1

@@ -37,9 +37,10 @@ class GitError(errors.MeshError):
             self.exit_code = exit_code
 
 
-def environment() -> dict:
+def environment(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env.update(ENV)
+    env.update(extra or {})
     return env
 
 
@@ -50,13 +51,13 @@ def first_line(text: str) -> str:
     return ""
 
 
-def run(cwd, *args: str, check: bool = True,
-        config: list[str] | None = None) -> subprocess.CompletedProcess:
-    """`git [-c k=v...] ARGS` in cwd, text out. On failure raise GitError (exit 70) with
-    git's first stderr line, unless check=False."""
+def run(cwd, *args: str, check: bool = True, config: list[str] | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """`git [-c k=v...] ARGS` in cwd, text out, with env's variables added. On failure
+    raise GitError (exit 70) with git's first stderr line, unless check=False."""
     argv = ["git", *(config or []), *args]
     try:
-        result = subprocess.run(argv, cwd=os.fspath(cwd), env=environment(), text=True,
+        result = subprocess.run(argv, cwd=os.fspath(cwd), env=environment(env), text=True,
                                 capture_output=True, stdin=subprocess.DEVNULL)
     except FileNotFoundError:
         raise errors.Unavailable("git is not installed (or not on PATH)")
