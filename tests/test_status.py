@@ -167,6 +167,10 @@ def test_status_shows_the_running_task_the_queues_dead_letters_and_a_pause(run, 
         assert dead["count"] == 1 and dead["ids"] == ["bad"]
         assert [p["problem"] for p in of_kind(result, "problem")] == ["dead_letters"]
         assert of_kind(result, "redis")[0]["up"] is True
+        code, shown, _ = on_terminal(["meshctl", "status"])
+        row = next(line.split() for line in shown.splitlines() if "builder-1" in line)
+        assert code == 0 and row[:4] == ["builder", "builder-1", "alive", "running"]
+        assert row[5] == "slow" and "dead      1 letter: bad" in shown
 
         run("queue-pause", "--for", "5m", check=0)
         checked = status(run, "--check", check=1)

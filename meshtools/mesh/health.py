@@ -27,7 +27,14 @@ def collect(home, broker=None, redis_url: str | None = None,
     snapshot = {"ts": clock.iso(now), "home": home.path,
                 "peers": peers(home, now, settings.section("anchor").value("stuck_after"))}
     if broker is not None:
-        redis_error = _read_redis(snapshot, broker, redis_url, now)
+        import redis
+
+        from ..queue.connection import describe
+
+        try:
+            snapshot.update(from_redis(broker, redis_url, now))
+        except redis.RedisError as e:  # it went away meanwhile
+            redis_error = describe(e)
     if redis_error is not None:
         snapshot.update(redis={"url": redis_url, "up": False, "error": redis_error, "_at": now},
                         queues=None, dead=None, pause=None,
@@ -63,31 +70,25 @@ def _since(iso: str | None, now: float) -> float | None:
         return None
 
 
-def _read_redis(snapshot: dict, broker, url: str | None, now: float) -> str | None:
-    """Fill in the sources Redis holds; the error's one line when it went away meanwhile."""
-    import redis
-
+def from_redis(broker, url: str | None, now: float) -> dict:
+    """The sources Redis holds: itself, the queues, the dead letters, a pause, the spend."""
     from ..queue.broker import DeadLetters
-    from ..queue.connection import describe
     from ..queue.stats import queue_records
 
-    try:
-        snapshot["redis"] = dict(server(broker.redis, url), _at=time.time())
-        snapshot["queues"] = queue_records(broker, now)
-        letters = DeadLetters(broker).list()
-        by_queue: dict[str, int] = {}
-        for letter in letters:
-            by_queue[letter["queue"]] = by_queue.get(letter["queue"], 0) + 1
-        snapshot["dead"] = {"count": len(letters), "by_queue": by_queue,
-                            "ids": [letter["id"] for letter in letters], "_at": time.time()}
-        store = pauses.Pauses.of(broker)
-        held = store.paused()
-        snapshot["pause"] = dict(held, _at=time.time()) if held else None
-        snapshot["budget"] = {"spent_today_usd": store.spent(pauses.day(clock.calendar_now())),
-                              "error": None, "_at": time.time()}
-    except redis.RedisError as e:
-        return describe(e)
-    return None
+    found = {"redis": dict(server(broker.redis, url), _at=time.time()),
+             "queues": queue_records(broker, now)}
+    letters = DeadLetters(broker).list()
+    by_queue: dict[str, int] = {}
+    for letter in letters:
+        by_queue[letter["queue"]] = by_queue.get(letter["queue"], 0) + 1
+    found["dead"] = {"count": len(letters), "by_queue": by_queue,
+                     "ids": [letter["id"] for letter in letters], "_at": time.time()}
+    store = pauses.Pauses.of(broker)
+    held = store.paused()
+    found["pause"] = dict(held, _at=time.time()) if held else None
+    found["budget"] = {"spent_today_usd": store.spent(pauses.day(clock.calendar_now())),
+                       "error": None, "_at": time.time()}
+    return found
 
 
 def server(client, url: str | None) -> dict:
@@ -129,7 +130,7 @@ def problems(snapshot: dict) -> list[dict]:
             "queue-resume ends it")))
     budget = snapshot.get("budget") or {}
     spent, cap = budget.get("spent_today_usd"), budget.get("daily_usd")
-    if pauses.for_budget(spent, cap, 0) is not None:
+    if pauses.for_budget(spent, cap, 0) is not None:  # the rule the workers pause by
         found.append(_problem("budget", "daily_usd", f"over budget: ${spent:.2f} spent today "
                               f"of ${cap:.2f} a day ([budget] daily_usd)"))
     for queue, count in sorted(((snapshot.get("dead") or {}).get("by_queue") or {}).items()):
