@@ -248,3 +248,20 @@ def test_status_starts_lean():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == ""
+
+
+def test_a_redis_url_with_a_password_is_shown_without_it(run, repo, mesh_home):
+    from meshtools.core.home import MeshHome
+    from meshtools.queue.server import EmbeddedRedis
+
+    server = EmbeddedRedis(MeshHome(str(mesh_home)))
+    server.start()
+    given = {"MESH_REDIS_URL": server.authed_url()}
+    password = server.password()
+    result = run("meshctl", "status", "--json", env=given, check=0)
+    assert of_kind(result, "redis")[0]["url"] == server.url
+    assert password not in result.stdout
+    server.stop()
+    checked = run("meshctl", "status", "--check", env=given, check=1)
+    assert f"redis unavailable at {server.url}" in checked.stderr
+    assert password not in checked.stderr
