@@ -265,3 +265,14 @@ def test_a_redis_url_with_a_password_is_shown_without_it(run, repo, mesh_home):
     checked = run("meshctl", "status", "--check", env=given, check=1)
     assert f"redis unavailable at {server.url}" in checked.stderr
     assert password not in checked.stderr
+
+
+def test_collect_without_redis_still_has_every_key(mesh_home):
+    from meshtools.core.home import MeshHome
+
+    mesh_home.mkdir(parents=True)
+    snapshot = health.collect(MeshHome(str(mesh_home)))
+    assert set(snapshot) == {"ts", "home", "redis", "peers", "queues", "dead", "pause",
+                             "budget", "problems"}
+    assert snapshot["redis"]["up"] is False and snapshot["redis"]["version"] is None
+    assert [p["kind"] for p in snapshot["problems"]] == ["redis"]

@@ -35,8 +35,11 @@ def collect(home, broker=None, redis_url: str | None = None,
             snapshot.update(from_redis(broker, redis_url, now))
         except redis.RedisError as e:  # it went away meanwhile
             redis_error = describe(e)
-    if redis_error is not None:
-        snapshot.update(redis={"url": redis_url, "up": False, "error": redis_error, "_at": now},
+    if broker is None or redis_error is not None:
+        redis_error = redis_error or "not connected"
+        snapshot.update(redis={"url": redis_url, "up": False, "version": None, "rtt_ms": None,
+                               "used_memory": None, "persistence": None, "error": redis_error,
+                               "_at": now},
                         queues=None, dead=None, pause=None,
                         budget={"spent_today_usd": None, "error": redis_error, "_at": now})
     snapshot["budget"]["daily_usd"] = pauses.daily_cap(settings)
