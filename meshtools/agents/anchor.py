@@ -25,6 +25,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+from ..coord.registry import DEFAULT_STUCK_AFTER, peer_state
 from ..core import config, events, fs
 from ..core.errors import BadInput, Busy
 from ..queue.results import Results
@@ -33,8 +34,6 @@ from . import spawns
 from ..landing.pick import tail
 from .roles import Role, of_queue, parse_duration
 
-# seconds in one working phase before a live agent is "stuck"
-DEFAULT_STUCK_AFTER = config.default("anchor", "stuck_after")
 TAIL = 1500
 RESULTS_BATCH = 100
 
@@ -100,19 +99,11 @@ def peer_changes(previous: dict[str, str], sessions: list[dict],
     thinking or tool step) for stuck_after seconds)."""
     now, changes = {}, []
     for record in sessions:
-        state = "FATAL" if record.get("phase") == "FATAL" else record["state"]
-        if state == "alive" and _working(record.get("phase")) and \
-                (record.get("phase_age") or 0) >= stuck_after:
-            state = "stuck"
+        state = peer_state(record, stuck_after)
         now[record["id"]] = state
         if state != previous.get(record["id"]) and state in ("stale", "dead", "FATAL", "stuck"):
             changes.append((record, previous.get(record["id"]), state))
     return now, changes
-
-
-def _working(phase: str | None) -> bool:
-    """Phases in which an agent should make progress (idle and finished ones never stick)."""
-    return bool(phase) and (phase in ("starting", "thinking") or phase.startswith("tool "))
 
 
 def fatal_retry(record: dict, spawned: dict | None, cooldown: float, limit: int) -> str | None:

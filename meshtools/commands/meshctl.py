@@ -36,6 +36,7 @@ SUBCOMMANDS = {
     "spawn": "meshtools.commands.spawn:mesh_spawn",
     "pick": "meshtools.commands.pick:mesh_pick",
     "anchor": "meshtools.commands.anchor:mesh_anchor",
+    "status": "meshtools.commands.status:status",
 }
 
 DEFAULT_CONFIG = """\

@@ -24,6 +24,8 @@ from ..core.home import MeshHome
 from ..core.ids import validate_name
 
 RECORD = "session.json"
+# seconds in one working phase before a live agent is "stuck" ([anchor] stuck_after)
+DEFAULT_STUCK_AFTER = config.default("anchor", "stuck_after")
 
 
 def thresholds(home: MeshHome) -> tuple[float, float]:
@@ -65,6 +67,24 @@ def liveness(record: dict, now: float, stale_after: float, dead_after: float,
     if pid_alive is False or (pid_alive is None and age >= dead_after):
         return "dead", age
     return ("stale" if age >= stale_after else "alive"), age
+
+
+def peer_state(record: dict, stuck_after: float = DEFAULT_STUCK_AFTER) -> str:
+    """A classified record's state as a person judges it (the anchor, meshctl status):
+    FATAL when its supervisor gave up on a crash loop, stuck when it is alive but in one
+    working phase (an agent's thinking or tool step) for stuck_after seconds, else its
+    liveness (alive, stale, dead)."""
+    if record.get("phase") == "FATAL":
+        return "FATAL"
+    if record["state"] == "alive" and _working(record.get("phase")) and \
+            (record.get("phase_age") or 0) >= stuck_after:
+        return "stuck"
+    return record["state"]
+
+
+def _working(phase: str | None) -> bool:
+    """Phases in which an agent should make progress (idle and finished ones never stick)."""
+    return bool(phase) and (phase in ("starting", "thinking") or phase.startswith("tool "))
 
 
 def classify(home: MeshHome, record: dict, now: float | None = None) -> dict:

@@ -16,7 +16,7 @@ def resolve_url(home: MeshHome, explicit: str | None = None, start: bool = True)
     """The URL to show: the given one, else the embedded server's (without its password)."""
     url = explicit or os.environ.get(URL_ENV)
     if url:
-        return url
+        return shown(url)
     from .server import EmbeddedRedis
 
     server = EmbeddedRedis(home)
@@ -31,10 +31,24 @@ def connect(home: MeshHome, url: str | None = None, *, blocking: bool = False,
     else it is the embedded server's (see embedded())."""
     url = url or os.environ.get(URL_ENV)
     if url:
-        return _checked(url, url, blocking, f"redis at {url}: {{}}")
+        return _checked(url, shown(url), blocking, f"redis at {shown(url)}: {{}}")
     from .server import EmbeddedRedis
 
     return embedded(EmbeddedRedis(home), blocking=blocking, start=start)
+
+
+def shown(url: str) -> str:
+    """url without its password: what records and messages show (a URL given by
+    --redis-url or $MESH_REDIS_URL may carry one)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    where = parts.netloc.rpartition("@")[2]
+    scheme, rest = url.split("://", 1)  # netloc first: geturl() drops an empty one (unix)
+    return (f"{scheme}://{parts.username + '@' if parts.username else ''}{where}"
+            f"{rest[len(parts.netloc):]}")
 
 
 def embedded(server, *, blocking: bool = False, start: bool = True):

@@ -10,8 +10,8 @@ from .names import GROUP
 
 def queue_records(broker, now: float | None = None) -> list[dict]:
     """Per queue (and per queue that has only dead letters left): length, pending, lag,
-    consumers with their idle times and heartbeats, dead letters, and the age of the oldest
-    pending task."""
+    consumers with their idle times and heartbeats, dead letters, the age of the oldest
+    task on it (waiting or running: a finished one is deleted) and of the oldest pending."""
     r = broker.redis
     now_ms = int((time.time() if now is None else now) * 1000)
     dead_by_queue: dict[str, int] = {}
@@ -26,14 +26,20 @@ def queue_records(broker, now: float | None = None) -> list[dict]:
                       **liveness(workers.get(c["name"]), now_ms / 1000)}
                      for c in _consumers(r, stream)]
         oldest = r.xpending_range(stream, GROUP, "-", "+", 1) if group else []
+        first = r.xrange(stream, count=1)
         records.append({
             "ts": clock.iso(), "kind": "queue", "queue": queue, "stream": stream,
             "length": r.xlen(stream), "pending": group.get("pending", 0),
             "lag": group.get("lag"), "consumers": consumers,
             "dead": dead_by_queue.get(queue, 0),
-            "oldest_pending_age": round((now_ms - int(oldest[0]["message_id"].split("-")[0]))
-                                        / 1000, 3) if oldest else None})
+            "oldest_age": _age(first[0][0], now_ms) if first else None,
+            "oldest_pending_age": _age(oldest[0]["message_id"], now_ms) if oldest else None})
     return records
+
+
+def _age(entry_id: str, now_ms: int) -> float:
+    """Seconds since a stream entry was added (its id starts with the milliseconds)."""
+    return round((now_ms - int(entry_id.split("-")[0])) / 1000, 3)
 
 
 def liveness(beat: dict | None, now: float) -> dict:

@@ -1,0 +1,1 @@
+"""The mesh as a whole (the porcelain's library): boot, stop, health."""
