@@ -32,6 +32,8 @@ class Role(NamedTuple):
     every: float | None = None  # seconds between standing tasks
     timeout: float | None = None
     max_budget_usd: float | None = None
+    route_words: tuple[tuple[str, float], ...] = ()  # (regex, weight): agents.routing
+    route_paths: tuple[tuple[str, float], ...] = ()  # (glob, weight)
     source: str = ""
 
     @property
@@ -49,12 +51,43 @@ class Role(NamedTuple):
                 "tools": list(self.tools) if self.tools is not None else None,
                 "disallowed_tools": list(self.disallowed_tools), "writes": list(self.writes),
                 "timeout": self.timeout, "max_budget_usd": self.max_budget_usd,
+                "route_words": dict(self.route_words), "route_paths": dict(self.route_paths),
                 "charter": self.charter, "prompt": self.prompt, "source": self.source}
 
 
 # key -> (the TOML types it accepts, a converter to the Role field)
 def _strings(value):
     return tuple(value)
+
+
+def _weights(check):
+    """A table of pattern -> weight (a finite number), each pattern passed by check()."""
+
+    def convert(table: dict) -> tuple[tuple[str, float], ...]:
+        import math
+
+        for pattern, weight in table.items():
+            if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                    or not math.isfinite(weight)):
+                raise ValueError(f"{pattern!r}: the weight must be a finite number")
+            check(pattern)
+        return tuple(table.items())
+
+    return convert
+
+
+def _regex(pattern: str) -> None:
+    """A word pattern must compile and must not match nothing (it would match anywhere)."""
+    try:
+        if re.fullmatch(pattern, ""):
+            raise ValueError(f"{pattern!r} matches the empty string")
+    except re.error as e:
+        raise ValueError(f"{pattern!r} is no regular expression ({e})") from None
+
+
+def _glob(pattern: str) -> None:
+    if not pattern:
+        raise ValueError("an empty glob matches no path")
 
 
 _KEYS = {
@@ -65,6 +98,7 @@ _KEYS = {
     "lands": (bool, bool), "concurrency": (int, int),
     "every": ((str, int, float), lambda v: parse_duration(v)),
     "timeout": ((int, float), float), "max_budget_usd": ((int, float), float),
+    "route_words": (dict, _weights(_regex)), "route_paths": (dict, _weights(_glob)),
 }
 _REQUIRED = ("description", "model", "charter", "prompt")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -129,7 +163,8 @@ def _line_of(text: str, role: str | None, key: str) -> int:
             if header.match(line):
                 start = n
                 break
-    setting = re.compile(r"\s*\"?" + re.escape(key) + r"\"?\s*=|\s*\[\s*" + re.escape(key))
+    setting = re.compile(r"\s*\"?" + re.escape(key) + r"\"?\s*=|\s*\[\s*" + re.escape(key)
+                         + r"|\s*\[[^\]]*\.\s*\"?" + re.escape(key) + r"\"?\s*\]")
     for n in range(start, len(lines)):
         if setting.match(lines[n]):
             return n + 1
@@ -249,6 +284,6 @@ def human_duration(seconds: float | None) -> str | None:
 
 def _describe(kinds) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list"}
+             list: "a list", dict: "a table"}
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(names[k] for k in kinds)
