@@ -20,7 +20,7 @@ import functools
 import re
 from typing import NamedTuple
 
-from ..core.errors import Refused
+from ..core.errors import ConfigError, Refused
 
 ANCHOR = "anchor"
 THRESHOLD = 3  # the least score of a confident route
@@ -57,7 +57,32 @@ class Route(NamedTuple):
 
 
 def rules_of(roles: dict) -> dict[str, Rules]:
-    """The rules of every role that has some (agents.roles.Role records)."""
+    """The rules of every role that has some (agents.roles.Role records), every word
+    pattern compiled: ConfigError (78) names the role and file of one that does not
+    compile or that matches the empty string (it would match anywhere)."""
+    for name, role in roles.items():
+        patterns = tuple(pattern for pattern, _ in role.route_words)
+        where = f"{role.source}: roles.{name}.route_words"
+        for pattern in patterns:
+            if re.search(r"\\[1-9]|\(\?P[<=]", pattern):
+                raise ConfigError(f"{where}: {pattern!r}: named groups and backreferences "
+                                  "are not allowed")
+            if re.sub(r"\\.", "", pattern) != re.sub(r"\\.", "", pattern).lower():
+                raise ConfigError(f"{where}: {pattern!r}: write it in lowercase (it is "
+                                  "matched against the lowercased task)")
+        try:
+            empty = _found("", patterns)
+        except re.error:
+            for pattern in patterns:  # one by one only to name the bad one
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    raise ConfigError(f"{where}: {pattern!r} is no regular expression "
+                                      f"({e})") from None
+            raise
+        if empty:
+            raise ConfigError(f"{where}: {patterns[min(empty)]!r} matches the empty string "
+                              "(it would match anywhere)")
     return {name: Rules(role.route_words, role.route_paths) for name, role in roles.items()
             if role.route_words or role.route_paths}
 
@@ -86,9 +111,36 @@ def paths_named(text: str) -> list[str]:
     return found
 
 
-@functools.lru_cache(maxsize=1024)
-def _word(pattern: str) -> re.Pattern:
-    return re.compile(r"(?<!\w)(?:" + pattern + r")(?!\w)", re.IGNORECASE)
+@functools.lru_cache(maxsize=64)
+def _matcher(patterns: tuple[str, ...]) -> re.Pattern:
+    """One regex for all of a role's word patterns (one compile rather than one each: this
+    is start-up time). At every position not inside a word, an optional lookahead per
+    pattern captures whether it matches there, up to a word boundary; so each pattern is
+    found on its own, overlapping others ('tests?' and 'unit tests?' both match "unit
+    tests"). A pattern uses no backreferences and no named groups, and is matched against
+    the lowercased text (faster to compile than re.IGNORECASE): it is written in lowercase."""
+    return re.compile(r"(?<!\w)" + "".join(rf"(?:(?=(?P<_{i}>{p})(?!\w)))?"
+                                          for i, p in enumerate(patterns)))
+
+
+@functools.lru_cache(maxsize=64)
+def _globber(globs: tuple[str, ...]) -> re.Pattern:
+    """One regex for all of a role's globs (fnmatch's, '*' spans '/'; any case, as the
+    words), matched at a path's start: a group per glob that matches the whole path."""
+    return re.compile("".join(rf"(?:(?=(?P<_{i}>{fnmatch.translate(g.lower())})))?"
+                              for i, g in enumerate(globs)))
+
+
+def _found(prose: str, patterns: tuple[str, ...]) -> dict[int, str]:
+    """{index of a pattern: the text it first matched}."""
+    found = {}
+    for match in _matcher(patterns).finditer(prose.lower()):
+        if match.lastindex is None:  # nothing starts here
+            continue
+        for name, text in match.groupdict().items():
+            if text is not None:
+                found.setdefault(int(name[1:]), text)
+    return found
 
 
 def _hits(text: str, paths: list[str], rule: Rules) -> list[tuple[str, float]]:
@@ -97,11 +149,15 @@ def _hits(text: str, paths: list[str], rule: Rules) -> list[tuple[str, float]]:
     prose = text
     for path in paths:
         prose = prose.replace(path, " ")
-    words = [(m[0].lower(), weight) for pattern, weight in rule.words
-             if (m := _word(pattern).search(prose))]
-    relative = [p.lstrip("./") for p in paths]
-    globs = [(glob, weight) for glob, weight in rule.paths
-             if any(fnmatch.fnmatchcase(p, glob) for p in relative)]
+    patterns = tuple(pattern for pattern, _ in rule.words)
+    words = [(text, rule.words[i][1]) for i, text in sorted(_found(prose, patterns).items())]
+    globs = {}
+    if rule.paths:
+        matcher = _globber(tuple(glob for glob, _ in rule.paths))
+        for path in paths:
+            globs.update((int(name[1:]), True) for name, hit
+                         in matcher.match(path.lstrip("./").lower()).groupdict().items() if hit is not None)
+    globs = [rule.paths[i] for i in sorted(globs)]
     return words + globs
 
 
