@@ -13,7 +13,7 @@ FOLLOW_SLICE = 0.5  # seconds between updates of the live line
 
 
 @cli.command("execute")
-@click.argument("words", nargs=-1)
+@click.argument("words", nargs=-1, metavar="[TASK... | -]")
 @click.option("--role", metavar="ROLE", help="Send it to ROLE, no routing (as a leading "
                                              "@ROLE in the task does).")
 @click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
@@ -46,8 +46,10 @@ def execute(words, role, task_id, dry_run, wait, timeout, mesh):
     re-dispatch); from the third hand-on the anchor's queue refuses it (77), and after
     the fifth every queue does.
 
-    --wait prints the result and exits 0 if it is ok, else the task's exit code when it is
-    1..125, else 1; 75 when --timeout runs out. Empty task or unknown role: 65.
+    A task's own @ROLE (or a line's "role") wins over --role. --wait shows, on a terminal,
+    one live line on stderr (the peer that runs the task, its phase, the time since it was
+    queued), then prints the result and exits 0 if it is ok, else the task's exit code when
+    it is 1..125, else 1; 75 when --timeout runs out. Empty task or unknown role: 65.
     """
     from ..agents import roles as role_defs, routing
     from ..mesh import dispatch
