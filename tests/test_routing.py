@@ -186,6 +186,20 @@ def test_a_task_for_the_anchors_own_judgement_says_so_ahead():
     assert task["prompt"].endswith("make it better")
 
 
+def test_a_tasks_lineage_and_scopes_are_never_taken_from_its_input():
+    raw = {"prompt": "groom the backlog", "hops": -9, "parent": "x", "judge": True,
+           "scopes": ["/"], "routed": "by hand", "deadline": "friday"}
+    task, _ = dispatch.prepare(raw, KNOWN, RULES, dispatch.Lineage(), lambda p: [])
+    assert task == {"prompt": "groom the backlog", "deadline": "friday", "role": "groomer",
+                    "hops": 0, "scopes": [], "routed": task["routed"]}
+
+
+def test_a_refusal_in_a_batch_names_its_line():
+    with pytest.raises(Refused, match="^stdin line 4: not handed on to the anchor again"):
+        dispatch.prepare({"prompt": "help"}, KNOWN, RULES, dispatch.Lineage("t1", 3),
+                         lambda p: [], where="stdin line 4")
+
+
 @pytest.mark.parametrize("text, message", [
     ("", "empty task"), ("  @builder  ", "empty task"),
     ("@bogus fix it", "unknown role 'bogus' (roles: anchor, builder, groomer, memory, "

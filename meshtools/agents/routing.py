@@ -4,9 +4,11 @@ The rules are data, per role, in roles.toml (`route_words`, `route_paths`; see i
 word patterns matched at word boundaries (a pattern never matches inside a word: `add`
 does not match "address") and globs matched against the paths the task names. A role's
 score is the sum of the weights of its patterns and globs that match, each counted once.
-The best role wins only when it is confident: a score of at least THRESHOLD, MARGIN
-ahead of the runner-up and RATIO times its score; anything else (no match, a tie, a close call) goes to the anchor,
-whose charter tells it to re-dispatch with `meshctl execute --role ROLE`.
+The best role wins only when it is confident: a score of at least THRESHOLD, MARGIN ahead
+of the runner-up and RATIO times its score; anything else (no match, a tie, a mixed task)
+goes to the anchor, whose charter tells it to re-dispatch with `meshctl execute --role
+ROLE`. Words are looked for in the first WORDS_WITHIN characters (a task says what it is
+up front; a 1 MiB prompt would take seconds), paths in all of it.
 
 The route never loops. A task carries `hops`: how often it was handed on (a task enqueued
 from inside a running task has its parent's hops + 1). At JUDGE_HOPS a task bound for the
@@ -28,6 +30,7 @@ MARGIN = 2  # how far the winner must be ahead of the runner-up ...
 RATIO = 2  # ... and how many times its score (two strong claims make a mixed task)
 JUDGE_HOPS = 2
 MAX_HOPS = 5
+WORDS_WITHIN = 4000
 
 # Tokens that look like paths: a '/' (not a URL), or a known file extension.
 EXTENSIONS = frozenset("""py pyi rs go js mjs cjs ts tsx jsx c h cc cpp hpp java kt swift rb
@@ -146,19 +149,18 @@ def _found(prose: str, patterns: tuple[str, ...]) -> dict[int, str]:
 def _hits(text: str, paths: list[str], rule: Rules) -> list[tuple[str, float]]:
     """(what matched, its weight) for one role: its word patterns on the text without the
     paths (the words of docs/security.md are no security task), its globs on the paths."""
-    prose = text
+    prose = text[:WORDS_WITHIN]
     for path in paths:
         prose = prose.replace(path, " ")
-    patterns = tuple(pattern for pattern, _ in rule.words)
-    words = [(text, rule.words[i][1]) for i, text in sorted(_found(prose, patterns).items())]
-    globs = {}
+    found = _found(prose, tuple(pattern for pattern, _ in rule.words))
+    words = [(said, rule.words[i][1]) for i, said in sorted(found.items())]
+    globbed = set()
     if rule.paths:
         matcher = _globber(tuple(glob for glob, _ in rule.paths))
         for path in paths:
-            globs.update((int(name[1:]), True) for name, hit
-                         in matcher.match(path.lstrip("./").lower()).groupdict().items() if hit is not None)
-    globs = [rule.paths[i] for i in sorted(globs)]
-    return words + globs
+            hits = matcher.match(path.lstrip("./").lower()).groupdict()
+            globbed.update(int(name[1:]) for name, hit in hits.items() if hit is not None)
+    return words + [rule.paths[i] for i in sorted(globbed)]
 
 
 def score(text: str, paths: list[str], rules: dict[str, Rules]) -> dict[str, float]:

@@ -6,7 +6,7 @@ from typing import Callable, NamedTuple
 
 from ..agents import roles as role_defs, routing
 from ..core import jsonl
-from ..core.errors import BadInput, ConfigError
+from ..core.errors import BadInput, ConfigError, Refused
 from ..core.ids import validate_task_id
 
 TASK_ENV, HOPS_ENV = "MESH_TASK", "MESH_TASK_HOPS"  # exported to a running task's processes
@@ -15,6 +15,9 @@ JUDGE_NOTE = ("[For the anchor's own judgement] This task was handed on {hops} t
               "specialist fits it: do it yourself or answer it; do not re-dispatch it.\n\n")
 SCOPES_NOTE = ("\n\nLock scopes for this task: {scopes} (file-lock acquire {scopes} before "
                "editing)")
+
+
+OWN_KEYS = ("hops", "parent", "judge", "scopes", "routed")  # execute's to say, never given
 
 
 class Lineage(NamedTuple):
@@ -69,12 +72,12 @@ def prepare(raw: dict, roles: dict, rules: dict, lineage: Lineage,
             scopes_for: Callable[[tuple[str, ...]], list[str]], default_role: str | None = None,
             where: str | None = None) -> tuple[dict, routing.Route]:
     """The task to enqueue for raw ({"prompt", "role"?, "id"?, more keys kept}) and its
-    route; the task is still to be checked (queue.tasks: normalise, or batch for many). The role the task names itself (its `role`, or a leading @role) wins over
-    default_role (--role), which wins over routing. BadInput (65) for an empty task or an
-    unknown role (prefixed with where, a batch's line); Refused (77) where the loop guard
-    ends the chain."""
-    def bad(why: str) -> BadInput:
-        return BadInput(f"{where}: {why}" if where else why)
+    route; the task is still to be checked (queue.tasks: normalise, or batch for many).
+    The role the task names itself (its `role`, or a leading @role) wins over default_role
+    (--role), which wins over routing. BadInput (65) for an empty task or an unknown role;
+    Refused (77) where the loop guard ends the chain; both name where (a batch's line)."""
+    def bad(why: str, kind=BadInput) -> Exception:
+        return kind(f"{where}: {why}" if where else why)
 
     text = raw.get("prompt")
     if not isinstance(text, str):
@@ -85,9 +88,13 @@ def prepare(raw: dict, roles: dict, rules: dict, lineage: Lineage,
     named = raw.get("role") or at or default_role
     if named is not None and named not in roles:
         raise bad(role_defs.unknown(str(named), roles))
-    route = routing.route(text, rules, named, lineage.hops)
+    try:
+        route = routing.route(text, rules, named, lineage.hops)
+    except Refused as e:
+        raise bad(str(e), Refused) from None
     scopes = scopes_for(route.paths) if route.paths else []
-    task = {**raw, "prompt": compose(text, route, scopes, not roles[route.role].read_only,
+    given = {k: v for k, v in raw.items() if k not in OWN_KEYS}
+    task = {**given, "prompt": compose(text, route, scopes, not roles[route.role].read_only,
                                        lineage.hops),
             "role": route.role, "hops": lineage.hops, "scopes": scopes, "routed": route.reason}
     if lineage.parent:
