@@ -51,9 +51,8 @@ def execute(words, role, task_id, dry_run, wait, timeout, mesh):
     queued), then prints the result and exits 0 if it is ok, else the task's exit code when
     it is 1..125, else 1; 75 when --timeout runs out. Empty task or unknown role: 65.
     """
-    from ..agents import roles as role_defs, routing
+    from ..agents import roles as role_defs
     from ..mesh import dispatch
-    from ..queue.tasks import batch, normalise
 
     cli.exclusive(("--dry-run", dry_run), ("--wait", wait))
     if timeout is not None and not wait:
@@ -71,18 +70,11 @@ def execute(words, role, task_id, dry_run, wait, timeout, mesh):
         given = [(1, {"prompt": text, **({"id": task_id} if task_id else {})})]
     home = mesh.home_if_any if dry_run else mesh.home
     known = role_defs.load(home)
-    if role is not None and role not in known:
-        raise errors.BadInput(role_defs.unknown(role, known))
-    rules = routing.rules_of(known)
-    lineage = dispatch.lineage(os.environ)
     scopes_for = (lambda paths: dispatch.scopes_of(home, paths)) if home else (lambda _: [])
-    planned = [dispatch.prepare(raw, known, rules, lineage, scopes_for, role,
-                                f"stdin line {n}" if from_stdin else None) for n, raw in given]
-    if from_stdin:  # all valid, no id twice, or none is enqueued
-        tasks = batch([(n, task) for (n, _), (task, _) in zip(given, planned)], {})
-    else:
-        tasks = [normalise(planned[0][0])]
-    routes = {task["id"]: route for task, (_, route) in zip(tasks, planned)}
+    planned = dispatch.plan(given, known, role, dispatch.lineage(os.environ), scopes_for,
+                            batch=from_stdin)
+    tasks = [task for task, _ in planned]
+    routes = {task["id"]: route for task, route in planned}
     queued = [(task, role_defs.queue_of(known, task["role"])) for task in tasks]
     if dry_run:
         for task, queue in queued:

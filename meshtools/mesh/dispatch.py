@@ -104,6 +104,25 @@ def prepare(raw: dict, roles: dict, rules: dict, lineage: Lineage,
     return task, route
 
 
+def plan(given: list[tuple[int, dict]], roles: dict, default_role: str | None,
+         lineage: Lineage, scopes_for, batch: bool = False) -> list[tuple[dict, routing.Route]]:
+    """Every (line number, raw task) routed and checked: (task, route) pairs, or an error
+    before any is used. A batch (stdin) is all or nothing, its errors name the line, and
+    one id on two lines is refused."""
+    from ..queue import tasks
+
+    if default_role is not None and default_role not in roles:
+        raise BadInput(role_defs.unknown(default_role, roles))
+    rules = routing.rules_of(roles)
+    planned = [prepare(raw, roles, rules, lineage, scopes_for, default_role,
+                       f"stdin line {n}" if batch else None) for n, raw in given]
+    if batch:
+        checked = tasks.batch([(n, task) for (n, _), (task, _) in zip(given, planned)], {})
+    else:
+        checked = [tasks.normalise(task) for task, _ in planned]
+    return [(task, route) for task, (_, route) in zip(checked, planned)]
+
+
 def scopes_of(home, paths) -> list[str]:
     """The lock scopes of the paths a task names, as file-lock resolves them (manifests,
     config.toml rules), taken from the repository's root; a path outside it is ignored."""
