@@ -2,6 +2,8 @@
 
 import json
 import os
+import pty
+import re
 import subprocess
 import sys
 
@@ -152,6 +154,32 @@ def test_wait_gives_up_after_its_timeout(run, repo, mesh_home):
     result = run("meshctl", "execute", "--role", "builder", "--wait", "--timeout", "0.5",
                  "true", check=75)
     assert "has no result after 0.5s" in result.stderr
+
+
+def test_wait_on_a_terminal_keeps_one_live_line_on_stderr(repo, mesh_home):
+    """stderr on a terminal: the line is rewritten in place (\\r, clear to its end) and
+    cleared before the command ends; no worker here, so the task stays queued."""
+    parent, child = pty.openpty()
+    proc = subprocess.Popen([os.path.join(BIN, "meshctl"), "execute", "--role", "builder",
+                             "--id", "w2", "--wait", "--timeout", "1.5", "true"],
+                            stdout=subprocess.PIPE, stderr=child, text=True)
+    os.close(child)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(parent)
+    assert proc.wait(timeout=30) == 75
+    proc.stdout.close()
+    *updates, last = shown.split(b"\r\x1b[K")
+    assert updates[0] == b"" and len(updates) > 1  # the first slice (0.5s) ran out: one
+    assert all(re.fullmatch(rb"w2: queued, \d+s", u) for u in updates[1:]), updates
+    assert last == b"meshctl: task w2 has no result after 1.5s\r\n"  # cleared first
 
 
 def test_a_task_run_inside_a_task_is_its_child(run, repo, mesh_home):

@@ -239,7 +239,7 @@ def test_read_batch_takes_json_objects_and_plain_lines():
 def test_progress_names_the_peer_that_runs_the_task():
     sessions = [{"id": "builder-1", "task": "other", "phase": "thinking"},
                 {"id": "builder-2", "task": "t1", "phase": "tool Edit"}]
-    assert dispatch.progress(sessions, "t1", 12.4) == "t1: builder-2 tool Edit, 12s"
+    assert dispatch.progress(sessions, "t1", 12.9) == "t1: builder-2 tool Edit, 12s"
     assert dispatch.progress(sessions[:1], "t1", 3) == "t1: queued, 3s"
 
 

@@ -145,8 +145,8 @@ def progress(sessions: list[dict], task_id: str, elapsed: float) -> str:
     for session in sessions:
         if session.get("task") == task_id:
             return f"{task_id}: {session.get('id')} {session.get('phase') or 'running'}, " \
-                   f"{elapsed:.0f}s"
-    return f"{task_id}: queued, {elapsed:.0f}s"
+                   f"{int(elapsed)}s"
+    return f"{task_id}: queued, {int(elapsed)}s"
 
 
 def exit_status(result: dict) -> int:
