@@ -58,9 +58,10 @@ def test_words_match_at_word_boundaries_only(text, role, matches):
 
 def test_paths_named_strips_quotes_and_punctuation_and_skips_prose_and_urls():
     text = ("Fix `crates/net/src/client.rs`, then \"web/app.js\"; see README.md. Read/write "
-            "and/or https://example.com/a/b and ./scripts/run.sh (v1.2 e.g. tests/)")
+            "and/or https://example.com/a/b and ./scripts/run.sh (v1.2 e.g. tests/) at "
+            "src/lib.rs:42:7 and main.go:9")
     assert paths_named(text) == ["crates/net/src/client.rs", "web/app.js", "README.md",
-                                 "./scripts/run.sh", "tests/"]
+                                 "./scripts/run.sh", "tests/", "src/lib.rs", "main.go"]
 
 
 def test_path_globs_score_once_per_glob():
@@ -87,6 +88,7 @@ def test_an_explicit_role_wins_over_the_scores():
 def test_a_leading_at_role_is_taken_off_the_task():
     assert routing.leading_role("@builder fix it") == ("builder", "fix it")
     assert routing.leading_role("  @memory") == ("memory", "")
+    assert routing.leading_role("@security: look") == ("security", "look")
     assert routing.leading_role("mail me@example.com") == (None, "mail me@example.com")
 
 

@@ -41,7 +41,8 @@ _PROSE = frozenset({"and/or", "either/or", "on/off", "yes/no", "read/write", "in
                     "pros/cons", "he/she", "his/her", "s/he"})
 _STRIP = "`'\"()[]{}<>,;:!?*"
 _PATHISH = re.compile(r"[\w.\-/~+@]*[A-Za-z][\w.\-/~+@]*")
-_LEADING_ROLE = re.compile(r"\s*@([A-Za-z0-9][A-Za-z0-9._-]*)(?:\s+|$)")
+_LEADING_ROLE = re.compile(r"\s*@([A-Za-z0-9][A-Za-z0-9._-]*?)[:,]?(?:\s+|$)")
+_LINE_NUMBER = re.compile(r":\d+(?::\d+)?$")  # client.rs:42, client.rs:42:7
 
 
 class Rules(NamedTuple):
@@ -91,7 +92,8 @@ def rules_of(roles: dict) -> dict[str, Rules]:
 
 
 def leading_role(text: str) -> tuple[str | None, str]:
-    """`@builder fix it` -> ('builder', 'fix it'); text without one -> (None, text)."""
+    """`@builder fix it` (or `@builder: fix it`) -> ('builder', 'fix it'); text without
+    one -> (None, text)."""
     match = _LEADING_ROLE.match(text)
     if not match:
         return None, text
@@ -101,10 +103,10 @@ def leading_role(text: str) -> tuple[str | None, str]:
 def paths_named(text: str) -> list[str]:
     """The tokens of text that look like repository paths (a '/' that is no URL and no
     prose such as and/or, or a known file extension), without the quotes, backticks and
-    punctuation around them; each once, in order."""
+    punctuation around them and a :line(:column) after them; each once, in order."""
     found = []
     for token in text.split():
-        token = token.lstrip(_STRIP).rstrip(_STRIP + ".,")
+        token = _LINE_NUMBER.sub("", token.lstrip(_STRIP).rstrip(_STRIP + ".,"))
         if (not token or "://" in token or token.lower() in _PROSE
                 or not _PATHISH.fullmatch(token)):
             continue
