@@ -60,27 +60,19 @@ def _strings(value):
     return tuple(value)
 
 
-def _weights(check):
-    """A table of pattern -> weight (a finite number), each pattern passed by check()."""
+def _weights(table: dict) -> tuple[tuple[str, float], ...]:
+    """A routing table, pattern -> weight (a finite number). Checked cheaply here: the word
+    patterns are compiled where they are used (agents.routing), not on every load (the
+    lock gate loads the roles)."""
+    import math
 
-    def convert(table: dict) -> tuple[tuple[str, float], ...]:
-        import math
-
-        for pattern, weight in table.items():
-            if (isinstance(weight, bool) or not isinstance(weight, (int, float))
-                    or not math.isfinite(weight)):
-                raise ValueError(f"{pattern!r}: the weight must be a finite number")
-            check(pattern)
-        return tuple(table.items())
-
-    return convert
-
-
-def _pattern(pattern: str) -> None:
-    """Cheap: a pattern is compiled where it is used (agents.routing), not on every load
-    (the lock gate loads the roles)."""
-    if not pattern:
-        raise ValueError("an empty pattern matches everywhere")
+    for pattern, weight in table.items():
+        if not pattern:
+            raise ValueError("an empty pattern matches everywhere")
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                or not math.isfinite(weight)):
+            raise ValueError(f"{pattern!r}: the weight must be a finite number")
+    return tuple(table.items())
 
 
 _KEYS = {
@@ -91,7 +83,7 @@ _KEYS = {
     "lands": (bool, bool), "concurrency": (int, int),
     "every": ((str, int, float), lambda v: parse_duration(v)),
     "timeout": ((int, float), float), "max_budget_usd": ((int, float), float),
-    "route_words": (dict, _weights(_pattern)), "route_paths": (dict, _weights(_pattern)),
+    "route_words": (dict, _weights), "route_paths": (dict, _weights),
 }
 _REQUIRED = ("description", "model", "charter", "prompt")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
