@@ -224,6 +224,7 @@ def test_lineage_comes_from_the_running_task(environ, expected):
 
 @pytest.mark.parametrize("environ", [{"MESH_TASK": "t1", "MESH_TASK_HOPS": "-1"},
                                      {"MESH_TASK": "t1", "MESH_TASK_HOPS": "two"},
+                                     {"MESH_TASK": "t1", "MESH_TASK_HOPS": "²"},
                                      {"MESH_TASK": "../x"}])
 def test_a_malformed_lineage_is_a_config_error(environ):
     with pytest.raises(ConfigError):

@@ -36,7 +36,7 @@ def lineage(environ) -> Lineage:
     except BadInput as e:
         raise ConfigError(f"${TASK_ENV}: {e}") from None
     raw = environ.get(HOPS_ENV) or "0"
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ConfigError(f"${HOPS_ENV}={raw!r}: not a count of hand-ons (0 or more)")
     return Lineage(parent, int(raw) + 1)
 
