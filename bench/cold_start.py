@@ -1,7 +1,8 @@
 """Cold start of the tiny commands as whole processes, against `python -c "import click"`.
 
 Every pipe stage, cron tick and TAB press pays this. Baseline and commands are measured
-interleaved in one run, median of RUNS each. Target: ratio <= 1.5.
+interleaved in one run, median of RUNS each. Target: ratio <= 1.5 (`meshctl execute
+--dry-run`, porcelain that routes a task: <= 1.6).
 
     python bench/cold_start.py [RUNS]
 """
@@ -13,6 +14,8 @@ import sys
 from _common import median_ms, scratch_mesh, time_process
 
 TARGET = 1.5
+EXECUTE = "meshctl execute --dry-run"
+TARGETS = {EXECUTE: 1.6}  # the cases with a target of their own
 
 
 # A role of the mesh (coord-register refuses any other) that many sessions may hold at once,
@@ -51,6 +54,8 @@ def main(runs: int = 15) -> int:
         "file-lock release crates/core": (["file-lock", "release", "--as", "b1", "crates/core"],
                                           env, None),
         "file-lock check --hook (an Edit)": (["file-lock", "check", "--hook"], hook_env, edit),
+        EXECUTE: (["meshctl", "execute", "--dry-run", "fix the panic in crates/core/src/lib.rs"],
+                  env, None),
     }
     samples = {name: [] for name in cases}
     for argv, case_env, stdin in cases.values():  # warm-up: byte-code and page caches
@@ -60,7 +65,7 @@ def main(runs: int = 15) -> int:
             samples[name].append(time_process(argv, repo, case_env, stdin))
     base = median_ms(samples[next(iter(cases))])
     print(f"cold start, median of {runs} runs (target <= {TARGET}x baseline)")
-    worst = 0.0
+    worst, over = 0.0, []
     for name in cases:
         ms = median_ms(samples[name])
         ratio = ms / base
@@ -68,12 +73,15 @@ def main(runs: int = 15) -> int:
             print(f"  {name:38s} {ms:7.1f} ms")
         else:
             worst = max(worst, ratio)
-            print(f"  {name:38s} {ms:7.1f} ms  {ratio:4.2f}x")
+            if ratio > TARGETS.get(name, TARGET):
+                over.append(name)
+            target = f"  (target {TARGETS[name]}x)" if name in TARGETS else ""
+            print(f"  {name:38s} {ms:7.1f} ms  {ratio:4.2f}x{target}")
     pair = (median_ms(samples["file-lock acquire crates/core"])
             + median_ms(samples["file-lock release crates/core"]))
     print(f"  {'file-lock acquire+release (pair)':38s} {pair:7.1f} ms  {pair / (2 * base):4.2f}x"
           " of two baselines")
-    print(f"worst ratio {worst:.2f}x: {'OK' if worst <= TARGET else 'OVER TARGET'}")
+    print(f"worst ratio {worst:.2f}x: {'OVER TARGET: ' + ', '.join(over) if over else 'OK'}")
     return 0
 
 

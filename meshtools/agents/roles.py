@@ -32,6 +32,8 @@ class Role(NamedTuple):
     every: float | None = None  # seconds between standing tasks
     timeout: float | None = None
     max_budget_usd: float | None = None
+    route_words: tuple[tuple[str, float], ...] = ()  # (regex, weight): agents.routing
+    route_paths: tuple[tuple[str, float], ...] = ()  # (glob, weight)
     source: str = ""
 
     @property
@@ -49,12 +51,28 @@ class Role(NamedTuple):
                 "tools": list(self.tools) if self.tools is not None else None,
                 "disallowed_tools": list(self.disallowed_tools), "writes": list(self.writes),
                 "timeout": self.timeout, "max_budget_usd": self.max_budget_usd,
+                "route_words": dict(self.route_words), "route_paths": dict(self.route_paths),
                 "charter": self.charter, "prompt": self.prompt, "source": self.source}
 
 
 # key -> (the TOML types it accepts, a converter to the Role field)
 def _strings(value):
     return tuple(value)
+
+
+def _weights(table: dict) -> tuple[tuple[str, float], ...]:
+    """A routing table, pattern -> weight (a finite number). Checked cheaply here: the word
+    patterns are compiled where they are used (agents.routing), not on every load (the
+    lock gate loads the roles)."""
+    import math
+
+    for pattern, weight in table.items():
+        if not pattern:
+            raise ValueError("an empty pattern matches everywhere")
+        if (isinstance(weight, bool) or not isinstance(weight, (int, float))
+                or not math.isfinite(weight)):
+            raise ValueError(f"{pattern!r}: the weight must be a finite number")
+    return tuple(table.items())
 
 
 _KEYS = {
@@ -65,6 +83,7 @@ _KEYS = {
     "lands": (bool, bool), "concurrency": (int, int),
     "every": ((str, int, float), lambda v: parse_duration(v)),
     "timeout": ((int, float), float), "max_budget_usd": ((int, float), float),
+    "route_words": (dict, _weights), "route_paths": (dict, _weights),
 }
 _REQUIRED = ("description", "model", "charter", "prompt")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -129,7 +148,8 @@ def _line_of(text: str, role: str | None, key: str) -> int:
             if header.match(line):
                 start = n
                 break
-    setting = re.compile(r"\s*\"?" + re.escape(key) + r"\"?\s*=|\s*\[\s*" + re.escape(key))
+    setting = re.compile(r"\s*\"?" + re.escape(key) + r"\"?\s*=|\s*\[\s*" + re.escape(key)
+                         + r"|\s*\[[^\]]*\.\s*\"?" + re.escape(key) + r"\"?\s*\]")
     for n in range(start, len(lines)):
         if setting.match(lines[n]):
             return n + 1
@@ -249,6 +269,6 @@ def human_duration(seconds: float | None) -> str | None:
 
 def _describe(kinds) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-             list: "a list"}
+             list: "a list", dict: "a table"}
     kinds = kinds if isinstance(kinds, tuple) else (kinds,)
     return " or ".join(names[k] for k in kinds)

@@ -37,6 +37,7 @@ SUBCOMMANDS = {
     "pick": "meshtools.commands.pick:mesh_pick",
     "anchor": "meshtools.commands.anchor:mesh_anchor",
     "status": "meshtools.commands.status:status",
+    "execute": "meshtools.commands.execute:execute",
 }
 
 DEFAULT_CONFIG = """\

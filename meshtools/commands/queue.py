@@ -139,7 +139,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                     workdir=os.path.abspath(workdir or "."), max_tasks=1 if once else max_tasks,
                     burst=burst, default_timeout=default_timeout,
                     block_ms=200 if burst else 2000,  # burst: a short last look, then exit
-                    on_result=lambda r: mesh.emit(r, _result_line(r)),
+                    on_result=lambda r: mesh.emit(r, result_line(r)),
                     on_task=task_reporter(mesh.home, session),
                     daily_budget_usd=daily_cap(config.of(mesh.home)),
                     revive_redis=reviver(mesh.home, mesh.redis_url))
@@ -149,7 +149,8 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     sys.exit(worker.run())
 
 
-def _result_line(record: dict) -> str:
+def result_line(record: dict) -> str:
+    """A result as one line for a person (queue-drain, queue-results, meshctl execute)."""
     return (f"{record['id']} {record['status']} (exit {record.get('exit_code')}, "
             f"{record.get('duration', 0):.2f}s, attempt {record.get('attempt')})")
 
@@ -169,7 +170,7 @@ def results(follow, task_ids, wait_id, timeout, mesh):
     results = Results(mesh.broker(blocking=True))
     if wait_id is not None:
         record = results.wait(wait_id, timeout)
-        mesh.emit(record, _result_line(record))
+        mesh.emit(record, result_line(record))
         sys.exit(errors.OK if record["status"] == "ok" else errors.NEGATIVE)
     wanted = set(task_ids)
     last = "0-0"
@@ -184,7 +185,7 @@ def results(follow, task_ids, wait_id, timeout, mesh):
 
 def _show_result(mesh, record: dict, wanted: set) -> None:
     if not wanted or record["id"] in wanted:
-        mesh.emit(record, _result_line(record))
+        mesh.emit(record, result_line(record))
 
 
 @cli.command("queue-stat")

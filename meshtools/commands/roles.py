@@ -50,6 +50,8 @@ def show(role, mesh):
     for key, value in record.items():
         if key in ("ts", "kind"):
             continue
-        if isinstance(value, (list, tuple)):
+        if isinstance(value, dict):  # route_words, route_paths: pattern = weight
+            value = ", ".join(f"{k} = {v:g}" for k, v in value.items()) or "-"
+        elif isinstance(value, (list, tuple)):
             value = ", ".join(value) if value else "-"
         click.echo(f"{key + ':':18s}{'-' if value is None else value}")

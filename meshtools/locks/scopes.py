@@ -91,5 +91,13 @@ def resolve(arg: str, repository: git.Worktree, rules: ScopeRules,
     return Resolved(arg, relpath, validate_scope(scope))
 
 
+def resolver(home, cwd: str | None = None) -> Callable[[str], Resolved]:
+    """resolve() bound to the mesh's repository and config.toml's rules: what file-lock
+    and a routed task's scopes share."""
+    repository = home.repository()
+    rules = ScopeRules.from_config(config.of(home))
+    return lambda arg: resolve(arg, repository, rules, cwd)
+
+
 def _same_repository(a: git.Worktree, b: git.Worktree) -> bool:
     return os.path.realpath(a.common_dir) == os.path.realpath(b.common_dir)

@@ -10,7 +10,7 @@ import os
 import time
 from typing import Callable
 
-from ..core import clock, config, events, proc
+from ..core import clock, events, proc
 from ..core.errors import Busy, Refused
 from ..core.home import MeshHome
 from . import graph, policy, scopes as scope_rules
@@ -102,9 +102,7 @@ class LockService:
     def resolve(self, args: list[str], cwd: str | None = None) -> list[scope_rules.Resolved]:
         """Scopes of PATHs; cwd (default: this process's) only anchors relative PATHs: the
         repository is this process's, so a tool call cannot name another one by its cwd."""
-        repository = self.home.repository()
-        rules = scope_rules.ScopeRules.from_config(config.of(self.home))
-        return [scope_rules.resolve(a, repository, rules, cwd) for a in args]
+        return list(map(scope_rules.resolver(self.home, cwd), args))
 
     # --- acquire / release ---------------------------------------------------------------
 

@@ -1,1 +1,1 @@
-"""The mesh as a whole (the porcelain's library): boot, stop, health."""
+"""The mesh as a whole: what the porcelain (meshctl init, down, status, execute, ...) does."""
