@@ -68,7 +68,7 @@ def test_the_init_template_sets_only_keys_of_the_schema_at_their_defaults():
     import re
     import tomllib
 
-    from meshtools.commands.meshctl import DEFAULT_CONFIG
+    from meshtools.mesh.boot import DEFAULT_CONFIG
 
     text = re.sub(r"(?m)^# (?=\[|\w+ = )", "", DEFAULT_CONFIG)
     data = tomllib.loads(text)
