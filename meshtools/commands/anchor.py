@@ -45,7 +45,6 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, drain, agent, m
     cli.exit_on_sigterm()
     repo = mesh.home.repository()
     hold_the_anchor(mesh.home)
-    worker = AnchorWorker.start(mesh.home, agent, repo.root) if drain else None
     anchor = Anchor(mesh.home, mesh.broker(blocking=True), roles.load(mesh.home), repo.root,
                     gate=gate, max_handbacks=max_handbacks, respawn=not no_respawn,
                     report=lambda record: mesh.emit(record, describe(record)))
@@ -53,8 +52,10 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, drain, agent, m
         events.emit(mesh.home, "anchor.started", pid=os.getpid())
         mesh.tell(f"anchor of {repo.root}: following tasks:results, each decision below "
                   "(^C to stop)")
-    handled = 0
+    handled, worker = 0, None
     try:
+        if drain:  # last, right before the try: its finally stops it
+            worker = AnchorWorker.start(mesh.home, agent, repo.root)
         while True:
             handled += anchor.step(None if once else int(interval * 1000), everything=once)
             if once:

@@ -63,8 +63,9 @@ def init(roles_spec, agent, tmux, restart_fatal, no_agents, no_redis, mesh):
             + ([f"  redis      {record['redis']}"] if record["redis"] else [])
             + ([f"  attach:    tmux attach -t {record['tmux']}"] if record.get("tmux") else [])))
     if run.failed:
-        raise errors.Unavailable("not started: " + ", ".join(
-            f"{s['session']} ({s['status']})" for s in run.failed))
+        raise errors.Unavailable("not started: " + "; ".join(
+            f"{s['session']} is FATAL (--restart-fatal starts it again)" if s["status"] == "fatal"
+            else f"{s['session']} failed: {s['error']}" for s in run.failed))
 
 
 def _dash() -> list[str]:

@@ -218,6 +218,7 @@ class Boot:
         """The steps, each yielded when done, then the mesh record."""
         began = time.monotonic()
         steps = []
+        self.home.repository()  # no repository: say so before anything else
         if agents:
             self.check_agents()
         at = time.monotonic()
