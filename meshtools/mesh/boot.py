@@ -276,14 +276,14 @@ class Boot:
         if self.mode == "tmux":
             self.tmux_session = tmux_name(root)
             fresh = not launch.tmux_has_session(self.tmux_session, self.env())
+        from ..landing import worktree
+
         workdirs = {}
         for action in todo:  # in-process, before any spawn: git is busy enough meanwhile
             if action["role"] == ANCHOR:
                 workdirs[ANCHOR] = root  # it lands on main and writes nothing
                 continue
             at = time.monotonic()
-            from ..landing import worktree
-
             tree = worktree.ensure(self.home, root, action["role"])
             workdirs[action["role"]] = tree["path"]
             yield _step("worktree", "created" if tree["created"] else "exists", at,
