@@ -178,29 +178,34 @@ def test_tmux_lays_out_a_window_per_agent_and_the_dash(run, mesh, repo, tmp_path
 
 
 def test_mesh_anchor_drain_goes_with_its_worker_and_passes_a_stop_on(run, repo, mesh_home):
-    def started():
+    started = []  # every process, for the cleanup whatever fails
+
+    def start():
         anchor = subprocess.Popen(["mesh-anchor", "--drain", "--agent", "shell", "--json"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        started.append(psutil.Process(anchor.pid))
+
         def worker():
             with contextlib.suppress(psutil.Error):  # (redis-server starting, then gone)
                 return next((p for p in psutil.Process(anchor.pid).children()
                              if "queue-drain" in " ".join(p.cmdline())), None)
 
         wait_until(worker, timeout=30)
-        return anchor, worker()
+        started.append(worker())
+        return anchor, started[-1]
 
-    anchor, worker = started()
     try:
+        anchor, worker = start()
         worker.kill()
         assert anchor.wait(timeout=30) == 69
-        anchor, worker = started()
+        anchor, worker = start()
         anchor.send_signal(signal.SIGTERM)
         assert anchor.wait(timeout=30) == 143
         worker.wait(timeout=5)  # the stop passed on, and waited for: it is gone
     finally:
-        anchor.kill()
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker.kill()
+        for p in started:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
 
 
 # --- pure ---------------------------------------------------------------------------------

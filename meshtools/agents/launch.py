@@ -10,6 +10,7 @@ import subprocess
 import time
 
 from ..core import clock, config, errors, events, proc
+from . import spawns
 
 READY_TIMEOUT = 30.0
 RERUN_DELAY = config.default("supervisor", "rerun_delay")  # a persistent agent's pause
@@ -168,8 +169,6 @@ def tail(log: str | None) -> str:
 def record_spawn(home, session: str, info: dict) -> dict:
     """Keep what was started (spawns/<session>.spawn.json: how to start it again) and say
     so (spawn.spawned). Returns info with the session."""
-    from . import spawns
-
     info = dict(info, session=session)
     spawns.write(home, session, info)
     events.emit(home, "spawn.spawned", session=session, role=info["role"], pid=info["pid"],
@@ -178,5 +177,7 @@ def record_spawn(home, session: str, info: dict) -> dict:
 
 
 def spawn_info(role: str, queue: bool, mode: str, worktree: str, argv: list[str]) -> dict:
+    """The start of a spawn record (record_spawn adds the session; callers the pid, log and
+    the respawn command)."""
     return {"role": role, "queue": queue, "mode": mode, "worktree": worktree, "argv": argv,
             "spawned": clock.iso()}
