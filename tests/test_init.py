@@ -132,6 +132,17 @@ def test_a_missing_agent_cli_is_69_and_nothing_is_spawned(run, mesh, monkeypatch
     assert run("coord-peers", "--json", check=0).records == []
 
 
+def test_a_session_that_fails_to_start_is_named_with_its_log_and_init_exits_69(run, mesh):
+    (mesh / "config.toml").write_text("[supervisor]\nmin_uptime = -1\n")  # refused by it
+    result = init(run, "--agent", "shell", "--roles", "research,-anchor", check=69)
+    failed = steps(result)["research-1"]
+    assert failed["status"] == "failed" and "--min-uptime" in failed["error"]
+    assert result.records[-1]["failed"] == ["research-1"]
+    assert result.stderr.count("\n") == 1 and "research-1 failed: its supervisor exited: " \
+        "Error: Invalid value for '--min-uptime'" in result.stderr
+    assert not (mesh / "spawns" / "research-1.spawn.json").exists()
+
+
 def test_a_fatal_session_is_reported_and_restarted_only_when_asked(run, mesh, anchor_process):
     gone = anchor_process()
     run("coord-register", "--role", "research", "--id", "research-1", "--pid", str(gone.pid),

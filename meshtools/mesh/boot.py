@@ -306,7 +306,8 @@ class Boot:
         return launch.spawn_env(self.home, self.redis_url, self.namespace)
 
     def launch(self, action: dict, workdir: str) -> dict:
-        """Start one supervisor (stopping a FATAL one's first); its spawn record."""
+        """Start one supervisor (stopping a FATAL one's first); its spawn record, kept once
+        the session is ready."""
         role, session = self.roles[action["role"]], action["session"]
         if action["action"] == RESTART:
             stop_supervisor(self.home, session)
@@ -325,7 +326,6 @@ class Boot:
         info["respawn"] = (None if role.name == ANCHOR else  # no mesh-spawn for the anchor
                            launch.respawn_argv(role.name, session, self.mode, True, self.agent,
                                                None))
-        launch.record_spawn(self.home, session, info)
         return dict(info, process=process, at=time.monotonic())
 
     def wait(self, launched: dict):
@@ -341,6 +341,8 @@ class Boot:
                     continue
                 del pending[session]
                 if error is None:
+                    launch.record_spawn(self.home, session, {k: v for k, v in info.items()
+                                                             if k not in ("process", "at")})
                     yield _step(info["role"], STARTED, info["at"], session=session,
                                 role=info["role"], pid=info["pid"], log=info.get("log"))
                     continue
