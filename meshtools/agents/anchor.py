@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from ..coord.registry import DEFAULT_STUCK_AFTER, peer_state
 from ..core import config, events, fs
-from ..core.errors import BadInput, Busy
+from ..core.errors import BadInput, Busy, Unavailable
 from ..queue.results import Results
 from ..queue.tasks import normalise
 from . import spawns
@@ -157,6 +157,44 @@ def hold_the_anchor(home) -> int:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+class AnchorWorker:
+    """The anchor session's queue worker, which mesh-anchor --drain runs as its own child: it
+    inherits MESH_SESSION (its consumer and phases are the anchor session's), and it has a
+    process group of its own, so that a stop signal reaches it once, passed on by
+    mesh-anchor (a second one would hand its task back at once)."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+
+    @classmethod
+    def start(cls, home, agent: str, workdir: str) -> "AnchorWorker":
+        from . import launch
+        from .roles import ANCHOR, get
+
+        argv = launch.child_argv(get(home, ANCHOR), workdir, True, agent)
+        return cls(subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0))
+
+    def check(self) -> None:
+        """Unavailable (69) once the worker has exited: the anchor goes with it, and its
+        supervisor starts both again."""
+        code = self.process.poll()
+        if code is not None:
+            raise Unavailable(f"the anchor's queue worker exited ({code}); the anchor stops "
+                              "with it")
+
+    def stop(self) -> None:
+        """Pass a stop on (and each signal that comes meanwhile) and wait for the worker,
+        which finishes its task first."""
+        import signal
+
+        if self.process.poll() is not None:
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda n, _frame: self.process.send_signal(n))
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait()
 
 
 # --- the loop -----------------------------------------------------------------------------
