@@ -40,10 +40,13 @@ def release_locks(home, record: dict, why: str) -> None:
                               reason=f"session {record['id']} (pid {record.get('pid')}) {why}")
 
 
-def beat(home, session_id: str, phase: str | None = None, task=registry.KEEP) -> dict:
-    """Heartbeat (and phase, and the id of the task it runs now or None); a change of phase
-    is the event session.phase. BadInput (65) for an unknown session. Returns the record."""
-    record, previous = registry.heartbeat(home, session_id, phase, task)
+def beat(home, session_id: str, phase: str | None = None, task=registry.KEEP,
+         unless_newer_than: float | None = None) -> dict:
+    """Heartbeat (and phase, and the id of the task it runs now or None; a phase set after
+    `unless_newer_than` is kept); a change of phase is the event session.phase. BadInput
+    (65) for an unknown session. Returns the record."""
+    record, previous = registry.heartbeat(home, session_id, phase, task, unless_newer_than)
+    phase = record.get("phase") if phase is not None else None
     if phase is not None and phase != previous:
         events.emit(home, "session.phase", id=record["id"], phase=phase, previous=previous)
     return record
