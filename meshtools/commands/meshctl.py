@@ -36,6 +36,7 @@ SUBCOMMANDS = {
     "spawn": "meshtools.commands.spawn:mesh_spawn",
     "pick": "meshtools.commands.pick:mesh_pick",
     "anchor": "meshtools.commands.anchor:mesh_anchor",
+    "down": "meshtools.commands.down:down",
 }
 
 DEFAULT_CONFIG = """\
