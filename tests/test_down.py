@@ -240,3 +240,15 @@ def test_describe():
     summary = stop.summarise([stop.outcome(target, gone=True),
                               stop.outcome(target, gone=False)], 1.26)
     assert stop.describe(summary) == "✘ mesh down in 1.3s: 1 stopped, not stopped: builder-1"
+
+
+def test_down_all_never_signals_a_recycled_redis_pid(run, mesh, anchor_process):
+    """A killed server's pid file stays; its pid may be another process's by now."""
+    embedded = EmbeddedRedis(MeshHome(str(mesh)))
+    server = embedded.pid()
+    os.kill(server, signal.SIGKILL)
+    wait_until(lambda: not proc.is_alive(server))
+    stranger = anchor_process()
+    (mesh / "redis" / "redis.pid").write_text(f"{stranger.pid}\n")
+    assert down(run, "--all").records[-1]["nothing"] is True
+    assert stranger.poll() is None
