@@ -16,7 +16,7 @@ from meshtools.core.home import MeshHome
 from meshtools.mesh import stop
 from meshtools.queue.server import EmbeddedRedis
 
-from .helpers import redis_of, wait_until
+from .helpers import on_terminal, redis_of, wait_until
 
 
 def spawn(run, role):
@@ -192,6 +192,19 @@ def test_a_process_the_records_do_not_prove_is_never_signalled(run, mesh, anchor
     assert {r["id"] for r in registry.all_sessions(home)} == {"research-5", "memory-7"}
 
 
+def test_on_a_terminal_a_line_per_process_and_a_summary(run, mesh):
+    import re
+
+    pid = spawn(run, "builder")["pid"]
+    code, shown, err = on_terminal(["meshctl", "down"])
+    assert (code, err) == (0, "")
+    lines = shown.splitlines()
+    assert lines[0] == f"stopping 1 process(es) of {mesh}; a running task has 30s to finish"
+    assert re.fullmatch(rf"✔ builder-1 pid {pid} stopped \(\d+\.\ds\)", lines[1])
+    assert re.fullmatch(r"✔ mesh down in \d+\.\ds: 1 stopped", lines[2]) and len(lines) == 3
+    assert on_terminal(["meshctl", "down"]) == (0, "✔ nothing runs\r\n", "")
+
+
 # --- the pure decisions ---------------------------------------------------------------------
 
 def test_plan_stops_supervisors_and_a_standalone_anchor_only():
@@ -211,6 +224,13 @@ def test_plan_stops_supervisors_and_a_standalone_anchor_only():
         ("anchor", "anchor", 60, None)]
     assert plan["dead"] == ["anchor-1"]
     assert [(r["name"], r["how"]) for r in plan["left"]] == [("memory-1", "left running")]
+    remote = [{"key": "triage-1", "session": "triage-1", "supervisor_pid": 70, "host": "b",
+               "supervisor_start": 7, "alive": None}]
+    session = {"id": "triage-1", "role": "triage", "pid": 70, "pid_start": 7, "host": "b",
+               "alive": None}
+    assert stop.plan(remote, [session], {}, None)["left"] == [{
+        "kind": "stop", "name": "triage-1", "role": "triage", "pid": 70, "host": "b",
+        "how": "not stopped", "why": "on host b, not signalled"}]  # one process, said once
     below = dict(anchor, ancestors=[10, 1])  # run by builder-1's supervisor: stopped with it
     assert [t.name for t in stop.plan(states, sessions, {}, below)["stop"]] == ["builder-1"]
 

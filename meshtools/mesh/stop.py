@@ -81,6 +81,7 @@ def plan(states: list[dict], registered: list[dict], spawned: dict[str, int],
         elif record["alive"] is False:
             dead.append(sid)
         elif record["alive"] is None:
+            left = [r for r in left if (r["pid"], r.get("host")) != (pid, record.get("host"))]
             left.append(_elsewhere(sid, pid, record.get("host"), record.get("role")))
         elif spawned.get(sid) == pid:  # its supervisor has not written its state yet
             stop[pid] = Target(sid, SUPERVISOR, pid, record.get("pid_start"), session=sid,
