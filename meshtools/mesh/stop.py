@@ -48,7 +48,6 @@ class Target:
     pid_start: int | None
     session: str | None = None
     role: str | None = None
-    sent: int = 0  # SIGTERMs sent
     last_sent: float = 0.0
     handed_back: str | None = None  # the task it ran when asked to hand it back
     killed: bool = False
@@ -283,7 +282,6 @@ def _stop_all(home, targets: list[Target], timeout: float, redis_pid: int | None
 
 def _signal(target: Target, signum: int, now: float) -> None:
     proc.signal_all([(target.pid, target.pid_start)], signum)  # only the very process
-    target.sent += 1
     target.last_sent = now
 
 
