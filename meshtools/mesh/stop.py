@@ -225,9 +225,9 @@ def down(home, todo: dict, timeout: float, redis: bool = False,
     records = [dict(record, ts=clock.iso()) for record in todo["left"]]
     for record in records:
         report(record)
-    for target in _stop_all(home, todo["stop"], timeout, embedded.pid()):
-        records.append(target)
-        report(target)
+    for record in _stop_all(home, todo["stop"], timeout, embedded.pid()):
+        records.append(record)
+        report(record)
     for sid in todo["dead"]:
         if _leave(home, sid, sessions.DEAD):
             records.append({"ts": clock.iso(), "kind": "stop", "name": sid, "session": sid,
@@ -277,7 +277,8 @@ def _stop_all(home, targets: list[Target], timeout: float, redis_pid: int | None
                     if target.handed_back is None:
                         target.handed_back = _task_of(home, target)
                     _signal(target, due, now)
-        time.sleep(POLL)
+        if pending:
+            time.sleep(POLL)
 
 
 def _signal(target: Target, signum: int, now: float) -> None:
