@@ -143,6 +143,29 @@ def test_a_running_task_finishes_within_the_timeout(run, mesh, tmp_path):
     assert mesh_processes(mesh) == []
 
 
+def test_what_ignores_the_stop_is_killed_with_all_below_it(run, mesh):
+    """A supervised command that ignores SIGTERM: killed KILL_AFTER seconds after the
+    timeout, supervisor and all; its session, which it could not leave, is unregistered."""
+    supervisor = subprocess.Popen(
+        ["mesh-supervise", "--role", "builder", "--session", "builder-3", "--", "sh", "-c",
+         "trap '' TERM; sleep 600 & wait; wait"], start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        state = mesh / "spawns" / "builder-3.json"
+        wait_until(lambda: state.exists() and json.loads(state.read_text())["state"] == "running")
+        below = [p.pid for p in psutil.Process(supervisor.pid).children(recursive=True)]
+        records = down(run, "--timeout", "0").records
+    finally:
+        supervisor.wait(timeout=30)
+    assert records[0] == dict(records[0], name="builder-3", how="killed")
+    assert records[-1]["killed"] == 1 and not records[-1]["not_stopped"]
+    assert len(below) == 2 and not any(proc.is_alive(pid) for pid in below)
+    assert registry.all_sessions(MeshHome.find()) == [] and mesh_processes(mesh) == []
+    left = [e for e in map(json.loads, (mesh / "events.jsonl").read_text().splitlines())
+            if e["event"] == "session.unregistered"]
+    assert [(e["id"], e["reason"]) for e in left] == [("builder-3", "mesh down")]
+
+
 def test_down_all_stops_the_embedded_redis_but_not_an_external_one(run, mesh):
     spawn(run, "builder")
     redis = EmbeddedRedis(MeshHome(str(mesh))).pid()
