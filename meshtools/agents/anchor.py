@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from ..coord.registry import DEFAULT_STUCK_AFTER, peer_state
-from ..core import config, events, fs
+from ..core import config, events, fs, proc
 from ..core.errors import BadInput, Busy, Unavailable
 from ..queue.results import Results
 from ..queue.tasks import normalise
@@ -150,12 +150,13 @@ def hold_the_anchor(home) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        holder = (os.read(fd, 64).decode(errors="replace").split() or ["?"])[0]
         os.close(fd)
         raise Busy(f"another mesh-anchor (pid {holder}) runs this mesh: a mesh has one "
                    "anchor") from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    me = proc.identity()  # pid and start time: meshctl down stops this very process
+    os.write(fd, f"{me['pid']} {me['pid_start']} {me['host']}\n".encode())
     return fd
 
 
@@ -195,6 +196,28 @@ class AnchorWorker:
             signal.signal(signum, lambda n, _frame: self.process.send_signal(n))
         self.process.send_signal(signal.SIGTERM)
         self.process.wait()
+def anchor_holder(home) -> dict | None:
+    """The running mesh-anchor's identity ({pid, pid_start, host}) from its anchor.lock,
+    None when no process holds the lock (none runs, whatever the file still says)."""
+    import fcntl
+
+    try:
+        fd = os.open(home.anchor_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            words = os.read(fd, 256).decode(errors="replace").split()
+        else:
+            return None  # nobody holds it (ours goes with the close below)
+    finally:
+        os.close(fd)
+    try:
+        return {"pid": int(words[0]), "pid_start": int(words[1]), "host": words[2]}
+    except (IndexError, ValueError):
+        return None  # an older anchor's (a bare pid): no start time to check it by
 
 
 # --- the loop -----------------------------------------------------------------------------
