@@ -225,13 +225,13 @@ def anchor_holder(home) -> dict | None:
 class Anchor:
     def __init__(self, home, broker, roles: dict[str, Role], repo_root: str,
                  gate: str | None = None, max_handbacks: int | None = None,
-                 respawn: bool = True, report=None):
+                 respawn: bool = True, report=None, schedule: bool = True):
         settings = config.section(home, "anchor")
         self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
         self.gate = gate
         self.max_handbacks = (max_handbacks if max_handbacks is not None
                               else settings.value("max_handbacks"))
-        self.respawn = respawn
+        self.respawn, self.scheduling = respawn, schedule
         self.stuck_after = settings.value("stuck_after")
         self.fatal_cooldown, self.fatal_respawns = fatal_settings(settings)
         self.report = report or (lambda record: None)
@@ -330,6 +330,8 @@ class Anchor:
     # schedule ------------------------------------------------------------------------------
 
     def schedule(self, now: float | None = None) -> list[dict]:
+        if not self.scheduling:
+            return []
         due = standing_tasks(self.roles, now if now is not None else time.time())
         if not due:
             return []
