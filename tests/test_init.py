@@ -87,6 +87,20 @@ def test_init_boots_seven_ready_sessions_and_a_second_init_starts_nothing(run, m
     assert "7 running" in shown
 
 
+def test_a_shell_mesh_enqueues_no_standing_prompts(run, mesh):
+    """Under --agent shell the roles' standing prompts (plain words) ran as commands and a
+    fresh mesh showed six dead letters at once: the anchor enqueues none for a shell mesh."""
+    from .helpers import redis_of
+
+    (mesh / "roles.toml").unlink()  # the packaged prompts, as a user has them
+    init(run, "--agent", "shell")
+    r = redis_of(mesh)
+    # the anchor's first step schedules, then copies the event log into the events stream
+    wait_until(lambda: r.exists("mesh:events"), timeout=30)
+    assert not [t for t in r.hkeys("tasks:index") if t.startswith("standing-")]
+    assert run("queue-dead", "list", "--json", check=0).records == []
+
+
 def test_a_killed_worker_is_the_one_init_starts_again(run, mesh):
     """--roles without the anchor (-anchor): it would respawn the dead worker itself."""
     first = steps(init(run, "--agent", "shell", "--roles", "builder,research,-anchor"))

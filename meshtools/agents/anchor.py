@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from ..coord.registry import DEFAULT_STUCK_AFTER, peer_state
-from ..core import config, events, fs
+from ..core import config, events, fs, proc
 from ..core.errors import BadInput, Busy, Unavailable
 from ..queue.results import Results
 from ..queue.tasks import normalise
@@ -150,12 +150,13 @@ def hold_the_anchor(home) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        holder = (os.read(fd, 64).decode(errors="replace").split() or ["?"])[0]
         os.close(fd)
         raise Busy(f"another mesh-anchor (pid {holder}) runs this mesh: a mesh has one "
                    "anchor") from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    me = proc.identity()  # pid and start time: meshctl down stops this very process
+    os.write(fd, f"{me['pid']} {me['pid_start']} {me['host']}\n".encode())
     return fd
 
 
@@ -195,6 +196,28 @@ class AnchorWorker:
             signal.signal(signum, lambda n, _frame: self.process.send_signal(n))
         self.process.send_signal(signal.SIGTERM)
         self.process.wait()
+def anchor_holder(home) -> dict | None:
+    """The running mesh-anchor's identity ({pid, pid_start, host}) from its anchor.lock,
+    None when no process holds the lock (none runs, whatever the file still says)."""
+    import fcntl
+
+    try:
+        fd = os.open(home.anchor_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            words = os.read(fd, 256).decode(errors="replace").split()
+        else:
+            return None  # nobody holds it (ours goes with the close below)
+    finally:
+        os.close(fd)
+    try:
+        return {"pid": int(words[0]), "pid_start": int(words[1]), "host": words[2]}
+    except (IndexError, ValueError):
+        return None  # an older anchor's (a bare pid): no start time to check it by
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -202,13 +225,13 @@ class AnchorWorker:
 class Anchor:
     def __init__(self, home, broker, roles: dict[str, Role], repo_root: str,
                  gate: str | None = None, max_handbacks: int | None = None,
-                 respawn: bool = True, report=None):
+                 respawn: bool = True, report=None, schedule: bool = True):
         settings = config.section(home, "anchor")
         self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
         self.gate = gate
         self.max_handbacks = (max_handbacks if max_handbacks is not None
                               else settings.value("max_handbacks"))
-        self.respawn = respawn
+        self.respawn, self.scheduling = respawn, schedule
         self.stuck_after = settings.value("stuck_after")
         self.fatal_cooldown, self.fatal_respawns = fatal_settings(settings)
         self.report = report or (lambda record: None)
@@ -307,6 +330,8 @@ class Anchor:
     # schedule ------------------------------------------------------------------------------
 
     def schedule(self, now: float | None = None) -> list[dict]:
+        if not self.scheduling:
+            return []
         due = standing_tasks(self.roles, now if now is not None else time.time())
         if not due:
             return []

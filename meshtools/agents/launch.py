@@ -27,8 +27,10 @@ def child_argv(role, workdir: str, queue: bool, agent: str) -> list[str]:
 
 def anchor_argv(agent: str) -> list[str]:
     """The anchor session's child: the anchor's loop, which runs the anchor's queue worker
-    as its own child (mesh-anchor --drain)."""
-    return [proc.meshtools_command("mesh-anchor"), "--drain", "--agent", agent]
+    as its own child (mesh-anchor --drain). The roles' standing prompts are for an agent:
+    with the shell one they would only fail as commands, so none are enqueued."""
+    argv = [proc.meshtools_command("mesh-anchor"), "--drain", "--agent", agent]
+    return argv + ["--no-schedule"] if agent == "shell" else argv
 
 
 def supervisor_argv(role, session: str | None, child: list[str], settings,

@@ -23,6 +23,9 @@ from ..core import clock, events
                    "max_handbacks, else 1).")
 @click.option("--no-respawn", is_flag=True,
               help="Report dead and FATAL peers, never respawn them.")
+@click.option("--no-schedule", is_flag=True,
+              help="Never enqueue the roles' standing tasks (their prompts are for an "
+                   "agent: a mesh whose workers run shell commands has none to run).")
 @click.option("--drain", is_flag=True,
               help="Also run the anchor's queue worker (queue-drain --queue anchor --role "
                    "anchor) as a child, in this session: if it exits, so does mesh-anchor "
@@ -31,7 +34,8 @@ from ..core import clock, events
 @click.option("--agent", default="claude", show_default=True, metavar="NAME",
               help="With --drain: the worker's executor (claude, shell, or config [agents]).")
 @cli.mesh_options(redis=True)
-def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, drain, agent, mesh):
+def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, no_schedule, drain, agent,
+                mesh):
     """Follow tasks:results: land finished work on main through mesh-pick, hand failed or
     conflicting tasks back, enqueue scheduled roles' standing tasks, notice stale, dead or
     FATAL peers and respawn dead and FATAL ones. Each decision is printed as it is made
@@ -47,7 +51,7 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, drain, agent, m
     hold_the_anchor(mesh.home)
     anchor = Anchor(mesh.home, mesh.broker(blocking=True), roles.load(mesh.home), repo.root,
                     gate=gate, max_handbacks=max_handbacks, respawn=not no_respawn,
-                    report=lambda record: mesh.emit(record, describe(record)))
+                    schedule=not no_schedule, report=lambda record: mesh.emit(record, describe(record)))
     if not once:
         events.emit(mesh.home, "anchor.started", pid=os.getpid())
         mesh.tell(f"anchor of {repo.root}: following tasks:results, each decision below "

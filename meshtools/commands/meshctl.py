@@ -37,6 +37,7 @@ SUBCOMMANDS = {
     "status": "meshtools.commands.status:status",
     "execute": "meshtools.commands.execute:execute",
     "init": "meshtools.commands.init:init",
+    "down": "meshtools.commands.down:down",
     "demo": "meshtools.commands.demo:demo",
 }
 

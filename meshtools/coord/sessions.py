@@ -12,6 +12,8 @@ WAITING, RUNNING = "waiting", "running"
 
 # Why a session left (the event's reason).
 UNREGISTERED, SUPERVISOR_EXITED, DEAD = "unregistered", "supervisor exited", "dead"
+MESH_DOWN = "mesh down"  # meshctl down stopped its process, which could not leave itself
+_GONE = {DEAD: "was dead", MESH_DOWN: "was stopped (mesh down)"}  # reasons: its process is gone
 
 
 def join(home, role: str, session_id: str | None, pid: int, phase: str | None = None) -> dict:
@@ -65,15 +67,15 @@ def task_reporter(home, session_id: str | None):
 def leave(home, session_id: str, reason: str) -> dict | None:
     """End the session: its record goes (its inbox stays) and session.unregistered says so,
     with its role and the reason. BadInput (65) for an unknown session. With reason DEAD
-    it goes only if it is still dead (re-checked under the registry's lock: a respawn may
-    have taken the id over meanwhile), else None; its locks are released."""
-    record = registry.unregister(home, session_id, only_dead=reason == DEAD)
+    or MESH_DOWN it goes only if it is still dead (re-checked under the registry's lock: a
+    respawn may have taken the id over meanwhile), else None; its locks are released."""
+    record = registry.unregister(home, session_id, only_dead=reason in _GONE)
     if record is None:
         return None
     events.emit(home, "session.unregistered", id=record["id"], role=record.get("role"),
                 reason=reason)
-    if reason == DEAD:
-        release_locks(home, record, "was dead")
+    if reason in _GONE:
+        release_locks(home, record, _GONE[reason])
     return record
 
 
