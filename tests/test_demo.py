@@ -9,9 +9,7 @@ import subprocess
 import pytest
 
 from meshtools.agents import roles, routing
-from meshtools.core.home import MeshHome
 from meshtools.demo import agent, scenario
-from meshtools.demo.runner import stop_mesh
 
 from .conftest import BIN
 from .helpers import interrupted_on_terminal, on_terminal
@@ -88,7 +86,8 @@ def test_demo_keep_on_a_terminal_leaves_the_mesh_up(clean):
                                capture_output=True, check=True).stdout.splitlines()
         assert {json.loads(p)["state"] for p in peers} == {"alive"} and len(peers) == 8
     finally:
-        stop_mesh(MeshHome(os.path.join(repo, ".git", "meshtools")))
+        subprocess.run(["meshctl", "down", "--all"], env=clean, cwd=repo, check=True,
+                       capture_output=True, timeout=60)
         shutil.rmtree(scratch)
     assert processes_in(scratch) == []
 

@@ -91,18 +91,24 @@ class Demo:
                                        *(f"    {line}".rstrip() for line in lines)]))
 
     def teardown(self) -> None:
-        """Stop the mesh and remove the scratch directory, a second ^C notwithstanding."""
+        """Stop the mesh and remove the scratch directory (said in one record), a second ^C
+        notwithstanding."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             self.stop_holders()
+            done, error = [], None
             if self.booted:
                 try:
                     self.down()
+                    done.append("stopped the demo mesh")
                 except errors.MeshError as e:
-                    self.report({"ts": clock.iso(), "kind": "cleanup", "error": str(e)},
-                                f"✘ stopping the demo mesh: {e}")
+                    error = f"stopping the demo mesh: {e}"
             if self.tmp:
                 shutil.rmtree(self.tmp, ignore_errors=True)
+                done.append(f"removed {self.tmp}")
+            if done or error:
+                self.report({"ts": clock.iso(), "kind": "cleanup", "done": done, "error": error},
+                            f"✘ {error}" if error else f"✔ cleaned up: {', '.join(done)}")
         finally:
             signal.signal(signal.SIGINT, previous)
 
@@ -281,12 +287,16 @@ class Demo:
                  f"(attempt {record.get('attempt')}): {last_line(record.get('output'))}"],
                 {"killed": session, "pid": worker, "finished_by": record["worker"]})
 
+    def shown(self, argv: list[str]) -> tuple[list[str], dict]:
+        """A command's output as the step shows it: its screen on a terminal, else its
+        records."""
+        if self.screen:
+            return [f"$ {' '.join(argv)}", *self.on_terminal(argv)], {"command": " ".join(argv)}
+        return [], {"command": " ".join(argv),
+                    "records": self.records(self.command(*argv, "--json"))}
+
     def snapshot(self):
-        argv = snapshot_command()
-        if not self.screen:
-            records = self.records(self.command(*argv, "--json"))
-            return [], {"command": " ".join(argv), "records": records}
-        return self.on_terminal(argv), {"command": " ".join(argv)}
+        return self.shown(snapshot_command())
 
     def on_terminal(self, argv: list[str]) -> list[str]:
         """argv's screen: run on a pseudo-terminal of its own, as a person would see it."""
@@ -315,15 +325,9 @@ class Demo:
             .splitlines()
 
     def down(self):
-        from ..commands.meshctl import SUBCOMMANDS
-
-        if "down" in SUBCOMMANDS:
-            result = self.command("meshctl", "down", "--all")
-            lines = result.stdout.rstrip("\n").splitlines()
-        else:  # until meshctl down exists: stop what meshctl init started, as tests do
-            lines = stop_mesh(self.home)
+        shown = self.shown(["meshctl", "down", "--all"])
         self.booted = False
-        return lines, {}
+        return shown
 
     def cleanup(self):
         shutil.rmtree(self.tmp)
@@ -338,24 +342,8 @@ class Demo:
 
 
 def snapshot_command() -> list[str]:
-    """The mesh at a glance: mesh-top's snapshot where it exists, else meshctl status."""
-    return ["meshctl", "status"]
+    """The mesh at a glance: mesh-top's snapshot (meshctl top) where this install has it,
+    else meshctl status."""
+    from ..commands.meshctl import SUBCOMMANDS
 
-
-def stop_mesh(home) -> list[str]:
-    """Every supervisor meshctl init and mesh-spawn started, stopped at once (its children
-    with it), then the embedded Redis: what meshctl down --all does, until it exists."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..agents import supervisor
-    from ..mesh.boot import stop_supervisor
-    from ..queue.server import EmbeddedRedis
-
-    names = sorted(os.listdir(home.spawns)) if os.path.isdir(home.spawns) else []
-    sessions = [name[:-len(".json")] for name in names
-                if name.endswith(".json") and not name.endswith(".spawn.json")
-                and supervisor.read_state(home, name[:-len(".json")])]
-    with ThreadPoolExecutor(max(1, len(sessions))) as pool:
-        list(pool.map(lambda session: stop_supervisor(home, session), sessions))
-    EmbeddedRedis(home).stop()
-    return [f"stopped {', '.join(sessions) or 'no session'} and the embedded Redis"]
+    return ["meshctl", "top" if "top" in SUBCOMMANDS else "status"]
