@@ -10,6 +10,7 @@ import pytest
 
 from meshtools.agents import roles, routing
 from meshtools.demo import agent, scenario
+from meshtools.demo.runner import Demo, StepFailed
 
 from .conftest import BIN
 from .helpers import interrupted_on_terminal, on_terminal
@@ -103,6 +104,30 @@ def test_interrupted_demo_cleans_up(clean, monkeypatch, tmp_path):
     [scratch] = {line.split()[0].rsplit("/demo-app", 1)[0]
                  for line in shown.splitlines() if "/demo-app (" in line}
     assert not os.path.exists(scratch) and not os.listdir(tmp_path / "tmp")
+    assert processes_in(scratch) == []
+
+
+def test_a_failing_step_is_named_and_cleaned_up(clean, monkeypatch):
+    """A step that fails after the mesh is up (here: no second builder) stops the mesh and
+    removes the scratch directory before the error, which names the step."""
+    for key in [k for k in os.environ if k.startswith("MESH_")]:
+        monkeypatch.delenv(key)
+    for key, value in clean.items():
+        monkeypatch.setenv(key, value)
+
+    class NoSecondBuilder(Demo):
+        def spawn(self):
+            raise StepFailed("mesh-spawn builder exited 69: no second builder today")
+
+    shown = []
+    with pytest.raises(StepFailed, match="^step spawn .* no second builder today") as failed:
+        NoSecondBuilder(False, lambda record, text: shown.append(record)).run()
+    assert failed.value.exit_code == 69
+    assert [r.get("step") for r in shown] == ["scratch", "init", "spawn"]
+    cleanup = shown[-1]
+    assert cleanup["kind"] == "cleanup" and cleanup["why"] == "failed" and not cleanup["error"]
+    scratch = os.path.dirname(shown[0]["repository"])
+    assert not os.path.exists(scratch)
     assert processes_in(scratch) == []
 
 

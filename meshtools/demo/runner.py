@@ -65,9 +65,12 @@ class Demo:
             for n, current in enumerate(steps, 1):
                 self.step(current, n, len(steps))
         except BaseException as e:
-            self.teardown()
+            self.teardown(current, "interrupted" if isinstance(e, KeyboardInterrupt)
+                          else "failed")
             if isinstance(e, errors.MeshError):
-                raise type(e)(f"step {current.name} ({current.text}) failed: {e}") from None
+                failed = StepFailed(f"step {current.name} ({current.text}) failed: {e}")
+                failed.exit_code = e.exit_code
+                raise failed from None
             raise
         finally:
             self.stop_holders()
@@ -90,9 +93,9 @@ class Demo:
         self.report(record, "\n".join([f"✔ [{n}/{of}] {step.text}  {seconds:.2f}s",
                                        *(f"    {line}".rstrip() for line in lines)]))
 
-    def teardown(self) -> None:
-        """Stop the mesh and remove the scratch directory (said in one record), a second ^C
-        notwithstanding."""
+    def teardown(self, step: scenario.Step, why: str) -> None:
+        """After a step failed or was interrupted: stop the mesh and remove the scratch
+        directory (said in one record), a second ^C notwithstanding."""
         previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
         try:
             self.stop_holders()
@@ -106,9 +109,9 @@ class Demo:
             if self.tmp:
                 shutil.rmtree(self.tmp, ignore_errors=True)
                 done.append(f"removed {self.tmp}")
-            if done or error:
-                self.report({"ts": clock.iso(), "kind": "cleanup", "done": done, "error": error},
-                            f"✘ {error}" if error else f"✔ cleaned up: {', '.join(done)}")
+            self.report({"ts": clock.iso(), "kind": "cleanup", "step": step.name, "why": why,
+                         "done": done, "error": error},
+                        f"✘ {step.text}: {why}; " + (error or f"cleaned up: {', '.join(done)}"))
         finally:
             signal.signal(signal.SIGINT, previous)
 
