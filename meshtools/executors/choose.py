@@ -47,7 +47,7 @@ def make_executor(name: str, *, home, role=None, session: str | None = None,
     if name == "shell":
         from ..queue.executor import ShellExecutor
 
-        return ShellExecutor()
+        return ShellExecutor(home, session, role.name if role else None)
     spec = configured_agents(settings).get(validate_agent(settings, name))
     if spec and spec["output"] == "text":
         from .plain import TextExecutor
