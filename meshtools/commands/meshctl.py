@@ -36,6 +36,7 @@ SUBCOMMANDS = {
     "spawn": "meshtools.commands.spawn:mesh_spawn",
     "pick": "meshtools.commands.pick:mesh_pick",
     "anchor": "meshtools.commands.anchor:mesh_anchor",
+    "trace": "meshtools.commands.trace:trace",
 }
 
 DEFAULT_CONFIG = """\

@@ -164,8 +164,9 @@ def known_tasks(home) -> list[str]:
     return sorted(n for n in names if os.path.isfile(os.path.join(home.tasks, n, STREAM_FILE)))
 
 
-def find(home, task_id: str) -> str:
-    """The task's stream file; BadInput (65) when it has none, with a did-you-mean."""
+def find(home, task_id: str, names=()) -> str:
+    """The task's stream file; BadInput (65) when it has none, with a did-you-mean over
+    the traced tasks (and names: what else the word may have meant)."""
     try:
         path = stream_file(home, task_id)
     except BadInput:
@@ -174,7 +175,7 @@ def find(home, task_id: str) -> str:
         from ..core.errors import did_you_mean
 
         raise BadInput(f"no trace for task {task_id}"
-                       + did_you_mean(task_id, known_tasks(home)))
+                       + did_you_mean(task_id, [*known_tasks(home), *names]))
     return path
 
 
