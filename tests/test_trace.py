@@ -235,3 +235,11 @@ def test_steps_name_failures_retries_and_limits():
     assert lines[6] == ("result   failed (max_turns) · 40 turns · 1.5s: "
                         "Reached maximum number of turns (40)")
     assert steps.render(found)[0].startswith("10:00:01 ")
+
+
+def test_a_bad_cap_is_78_before_any_task_is_taken(run, mesh_home):
+    run("queue-push", "--id", "n1", "true", check=0)
+    bad = run("queue-drain", "--once", env={"MESH_TRACE_MAX_BYTES": "2M"})
+    assert bad.returncode == 78 and bad.stderr == (
+        "queue-drain: $MESH_TRACE_MAX_BYTES: expected a whole number of bytes, got '2M'\n")
+    assert run("queue-stat", check=0).records[0]["length"] == 1

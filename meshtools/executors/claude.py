@@ -124,6 +124,7 @@ class ClaudeExecutor:
     def run(self, task: dict, workdir: str, timeout: float | None,
             on_start=lambda pid: None) -> Outcome:
         """One run, its stream kept in the task's trace (executors.trace) line by line."""
+        self.check()
         writer = trace.Writer.open(self.home, task, agent=self.name, session=self.session,
                                    role=self.role.name)
         return trace.traced(writer, lambda: self._run(task, workdir, timeout, on_start,
@@ -131,7 +132,6 @@ class ClaudeExecutor:
 
     def _run(self, task, workdir, timeout, on_start, writer) -> Outcome:
         started = time.monotonic()
-        self.check()
         prompt = compose_prompt(take_messages(self.home, self.session), task["prompt"])
         argv = claude_argv(self.role, prompt, self.command, session_id=str(uuid.uuid4()))
         state, phases = stream.StreamState(), []

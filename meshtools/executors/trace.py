@@ -45,6 +45,11 @@ def max_bytes(environ=os.environ) -> int:
     return int(text)
 
 
+def marker(subtype: str, **fields) -> dict:
+    """One of the trace's own records (start, end, truncated; waiting, left for a peer)."""
+    return {"type": TRACE, "subtype": subtype, "ts": clock.iso(), **fields}
+
+
 def is_marker(record: dict, subtype: str) -> bool:
     return record.get("type") == TRACE and record.get("subtype") == subtype
 
@@ -271,6 +276,3 @@ def _runs_task(home, peer: str, task: str) -> bool:
     session = registry.get(home, peer)
     return session is not None and session.get("task") == task and alive(session)
 
-
-def marker(subtype: str, **fields) -> dict:
-    return {"type": TRACE, "subtype": subtype, "ts": clock.iso(), **fields}
