@@ -2,7 +2,6 @@
 stand-in `claude` (tests/fakes), a real Redis, real files followed while they grow."""
 
 import json
-import os
 import signal
 import stat
 import subprocess
@@ -243,3 +242,30 @@ def test_a_bad_cap_is_78_before_any_task_is_taken(run, mesh_home):
     assert bad.returncode == 78 and bad.stderr == (
         "queue-drain: $MESH_TRACE_MAX_BYTES: expected a whole number of bytes, got '2M'\n")
     assert run("queue-stat", check=0).records[0]["length"] == 1
+
+
+def test_trace_peer_follows_a_persistent_agents_run(run, claude_cli, tmp_path, anchor_process):
+    run("coord-register", "--role", "builder", "--id", "r1", "--pid",
+        str(anchor_process().pid), check=0)
+    release = tmp_path / "release"
+    agent = subprocess.Popen(
+        ["mesh-agent", "builder", "--as", "r1", "--workdir", str(tmp_path),
+         f"first words\n@bash while [ ! -e {release} ]; do sleep 0.05; done\nlast words"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    follower = subprocess.Popen(["meshctl", "trace", "r1", "--json"], stdout=subprocess.PIPE,
+                                stderr=subprocess.DEVNULL)
+    try:
+        first = wait_for_output(follower.stdout, '"tool_use"', timeout=30)
+        assert '"subtype":"start"' in first and '"session":"r1"' in first
+        assert "first words" in first and "last words" not in first
+        release.touch()
+        seen = wait_for_output(follower.stdout, '"subtype":"waiting"', timeout=30)
+        assert '"result":"last words"' in seen and '"subtype":"end"' in seen
+        [result] = [json.loads(line) for line in agent.communicate(timeout=30)[0].splitlines()]
+        peer = next(r for r in run("coord-peers", check=0).records if r["id"] == "r1")
+        assert peer["phase"] == "done" and peer.get("task") is None  # its own phase stays
+        assert f'"task":"{result["id"]}"' in first
+    finally:
+        for proc in (follower, agent):
+            proc.kill()
+            proc.wait()

@@ -127,8 +127,8 @@ def render(steps: list[dict]) -> list[str]:
 def _line(step: dict) -> str | None:
     kind = step.get("step")
     if kind == START:
-        who = " · ".join(str(step[k]) for k in ("agent", "role", "session") if step.get(k))
-        return f"── {step.get('task')} attempt {step.get('attempt')}" + (f" · {who}" if who else "")
+        who = [str(step[k]) for k in ("agent", "role", "session") if step.get(k)]
+        return " · ".join([f"── {step.get('task')} attempt {step.get('attempt')}", *who])
     if kind == END:
         skipped = (f", {step['skipped_lines']} lines past the cap"
                    if step.get("skipped_lines") else "")
