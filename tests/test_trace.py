@@ -2,6 +2,7 @@
 stand-in `claude` (tests/fakes), a real Redis, real files followed while they grow."""
 
 import json
+import os
 import signal
 import stat
 import subprocess
@@ -269,3 +270,19 @@ def test_trace_peer_follows_a_persistent_agents_run(run, claude_cli, tmp_path, a
         for proc in (follower, agent):
             proc.kill()
             proc.wait()
+
+
+def test_only_the_newest_tasks_traces_are_kept(mesh_home, monkeypatch):
+    from meshtools.executors import trace
+
+    home = MeshHome(str(mesh_home))
+    work.record_task_work(home, "k4", "builder", work.work_range("mesh/builder", "a", "b"))
+    for n in range(5):
+        trace.Writer.open(home, {"id": f"k{n}"}, agent="shell").close()
+        age = (5 - n) * 10**9  # k4 the oldest: the last write decides, not the name
+        os.utime(stream_of(mesh_home, f"k{n}"), ns=(age, age))
+    monkeypatch.setattr(trace, "KEEP_TASKS", 3)
+    trace.Writer.open(home, {"id": "k5"}, agent="shell").close()
+    assert trace.known_tasks(home) == ["k0", "k1", "k5"]
+    assert (mesh_home / "tasks" / "k4" / "work.json").exists()  # landing still needs it
+    assert not (mesh_home / "tasks" / "k3").exists()

@@ -10,10 +10,11 @@ the run live.
 
 The file is capped (MAX_BYTES, or $MESH_TRACE_MAX_BYTES): past the cap one `truncated`
 record is written and further lines are only counted, except the agent's `result` and the
-`end` record, which are always kept. A trace never fails a task: a write that fails (a full
-disk) stops the trace, not the run.
+`end` record, which are always kept. Only the newest KEEP_TASKS tasks' traces are kept. A
+trace never fails a task: a write that fails (a full disk) stops the trace, not the run.
 """
 
+import contextlib
 import os
 import time
 
@@ -23,6 +24,7 @@ from ..core.errors import BadInput, ConfigError
 STREAM_FILE = "stream.jsonl"
 MAX_BYTES = 2 << 20
 MAX_ENV = "MESH_TRACE_MAX_BYTES"
+KEEP_TASKS = 1000  # the newest tasks' traces are kept; older ones go as new tasks start
 POLL = 0.1  # how often a follower looks for new lines
 
 # the trace's own records: {"type": "trace", "subtype": ...}; output lines: "output"
@@ -78,6 +80,8 @@ class Writer:
         except (OSError, ConfigError):
             return None
         writer = cls(fd, os.fstat(fd).st_size, max_bytes())
+        if writer.size == 0:  # a new task: make room
+            prune(home)
         writer._write(marker(START, task=task["id"], attempt=_runs(path) + 1,
                              session=session, agent=agent, role=role,
                              hops=task.get("hops", 0), **proc.identity()), always=True)
@@ -146,6 +150,27 @@ def traced(writer: Writer | None, run):
         return outcome
     finally:
         writer.end(outcome)
+
+
+def prune(home, keep: int | None = None) -> list[str]:
+    """Remove the traces of all but the newest `keep` (KEEP_TASKS) tasks, by last write;
+    a task's work.json stays (mesh-pick TASK_ID needs it). Returns the ids pruned."""
+    found = []
+    for task_id in known_tasks(home):
+        path = os.path.join(home.tasks, task_id, STREAM_FILE)
+        try:
+            found.append((os.stat(path).st_mtime_ns, task_id, path))
+        except FileNotFoundError:  # pruned meanwhile by another worker
+            continue
+    found.sort(reverse=True)
+    pruned = []
+    for _, task_id, path in found[KEEP_TASKS if keep is None else keep:]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        with contextlib.suppress(OSError):  # only when nothing else is in it
+            os.rmdir(os.path.dirname(path))
+        pruned.append(task_id)
+    return pruned
 
 
 def _runs(path: str) -> int:
