@@ -286,3 +286,26 @@ def test_only_the_newest_tasks_traces_are_kept(mesh_home, monkeypatch):
     assert trace.known_tasks(home) == ["k0", "k1", "k5"]
     assert (mesh_home / "tasks" / "k4" / "work.json").exists()  # landing still needs it
     assert not (mesh_home / "tasks" / "k3").exists()
+
+
+def test_a_peers_run_over_between_two_looks_is_still_shown(run, mesh_home, anchor_process):
+    from meshtools.coord.sessions import task_reporter
+    from meshtools.executors import trace
+    from meshtools.queue.executor import Outcome
+
+    anchor = anchor_process()
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(anchor.pid), check=0)
+    home, report = MeshHome(str(mesh_home)), task_reporter(MeshHome(str(mesh_home)), "b1")
+    follower = trace.follow_peer(home, "b1")
+    assert next(follower)["subtype"] == "waiting"
+    report("q1")  # a whole run before the follower looks again
+    writer = trace.Writer.open(home, {"id": "q1"}, agent="shell", session="b1")
+    writer.output("quick\n")
+    writer.end(Outcome("ok", 0, "quick\n", 0.01))
+    report(None)
+    anchor.kill()  # and the peer is gone: what it did comes first, then that it left
+    anchor.wait()
+    shown = list(follower)
+    assert [(r["type"], r.get("subtype")) for r in shown] == [
+        ("trace", "start"), ("output", None), ("trace", "end"), ("trace", "left")]
+    assert shown[0]["task"] == "q1" and shown[1]["text"] == "quick"

@@ -30,19 +30,13 @@ def trace(target, follow, mesh):
     home = mesh.home
     show = _printer(mesh)
     peers = _peers(home)
+    if target in peers:
+        records = traces.follow_peer(home, target, keep_following=follow is not False)
+    else:
+        records = traces.follow_task(traces.find(home, target, names=peers), bool(follow))
     try:
-        if target in peers:
-            for record in traces.follow_peer(home, target, keep_following=follow is not False):
-                show(record)
-            return
-        path = traces.find(home, target, names=peers)
-        records, offset = traces.read_from(path)
         for record in records:
             show(record)
-        if follow and traces.running(records):
-            start = traces.last_run(records)[0]
-            for record in traces.follow(path, offset, lambda: traces.alive(start)):
-                show(record)
     except KeyboardInterrupt:  # the way out of a follow: no "interrupted" line
         sys.exit(errors.INTERRUPTED)
 

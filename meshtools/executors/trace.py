@@ -19,7 +19,7 @@ import os
 import time
 
 from ..core import clock, fs, jsonl, proc, redact
-from ..core.errors import BadInput, ConfigError
+from ..core.errors import BadInput, ConfigError, did_you_mean
 
 STREAM_FILE = "stream.jsonl"
 MAX_BYTES = 2 << 20
@@ -152,8 +152,8 @@ def traced(writer: Writer | None, run):
         writer.end(outcome)
 
 
-def prune(home, keep: int | None = None) -> list[str]:
-    """Remove the traces of all but the newest `keep` (KEEP_TASKS) tasks, by last write;
+def prune(home) -> list[str]:
+    """Remove the traces of all but the newest KEEP_TASKS tasks, by last write;
     a task's work.json stays (mesh-pick TASK_ID needs it). Returns the ids pruned."""
     found = []
     for task_id in known_tasks(home):
@@ -164,7 +164,7 @@ def prune(home, keep: int | None = None) -> list[str]:
             continue
     found.sort(reverse=True)
     pruned = []
-    for _, task_id, path in found[KEEP_TASKS if keep is None else keep:]:
+    for _, task_id, path in found[KEEP_TASKS:]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
         with contextlib.suppress(OSError):  # only when nothing else is in it
@@ -202,8 +202,6 @@ def find(home, task_id: str, names=()) -> str:
     except BadInput:
         path = None
     if path is None or not os.path.isfile(path):
-        from ..core.errors import did_you_mean
-
         raise BadInput(f"no trace for task {task_id}"
                        + did_you_mean(task_id, [*known_tasks(home), *names]))
     return path
@@ -262,37 +260,80 @@ def follow(path: str, offset: int, still=lambda: True, poll: float = POLL):
             time.sleep(poll)
 
 
+def follow_task(path: str, keep_following: bool = False):
+    """A task's records so far; with keep_following, then its running run's as they
+    come, until that run ends (or the process writing it is gone)."""
+    records, offset = read_from(path)
+    yield from records
+    if keep_following and running(records):
+        start = last_run(records)[0]
+        yield from follow(path, offset, lambda: alive(start))
+
+
 def follow_peer(home, peer: str, keep_following: bool = True, poll: float = POLL):
     """What a peer runs: its current run's records (as they come), then its next run's,
-    and so on. Between runs one `waiting` marker; `left` when it is no longer a live
-    session, and the end. Without keep_following: the current task's latest run (or the
-    `waiting` marker) as it is now."""
+    and so on, each run once; a run over between two looks is still shown whole (the
+    registry keeps the task before as last_task). Between runs one `waiting` marker;
+    `left` when it is no longer a live session, and the end. Without keep_following: its
+    current task's latest run (or the `waiting` marker) as it is now."""
     from ..coord import registry
 
-    waiting = False  # said so
+    news = _News(home, peer)
+    waiting = False
     while True:
-        session = registry.get(home, peer)
-        if session is None or not alive(session):
+        session = registry.get(home, peer) or {}
+        task = session.get("task")
+        found = news.run(task, session.get("last_task")) if keep_following else None
+        if not found and not (session and alive(session)):
             yield marker("left", peer=peer)
             return
-        task = session.get("task")
-        if not task:
-            if not waiting:
-                yield marker("waiting", peer=peer)
-                waiting = True
-            if not keep_following:
-                return
-            time.sleep(poll)
-            continue
-        waiting = False
-        path = stream_file(home, task)
-        records, offset = read_from(path)
         if not keep_following:
-            yield from last_run(records)
+            yield from (last_run(read_from(stream_file(home, task))[0]) if task
+                        else [marker("waiting", peer=peer)])
             return
-        if running(records) and last_run(records)[0].get("session") == peer:
-            yield from last_run(records)  # else its run is yet to start: from the end on
-        yield from follow(path, offset, lambda: _runs_task(home, peer, task), poll)
+        if found:
+            task, run, offset = found
+            waiting = False
+            yield from run
+            if not any(is_marker(r, END) for r in run):
+                yield from follow(stream_file(home, task), offset,
+                                  lambda: _runs_task(home, peer, task), poll)
+            continue
+        if not task and not waiting:
+            yield marker("waiting", peer=peer)
+            waiting = True
+        time.sleep(poll)
+
+
+class _News:
+    """Which of a peer's runs are news to its follower: started by the peer, not shown yet,
+    and started since the follower began, or still running. A trace unchanged since the
+    last look (size, mtime) is not read again: an idle peer costs a stat per look."""
+
+    def __init__(self, home, peer: str):
+        self.home, self.peer = home, peer
+        self.began, self.shown, self.looked = clock.iso(), set(), {}
+
+    def run(self, *tasks) -> tuple[str, list[dict], int] | None:
+        """(task, the run's records so far, the offset after them), or None."""
+        for task in dict.fromkeys(t for t in tasks if t):
+            path = stream_file(self.home, task)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue
+            if self.looked.get(path) == (st.st_size, st.st_mtime_ns):
+                continue
+            self.looked[path] = (st.st_size, st.st_mtime_ns)
+            records, offset = read_from(path)
+            run = last_run(records)
+            start = run[0] if run and is_marker(run[0], START) else {}
+            key = (task, start.get("ts"))
+            if (start.get("session") == self.peer and key not in self.shown
+                    and (start.get("ts", "") >= self.began or running(records))):
+                self.shown.add(key)
+                return task, run, offset
+        return None
 
 
 def _runs_task(home, peer: str, task: str) -> bool:
