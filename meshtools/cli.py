@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from . import complete
 from .core import errors, jsonl
 from .core.home import MeshHome
 
@@ -215,7 +216,7 @@ def mesh_options(identity: bool = False, redis: bool = False):
         wrapper = _common_option("as_json")(wrapper)
         wrapper = _common_option("home", envvar="MESH_HOME", show_envvar=True)(wrapper)
         if identity:
-            wrapper = click.option("--as", "as_id", metavar="ID",
+            wrapper = click.option("--as", "as_id", metavar="ID", shell_complete=complete.peers,
                                    help=f"Act as this session (default ${SESSION_ENV}).")(wrapper)
         return wrapper
 

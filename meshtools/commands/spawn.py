@@ -17,7 +17,7 @@ import time
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..core import clock, config, errors, events, proc
 
 READY_TIMEOUT = 30.0
@@ -56,7 +56,7 @@ def supervisor_argv(role, session: str | None, child: list[str], settings,
 
 
 @cli.command("mesh-spawn")
-@click.argument("role")
+@click.argument("role", shell_complete=complete.roles)
 @click.option("--queue", is_flag=True,
               help="Drain the role's queue (tasks:queue:<queue>) instead of re-running its "
                    "standing prompt.")
