@@ -89,6 +89,19 @@ def test_install_round_trip(tmp_path):
     version = subprocess.run([str(prefix / "bin" / "meshctl"), "--version"],
                              capture_output=True, text=True)
     assert version.returncode == 0 and "meshctl" in version.stdout
+    # every command by name with a minimal PATH and a clean environment, and its man page
+    minimal = {"PATH": f"{prefix}/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for name in SCRIPTS:
+        helped = subprocess.run([name, "--help"], env=minimal, capture_output=True, text=True,
+                                cwd=tmp_path)
+        assert helped.returncode == 0 and "Usage:" in helped.stdout, (name, helped.stderr)
+    if shutil.which("man"):
+        where = subprocess.run(["man", "-w", "meshctl"], env=minimal, capture_output=True,
+                               text=True)
+        assert where.stdout.strip() == str(prefix / "share" / "man" / "man1" / "meshctl.1")
+    said = done.stdout
+    assert f'set -p fish_complete_path "{prefix}/share/fish/vendor_completions.d"' in said
+    assert f'for f in "{prefix}/share"/bash-completion/completions/*; do . "$f"; done' in said
     gone = subprocess.run([str(ROOT / "install.sh"), "--prefix", str(prefix), "--uninstall"],
                           capture_output=True, text=True)
     assert gone.returncode == 0
@@ -110,3 +123,38 @@ def test_install_refuses_bad_options(tmp_path):
     result = subprocess.run([str(ROOT / "install.sh"), "--frobnicate"], capture_output=True,
                             text=True)
     assert result.returncode == 64 and "unknown argument" in result.stderr
+
+
+@pytest.mark.slow
+def test_install_defaults_to_the_xdg_places_and_says_what_to_add(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "SHELL": "/bin/bash", "PATH": "/usr/bin:/bin"}
+    env.pop("XDG_DATA_HOME", None)
+    env.pop("BASH_COMPLETION_USER_DIR", None)
+    done = subprocess.run([str(ROOT / "install.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    data = home / ".local" / "share"
+    assert (home / ".local" / "bin" / "meshctl").exists()
+    assert (data / "bash-completion" / "completions" / "meshctl").exists()
+    assert (data / "fish" / "vendor_completions.d" / "meshctl.fish").exists()
+    assert (data / "man" / "man1" / "meshctl.1").exists()
+    assert f"echo 'export PATH=\"{home}/.local/bin:$PATH\"' >> ~/.bashrc" in done.stderr
+    assert "loaded on demand by bash-completion" in done.stdout
+    assert f'fpath=("{data}/zsh/site-functions" $fpath)' in done.stdout
+    uninstall = [str(ROOT / "install.sh"), "--uninstall"]
+    assert subprocess.run(uninstall, env=env, capture_output=True).returncode == 0
+    assert not (home / ".local").exists()
+    # XDG_DATA_HOME moves the data, not the commands; then man needs telling
+    custom = tmp_path / "data"
+    env = {**env, "XDG_DATA_HOME": str(custom), "SHELL": "/usr/bin/fish"}
+    moved = subprocess.run([str(ROOT / "install.sh")], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert moved.returncode == 0, moved.stderr
+    assert (custom / "man" / "man1" / "meshctl.1").exists()
+    assert f'export MANPATH="{custom}/man:"' in moved.stdout
+    assert "fish reads it by itself" in moved.stdout  # fish follows XDG_DATA_HOME
+    assert f"fish_add_path '{home}/.local/bin'" in moved.stderr
+    assert subprocess.run(uninstall, env=env, capture_output=True).returncode == 0
+    assert not (home / ".local").exists() and not custom.exists()
