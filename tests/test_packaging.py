@@ -158,3 +158,11 @@ def test_install_defaults_to_the_xdg_places_and_says_what_to_add(tmp_path):
     assert f"fish_add_path '{home}/.local/bin'" in moved.stderr
     assert subprocess.run(uninstall, env=env, capture_output=True).returncode == 0
     assert not (home / ".local").exists() and not custom.exists()
+
+
+def test_the_licence_is_declared_as_setuptools_wants_it():
+    """`make release` builds without deprecation warnings: an SPDX string and the file."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert all((ROOT / f).is_file() for f in project["project"]["license-files"])
+    assert "setuptools>=77" in project["build-system"]["requires"][0]
