@@ -57,7 +57,7 @@ absolute() {
 }
 if [ -n "$prefix" ]; then
   prefix=$(absolute "$prefix")
-  bindir=$prefix/bin
+  bindir=${prefix%/}/bin
   datadir=${prefix%/}/share
 else  # XDG: the user's bin directory, and the data home (an absolute one; the spec's rule)
   [ -n "${HOME:-}" ] || die 78 "HOME is not set: pass --prefix DIR"
