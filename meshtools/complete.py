@@ -27,16 +27,11 @@ def _quiet(source):
 
 
 def _given(ctx, name: str):
-    """A common option as typed so far on this command line, on the command or before the
-    subcommand (`meshctl --home X peers`), else None (the command's own default applies)."""
-    from .cli import UMBRELLA
+    """A common option as the command would see it: typed on the command, else before the
+    subcommand (`meshctl --home X peers`), else from the environment; None: the default."""
+    from .cli import or_umbrella
 
-    while ctx is not None:
-        value = ctx.params.get(name) or ctx.meta.get(UMBRELLA, {}).get(name)
-        if value:
-            return value
-        ctx = ctx.parent
-    return None
+    return or_umbrella(name, ctx.params.get(name), ctx)
 
 
 def _home(ctx):

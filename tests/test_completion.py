@@ -54,12 +54,16 @@ def test_roles_for_role_options_and_arguments(mesh_home):
     assert bash_complete("coord-peers --role do") == ["docs"]  # the mesh's own roles too
 
 
-def test_peer_ids_from_the_registry(run, repo):
+def test_peer_ids_from_the_registry(run, repo, tmp_path):
     run("coord-register", "--role", "builder", "--id", "builder-7", "--pid", str(os.getpid()),
         check=0)
     assert bash_complete("coord-send bui") == ["builder", "builder-7"]
     assert bash_complete("coord-heartbeat --as b") == ["builder-7"]
     assert bash_complete("meshctl send a") == ["all", "anchor"]
+    # --home before the subcommand, or on it, names another mesh: none of its peers
+    other = tmp_path / "other-home"
+    assert bash_complete(f"meshctl --home {other} send builder-") == []
+    assert bash_complete(f"coord-send --home {other} builder-") == []
 
 
 def test_task_ids_and_dead_letter_ids_from_redis(run):
