@@ -86,14 +86,12 @@ def recipients(ctx, incomplete):
 
 @_quiet
 def task_ids(ctx, incomplete):
+    """From the task index (every id pushed and not purged), LIMIT at most."""
+    from itertools import islice
+
     client, names = _redis(ctx)
-    found = []
-    for task_id, _state in client.hscan_iter(names.index, match=_glob(incomplete) + "*",
-                                             count=1000):
-        found.append(task_id)
-        if len(found) >= LIMIT:
-            break
-    return found
+    scan = client.hscan_iter(names.index, match=_glob(incomplete) + "*", count=1000)
+    return [task_id for task_id, _state in islice(scan, LIMIT)]
 
 
 @_quiet
