@@ -20,12 +20,12 @@ import sys
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..core import clock, config, errors, jsonl
 
 
 @cli.command("mesh-agent")
-@click.argument("role_name", metavar="ROLE")
+@click.argument("role_name", metavar="ROLE", shell_complete=complete.roles)
 @click.argument("prompt", required=False)
 @click.option("--workdir", type=click.Path(exists=True, file_okay=False),
               help="Where the agent works (default: a role that writes code, its worktree; "
