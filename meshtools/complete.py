@@ -95,6 +95,15 @@ def task_ids(ctx, incomplete):
 
 
 @_quiet
+def traced(ctx, incomplete):
+    """What meshctl trace follows: a peer, or a task with a trace (from files, no Redis)."""
+    from .executors import trace
+
+    home = _home(ctx)
+    return [*_peer_ids(ctx), *(trace.known_tasks(home) if home else [])]
+
+
+@_quiet
 def dead_ids(ctx, incomplete):
     from .queue.broker import Broker, DeadLetters
 

@@ -13,12 +13,12 @@ import sys
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..core import errors
 
 
 @cli.command("trace")
-@click.argument("target", metavar="TASK|PEER")
+@click.argument("target", metavar="TASK|PEER", shell_complete=complete.traced)
 @click.option("--follow/--no-follow", "-f", default=None,
               help="Keep printing as the run goes (default: no for a TASK; yes for a PEER, "
                    "waiting between its tasks until ^C).")
