@@ -125,6 +125,31 @@ def test_a_running_task_is_handed_back_and_the_next_worker_finishes_it(run, mesh
     down(run)
 
 
+def test_down_of_a_booted_mesh_loses_no_task_and_the_next_init_finishes_them(run, mesh,
+                                                                              tmp_path):
+    """The issue's round trip with the porcelain: meshctl init, a task running and one
+    queued, meshctl down: nothing of the mesh left in /proc, no task lost; meshctl init
+    again and both finish."""
+    init = ("meshctl", "init", "--agent", "shell", "--roles", "builder", "--json")
+    run(*init, check=0, timeout=120)
+    release = tmp_path / "release"
+    run("queue-push", "--role", "builder", "--id", "slow",
+        f"while [ ! -e {release} ]; do sleep 0.05; done; echo finished", check=0)
+    wait_running("builder-1", "slow")
+    run("queue-push", "--role", "builder", "--id", "queued", "echo queued", check=0)
+    records = down(run, "--timeout", "0").records
+    assert records[-1]["handed_back"] == ["slow"]
+    assert mesh_processes(mesh) == []
+    assert registry.all_sessions(MeshHome.find()) == []
+    assert run("queue-results", "--json", check=0).records == []
+    release.touch()
+    run(*init, check=0, timeout=120)
+    assert result_of(run, "slow")["status"] == "ok"
+    assert result_of(run, "queued")["output"] == "queued\n"
+    down(run, "--all")
+    assert mesh_processes(mesh) == []
+
+
 def test_a_running_task_finishes_within_the_timeout(run, mesh, tmp_path):
     spawn(run, "builder")
     release = tmp_path / "release"

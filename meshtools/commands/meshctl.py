@@ -38,6 +38,7 @@ SUBCOMMANDS = {
     "execute": "meshtools.commands.execute:execute",
     "init": "meshtools.commands.init:init",
     "down": "meshtools.commands.down:down",
+    "trace": "meshtools.commands.trace:trace",
     "demo": "meshtools.commands.demo:demo",
 }
 

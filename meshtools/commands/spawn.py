@@ -13,13 +13,13 @@ import sys
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..agents import launch
 from ..core import clock, config
 
 
 @cli.command("mesh-spawn")
-@click.argument("role")
+@click.argument("role", shell_complete=complete.roles)
 @click.option("--queue", is_flag=True,
               help="Drain the role's queue (tasks:queue:<queue>) instead of re-running its "
                    "standing prompt.")

@@ -54,13 +54,16 @@ def beat(home, session_id: str, phase: str | None = None, task=registry.KEEP,
     return record
 
 
-def task_reporter(home, session_id: str | None):
+def task_reporter(home, session_id: str | None, phases: bool = True):
     """For a queue worker that is a session: `report(task_id)` when it takes a task (phase
     running) and `report(None)` when it waits for one (phase waiting, no task), so that
-    coord-peers, meshctl status and the dash see what each peer runs now. None without a
-    session."""
+    coord-peers, meshctl status, meshctl trace and the dash see what each peer runs now.
+    phases=False (a persistent agent's one run): the task only, the agent's own phases
+    stay (its last, done or failed, included). None without a session."""
     if not session_id:
         return None
+    if not phases:
+        return lambda task: beat(home, session_id, task=task)
     return lambda task: beat(home, session_id, RUNNING if task else WAITING, task=task)
 
 
