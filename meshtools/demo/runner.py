@@ -120,27 +120,39 @@ class Demo:
 
     # --- helpers ------------------------------------------------------------------------
 
-    def command(self, name: str, *args: str, check: bool = True, timeout: float = TIMEOUT,
-                stdin: str | None = None) -> subprocess.CompletedProcess:
-        """A meshtools command of this install, in the scratch repository; a failure (when
-        check) is a StepFailed naming it and its last line of complaint."""
-        argv = [proc.meshtools_command(name), *args]
-        try:
-            result = subprocess.run(argv, cwd=self.repo, env=self.env, text=True,
-                                    capture_output=True, timeout=timeout, input=stdin,
-                                    stdin=None if stdin is not None else subprocess.DEVNULL)
-        except subprocess.TimeoutExpired:
-            raise StepFailed(f"{name} {' '.join(args)}: no answer within {timeout:g}s") \
-                from None
-        if check and result.returncode != 0:
-            why = last_line(result.stderr) or last_line(result.stdout)
-            raise StepFailed(f"{name} {' '.join(args)} exited {result.returncode}: {why}")
-        return result
+    def start(self, name: str, *args: str, **popen) -> subprocess.Popen:
+        """A meshtools command of this install, started in the scratch repository with the
+        scratch mesh's environment; its output piped unless told otherwise."""
+        for stream in ("stdout", "stderr"):
+            popen.setdefault(stream, subprocess.PIPE)
+        return subprocess.Popen([proc.meshtools_command(name), *args], cwd=self.repo,
+                                env=self.env, text=True, stdin=subprocess.DEVNULL, **popen)
 
-    def records(self, result: subprocess.CompletedProcess) -> list[dict]:
+    def finish(self, child: subprocess.Popen, what: str, check: bool = True,
+               timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
+        """Wait for a started command (killed if the demo is not going to); a failure (when
+        check) is a StepFailed naming it and its last line of complaint."""
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except BaseException as e:
+            child.kill()
+            child.wait()
+            if isinstance(e, subprocess.TimeoutExpired):
+                raise StepFailed(f"{what}: no answer within {timeout:g}s") from None
+            raise
+        if check and child.returncode != 0:
+            raise StepFailed(f"{what} exited {child.returncode}: "
+                             f"{last_line(err) or last_line(out)}")
+        return subprocess.CompletedProcess(child.args, child.returncode, out, err)
+
+    def command(self, name: str, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.finish(self.start(name, *args), " ".join([name, *args]), check)
+
+    @staticmethod
+    def records(output: str) -> list[dict]:
         from ..core import jsonl
 
-        return [jsonl.parse_line(line, n) for n, line in enumerate(result.stdout.splitlines(), 1)
+        return [jsonl.parse_line(line, n) for n, line in enumerate(output.splitlines(), 1)
                 if line.strip()]
 
     def git(self, *args: str) -> str:
@@ -187,31 +199,25 @@ class Demo:
 
     def init(self):
         self.booted = True  # from here on, whatever started is stopped on the way out
-        result = self.command("meshctl", "init", "--agent", scenario.AGENT, "--json")
-        records = self.records(result)
+        records = self.records(self.command("meshctl", "init", "--agent", scenario.AGENT,
+                                            "--json").stdout)
         sessions = [r for r in records if r.get("kind") == "step" and r.get("session")]
         lines = [f"{r['session']:<12} {r['status']} (pid {r.get('pid')})" for r in sessions]
         return lines, {"sessions": [r["session"] for r in sessions]}
 
     def spawn(self):
         [record] = self.records(self.command("mesh-spawn", "builder", "--queue", "--detach",
-                                             "--agent", scenario.AGENT, "--json"))
+                                             "--agent", scenario.AGENT, "--json").stdout)
         return ([f"{record.get('session') or record.get('id')} (builder) pid {record['pid']}"],
                 {"session": record.get("session") or record.get("id")})
 
     def execute(self):
-        started = [(task, subprocess.Popen(
-            [proc.meshtools_command("meshctl"), "execute", "--id", task.id, "--json",
-             task.prompt], cwd=self.repo, env=self.env, text=True, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)) for task in scenario.TASKS]
+        started = [(task, self.start("meshctl", "execute", "--id", task.id, "--json",
+                                     task.prompt)) for task in scenario.TASKS]  # at once
         lines, routes = [], {}
         for task, child in started:
-            out, err = child.communicate(timeout=TIMEOUT)
-            if child.returncode != 0:
-                raise StepFailed(f"meshctl execute {task.prompt!r} exited {child.returncode}: "
-                                 f"{last_line(err)}")
-            [record] = [r for r in self.records(subprocess.CompletedProcess([], 0, out))
-                        if r.get("kind") == "route"]
+            done = self.finish(child, f"meshctl execute {task.prompt!r}")
+            [record] = [r for r in self.records(done.stdout) if r.get("kind") == "route"]
             routes[task.id] = record["role"]
             lines.append(f"meshctl execute {task.prompt!r:<46} -> {record['role']}")
         return lines, {"routes": routes}
@@ -220,7 +226,7 @@ class Demo:
         lines, results = [], {}
         for task in scenario.TASKS:
             [record] = self.records(self.command("queue-results", "--wait", task.id,
-                                                 "--timeout", str(TIMEOUT), "--json"))
+                                                 "--timeout", str(TIMEOUT), "--json").stdout)
             results[task.id] = {k: record.get(k) for k in ("status", "worker", "exit_code")}
             lines.append(f"{task.id:<14} {record['status']} by {record.get('worker')}: "
                          f"{last_line(record.get('output'))}")
@@ -241,18 +247,16 @@ class Demo:
     def deadlock(self):
         """Two stand-in sessions (a process each that owns its locks) hold one scope each;
         the first waits for the second's; the second's wait for the first's closes a cycle."""
+        from ..locks.service import LockService
+
         (a, path_a), (b, path_b) = scenario.DEADLOCK
         self.holders = [subprocess.Popen(["sleep", str(int(TIMEOUT))]) for _ in range(2)]
         pid_a, pid_b = (str(p.pid) for p in self.holders)
         self.command("file-lock", "acquire", "--as", a, "--pid", pid_a, path_a, "--json")
         self.command("file-lock", "acquire", "--as", b, "--pid", pid_b, path_b, "--json")
-        waiter = subprocess.Popen(
-            [proc.meshtools_command("file-lock"), "acquire", "--as", a, "--pid", pid_a, path_b,
-             "--json"], cwd=self.repo, env=self.env, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        self.holders.append(waiter)
-        from ..locks.service import LockService
-
+        self.holders.append(self.start("file-lock", "acquire", "--as", a, "--pid", pid_a, path_b,
+                                       "--json", stdout=subprocess.DEVNULL,
+                                       stderr=subprocess.DEVNULL))
         self.until(f"{a} waiting", lambda: LockService(self.home).snapshot()["waits"])
         closer = self.command("file-lock", "acquire", "--as", b, "--pid", pid_b, path_a,
                               "--json", check=False)
@@ -281,7 +285,7 @@ class Demo:
             raise StepFailed(f"no worker pid in the supervisor state of {session}")
         os.kill(worker, signal.SIGKILL)
         [record] = self.records(self.command("queue-results", "--wait", task.id, "--timeout",
-                                             str(TIMEOUT), "--json"))
+                                             str(TIMEOUT), "--json").stdout)
         if record["status"] != "ok" or record.get("worker") == session:
             raise StepFailed(f"task {task.id}: {record['status']} by {record.get('worker')} "
                              f"(killed: {session})")
@@ -296,7 +300,7 @@ class Demo:
         if self.screen:
             return [f"$ {' '.join(argv)}", *self.on_terminal(argv)], {"command": " ".join(argv)}
         return [], {"command": " ".join(argv),
-                    "records": self.records(self.command(*argv, "--json"))}
+                    "records": self.records(self.command(*argv, "--json").stdout)}
 
     def snapshot(self):
         return self.shown(snapshot_command())
@@ -307,9 +311,7 @@ class Demo:
 
         master, slave = pty.openpty()
         try:
-            child = subprocess.Popen([proc.meshtools_command(argv[0]), *argv[1:]],
-                                     cwd=self.repo, env=self.env, stdin=subprocess.DEVNULL,
-                                     stdout=slave, stderr=subprocess.PIPE)
+            child = self.start(*argv, stdout=slave)
         finally:
             os.close(slave)
         chunks = []
@@ -320,10 +322,7 @@ class Demo:
             pass
         finally:
             os.close(master)
-        _, err = child.communicate(timeout=TIMEOUT)
-        if child.returncode != 0:
-            raise StepFailed(f"{' '.join(argv)} exited {child.returncode}: "
-                             f"{last_line(err.decode(errors='replace'))}")
+        self.finish(child, " ".join(argv))
         return b"".join(chunks).decode(errors="replace").replace("\r\n", "\n").rstrip("\n") \
             .splitlines()
 
