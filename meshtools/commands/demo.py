@@ -12,18 +12,21 @@ from .. import cli
 @click.option("--keep", is_flag=True,
               help="Leave the scratch mesh up (and its repository) and say how to open the "
                    "dash on it.")
-@cli.mesh_options()
-def demo(keep, mesh):
+@click.option("--json", "as_json", is_flag=True, help="JSON lines even on a terminal.")
+@click.pass_context
+def demo(ctx, keep, as_json):
     """Show what a mesh does, on a scratch repository with a scripted stand-in for the agent
     CLI (no API key): boot it (meshctl init), hand a task in plain words to each role
     (meshctl execute), see a builder's commit landed on main by the anchor, a deadlock
     refused, a killed worker's task finished by another, a snapshot of the mesh; then stop
     it (meshctl down --all) and remove the scratch directory. One line per step on a
     terminal; JSON lines (kind "step", then "demo") when piped. ^C stops and removes
-    everything too (130); a failing step is named, after the same cleanup. The mesh of
-    --home/$MESH_HOME is never touched: the demo makes its own."""
+    everything too (130); a failing step is named, after the same cleanup. It never
+    touches the mesh of $MESH_HOME or of the current directory: it makes its own."""
     from ..demo.runner import Demo
 
+    umbrella = ctx.meta.get(cli.UMBRELLA, {})  # `meshctl --json demo`
+    mesh = cli.Mesh(None, as_json or bool(umbrella.get("as_json")))
     live = not mesh.as_json and os.environ.get("TERM") != "dumb"
 
     def progress(text: str) -> None:
