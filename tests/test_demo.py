@@ -137,6 +137,13 @@ def test_each_demo_phrasing_routes_to_its_role(task):
     assert route.role == task.role, route.reason
 
 
+def test_meshctl_execute_dry_run_sends_each_demo_task_where_the_demo_says(run):
+    tasks = [*scenario.TASKS, scenario.SLOW_TASK]
+    batch = "".join(json.dumps({"id": t.id, "prompt": t.prompt}) + "\n" for t in tasks)
+    routes = run("meshctl", "execute", "--dry-run", "-", input=batch, check=0).records
+    assert {r["id"]: r["role"] for r in routes} == {t.id: t.role for t in tasks}
+
+
 def test_the_scripted_agent_acts_by_role():
     prompt = ("Messages from your peers:\n- from anchor-1: hi\n\nTask:\n"
               "fix the greeting in src/app.py\n\nLock scopes for this task: src")

@@ -16,7 +16,7 @@ import time
 
 from .scenario import SLOW_WORD, commit_subject
 
-SLOW_SECONDS = 3.0
+SLOW_SECONDS = 5.0  # long enough to be seen running and killed on a busy machine
 WRITES = {"triage": "CHANGELOG.md", "memory": "notes/CLAUDE.md", "groomer": "ROADMAP.md"}
 DEFAULT_TARGET = "src/app.py"
 
