@@ -362,21 +362,6 @@ def test_command_check_and_its_timeout_kills_all_it_started(tmp_path):
     wait_until(lambda: not proc.is_alive(int(pid_file.read_text())))
 
 
-def test_redis_health_of_the_mesh_redis(mesh_home):
-    from meshtools.queue.connection import connect
-
-    home = MeshHome(str(mesh_home))
-    down = services.mesh_redis(home)
-    assert down["up"] is False and down["error"] and down["url"]
-    assert not (mesh_home / "redis" / "redis.pid").exists()  # asking started nothing
-    client = connect(home)
-    health = services.redis_health(client)
-    assert health["up"] and health["error"] is None and health["rtt_ms"] >= 0
-    assert health["used_memory"] > 0 and health["version"]
-    assert health["persistence"]["aof"] is True  # the embedded server appends
-    assert services.mesh_redis(home)["up"] is True
-
-
 # -- offload -------------------------------------------------------------------------------
 
 def endpoint_record(kind, url):

@@ -107,13 +107,13 @@ class Collector:
 
 # seconds (every, timeout) of each of the mesh's sources: fast where the dash animates
 CADENCE = {"procs": (2.0, 5.0), "git": (10.0, 30.0), "gpus": (1.0, 5.0),
-           "redis": (2.0, 5.0), "services": (5.0, 10.0), "offload": (30.0, 10.0)}
+           "services": (5.0, 10.0), "offload": (30.0, 10.0)}
 
 
-def mesh_sources(home, repo: str | None = None, redis_url: str | None = None
-                 ) -> list[Source]:
-    """The sources of this package wired to a mesh. The [[dash.*]] tables are read now,
-    so a bad one is a ConfigError (78) before a frame is drawn."""
+def mesh_sources(home, repo: str | None = None) -> list[Source]:
+    """The sources of this package wired to a mesh (the mesh's Redis is health's, in
+    dash.snapshot). The [[dash.*]] tables are read now, so a bad one is a ConfigError (78)
+    before a frame is drawn."""
     from ..coord import registry
     from ..core import config
     from . import sources
@@ -127,7 +127,6 @@ def mesh_sources(home, repo: str | None = None, redis_url: str | None = None
     reads = {"procs": lambda: sampler(registry.all_sessions(home)),
              "git": lambda: gitstate.roles_state(home, repo, verdicts),
              "gpus": gpu.Gpus(),
-             "redis": lambda: services.mesh_redis(home, redis_url),
              "services": lambda: sources.parallel(services.check, checks),
              "offload": lambda: sources.parallel(offload.probe, endpoints)}
     return [Source(name, read, *CADENCE[name]) for name, read in reads.items()]
