@@ -38,6 +38,8 @@ SUBCOMMANDS = {
     "anchor": "meshtools.commands.anchor:mesh_anchor",
     "status": "meshtools.commands.status:status",
     "execute": "meshtools.commands.execute:execute",
+    "dash": "meshtools.commands.dash:dash",
+    "top": "meshtools.commands.top:mesh_top",
 }
 
 DEFAULT_CONFIG = """\

@@ -87,6 +87,17 @@ class Collector:
             return {name: record(self._state[name], now, self.sources[name].timeout)
                     for name in self.sources}
 
+    def settled(self, wait: float, poll: float = 0.02) -> dict[str, dict]:
+        """snapshot() once every source has answered (data or an error) or run past its
+        timeout, or after `wait` seconds: what a one-shot reader (mesh-top) prints."""
+        deadline = self.clock() + wait
+        while True:
+            found = self.snapshot()
+            if self.clock() >= deadline or all(r["age"] is not None or r["error"] is not None
+                                               for r in found.values()):
+                return found
+            self._stop.wait(poll)
+
     def _run(self, source: Source) -> None:
         state = self._state[source.name]
         while not self._stop.is_set():

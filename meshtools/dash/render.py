@@ -198,7 +198,7 @@ def _queues(snapshot, view, columns, rows, theme) -> list[str]:
                          f"dead {dead.get('count', 0)}" + (f" ({by_queue})" if by_queue else ""))]
     pause = snapshot.get("pause")
     if pause:
-        until = str(pause.get("until") or "")
+        until = str(pause.get("until_ts") or pause.get("until") or "")  # queue.pause's record
         parts.append(theme.paint("warn", f"PAUSED until {until[11:16] or until} by "
                                          f"{clean(pause.get('by'))}: {clean(pause.get('reason'))}"))
     budget = snapshot.get("budget") or {}

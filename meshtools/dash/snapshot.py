@@ -18,8 +18,8 @@ DETAIL_KEPT = 40  # lines kept of each detail section
 LOG_TAIL_BYTES = 16 << 10
 HEALTH_KEYS = ("peers", "redis", "queues", "dead", "pause", "budget")
 CADENCE = {"health": (1.0, 5.0), "events": (0.5, 5.0), "detail": (1.0, 5.0)}
-# event fields that name the peer an event is about (render's _SUBJECTS, and a message's)
-PEER_FIELDS = ("peer", "session", "worker", "to", "sender", "holder", "waiter")
+# event fields that name the peer an event is about (session.* events name it by id)
+PEER_FIELDS = ("peer", "session", "id", "worker", "to", "sender", "holder", "waiter")
 
 
 class Link:
@@ -196,10 +196,9 @@ def log_tail(home, peer: str, size: int = LOG_TAIL_BYTES) -> list[str]:
     return text.splitlines()[-DETAIL_KEPT:]
 
 
-def sources(home, repo: str | None = None, redis_url: str | None = None,
-            namespace: str | None = None) -> tuple[list[collector.Source], Detail]:
+def sources(home, link: Link, repo: str | None = None
+            ) -> tuple[list[collector.Source], Detail]:
     """Every source of the snapshot, and the detail source (the dash sets its peer)."""
-    link = Link(home, redis_url, namespace)
     feed = Feed(home, link)
     detail = Detail(home, feed)
     own = [collector.Source("health", health_reader(home, link), *CADENCE["health"]),
