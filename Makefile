@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PREFIX ?= $(HOME)/.local
+# PREFIX empty: install.sh's XDG places (~/.local/bin, ${XDG_DATA_HOME:-~/.local/share})
+PREFIX ?=
 PYTEST_ARGS ?=
 
 .PHONY: test release install-all bench man completions shims clean
@@ -22,7 +23,7 @@ release: .make-venv
 	$(PY) -m build --outdir dist .
 
 install-all:
-	./install.sh --prefix $(PREFIX)
+	./install.sh $(if $(strip $(PREFIX)),--prefix $(PREFIX))
 
 bench: .make-venv
 	@for f in bench/[!_]*.py; do echo "== $$f"; $(PY) $$f || exit $$?; done

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Install meshtools from this checkout into a private venv under PREFIX and link its commands
-# into PREFIX/bin; copy the man pages and shell completions beside them. Idempotent (a second
-# run upgrades in place), no sudo. Every path it creates is listed in a manifest, so that
-# --uninstall removes exactly that. `./install.sh --help` for the options.
+# Install meshtools from this checkout into a private venv and link its commands into the
+# user's bin directory; copy the man pages and shell completions into the data directory
+# (XDG: ~/.local/bin and ${XDG_DATA_HOME:-~/.local/share}; or PREFIX/bin and PREFIX/share).
+# Idempotent (a second run upgrades in place), no sudo. Every path it creates is listed in a
+# manifest, so that --uninstall removes exactly that. `./install.sh --help` for the options.
 set -eu
 
 me=install.sh
@@ -14,17 +15,19 @@ usage: ./install.sh [--prefix DIR] [--uninstall]
 
 Install meshtools from this checkout (Python >= 3.11, no sudo; run it again to upgrade).
 
-  --prefix DIR   install under DIR (default: ~/.local):
-                   DIR/bin                         the commands (links into the venv)
-                   DIR/share/meshtools/venv        a private venv holding meshtools
-                   DIR/share/man/man{1,7}          the man pages
-                   DIR/share/bash-completion/completions, DIR/share/zsh/site-functions,
-                   DIR/share/fish/vendor_completions.d   shell completion
-  --uninstall    remove exactly what an earlier install under DIR put there
+  --prefix DIR   install under DIR/bin and DIR/share instead of the XDG places:
+                   BIN = ~/.local/bin, DATA = \${XDG_DATA_HOME:-~/.local/share}
+                 BIN/                            the commands (links into the venv)
+                 DATA/meshtools/venv             a private venv holding meshtools
+                 DATA/man/man{1,7}               the man pages
+                 DATA/bash-completion/completions, DATA/zsh/site-functions,
+                 DATA/fish/vendor_completions.d  shell completion
+  --uninstall    remove exactly what an earlier install (with the same --prefix) put there
   -h, --help     this text
 
 environment:
   PYTHON         the interpreter to build the venv with (default: python3)
+  XDG_DATA_HOME  DATA without --prefix (an absolute path; default ~/.local/share)
 
 exit status: 0 done, 64 usage error, 69 Python or its venv module missing, or pip failed,
 73 a file in the way that this script did not install, 77 the prefix is not writable,
@@ -44,15 +47,26 @@ while [ $# -gt 0 ]; do
     *) die 64 "unknown argument '$1' (see --help)" ;;
   esac
 done
-if [ -z "$prefix" ]; then
+# absolute DIR: DIR made absolute (against the cwd), without trailing slashes
+absolute() {
+  case $1 in
+    /) echo / ;;
+    /*) printf '%s\n' "$1" | sed 's:/*$::' ;;
+    *) printf '%s/%s\n' "$PWD" "$(printf '%s\n' "$1" | sed 's:/*$::')" ;;
+  esac
+}
+if [ -n "$prefix" ]; then
+  prefix=$(absolute "$prefix")
+  bindir=${prefix%/}/bin
+  datadir=${prefix%/}/share
+else  # XDG: the user's bin directory, and the data home (an absolute one; the spec's rule)
   [ -n "${HOME:-}" ] || die 78 "HOME is not set: pass --prefix DIR"
-  prefix=$HOME/.local
+  bindir=$(absolute "$HOME")/.local/bin
+  case ${XDG_DATA_HOME:-} in
+    /*) datadir=$(absolute "$XDG_DATA_HOME") ;;
+    *) datadir=$(absolute "$HOME")/.local/share ;;
+  esac
 fi
-case $prefix in
-  /) ;;
-  /*) prefix=$(printf '%s\n' "$prefix" | sed 's:/*$::') ;;
-  *) prefix=$PWD/$(printf '%s\n' "$prefix" | sed 's:/*$::') ;;
-esac
 
 here=$(cd "$(dirname "$0")" && pwd -P)
 [ -f "$here/pyproject.toml" ] || die 78 "$here has no pyproject.toml: run install.sh from a meshtools checkout"
@@ -65,16 +79,11 @@ trap 'exit 143' TERM
 # ---------------------------------------------------------------- uninstall
 
 uninstall() {
-  if [ ! -d "$prefix" ]; then
-    echo "$me: nothing installed under $prefix" >&2
-    return 0
-  fi
-  prefix=$(cd "$prefix" && pwd)
-  share=$prefix/share/meshtools
+  share=$datadir/meshtools
   manifest=$share/manifest
   legacy=$share/installed-files  # the manifest of install.sh before 0.1.0's release
   if [ ! -f "$manifest" ] && [ ! -f "$legacy" ]; then
-    echo "$me: nothing installed under $prefix (no $manifest)" >&2
+    echo "$me: nothing installed in $datadir (no $manifest)" >&2
     return 0
   fi
   n=0
@@ -99,7 +108,7 @@ uninstall() {
   fi
   # Before manifests recorded folders: tidy the ones only meshtools could have made.
   [ -f "$tmp/dirs" ] || rmdir "$share" 2>/dev/null || true
-  echo "meshtools removed from $prefix ($n files and links, and the venv)"
+  echo "meshtools removed from $bindir and $datadir ($n files and links, and the venv)"
 }
 
 if [ "$action" = uninstall ]; then
@@ -131,13 +140,12 @@ mkdirs() {
   echo "$1" >> "$tmp/created"
 }
 
-mkdirs "$prefix"
-prefix=$(cd "$prefix" && pwd)
-share=$prefix/share/meshtools
+share=$datadir/meshtools
 venv=$share/venv
 manifest=$share/manifest
 mkdirs "$share"
 [ -f "$manifest" ] || : > "$manifest"
+mkdirs "$bindir"
 legacy=$share/installed-files
 if [ -f "$legacy" ]; then  # adopt an older install's list of files
   sed 's/^/f /' "$legacy" >> "$manifest"
@@ -183,16 +191,16 @@ tab=$(printf '\t')
 plan() { printf '%s\t%s\t%s\n' "$1" "$2" "$3" >> "$tmp/plan"; }
 while IFS= read -r name; do
   [ -x "$venv/bin/$name" ] || die 69 "pip did not create $venv/bin/$name"
-  plan link "$venv/bin/$name" "$prefix/bin/$name"
+  plan link "$venv/bin/$name" "$bindir/$name"
 done < "$tmp/commands"
 for page in "$here"/man/*.[1-9]; do
   [ -f "$page" ] || continue
-  plan copy "$page" "$prefix/share/man/man${page##*.}/${page##*/}"
+  plan copy "$page" "$datadir/man/man${page##*.}/${page##*/}"
 done
 for pair in "bash:bash-completion/completions" "zsh:zsh/site-functions" "fish:fish/vendor_completions.d"; do
   for file in "$here/completions/${pair%%:*}"/*; do
     [ -f "$file" ] || continue
-    plan copy "$file" "$prefix/share/${pair#*:}/${file##*/}"
+    plan copy "$file" "$datadir/${pair#*:}/${file##*/}"
   done
 done
 
@@ -241,13 +249,44 @@ done < "$tmp/old-manifest"
 mv -f "$tmp/manifest" "$manifest"
 
 ncommands=$(wc -l < "$tmp/commands" | tr -d ' ')
-echo "meshtools $version installed under $prefix:"
-echo "  commands     $prefix/bin ($ncommands: $(tr '\n' ' ' < "$tmp/commands" | sed 's/ $//'))"
-echo "  man pages    $prefix/share/man (man meshtools)"
-echo "  completions  $prefix/share/{bash-completion/completions,zsh/site-functions,fish/vendor_completions.d}"
+xdg_data=${XDG_DATA_HOME:-${HOME:-}/.local/share}
+user_shell=$(basename "${SHELL:-sh}")
+echo "meshtools $version installed:"
+echo "  commands     $bindir ($ncommands: $(tr '\n' ' ' < "$tmp/commands" | sed 's/ $//'))"
+if [ "$datadir" = "$(dirname "$bindir")/share" ]; then
+  echo "  man pages    $datadir/man (man meshctl: man finds them while $bindir is on PATH)"
+else
+  echo "  man pages    $datadir/man (for man meshctl: export MANPATH=\"$datadir/man:\")"
+fi
+echo "  completions  (start a new shell to use them)"
+if [ "$datadir" = "$xdg_data" ] && [ -z "${BASH_COMPLETION_USER_DIR:-}" ]; then
+  echo "    bash       $datadir/bash-completion/completions (loaded on demand by bash-completion)"
+else
+  echo "    bash       $datadir/bash-completion/completions; add to ~/.bashrc:"
+  echo "                 for f in \"$datadir\"/bash-completion/completions/*; do . \"\$f\"; done"
+fi
+echo "    zsh        $datadir/zsh/site-functions; add to ~/.zshrc before compinit:"
+echo "                 fpath=(\"$datadir/zsh/site-functions\" \$fpath)"
+if [ "$datadir" = "$xdg_data" ]; then
+  echo "    fish       $datadir/fish/vendor_completions.d (fish reads it by itself)"
+else
+  echo "    fish       $datadir/fish/vendor_completions.d; add to ~/.config/fish/config.fish:"
+  echo "                 set -p fish_complete_path \"$datadir/fish/vendor_completions.d\""
+fi
 [ "$stale" -eq 0 ] || echo "  removed $stale file(s) an earlier install placed and this one does not"
-echo "  uninstall    $here/install.sh --prefix $prefix --uninstall"
+if [ -n "$prefix" ]; then
+  echo "  uninstall    $here/install.sh --prefix $prefix --uninstall"
+else
+  echo "  uninstall    $here/install.sh --uninstall"
+fi
 case ":${PATH:-}:" in
-  *":$prefix/bin:"*|*":$prefix/bin/:"*) ;;
-  *) echo "$me: warning: $prefix/bin is not on your PATH; add to your shell profile: export PATH=\"$prefix/bin:\$PATH\"" >&2 ;;
+  *":$bindir:"*|*":$bindir/:"*) ;;
+  *) case $user_shell in
+       bash) line="echo 'export PATH=\"$bindir:\$PATH\"' >> ~/.bashrc" ;;
+       zsh) line="echo 'export PATH=\"$bindir:\$PATH\"' >> ~/.zshrc" ;;
+       fish) line="fish_add_path '$bindir'" ;;
+       *) line="echo 'export PATH=\"$bindir:\$PATH\"' >> ~/.profile" ;;
+     esac
+     echo "$me: $bindir is not on your PATH; for $user_shell, run:" >&2
+     echo "  $line" >&2 ;;
 esac

@@ -120,7 +120,7 @@ def floor_pair(client, url: str) -> dict[str, float]:
 def main(runs: int = 7) -> int:
     repo, env = scratch_mesh()
     home = MeshHome(env["MESH_HOME"])
-    run([os.path.join(BIN, "meshctl"), "init"], env, repo)
+    run([os.path.join(BIN, "meshctl"), "init", "--no-agents"], env, repo)
     started = time.perf_counter()
     run([os.path.join(BIN, "mesh-worktree"), "ensure", "builder"], env, repo)
     worktree_s = time.perf_counter() - started

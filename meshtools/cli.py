@@ -13,6 +13,7 @@ import sys
 
 import click
 
+from . import complete
 from .core import errors, jsonl
 from .core.home import MeshHome
 
@@ -204,9 +205,9 @@ def mesh_options(identity: bool = False, redis: bool = False):
     def decorate(f):
         @functools.wraps(f)
         def wrapper(*args, home, as_json, as_id=None, redis_url=None, namespace=None, **kwargs):
-            home, redis_url, namespace = (_or_umbrella(name, value) for name, value in (
+            home, redis_url, namespace = (or_umbrella(name, value) for name, value in (
                 ("home", home), ("redis_url", redis_url), ("namespace", namespace)))
-            as_json = as_json or bool(_or_umbrella("as_json", False))
+            as_json = as_json or bool(or_umbrella("as_json", False))
             return f(*args, mesh=Mesh(home, as_json, as_id, redis_url, namespace), **kwargs)
 
         if redis:
@@ -215,7 +216,7 @@ def mesh_options(identity: bool = False, redis: bool = False):
         wrapper = _common_option("as_json")(wrapper)
         wrapper = _common_option("home", envvar="MESH_HOME", show_envvar=True)(wrapper)
         if identity:
-            wrapper = click.option("--as", "as_id", metavar="ID",
+            wrapper = click.option("--as", "as_id", metavar="ID", shell_complete=complete.peers,
                                    help=f"Act as this session (default ${SESSION_ENV}).")(wrapper)
         return wrapper
 
@@ -239,12 +240,13 @@ def umbrella_options(f):
     return f
 
 
-def _or_umbrella(name: str, value):
+def or_umbrella(name: str, value, ctx: click.Context | None = None):
     """A common option's value: the subcommand's own when typed on its command line, else
-    the umbrella's (given before the subcommand), else its own (from the environment)."""
+    the umbrella's (given before the subcommand), else its own (from the environment).
+    ctx: the subcommand's context, where none is current (TAB completion)."""
     from click.core import ParameterSource
 
-    ctx = click.get_current_context(silent=True)
+    ctx = ctx or click.get_current_context(silent=True)
     if ctx is None or ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
         return value
     given = ctx.meta.get(UMBRELLA, {})

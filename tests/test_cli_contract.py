@@ -15,11 +15,11 @@ def register(run, anchor, sid, role="builder"):
 
 
 def test_meshctl_init_is_idempotent_and_records_the_repository(run, repo, mesh_home):
-    first = run("meshctl", "init", check=0).records[0]
+    first = run("meshctl", "init", "--no-agents", check=0).records[-1]
     assert first["kind"] == "mesh" and first["new"] is True and first["root"] == str(repo)
     assert oct(os.stat(mesh_home).st_mode & 0o777) == "0o700"
     assert oct(os.stat(mesh_home / "config.toml").st_mode & 0o777) == "0o600"
-    again = run("meshctl", "init", check=0).records[0]
+    again = run("meshctl", "init", "--no-agents", check=0).records[-1]
     assert again["new"] is False and again["created"] == first["created"]
     assert run("meshctl", "home", check=0).stdout.strip() == str(mesh_home)
 

@@ -437,3 +437,21 @@ def test_a_session_ends_in_one_event_with_its_role(run, anchor_process, repo, me
     assert left["reason"]
     assert registry.get(MeshHome(str(mesh_home)), "b1") is None
     assert lock_table(mesh_home)["locks"] == {}  # a dead one's are released with it
+
+
+def test_a_supervisors_running_never_hides_what_its_child_already_said(mesh_home):
+    """The supervisor writes phase `running` just after it starts its child; a worker quick
+    enough to say `waiting` first was overwritten, and `meshctl init` waited for a `waiting`
+    that never came. A phase set after the child's start is kept."""
+    import time
+
+    home = MeshHome(str(mesh_home))
+    home.ensure()
+    registry.register(home, "builder", "builder-1", os.getpid(), "registered")
+    started = time.time()
+    time.sleep(0.01)  # the child's word comes after its start
+    registry.heartbeat(home, "builder-1", "waiting")
+    record, _ = registry.heartbeat(home, "builder-1", "running", unless_newer_than=started)
+    assert record["phase"] == "waiting"
+    record, _ = registry.heartbeat(home, "builder-1", "running", unless_newer_than=time.time())
+    assert record["phase"] == "running"  # nothing newer than that: the supervisor's word

@@ -179,7 +179,7 @@ def test_a_wait_on_a_terminal_says_who_holds_it(repo, run, mesh_home):
 
 
 def test_relative_paths_from_outside_the_repository_use_the_recorded_one(repo, run, tmp_path):
-    run("meshctl", "init", check=0)
+    run("meshctl", "init", "--no-agents", check=0)
     result = run("file-lock", "acquire", "--as", "A", "crates/core/src", cwd=str(tmp_path), check=0)
     assert result.records[0]["scope"] == "crates/core"
 

@@ -2,6 +2,7 @@
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -43,7 +44,23 @@ def test_man_pages_match_the_help(tmp_path):
         committed = ROOT / "man" / f"{name}.1"
         assert committed.read_text() == (tmp_path / f"{name}.1").read_text(), \
             f"run `make man` ({name})"
-    assert (ROOT / "man" / "meshtools.7").exists()
+    # meshtools(7) is written by hand but for its KEYS (the dash's key table) and SEE ALSO
+    assert (ROOT / "man" / "meshtools.7").read_text() == (tmp_path / "meshtools.7").read_text()
+    assert ".SH KEYS" in (tmp_path / "meshtools.7").read_text()
+
+
+@pytest.mark.skipif(shutil.which("man") is None, reason="man-db is not installed")
+@pytest.mark.parametrize("locale", ["C", "C.UTF-8"])
+def test_every_man_page_renders_clean_at_80_columns(locale):
+    pages = sorted((ROOT / "man").glob("*.[1-9]"))
+    assert len(pages) == len(SCRIPTS) + 1
+    for page in pages:
+        env = dict(os.environ, MANWIDTH="80", LANG=locale, LC_ALL=locale, MANPAGER="cat")
+        done = subprocess.run(["man", "--warnings", "-l", str(page)], env=env,
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and done.stderr == "", (page.name, done.stderr)
+        too_wide = [line for line in done.stdout.splitlines() if len(line) > 80]
+        assert not too_wide, (page.name, too_wide)
 
 
 def test_completions_for_every_command():
@@ -72,6 +89,19 @@ def test_install_round_trip(tmp_path):
     version = subprocess.run([str(prefix / "bin" / "meshctl"), "--version"],
                              capture_output=True, text=True)
     assert version.returncode == 0 and "meshctl" in version.stdout
+    # every command by name with a minimal PATH and a clean environment, and its man page
+    minimal = {"PATH": f"{prefix}/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for name in SCRIPTS:
+        helped = subprocess.run([name, "--help"], env=minimal, capture_output=True, text=True,
+                                cwd=tmp_path)
+        assert helped.returncode == 0 and "Usage:" in helped.stdout, (name, helped.stderr)
+    if shutil.which("man"):
+        where = subprocess.run(["man", "-w", "meshctl"], env=minimal, capture_output=True,
+                               text=True)
+        assert where.stdout.strip() == str(prefix / "share" / "man" / "man1" / "meshctl.1")
+    said = done.stdout
+    assert f'set -p fish_complete_path "{prefix}/share/fish/vendor_completions.d"' in said
+    assert f'for f in "{prefix}/share"/bash-completion/completions/*; do . "$f"; done' in said
     gone = subprocess.run([str(ROOT / "install.sh"), "--prefix", str(prefix), "--uninstall"],
                           capture_output=True, text=True)
     assert gone.returncode == 0
@@ -93,3 +123,46 @@ def test_install_refuses_bad_options(tmp_path):
     result = subprocess.run([str(ROOT / "install.sh"), "--frobnicate"], capture_output=True,
                             text=True)
     assert result.returncode == 64 and "unknown argument" in result.stderr
+
+
+@pytest.mark.slow
+def test_install_defaults_to_the_xdg_places_and_says_what_to_add(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {**os.environ, "HOME": str(home), "SHELL": "/bin/bash", "PATH": "/usr/bin:/bin"}
+    env.pop("XDG_DATA_HOME", None)
+    env.pop("BASH_COMPLETION_USER_DIR", None)
+    done = subprocess.run([str(ROOT / "install.sh")], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    data = home / ".local" / "share"
+    assert (home / ".local" / "bin" / "meshctl").exists()
+    assert (data / "bash-completion" / "completions" / "meshctl").exists()
+    assert (data / "fish" / "vendor_completions.d" / "meshctl.fish").exists()
+    assert (data / "man" / "man1" / "meshctl.1").exists()
+    assert f"echo 'export PATH=\"{home}/.local/bin:$PATH\"' >> ~/.bashrc" in done.stderr
+    assert "loaded on demand by bash-completion" in done.stdout
+    assert f'fpath=("{data}/zsh/site-functions" $fpath)' in done.stdout
+    uninstall = [str(ROOT / "install.sh"), "--uninstall"]
+    assert subprocess.run(uninstall, env=env, capture_output=True).returncode == 0
+    assert not (home / ".local").exists()
+    # XDG_DATA_HOME moves the data, not the commands; then man needs telling
+    custom = tmp_path / "data"
+    env = {**env, "XDG_DATA_HOME": str(custom), "SHELL": "/usr/bin/fish"}
+    moved = subprocess.run([str(ROOT / "install.sh")], env=env, capture_output=True, text=True,
+                           timeout=600)
+    assert moved.returncode == 0, moved.stderr
+    assert (custom / "man" / "man1" / "meshctl.1").exists()
+    assert f'export MANPATH="{custom}/man:"' in moved.stdout
+    assert "fish reads it by itself" in moved.stdout  # fish follows XDG_DATA_HOME
+    assert f"fish_add_path '{home}/.local/bin'" in moved.stderr
+    assert subprocess.run(uninstall, env=env, capture_output=True).returncode == 0
+    assert not (home / ".local").exists() and not custom.exists()
+
+
+def test_the_licence_is_declared_as_setuptools_wants_it():
+    """`make release` builds without deprecation warnings: an SPDX string and the file."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["project"]["license"] == "MIT"
+    assert all((ROOT / f).is_file() for f in project["project"]["license-files"])
+    assert "setuptools>=77" in project["build-system"]["requires"][0]

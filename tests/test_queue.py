@@ -581,6 +581,44 @@ def test_the_stop_notice_is_safe_while_stderr_is_being_written():
                                                 "queue-drain: no task running, stopping"]
 
 
+LONG_BLOCK = """
+import sys
+from meshtools.core.home import MeshHome
+from meshtools.queue.broker import Broker
+from meshtools.queue.connection import connect
+from meshtools.queue.executor import ShellExecutor
+from meshtools.queue.names import Names
+from meshtools.queue.worker import Worker
+
+
+def broker():
+    return Broker(connect(MeshHome.find()), Names.from_env())
+
+
+sys.exit(Worker(broker(), broker(), ShellExecutor(), "idle", ["default"], sys.argv[1],
+                block_ms=600_000).run())
+"""
+
+
+def test_a_stop_ends_an_idle_workers_blocking_read(run, mesh_home, tmp_path):
+    """It waited out its BLOCK first (2 s for queue-drain): meshctl down of an idle mesh
+    took that long; here the BLOCK is ten minutes."""
+    import sys
+
+    r = redis_of(mesh_home)
+    worker = subprocess.Popen([sys.executable, "-c", LONG_BLOCK, str(tmp_path)],
+                              stderr=subprocess.PIPE, text=True)
+    wait_until(lambda: any(c.get("cmd") == "xreadgroup" and "b" in c.get("flags", "")
+                           for c in r.client_list()), timeout=30)
+    worker.send_signal(signal.SIGTERM)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 143 and err == "queue-drain: no task running, stopping\n"
+    assert not r.hexists("tasks:workers", "idle")  # it left cleanly: nothing pending
+    run("queue-push", "--id", "after", "echo after", check=0)
+    [record] = run("queue-drain", "--burst", "--workdir", str(tmp_path), check=0).records
+    assert (record["id"], record["status"]) == ("after", "ok")
+
+
 def test_second_sigterm_hands_the_task_back(run, mesh_home, tmp_path):
     run("queue-push", "--id", "handed", "touch started; sleep 30", check=0)
     worker = drain("--workdir", str(tmp_path), capture=True)

@@ -231,7 +231,7 @@ def test_another_user_cannot_plant_the_socket_directory():
 
 
 def test_nothing_in_mesh_home_is_open_to_others(run, repo, mesh_home, anchor_process):
-    run("meshctl", "init", check=0)
+    run("meshctl", "init", "--no-agents", check=0)
     run("queue-push", "--id", "t1", "echo hi", check=0)
     run("queue-drain", "--burst", check=0)
     run("coord-register", "--role", "builder", "--id", "b1", "--pid",

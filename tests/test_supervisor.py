@@ -299,7 +299,7 @@ def test_init_after_deleting_mesh_home_stops_the_old_redis(run, mesh_home):
     redis = _mesh_redis(mesh_home)
     try:
         shutil.rmtree(mesh_home)
-        run("meshctl", "init", check=0)
+        run("meshctl", "init", "--no-agents", check=0)
         wait_until(lambda: gone(redis))
     finally:
         if not gone(redis):

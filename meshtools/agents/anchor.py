@@ -26,8 +26,8 @@ import time
 from dataclasses import dataclass
 
 from ..coord.registry import DEFAULT_STUCK_AFTER, peer_state
-from ..core import config, events, fs
-from ..core.errors import BadInput, Busy
+from ..core import config, events, fs, proc
+from ..core.errors import BadInput, Busy, Unavailable
 from ..queue.results import Results
 from ..queue.tasks import normalise
 from . import spawns
@@ -150,13 +150,74 @@ def hold_the_anchor(home) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        holder = (os.read(fd, 64).decode(errors="replace").split() or ["?"])[0]
         os.close(fd)
         raise Busy(f"another mesh-anchor (pid {holder}) runs this mesh: a mesh has one "
                    "anchor") from None
     os.ftruncate(fd, 0)
-    os.write(fd, f"{os.getpid()}\n".encode())
+    me = proc.identity()  # pid and start time: meshctl down stops this very process
+    os.write(fd, f"{me['pid']} {me['pid_start']} {me['host']}\n".encode())
     return fd
+
+
+class AnchorWorker:
+    """The anchor session's queue worker, which mesh-anchor --drain runs as its own child: it
+    inherits MESH_SESSION (its consumer and phases are the anchor session's), and it has a
+    process group of its own, so that a stop signal reaches it once, passed on by
+    mesh-anchor (a second one would hand its task back at once)."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.process = process
+
+    @classmethod
+    def start(cls, home, agent: str, workdir: str) -> "AnchorWorker":
+        from . import launch
+        from .roles import ANCHOR, get
+
+        argv = launch.child_argv(get(home, ANCHOR), workdir, True, agent)
+        return cls(subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0))
+
+    def check(self) -> None:
+        """Unavailable (69) once the worker has exited: the anchor goes with it, and its
+        supervisor starts both again."""
+        code = self.process.poll()
+        if code is not None:
+            raise Unavailable(f"the anchor's queue worker exited ({code}); the anchor stops "
+                              "with it")
+
+    def stop(self) -> None:
+        """Pass a stop on (and each signal that comes meanwhile) and wait for the worker,
+        which finishes its task first."""
+        import signal
+
+        if self.process.poll() is not None:
+            return
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda n, _frame: self.process.send_signal(n))
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait()
+def anchor_holder(home) -> dict | None:
+    """The running mesh-anchor's identity ({pid, pid_start, host}) from its anchor.lock,
+    None when no process holds the lock (none runs, whatever the file still says)."""
+    import fcntl
+
+    try:
+        fd = os.open(home.anchor_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            words = os.read(fd, 256).decode(errors="replace").split()
+        else:
+            return None  # nobody holds it (ours goes with the close below)
+    finally:
+        os.close(fd)
+    try:
+        return {"pid": int(words[0]), "pid_start": int(words[1]), "host": words[2]}
+    except (IndexError, ValueError):
+        return None  # an older anchor's (a bare pid): no start time to check it by
 
 
 # --- the loop -----------------------------------------------------------------------------
@@ -164,13 +225,13 @@ def hold_the_anchor(home) -> int:
 class Anchor:
     def __init__(self, home, broker, roles: dict[str, Role], repo_root: str,
                  gate: str | None = None, max_handbacks: int | None = None,
-                 respawn: bool = True, report=None):
+                 respawn: bool = True, report=None, schedule: bool = True):
         settings = config.section(home, "anchor")
         self.home, self.broker, self.roles, self.repo_root = home, broker, roles, repo_root
         self.gate = gate
         self.max_handbacks = (max_handbacks if max_handbacks is not None
                               else settings.value("max_handbacks"))
-        self.respawn = respawn
+        self.respawn, self.scheduling = respawn, schedule
         self.stuck_after = settings.value("stuck_after")
         self.fatal_cooldown, self.fatal_respawns = fatal_settings(settings)
         self.report = report or (lambda record: None)
@@ -269,6 +330,8 @@ class Anchor:
     # schedule ------------------------------------------------------------------------------
 
     def schedule(self, now: float | None = None) -> list[dict]:
+        if not self.scheduling:
+            return []
         due = standing_tasks(self.roles, now if now is not None else time.time())
         if not due:
             return []

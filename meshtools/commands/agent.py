@@ -20,12 +20,12 @@ import sys
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..core import clock, config, errors, jsonl
 
 
 @cli.command("mesh-agent")
-@click.argument("role_name", metavar="ROLE")
+@click.argument("role_name", metavar="ROLE", shell_complete=complete.roles)
 @click.argument("prompt", required=False)
 @click.option("--workdir", type=click.Path(exists=True, file_okay=False),
               help="Where the agent works (default: a role that writes code, its worktree; "
@@ -41,6 +41,7 @@ from ..core import clock, config, errors, jsonl
 def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh):
     """Run PROMPT (default: ROLE's standing prompt; `-`: stdin) as ROLE; print the result."""
     from ..agents import roles
+    from ..coord.sessions import task_reporter
     from ..executors import choose
     from ..landing import worktree
     from ..queue import pause as pausing
@@ -66,7 +67,12 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
                      "paused": held})
         sys.exit(errors.TEMPFAIL)
     task = {"id": new_id(), "prompt": prompt}
-    outcome = executor.run(task, workdir, timeout or role.timeout)
+    report = task_reporter(mesh.home, session, phases=False)  # meshctl trace PEER follows it
+    _quietly(report, task["id"])
+    try:
+        outcome = executor.run(task, workdir, timeout or role.timeout)
+    finally:
+        _quietly(report, None)
     record = result_record(task, outcome, **base)
     paused = pausing.after_run(pauses, record, outcome.details, cap, session or role.name,
                                guard=_best_effort)
@@ -86,6 +92,17 @@ def _pauses(mesh):
         return Pauses.of(mesh.broker(start=False))
     except errors.Unavailable:
         return None
+
+
+def _quietly(report, task_id) -> None:
+    """Tell the registry which task the session runs, best-effort: an unregistered session
+    is simply not watched, never a reason to fail the run."""
+    if report is None:
+        return
+    try:
+        report(task_id)
+    except errors.MeshError:
+        pass
 
 
 def _best_effort(operation):

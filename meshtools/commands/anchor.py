@@ -23,8 +23,19 @@ from ..core import clock, events
                    "max_handbacks, else 1).")
 @click.option("--no-respawn", is_flag=True,
               help="Report dead and FATAL peers, never respawn them.")
+@click.option("--no-schedule", is_flag=True,
+              help="Never enqueue the roles' standing tasks (their prompts are for an "
+                   "agent: a mesh whose workers run shell commands has none to run).")
+@click.option("--drain", is_flag=True,
+              help="Also run the anchor's queue worker (queue-drain --queue anchor --role "
+                   "anchor) as a child, in this session: if it exits, so does mesh-anchor "
+                   "(non-zero, for its supervisor to restart both); a stop signal is passed "
+                   "on and the worker's task finished first. What `meshctl init` runs.")
+@click.option("--agent", default="claude", show_default=True, metavar="NAME",
+              help="With --drain: the worker's executor (claude, shell, or config [agents]).")
 @cli.mesh_options(redis=True)
-def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, mesh):
+def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, no_schedule, drain, agent,
+                mesh):
     """Follow tasks:results: land finished work on main through mesh-pick, hand failed or
     conflicting tasks back, enqueue scheduled roles' standing tasks, notice stale, dead or
     FATAL peers and respawn dead and FATAL ones. Each decision is printed as it is made
@@ -32,26 +43,33 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, mesh):
     runs per mesh (it is no session: the anchor's session is its agent's); another is
     refused (75)."""
     from ..agents import roles
-    from ..agents.anchor import Anchor, describe, hold_the_anchor
+    from ..agents.anchor import Anchor, AnchorWorker, describe, hold_the_anchor
 
+    cli.exclusive(("--once", once), ("--drain", drain))
     cli.exit_on_sigterm()
     repo = mesh.home.repository()
     hold_the_anchor(mesh.home)
     anchor = Anchor(mesh.home, mesh.broker(blocking=True), roles.load(mesh.home), repo.root,
                     gate=gate, max_handbacks=max_handbacks, respawn=not no_respawn,
-                    report=lambda record: mesh.emit(record, describe(record)))
+                    schedule=not no_schedule, report=lambda record: mesh.emit(record, describe(record)))
     if not once:
         events.emit(mesh.home, "anchor.started", pid=os.getpid())
         mesh.tell(f"anchor of {repo.root}: following tasks:results, each decision below "
                   "(^C to stop)")
-    handled = 0
+    handled, worker = 0, None
     try:
+        if drain:  # last, right before the try: its finally stops it
+            worker = AnchorWorker.start(mesh.home, agent, repo.root)
         while True:
             handled += anchor.step(None if once else int(interval * 1000), everything=once)
             if once:
                 break
+            if worker is not None:
+                worker.check()
             time.sleep(0)  # a signal between steps lands here
     finally:
+        if worker is not None:
+            worker.stop()
         if not once:
             events.emit(mesh.home, "anchor.stopped", pid=os.getpid(), handled=handled)
     mesh.emit({"ts": clock.iso(), "kind": "anchor", "handled": handled},

@@ -8,7 +8,7 @@ import os
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..coord import inbox, registry
 from ..core import clock, errors, jsonl
 
@@ -26,7 +26,8 @@ def _human(record: dict) -> str:
 
 
 @cli.command("coord-register")
-@click.option("--role", required=True, help="The session's role (builder, memory, ...).")
+@click.option("--role", required=True, shell_complete=complete.roles,
+              help="The session's role (builder, memory, ...).")
 @click.option("--id", "session_id", metavar="ID",
               help="Session id (default --as / $MESH_SESSION, else the first free <role>-<n>).")
 @click.option("--pid", type=int, metavar="PID",
@@ -74,7 +75,8 @@ def _own_role_session(mesh, role: str) -> str | None:
 
 
 @cli.command("coord-peers")
-@click.option("--role", "roles", multiple=True, metavar="ROLE", help="Only these roles.")
+@click.option("--role", "roles", multiple=True, metavar="ROLE", help="Only these roles.",
+              shell_complete=complete.roles)
 @click.option("--state", "states", multiple=True, type=click.Choice(STATES),
               help="Only sessions in these states.")
 @click.option("--prune", is_flag=True,
@@ -121,7 +123,7 @@ def unregister(mesh):
 
 
 @cli.command("coord-send")
-@click.argument("to", metavar="TO")
+@click.argument("to", metavar="TO", shell_complete=complete.recipients)
 @click.argument("text", metavar="MESSAGE")
 @cli.mesh_options(identity=True)
 def send(to, text, mesh):

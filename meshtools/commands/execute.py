@@ -6,7 +6,7 @@ import time
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..core import clock, errors
 
 FOLLOW_SLICE = 0.5  # seconds between updates of the live line
@@ -14,7 +14,7 @@ FOLLOW_SLICE = 0.5  # seconds between updates of the live line
 
 @cli.command("execute")
 @click.argument("words", nargs=-1, metavar="[TASK... | -]")
-@click.option("--role", metavar="ROLE", help="Send it to ROLE, no routing (as a leading "
+@click.option("--role", metavar="ROLE", shell_complete=complete.roles, help="Send it to ROLE, no routing (as a leading "
                                              "@ROLE in the task does).")
 @click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
 @click.option("--dry-run", is_flag=True, help="Decide and show the scores; enqueue nothing.")

@@ -13,7 +13,7 @@ import sys
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..core import clock, errors, jsonl, proc
 from ..locks import gate, graph, policy
 from ..locks.service import LockService, describe, is_dead
@@ -94,7 +94,7 @@ def _record(holding: dict, **extra) -> dict:
 
 
 @file_lock.command(cls=cli.Command)
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, shell_complete=complete.paths)
 @wait_options
 @click.option("--pid", "owner_pid", type=int, metavar="PID",
               help="Tie the lock to this process instead of the session's (or the parent's).")
@@ -117,7 +117,7 @@ def acquire(paths, nonblock, timeout, lease, owner_pid, mesh):
 
 
 @file_lock.command(cls=cli.Command)
-@click.argument("paths", nargs=-1)
+@click.argument("paths", nargs=-1, shell_complete=complete.paths)
 @click.option("--all", "everything", is_flag=True, help="Release every scope the session holds.")
 @click.option("--force", is_flag=True, help="Break another session's lock (an event records it).")
 @cli.mesh_options(identity=True)
@@ -133,7 +133,7 @@ def release(paths, everything, force, mesh):
 
 
 @file_lock.command(cls=cli.Command)
-@click.argument("paths", nargs=-1)
+@click.argument("paths", nargs=-1, shell_complete=complete.paths)
 @click.option("--generation", type=int, metavar="N",
               help="Also require this fencing generation (refuse a stale grant).")
 @click.option("--hook", is_flag=True,
@@ -280,7 +280,7 @@ def graph_command(mesh):
 
 
 @file_lock.command("run", cls=RunCommand, hidden=True)
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1, required=True, shell_complete=complete.paths)
 @wait_options
 @cli.mesh_options(identity=True)
 @click.pass_context

@@ -11,7 +11,7 @@ import sys
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..landing import gitops, history, pick, worktree
 from ..core import config, errors
 
@@ -20,10 +20,12 @@ from ..core import config, errors
              epilog="Exit codes: 0 picked (or nothing to pick), 1 conflict or gate failed "
                     "(main unchanged), 64 usage, 65 unknown commit or task, 75 main checkout "
                     "not clean or not on the main branch, 78 config.")
-@click.argument("task_id", required=False, metavar="[TASK_ID]")
-@click.option("--role", metavar="ROLE", help="Pick every unpicked commit of mesh/ROLE.")
+@click.argument("task_id", required=False, metavar="[TASK_ID]", shell_complete=complete.task_ids)
+@click.option("--role", metavar="ROLE", help="Pick every unpicked commit of mesh/ROLE.",
+              shell_complete=complete.roles)
 @click.option("--commits", "span", metavar="BASE..HEAD", help="Pick exactly this range.")
-@click.option("--task", metavar="ID", help="The task the commits belong to (recorded only).")
+@click.option("--task", metavar="ID", shell_complete=complete.task_ids,
+              help="The task the commits belong to (recorded only).")
 @click.option("--gate", metavar="CMD",
               help="Run CMD (sh -c, in the main checkout) after picking; if it fails, roll "
                    "main back (default: config.toml [pick] gate).")

@@ -13,7 +13,7 @@ import time
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..core import clock, config, errors, jsonl
 
 RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
@@ -21,9 +21,9 @@ RESULT_COLUMNS = ["id", "status", "exit_code", "duration", "worker", "attempt"]
 
 @cli.command("queue-push")
 @click.argument("prompt", required=False)
-@click.option("--role", metavar="ROLE", help="Route to ROLE's queue (roles.toml `queue`; "
-                                             "default: the task's role's, else "
-                                             "tasks:queue:default).")
+@click.option("--role", metavar="ROLE", shell_complete=complete.roles,
+              help="Route to ROLE's queue (roles.toml `queue`; default: the task's "
+                   "role's, else tasks:queue:default).")
 @click.option("--id", "task_id", metavar="ID", help="The task's id (default: generated).")
 @click.option("--max-attempts", type=click.IntRange(1, 100), help="Deliveries before it is "
                                                                   "dead-lettered (default 3).")
@@ -65,11 +65,11 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 
 
 @cli.command("queue-drain")
-@click.option("--queue", "queues", multiple=True, metavar="NAME",
+@click.option("--queue", "queues", multiple=True, metavar="NAME", shell_complete=complete.queues,
               help="Queues to drain, in priority order (default: default).")
 @click.option("--agent", default="shell", show_default=True, metavar="NAME",
               help="How a task runs: shell, claude, or an [agents.NAME] of config.toml.")
-@click.option("--role", "role_name", metavar="ROLE",
+@click.option("--role", "role_name", metavar="ROLE", shell_complete=complete.roles,
               help="The role an agent runs as (model, tools, charter, budget); default: the "
                    "role the one --queue names.")
 @click.option("--consumer", metavar="NAME",
@@ -157,8 +157,9 @@ def result_line(record: dict) -> str:
 
 @cli.command("queue-results")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing results as they come.")
-@click.option("--task", "task_ids", multiple=True, metavar="ID", help="Only these tasks.")
-@click.option("--wait", "wait_id", metavar="ID",
+@click.option("--task", "task_ids", multiple=True, metavar="ID", help="Only these tasks.",
+              shell_complete=complete.task_ids)
+@click.option("--wait", "wait_id", metavar="ID", shell_complete=complete.task_ids,
               help="Block until task ID has its result; print it; exit 0 if ok, 1 if not.")
 @click.option("--timeout", type=cli.SECONDS, metavar="SECONDS",
               help="With --wait: give up after SECONDS (exit 75).")
@@ -275,7 +276,7 @@ def dead_list(mesh):
 
 
 @dead.command("retry", cls=cli.Command)
-@click.argument("ids", nargs=-1)
+@click.argument("ids", nargs=-1, shell_complete=complete.dead_ids)
 @click.option("--all", "everything", is_flag=True, help="Every dead letter.")
 @cli.mesh_options(redis=True)
 def dead_retry(ids, everything, mesh):
@@ -300,7 +301,7 @@ def dead_retry(ids, everything, mesh):
 
 
 @dead.command("purge", cls=cli.Command)
-@click.argument("ids", nargs=-1)
+@click.argument("ids", nargs=-1, shell_complete=complete.dead_ids)
 @click.option("--all", "everything", is_flag=True, help="Every dead letter.")
 @cli.mesh_options(redis=True)
 def dead_purge(ids, everything, mesh):

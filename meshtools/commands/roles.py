@@ -2,7 +2,7 @@
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..agents import roles as role_defs
 from ..core import clock
 
@@ -39,7 +39,7 @@ def _list(mesh) -> None:
 
 
 @mesh_roles.command("show", cls=cli.Command)
-@click.argument("role")
+@click.argument("role", shell_complete=complete.roles)
 @cli.mesh_options()
 def show(role, mesh):
     """One role in full: boundaries, charter, standing prompt, schedule."""

@@ -14,7 +14,7 @@ import signal
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..agents import supervisor as sup
 from ..core import config, errors
 
@@ -31,7 +31,7 @@ _DEFAULT = {key: spec.default for key, spec in config.SCHEMA["supervisor"].items
 @cli.command("mesh-supervise", epilog=EPILOG,
              context_settings=dict(cli.CONTEXT_SETTINGS, allow_interspersed_args=False))
 @click.argument("argv", nargs=-1, metavar="-- CMD [ARGS...]")
-@click.option("--role", metavar="ROLE",
+@click.option("--role", metavar="ROLE", shell_complete=complete.roles,
               help="Register a session in this role (pid: this supervisor) before starting; "
                    "unregister it on a clean stop.")
 @click.option("--session", metavar="ID",

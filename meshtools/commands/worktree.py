@@ -7,7 +7,7 @@
 
 import click
 
-from .. import cli
+from .. import cli, complete
 from ..landing import worktree
 
 LIST_COLUMNS = ["role", "branch", "head", "dirty", "unpicked", "path"]
@@ -25,7 +25,7 @@ def mesh_worktree():
 
 
 @mesh_worktree.command()
-@click.argument("role")
+@click.argument("role", shell_complete=complete.roles)
 @click.option("--root", metavar="DIR", help="Where worktrees go (default: [worktrees] root, "
                                             "else the repository's parent directory).")
 @cli.mesh_options()
@@ -47,7 +47,7 @@ def list_command(mesh):
 
 
 @mesh_worktree.command()
-@click.argument("role")
+@click.argument("role", shell_complete=complete.roles)
 @click.option("--force", is_flag=True,
               help="Remove even with uncommitted changes or unpicked commits (they are lost).")
 @cli.mesh_options()

@@ -229,21 +229,35 @@ KEEP = object()  # heartbeat(task=KEEP): the session's current task stays as it 
 
 
 def heartbeat(home: MeshHome, session_id: str, phase: str | None = None,
-              task=KEEP) -> tuple[dict, str | None]:
-    """Refresh the heartbeat (and phase; and the task it runs now, an id or None). Returns
-    (record, the previous phase)."""
+              task=KEEP, unless_newer_than: float | None = None) -> tuple[dict, str | None]:
+    """Refresh the heartbeat (and phase; and the task it runs now, an id or None: the one
+    it ran before stays as last_task, so a run too short to be seen running is still
+    found). Returns (record, the previous phase). With `unless_newer_than` (epoch seconds)
+    the phase is kept if it was set after that time: a supervisor saying "running" for the
+    child it just started must not overwrite what that child already said (`waiting`)."""
     _existing(home, session_id)  # an unknown id writes nothing, not even the registry lock
     with _guard(home):
         record = _existing(home, session_id)
         previous_phase = record.get("phase")
         now = clock.iso()
         record.update(ts=now, heartbeat=now)
+        if unless_newer_than is not None and _set_after(record, unless_newer_than):
+            phase = None
         if phase is not None and phase != previous_phase:
             record.update(phase=phase, phase_since=now)
         if task is not KEEP and task != record.get("task"):
+            if record.get("task"):
+                record["last_task"] = record["task"]
             record.update(task=task, task_since=now if task else None)
         fs.atomic_write_json(os.path.join(_dir(home, session_id), RECORD), record)
     return record, previous_phase
+
+
+def _set_after(record: dict, epoch: float) -> bool:
+    try:
+        return clock.parse_iso(record["phase_since"]) > epoch
+    except (KeyError, TypeError, ValueError):
+        return False
 
 
 def unregister(home: MeshHome, session_id: str, only_dead: bool = False) -> dict | None:

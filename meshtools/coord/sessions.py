@@ -12,6 +12,8 @@ WAITING, RUNNING = "waiting", "running"
 
 # Why a session left (the event's reason).
 UNREGISTERED, SUPERVISOR_EXITED, DEAD = "unregistered", "supervisor exited", "dead"
+MESH_DOWN = "mesh down"  # meshctl down stopped its process, which could not leave itself
+_GONE = {DEAD: "was dead", MESH_DOWN: "was stopped (mesh down)"}  # reasons: its process is gone
 
 
 def join(home, role: str, session_id: str | None, pid: int, phase: str | None = None) -> dict:
@@ -40,37 +42,43 @@ def release_locks(home, record: dict, why: str) -> None:
                               reason=f"session {record['id']} (pid {record.get('pid')}) {why}")
 
 
-def beat(home, session_id: str, phase: str | None = None, task=registry.KEEP) -> dict:
-    """Heartbeat (and phase, and the id of the task it runs now or None); a change of phase
-    is the event session.phase. BadInput (65) for an unknown session. Returns the record."""
-    record, previous = registry.heartbeat(home, session_id, phase, task)
+def beat(home, session_id: str, phase: str | None = None, task=registry.KEEP,
+         unless_newer_than: float | None = None) -> dict:
+    """Heartbeat (and phase, and the id of the task it runs now or None; a phase set after
+    `unless_newer_than` is kept); a change of phase is the event session.phase. BadInput
+    (65) for an unknown session. Returns the record."""
+    record, previous = registry.heartbeat(home, session_id, phase, task, unless_newer_than)
+    phase = record.get("phase") if phase is not None else None
     if phase is not None and phase != previous:
         events.emit(home, "session.phase", id=record["id"], phase=phase, previous=previous)
     return record
 
 
-def task_reporter(home, session_id: str | None):
+def task_reporter(home, session_id: str | None, phases: bool = True):
     """For a queue worker that is a session: `report(task_id)` when it takes a task (phase
     running) and `report(None)` when it waits for one (phase waiting, no task), so that
-    coord-peers, meshctl status and the dash see what each peer runs now. None without a
-    session."""
+    coord-peers, meshctl status, meshctl trace and the dash see what each peer runs now.
+    phases=False (a persistent agent's one run): the task only, the agent's own phases
+    stay (its last, done or failed, included). None without a session."""
     if not session_id:
         return None
+    if not phases:
+        return lambda task: beat(home, session_id, task=task)
     return lambda task: beat(home, session_id, RUNNING if task else WAITING, task=task)
 
 
 def leave(home, session_id: str, reason: str) -> dict | None:
     """End the session: its record goes (its inbox stays) and session.unregistered says so,
     with its role and the reason. BadInput (65) for an unknown session. With reason DEAD
-    it goes only if it is still dead (re-checked under the registry's lock: a respawn may
-    have taken the id over meanwhile), else None; its locks are released."""
-    record = registry.unregister(home, session_id, only_dead=reason == DEAD)
+    or MESH_DOWN it goes only if it is still dead (re-checked under the registry's lock: a
+    respawn may have taken the id over meanwhile), else None; its locks are released."""
+    record = registry.unregister(home, session_id, only_dead=reason in _GONE)
     if record is None:
         return None
     events.emit(home, "session.unregistered", id=record["id"], role=record.get("role"),
                 reason=reason)
-    if reason == DEAD:
-        release_locks(home, record, "was dead")
+    if reason in _GONE:
+        release_locks(home, record, _GONE[reason])
     return record
 
 

@@ -114,8 +114,15 @@ class MeshHome:
 
     @property
     def tasks(self) -> str:
-        """tasks/<id>.json: the commits each task made (landing.work owns them)."""
+        """tasks/<id>/: one directory per task run here: work.json, the commits it made
+        (landing.work owns it), and stream.jsonl, what its agent did (executors.trace)."""
         return self.sub("tasks")
+
+    def task_dir(self, task_id: str) -> str:
+        """tasks/<id>/ of a valid task id (BadInput, 65, for any other: never a path)."""
+        from .ids import validate_task_id
+
+        return os.path.join(self.tasks, validate_task_id(task_id))
 
     @property
     def pick_lock(self) -> str:

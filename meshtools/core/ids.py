@@ -26,7 +26,7 @@ def validate_name(value: str, what: str = "id") -> str:
 def validate_task_id(value: str) -> str:
     """Return value if it is a valid task id, else raise BadInput (exit 65). The one rule
     for every producer (queue-push, hand-backs, dead-letter retry) and every consumer (the
-    worker, MESH_HOME/tasks/<id>.json), so no id is accepted by one and refused by another."""
+    worker, MESH_HOME/tasks/<id>/), so no id is accepted by one and refused by another."""
     if not isinstance(value, str) or not _TASK_ID.fullmatch(value) or ".." in value:
         raise BadInput(f"invalid task id {value!r}: use 1-128 of A-Z a-z 0-9 . _ - ~ "
                        "starting with a letter or digit")

@@ -59,13 +59,14 @@ def is_alive(pid: int, started: int | None = None, host: str | None = None) -> b
     return started is None or actual == started
 
 
-def ancestors() -> list[tuple[int, int | None]]:
-    """(pid, start time) of this process and each of its ancestors, nearest first: the
-    processes whose lives this one is part of (a lock anchored at any of them is held on
-    behalf of this process)."""
+def ancestors(pid: int | None = None) -> list[tuple[int, int | None]]:
+    """(pid, start time) of this process (or pid) and each of its ancestors, nearest
+    first: the processes whose lives this one is part of (a lock anchored at any of them is
+    held on behalf of this process)."""
+    pid = os.getpid() if pid is None else pid
     if not os.path.isdir("/proc/self"):
-        return _psutil_ancestors()
-    found, pid = [], os.getpid()
+        return _psutil_ancestors(pid)
+    found = []
     while pid > 0:
         try:
             _, parent, _, started = _stat(pid)
@@ -76,13 +77,13 @@ def ancestors() -> list[tuple[int, int | None]]:
     return found
 
 
-def _psutil_ancestors() -> list[tuple[int, int | None]]:
+def _psutil_ancestors(pid: int) -> list[tuple[int, int | None]]:
     import psutil  # only where /proc is missing (macOS, BSD)
 
     try:
-        chain = [psutil.Process(), *psutil.Process().parents()]
+        chain = [psutil.Process(pid), *psutil.Process(pid).parents()]
     except psutil.Error:
-        return [(os.getpid(), _psutil_start_time(os.getpid()))]
+        return [(pid, _psutil_start_time(pid))]
     return [(p.pid, _psutil_start_time(p.pid)) for p in chain]
 
 
@@ -176,18 +177,19 @@ def is_mesh_daemon(pid: int) -> bool:
         return False
 
 
-def descendants(spare=None) -> list[tuple[int, int]]:
-    """(pid, start time) of every live process below this one, whatever its session: for
-    a process that answers for all it started (the task guard). A process for which
-    spare(pid) is true is left out, and all below it."""
+def descendants(spare=None, root: int | None = None) -> list[tuple[int, int]]:
+    """(pid, start time) of every live process below this one (or root), whatever its
+    session: for a process that answers for all it started (the task guard), or for all a
+    process it stops started (meshctl down). A process for which spare(pid) is true is left
+    out, and all below it."""
     if not os.path.isdir("/proc/self"):
-        return _psutil_session_members_below(None)
-    return _below(lambda sid: True, spare)
+        return _psutil_session_members_below(None, root)
+    return _below(lambda sid: True, spare, root)
 
 
-def _below(keep, spare=None) -> list[tuple[int, int]]:
-    """The live processes below this one whose session id passes keep(sid), and below them
-    (but for those spare(pid) leaves out, with theirs)."""
+def _below(keep, spare=None, root: int | None = None) -> list[tuple[int, int]]:
+    """The live processes below this one (or root) whose session id passes keep(sid), and
+    below them (but for those spare(pid) leaves out, with theirs)."""
     below: dict[int, list[tuple[int, int]]] = {}
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -197,7 +199,7 @@ def _below(keep, spare=None) -> list[tuple[int, int]]:
                 continue  # gone meanwhile
             if state != b"Z" and keep(sid):
                 below.setdefault(parent, []).append((int(entry), started))
-    found, todo = [], [os.getpid()]
+    found, todo = [], [os.getpid() if root is None else root]
     while todo:
         for child in below.get(todo.pop(), ()):
             if spare is None or not spare(child[0]):
@@ -206,11 +208,12 @@ def _below(keep, spare=None) -> list[tuple[int, int]]:
     return found
 
 
-def _psutil_session_members_below(session: int | None) -> list[tuple[int, int]]:
+def _psutil_session_members_below(session: int | None,
+                                  root: int | None = None) -> list[tuple[int, int]]:
     import psutil  # only where /proc is missing (macOS, BSD)
 
     try:
-        children = psutil.Process().children(recursive=True)
+        children = psutil.Process(root).children(recursive=True)
     except psutil.Error:
         return []
     found = []

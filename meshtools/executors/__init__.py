@@ -1,2 +1,3 @@
 """Executors: what runs a task: claude (stream-json), the plain-text agent CLIs, their shared
-pieces (base) and the one place that picks one by agent name (choose)."""
+pieces (base), the one place that picks one by agent name (choose), and what a run leaves
+behind: its trace (trace: the per-task stream file) and its reading as steps (steps)."""

@@ -42,12 +42,16 @@ def validate_agent(settings: config.Section, name: str, *, shell: bool = True) -
 
 def make_executor(name: str, *, home, role=None, session: str | None = None,
                   startup_timeout: float | None = None, on_phase=None):
-    """The executor `--agent NAME` names; UsageError (64) naming the known ones."""
+    """The executor `--agent NAME` names; UsageError (64) naming the known ones. A bad
+    $MESH_TRACE_MAX_BYTES is a ConfigError (78) here, before any task is taken."""
+    from .trace import max_bytes
+
+    max_bytes()
     settings = config.of(home) if home is not None else config.Section({})
     if name == "shell":
         from ..queue.executor import ShellExecutor
 
-        return ShellExecutor()
+        return ShellExecutor(home, session, role.name if role else None)
     spec = configured_agents(settings).get(validate_agent(settings, name))
     if spec and spec["output"] == "text":
         from .plain import TextExecutor

@@ -23,11 +23,11 @@ import subprocess
 import time
 import uuid
 
-from ..core import config, events, redact
+from ..core import config, events, jsonl, redact
 from ..core.errors import Unavailable
 from ..queue import executor
 from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
-from . import stream
+from . import stream, trace
 from .base import (MISSING, child_env, command_list, compose_prompt, find_executable,
                    take_messages)
 
@@ -123,13 +123,20 @@ class ClaudeExecutor:
 
     def run(self, task: dict, workdir: str, timeout: float | None,
             on_start=lambda pid: None) -> Outcome:
-        started = time.monotonic()
+        """One run, its stream kept in the task's trace (executors.trace) line by line."""
         self.check()
+        writer = trace.Writer.open(self.home, task, agent=self.name, session=self.session,
+                                   role=self.role.name)
+        return trace.traced(writer, lambda: self._run(task, workdir, timeout, on_start,
+                                                      writer))
+
+    def _run(self, task, workdir, timeout, on_start, writer) -> Outcome:
+        started = time.monotonic()
         prompt = compose_prompt(take_messages(self.home, self.session), task["prompt"])
         argv = claude_argv(self.role, prompt, self.command, session_id=str(uuid.uuid4()))
         state, phases = stream.StreamState(), []
         try:
-            child = executor.start(argv, workdir, env=self.env, stdin=True,
+            child = executor.start(argv, workdir, task, env=self.env, stdin=True,
                                    stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise Unavailable(MISSING.format(name=self.command[0]))
@@ -142,22 +149,20 @@ class ClaudeExecutor:
         self._event("agent.started", pid=child.pid, model=self.role.model,
                     task=task.get("id"), prompt=preview(task["prompt"]))
         lines, err = queues.Queue(), executor.Tail()
-        executor.PipeReader(child, child.stdout, _LineSplitter(lines.put))
+        executor.PipeReader(child, child.stdout, executor.LineSplitter(lines.put, ends=True))
         err_reader = executor.PipeReader(child, child.stderr, err)
         executor.feed(child, prompt.encode())
         reason = None
         try:
-            reason = self._follow(child, lines, state, phases, started, timeout)
+            reason = self._follow(child, lines, state, phases, started, timeout, writer)
         finally:
             self._child = None
         return self._outcome(child, state, phases, reason, (err_reader, err), started)
 
-    def _follow(self, child, lines, state, phases, started, timeout) -> str | None:
-        """Feed stdout lines into state until their end (EOF, or soon after the process
-        exited); 'startup_timeout' or 'timeout' if the watchdog or the task timeout killed
-        the process group."""
-        import json
-
+    def _follow(self, child, lines, state, phases, started, timeout, writer) -> str | None:
+        """Feed stdout lines into state (and the trace) until their end (EOF, or soon after
+        the process exited); 'startup_timeout' or 'timeout' if the watchdog or the task
+        timeout killed the process group."""
         seen_any = False
         deadline = None if not timeout else started + timeout
         startup = started + self.startup_timeout
@@ -178,12 +183,13 @@ class ClaudeExecutor:
             if raw is None:
                 return None
             seen_any = True
-            try:
-                line = json.loads(raw)
-            except ValueError:
-                continue  # not a stream-json line: a warning the CLI printed on stdout
-            if not isinstance(line, dict):
+            line = jsonl.try_parse(raw)
+            if line is None:  # not a stream-json line: a warning the CLI printed on stdout
+                if writer is not None and raw.strip():
+                    writer.output(raw)
                 continue
+            if writer is not None:
+                writer.record(line)
             before = state.phase
             stream.feed(state, line)
             if state.phase != before:
@@ -245,24 +251,3 @@ class ClaudeExecutor:
     def _event(self, name: str, **fields) -> None:
         if self.home is not None:
             events.emit(self.home, name, role=self.role.name, session=self.session, **fields)
-
-
-class _LineSplitter:
-    """A PipeReader sink that hands on whole lines, decoded (the last even without its
-    newline), then None at the end."""
-
-    def __init__(self, put):
-        self._put = put
-        self._partial = b""
-
-    def __call__(self, chunk: bytes | None) -> None:
-        if chunk is None:
-            if self._partial:
-                self._put(self._partial.decode("utf-8", "replace"))
-            self._put(None)
-            return
-        *whole, self._partial = (self._partial + chunk).split(b"\n")
-        for raw in whole:
-            self._put(raw.decode("utf-8", "replace") + "\n")
-
-

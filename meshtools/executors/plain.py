@@ -21,11 +21,9 @@ def text_argv(command: list[str], prompt: str) -> tuple[list[str], bool]:
 
 class TextExecutor(CapturingExecutor):
     def __init__(self, name: str, command: list[str], *, home=None, session=None, role=None):
-        super().__init__()
+        super().__init__(home, session, role)
         self.name = name
         self.command = list(command)
-        self.home = home
-        self.session = session
         self.env = child_env(role or name, session)
 
     def check(self) -> str:
@@ -36,7 +34,7 @@ class TextExecutor(CapturingExecutor):
         prompt = compose_prompt(take_messages(self.home, self.session), task["prompt"])
         argv, on_stdin = text_argv(self.command, prompt)
         try:
-            return self.capture(argv, workdir, timeout, on_start, env=self.env,
+            return self.capture(task, argv, workdir, timeout, on_start, env=self.env,
                                 stdin_data=prompt.encode() if on_stdin else None,
                                 details={"agent": self.name})
         except FileNotFoundError:

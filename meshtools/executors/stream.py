@@ -65,13 +65,22 @@ def feed(state: StreamState, line: dict) -> None:
         if line.get("error"):
             state.assistant_error = line["error"]
         state.phase = THINKING
-        for block in (line.get("message") or {}).get("content") or []:
-            if isinstance(block, dict) and block.get("type") == "tool_use":
+        for block in blocks(line):
+            if block.get("type") == "tool_use":
                 state.phase = f"tool {block.get('name')}"
     elif kind == "user":  # tool results: the model thinks about them next
         state.phase = THINKING
     elif kind == "result":
         _fold_result(state, line)
+
+
+def blocks(line: dict) -> list[dict]:
+    """The content blocks of an assistant or user line (text, thinking, tool_use,
+    tool_result); a user line's content may also be a plain string."""
+    content = (line.get("message") or {}).get("content")
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content or [] if isinstance(b, dict)]
 
 
 def _fold_result(state: StreamState, line: dict) -> None:

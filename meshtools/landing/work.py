@@ -3,7 +3,7 @@ after it ran.
 
 The anchor lands exactly those (mesh-pick), so a worker of a landing role wraps its executor
 in `RecordingExecutor`. One range dict ({branch, base, head}, `work_range`) goes into the
-result record (`work`) and, for `mesh-pick TASK_ID`, into MESH_HOME/tasks/<id>.json
+result record (`work`) and, for `mesh-pick TASK_ID`, into MESH_HOME/tasks/<id>/work.json
 (`record_task_work`, read back by `load_task_work`).
 
 Before each task the worktree's branch is rebased on main, so every task starts from what
@@ -15,7 +15,7 @@ conflicts is aborted and the task runs on the branch as it was.
 import os
 
 from ..core import clock, config, errors, events, fs
-from ..core.ids import validate_name, validate_task_id
+from ..core.ids import validate_name
 from . import gitops
 
 
@@ -81,18 +81,21 @@ class RecordingExecutor:
 
 # -- task records --------------------------------------------------------------------------
 
+WORK_FILE = "work.json"
+
+
 def task_file(home, task_id: str) -> str:
-    return os.path.join(home.tasks, f"{validate_task_id(task_id)}.json")
+    return os.path.join(home.task_dir(task_id), WORK_FILE)
 
 
 def record_task_work(home, task_id: str, role: str, work: dict) -> dict:
     """Remember which commits a task produced (work: a work_range; written by the queue
-    worker, read by `mesh-pick TASK_ID`): MESH_HOME/tasks/<TASK_ID>.json, atomically."""
+    worker, read by `mesh-pick TASK_ID`): MESH_HOME/tasks/<TASK_ID>/work.json, atomically."""
     validate_name(role, "role")
     record = {"ts": clock.iso(), "kind": "task_work", "task": task_id, "role": role,
               **work, "branch": work["branch"] or ""}
     path = task_file(home, task_id)
-    home.ensure(home.tasks)
+    home.ensure(os.path.dirname(path))
     fs.atomic_write_json(path, record)
     return record
 

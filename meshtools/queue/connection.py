@@ -26,15 +26,16 @@ def resolve_url(home: MeshHome, explicit: str | None = None, start: bool = True)
 
 
 def connect(home: MeshHome, url: str | None = None, *, blocking: bool = False,
-            start: bool = True):
+            start: bool = True, timeout: float | None = None):
     """A checked client: reachable and new enough; a URL given carries its own credentials,
-    else it is the embedded server's (see embedded())."""
+    else it is the embedded server's (see embedded()). timeout: seconds to connect and to
+    answer, for a caller that cannot wait (a TAB)."""
     url = url or os.environ.get(URL_ENV)
     if url:
-        return _checked(url, shown(url), blocking, f"redis at {shown(url)}: {{}}")
+        return _checked(url, shown(url), blocking, f"redis at {shown(url)}: {{}}", timeout=timeout)
     from .server import EmbeddedRedis
 
-    return embedded(EmbeddedRedis(home), blocking=blocking, start=start)
+    return embedded(EmbeddedRedis(home), blocking=blocking, start=start, timeout=timeout)
 
 
 def shown(url: str) -> str:
@@ -51,7 +52,8 @@ def shown(url: str) -> str:
             f"{rest[len(parts.netloc):]}")
 
 
-def embedded(server, *, blocking: bool = False, start: bool = True):
+def embedded(server, *, blocking: bool = False, start: bool = True,
+             timeout: float | None = None):
     """A checked client of the mesh's own server (started if `start`): one that refuses the
     mesh's password, or does not require it, is not ours (Unavailable)."""
     from .server import RESTART
@@ -60,7 +62,8 @@ def embedded(server, *, blocking: bool = False, start: bool = True):
         server.start()
     return _checked(server.authed_url(), server.url, blocking,
                     f"the server at {server.socket} is not the mesh's own Redis ({{}}); stop "
-                    f"it, then: {RESTART}", _requiring(server, server.password()))
+                    f"it, then: {RESTART}", _requiring(server, server.password()),
+                    timeout=timeout)
 
 
 def peer(connection) -> tuple[int, int]:
@@ -102,15 +105,17 @@ def _requiring(server, password: str):
     return on_connect
 
 
-def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None):
+def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None,
+             timeout: float | None = None):
     """Connect to url (messages name `shown`, never a password). Blocking clients
     (XREADGROUP BLOCK) get no socket timeout, so a long BLOCK never reads as a dead
     server."""
     import redis
 
     try:
-        client = redis.Redis.from_url(url, decode_responses=True, socket_connect_timeout=5,
-                                      socket_timeout=None if blocking else 30,
+        client = redis.Redis.from_url(url, decode_responses=True,
+                                      socket_connect_timeout=timeout or 5,
+                                      socket_timeout=None if blocking else timeout or 30,
                                       health_check_interval=30 if blocking else 0,
                                       redis_connect_func=on_connect)
         version = client.info("server")["redis_version"]

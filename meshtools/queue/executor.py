@@ -43,26 +43,39 @@ class CapturingExecutor:
     """What executors that run one process per task share: the process runs in workdir in
     its own session under the task guard (so a timeout, an interrupt or the worker's death
     ends all of it), stdout and stderr captured together, the last OUTPUT_TAIL characters
-    kept."""
+    kept, and every line kept in the task's trace (executors.trace) as it comes."""
 
-    def __init__(self):
+    name = "agent"
+
+    def __init__(self, home=None, session: str | None = None, role: str | None = None):
+        self.home, self.session, self.role = home, session, role
         self._child: subprocess.Popen | None = None
 
     def check(self) -> None:
         """Raise Unavailable (69) when the executor cannot run at all; nothing to check for
         a shell. (Agent executors look for their CLI.)"""
 
-    def capture(self, argv: list[str], workdir: str, timeout: float | None, on_start,
-                env: dict | None = None, stdin_data: bytes | None = None,
+    def capture(self, task: dict, argv: list[str], workdir: str, timeout: float | None,
+                on_start, env: dict | None = None, stdin_data: bytes | None = None,
                 details: dict | None = None) -> Outcome:
-        """Run argv to its end; OSError (cannot start) is the caller's to turn into words.
-        The timeout is the task's own process's: whatever it left holding its output does
-        not hold the task."""
+        """Run argv for task to its end; OSError (cannot start) is the caller's to turn
+        into words. The timeout is the task's own process's: whatever it left holding its
+        output does not hold the task."""
+        from ..executors import trace
+
+        writer = trace.Writer.open(self.home, task, agent=self.name, session=self.session,
+                                   role=self.role)
+        return trace.traced(writer, lambda: self._capture(
+            task, argv, workdir, timeout, on_start, env, stdin_data, details, writer))
+
+    def _capture(self, task, argv, workdir, timeout, on_start, env, stdin_data, details,
+                 writer) -> Outcome:
         started = time.monotonic()
-        child = start(argv, workdir, env=env, stdin=stdin_data is not None)
+        child = start(argv, workdir, task, env=env, stdin=stdin_data is not None)
         self._child = child
         tail = Tail()
-        reader = PipeReader(child, child.stdout, tail)
+        sink = tail if writer is None else Fan(tail, LineSplitter(writer.output))
+        reader = PipeReader(child, child.stdout, sink)
         feed(child, stdin_data)
         try:
             on_start(child.pid)
@@ -99,7 +112,7 @@ class ShellExecutor(CapturingExecutor):
             fd, script = tempfile.mkstemp(prefix="mesh-task-", suffix=".sh")  # mode 0600
             with os.fdopen(fd, "wb") as f:
                 f.write(task["prompt"].encode("utf-8", "surrogateescape"))
-            return self.capture(["/bin/sh", script], workdir, timeout, on_start)
+            return self.capture(task, ["/bin/sh", script], workdir, timeout, on_start)
         except (OSError, UnicodeError) as e:
             return Outcome("failed", None, f"cannot start: {e}", 0.0)
         finally:
@@ -110,13 +123,24 @@ class ShellExecutor(CapturingExecutor):
                     pass
 
 
-def start(argv: list[str], workdir: str, *, env: dict | None = None, stdin: bool = False,
-          stderr=subprocess.STDOUT) -> subprocess.Popen:
+def start(argv: list[str], workdir: str, task: dict, *, env: dict | None = None,
+          stdin: bool = False, stderr=subprocess.STDOUT) -> subprocess.Popen:
     """The one way a task's process starts: in workdir, in a session of its own, under the
-    task guard (core/guard.py) with stdout piped (stderr with it unless told otherwise)."""
-    return subprocess.Popen(proc.guarded(argv, GRACE), cwd=workdir, env=env,
+    task guard (core/guard.py) with stdout piped (stderr with it unless told otherwise),
+    in env (default ours) plus the task's own variables (task_env)."""
+    return subprocess.Popen(proc.guarded(argv, GRACE), cwd=workdir, env=task_env(task, env),
                             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=stderr, start_new_session=True)
+
+
+def task_env(task: dict, base: dict | None = None) -> dict:
+    """base (default our environment) with MESH_TASK, the task's id, and MESH_TASK_HOPS,
+    how many enqueues deep it is (its `hops`, 0 for a task a person pushed): what a task
+    that enqueues work of its own (meshctl execute) reads for its loop guard."""
+    env = dict(os.environ if base is None else base)
+    env["MESH_TASK"] = str(task.get("id", ""))
+    env["MESH_TASK_HOPS"] = str(task.get("hops", 0))
+    return env
 
 
 def feed(child: subprocess.Popen, data: bytes | None) -> None:
@@ -198,6 +222,38 @@ class Tail:
 
     def text(self) -> str:
         return self._kept.decode("utf-8", "replace")[-OUTPUT_TAIL:]
+
+
+class LineSplitter:
+    """A PipeReader sink that hands on whole lines to put(line), decoded (the last even
+    without its newline); at the end, put(None) when ends is set."""
+
+    def __init__(self, put, ends: bool = False):
+        self._put, self._ends = put, ends
+        self._partial = b""
+
+    def __call__(self, chunk: bytes | None) -> None:
+        if chunk is None:
+            if self._partial:
+                self._put(self._partial.decode("utf-8", "replace"))
+                self._partial = b""
+            if self._ends:
+                self._put(None)
+            return
+        *whole, self._partial = (self._partial + chunk).split(b"\n")
+        for raw in whole:
+            self._put(raw.decode("utf-8", "replace") + "\n")
+
+
+class Fan:
+    """A PipeReader sink that hands every chunk to each of several sinks."""
+
+    def __init__(self, *sinks):
+        self._sinks = sinks
+
+    def __call__(self, chunk: bytes | None) -> None:
+        for sink in self._sinks:
+            sink(chunk)
 
 
 class PipeReader:

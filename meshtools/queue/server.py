@@ -168,9 +168,11 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> bool:
         """SIGTERM (Redis flushes the append-only file and exits); True if it was running.
-        A private socket directory outside MESH_HOME is removed with it."""
+        A private socket directory outside MESH_HOME is removed with it. The pid file of a
+        killed server stays, and its pid may name another process by now: only a process
+        that runs in this server's directory (redis chdirs to --dir) is signalled."""
         pid = self.pid()
-        if pid is None:
+        if pid is None or not _runs_in(pid, self.dir):
             return False
         os.kill(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -219,6 +221,23 @@ def stop_orphans(redis_dir: str, timeout: float = 10.0) -> list[int]:
         p.kill()
     psutil.wait_procs(stubborn, timeout=timeout)
     return [p.pid for p in orphans]
+
+
+def _runs_in(pid: int, directory: str) -> bool:
+    """Whether process pid's working directory is directory."""
+    try:
+        return os.path.samefile(f"/proc/{pid}/cwd", directory)
+    except FileNotFoundError:
+        if os.path.isdir("/proc/self"):
+            return False  # gone
+    except OSError:
+        return False
+    import psutil  # only where /proc is missing (macOS, BSD)
+
+    try:
+        return os.path.samefile(psutil.Process(pid).cwd(), directory)
+    except (psutil.Error, OSError):
+        return False
 
 
 def _option(argv: list[str], name: str) -> str | None:

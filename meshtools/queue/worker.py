@@ -8,7 +8,8 @@ for consumers that never beat at all.
 
 SIGTERM/SIGINT once: finish the current task, then exit. Twice: stop it and hand it back.
 Either way the worker says so on stderr and exits 128+signal (130 for ^C, 143 for SIGTERM):
-a stop by signal is reported as one.
+a stop by signal is reported as one. An idle worker leaves its blocking read at once (an
+entry that read took meanwhile stays pending, reclaimed like a dead worker's).
 
 Before each read the worker checks `mesh:paused` (and the daily budget) and waits while the
 mesh is paused. An agent run that ends on a usage limit is handed back with its attempt
@@ -78,6 +79,7 @@ class Worker:
     done: int = 0
     _current: tuple | None = None  # (queue, entry, task id) in flight
     _said_idle: bool = False  # a stop said "no task running": none may start after it
+    _blocked: bool = False  # in the blocking read, which a stop ends (StopReading)
     _clear_until: float = 0.0  # no pause was in force when last asked: trust it until then
     _reclaimed: threading.Event = field(default_factory=threading.Event)
 
@@ -127,6 +129,9 @@ class Worker:
                 pass
             if self.stopping >= 2:
                 self.executor.interrupt()
+            if self._blocked:  # idle: do not wait out the BLOCK
+                self._blocked = False
+                raise StopReading
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, stop)
@@ -180,8 +185,7 @@ class Worker:
             if got:
                 self._reclaimed.set()  # maybe more: look again next step
         if got is None:
-            got = self.broker.read(self.broker.redis, self.consumer, self.queues, False,
-                                   self.block_ms)
+            got = self._blocking_read()
         if got is None:
             return False
         queue, entry, fields = got
@@ -195,6 +199,22 @@ class Worker:
             return True
         self._handle(queue, entry, task)
         return True
+
+    def _blocking_read(self):
+        """Wait up to block_ms for a new entry; a stop signal ends the wait at once (None).
+        redis-py drops a connection whose reply an exception cut short; an entry read just
+        before the stop stays pending, for whoever comes next."""
+        try:
+            try:
+                self._blocked = not self.stopping
+                if not self._blocked:
+                    return None
+                return self.broker.read(self.broker.redis, self.consumer, self.queues, False,
+                                        self.block_ms)
+            finally:
+                self._blocked = False
+        except StopReading:  # wherever it landed before the flag went down
+            return None
 
     def _reject(self, queue: str, entry: str, task: dict, reason: str, attempt: int = 0) -> None:
         """Dead-letter an entry no worker can run (status `invalid`), and go on: a bad
@@ -344,6 +364,11 @@ class Worker:
         for queue in self.queues:
             if self.beat_broker.claim_idle(queue, self.consumer, LEASE_MS):
                 self._reclaimed.set()
+
+
+class StopReading(BaseException):
+    """Raised by the stop handler into an idle worker's blocking read (BaseException: no
+    `except Exception` on the way may take it for a Redis error)."""
 
 
 def stop_notice(signum: int, count: int, task_id: str | None) -> str:

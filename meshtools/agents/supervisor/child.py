@@ -53,14 +53,18 @@ class Runs:
         other process of its session below this one: one that left the group (a job-control
         shell, setpgid), even once its parent is gone (re-parented here: this process is a
         subreaper), is stopped with the rest. One that started a session of its own is a
-        daemon, and is left alone."""
+        daemon, and is left alone. Each process gets it once: a queue worker takes a second
+        SIGTERM as "hand the task back", where one stop means "finish it first"."""
         if group:
             try:
                 os.killpg(self.child.pid, signum)  # start_new_session: pgid = its pid
             except (ProcessLookupError, PermissionError):
                 pass
         if self._session is not None:
-            proc.signal_all(proc.session_members_below(self._session), signum)
+            members = proc.session_members_below(self._session)
+            if group:  # the group's members have had it
+                members = [m for m in members if _group_of(m[0]) != self.child.pid]
+            proc.signal_all(members, signum)
 
     def reap_strays(self) -> None:
         """Reap orphans that were re-parented here and have exited; the child itself is left
@@ -86,3 +90,10 @@ class Runs:
         if self.child is not None and self.child.returncode is None:
             self.child.wait()
         self.reap_strays()
+
+
+def _group_of(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:  # gone meanwhile
+        return None
