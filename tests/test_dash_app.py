@@ -37,7 +37,7 @@ def test_assemble_before_any_source_answered_shows_loading_not_trouble():
     assert snap["problems"] is None and snap["peers"] is None
     lines = render.render(snap, view.View(), 100, 30, theme.theme("mono"))
     shown = "\n".join(lines)
-    assert "…" in lines[1] and "nothing needs you" not in shown
+    assert "…" in lines[1] and "nothing needs you" not in shown and "peers …" in lines[0]
     assert "redis …" in shown and "Redis unreachable" not in shown
 
 
@@ -66,11 +66,21 @@ def test_detail_pieces_pick_the_peer_out_of_events_and_the_lock_table():
               {"event": "task.claimed", "task": "t-1", "worker": "b-1"},
               {"event": "task.ok", "id": "t-1"}]
     assert snapshot.about(events, "b-1") == [events[0], events[2]]
-    assert snapshot.trace_of(events, "t-1") == events[2:]
-    assert snapshot.trace_of(events, None) == []
     table = {"locks": {"crates/core": {"holder": "b-1"}, "docs": {"holder": "b-2"}},
              "waits": {"k": {"waiter": "b-1", "scopes": ["docs"]}}}
     assert snapshot.locks_of(table, "b-1") == {"held": ["crates/core"], "waiting": ["docs"]}
+
+
+def test_the_detail_shows_the_current_run_of_the_task_as_meshctl_trace_does(mesh_home):
+    from meshtools.executors import trace
+
+    home = MeshHome(str(mesh_home))
+    for attempt in ("first run", "second run"):
+        writer = trace.Writer.open(home, {"id": "t-42"}, agent="shell", session="b-1")
+        writer.output(f"{attempt} says hello")
+    shown = "\n".join(snapshot.trace_lines(home, "t-42"))
+    assert "second run says hello" in shown and "first run" not in shown
+    assert snapshot.trace_lines(home, None) == snapshot.trace_lines(home, "../x") == []
 
 
 def test_no_terminal_is_refused_with_one_line_pointing_to_mesh_top(run, repo):
@@ -163,14 +173,14 @@ def kill_tree(pid):
 
 @needs_tmux
 def test_the_dash_end_to_end_in_tmux(run, repo, mesh_home):
-    run("meshctl", "init", check=0)
-    workers = [spawn_worker(run), spawn_worker(run, "research")]
+    run("meshctl", "init", "--agent", "shell", "--roles", "builder,research,-anchor",
+        check=0, timeout=120)
     env = {"MESH_HOME": str(mesh_home), "PATH": os.environ["PATH"], "NO_COLOR": "1",
            "BLESSED_QUERY_TIMEOUT_SECONDS": "0"}
     pane = Pane(f"cd {repo} && meshctl dash; echo EXIT=$?; stty -a; sleep 600", env=env)
     try:
-        screen = pane.shows("builder-1")
-        assert "research-1" in screen and "nothing needs you" in screen
+        screen = pane.shows("─ peers 2/2")
+        assert "2 peers, 2 alive" in screen and "nothing needs you" in screen
         pane.shows("waiting")
         # filter: a regex; only research stays
         pane.literal("/res")
@@ -219,8 +229,7 @@ def test_the_dash_end_to_end_in_tmux(run, repo, mesh_home):
         assert " icanon" in screen and "-icanon" not in screen
     finally:
         pane.kill()
-        for worker in workers:
-            kill_tree(worker["pid"])
+        run("meshctl", "down", timeout=120)
 
 
 @needs_tmux

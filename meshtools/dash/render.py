@@ -123,8 +123,9 @@ def _header(snapshot, view, columns, theme) -> list[str]:
     rows = peers.rows(snapshot)
     alive = sum(1 for r in rows if r.get("state") == "alive")
     clock = str(snapshot.get("ts") or "")[11:19]
-    left = (f" meshtools · {clean(name)}{f' · {clock} UTC' if clock else ''}"
-            f" · {len(rows)} peers, {alive} alive")
+    count = (f"{len(rows)} peers, {alive} alive" if snapshot.get("peers") is not None
+             else f"peers {LOADING}")
+    left = f" meshtools · {clean(name)}{f' · {clock} UTC' if clock else ''} · {count}"
     right = "DISPLAY PAUSED " if view.paused else ""
     return [theme.paint("title", fit(left, columns - width(right))) + theme.paint("warn", right),
             _problems(snapshot, columns, theme)]

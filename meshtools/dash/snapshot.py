@@ -142,7 +142,7 @@ class Detail:
         return {"peer": peer, "events": about(recent, peer)[-DETAIL_KEPT:],
                 "inbox": inbox_of(self.home, peer)[-DETAIL_KEPT:],
                 "locks": locks_of(lock_table(self.home), peer),
-                "trace": trace_of(recent, record.get("task"))[-DETAIL_KEPT:],
+                "trace": trace_lines(self.home, record.get("task"))[-DETAIL_KEPT:],
                 "log": log_tail(self.home, peer)}
 
 
@@ -151,11 +151,18 @@ def about(events: list[dict], peer: str) -> list[dict]:
     return [e for e in events if any(e.get(k) == peer for k in PEER_FIELDS)]
 
 
-def trace_of(events: list[dict], task: str | None) -> list[dict]:
-    """The events of one task (its enqueue, claim, agent steps, outcome)."""
+def trace_lines(home, task: str | None) -> list[str]:
+    """The current run of a task as `meshctl trace` shows it (its stream.jsonl's steps)."""
+    from ..core.errors import BadInput
+    from ..executors import steps, trace
+
     if not task:
         return []
-    return [e for e in events if task in (e.get("task"), e.get("id"))]
+    try:
+        records, _ = trace.read_from(trace.stream_file(home, task))
+    except BadInput:  # not a task id: nothing to read
+        return []
+    return steps.render(steps.steps(trace.last_run(records)))
 
 
 def locks_of(table: dict, peer: str) -> dict:
