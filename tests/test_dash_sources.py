@@ -92,6 +92,16 @@ def test_procs_cpu_deltas():
     assert procs.delta(None, 3.0, created=95.0, since=None) is None  # the first sample
 
 
+def test_procs_trees_come_from_one_parent_map():
+    by_parent = {1: [10, 11], 10: [100], 100: [1000], 7: [70]}
+    assert procs.descendants(1, by_parent) == [10, 11, 100, 1000]
+    assert procs.descendants(1000, by_parent) == []
+    import psutil
+
+    mine = procs.parents(psutil)
+    assert os.getpid() in mine[os.getppid()]
+
+
 # -- gitstate ------------------------------------------------------------------------------
 
 def branch(repo, name, *commits, start="main"):
