@@ -75,7 +75,7 @@ def live() -> int:
         print("tmux is not installed: the live part is skipped")
         return 0
     repo, env = scratch_mesh()
-    subprocess.run(["meshctl", "init"], cwd=repo, env=env, check=True,
+    subprocess.run(["meshctl", "init", "--no-agents"], cwd=repo, env=env, check=True,
                    stdout=subprocess.DEVNULL)
     home = MeshHome(env["MESH_HOME"])
     with open(os.path.join(home.path, "roles.toml"), "w") as f:

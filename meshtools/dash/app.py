@@ -2,8 +2,10 @@
 view.handle, draws render.render's lines and writes only render.frame_diff's escapes.
 
 - The collector gathers in its threads; a frame only assembles what it has (no I/O), so
-  the first frame comes at once with "…" where a source has given nothing yet.
-- Idle, a frame a second; while keys arrive (or an action runs) ten a second. A full
+  the first frame comes at once with "…" where a source has given nothing yet. It starts
+  once the terminal is set up: its threads would only slow blessed's import (the GIL).
+- Idle, a frame a second; while keys arrive, an action runs or a source is still
+  loading, ten a second. A full
   repaint every REPAINT_EVERY seconds repairs anything that drifted, and after a resize
   (SIGWINCH sets a flag; the size is read again on every pass anyway).
 - NO_COLOR: blessed would drop every capability (cursor movement, full screen) under it,
@@ -71,7 +73,7 @@ def run(home, redis_url: str | None = None, namespace: str | None = None,
 
     link = snapshot.Link(home, redis_url, namespace)
     sources, detail = snapshot.sources(home, link)
-    collector = Collector(sources).start()  # gathering while the terminal is set up
+    collector = Collector(sources)
     try:
         Loop(home, collector, detail, link).run(terminal())
     finally:
@@ -106,6 +108,7 @@ class Loop:
         out = sys.stdout
         old, size, repainted, last_key, shown = None, None, 0.0, -BUSY_FOR, None
         with term.fullscreen(), term.cbreak(), term.hidden_cursor():
+            self.collector.start()
             while True:
                 now = time.monotonic()
                 self._take_messages()
@@ -123,7 +126,8 @@ class Loop:
                     out.write(frame)
                     out.flush()
                 old = lines
-                fast = self.running or now - last_key < BUSY_FOR
+                fast = (self.running or now - last_key < BUSY_FOR
+                        or any(render.loading(shown, name) for name in shown["sources"]))
                 key = term.inkey(timeout=BUSY if fast else IDLE, esc_delay=ESC_DELAY)
                 if not key:
                     continue
