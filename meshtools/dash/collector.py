@@ -87,7 +87,7 @@ class Collector:
             return {name: record(self._state[name], now, self.sources[name].timeout)
                     for name in self.sources}
 
-    def settled(self, wait: float, poll: float = 0.02) -> dict[str, dict]:
+    def settled(self, wait: float, poll: float = 0.005) -> dict[str, dict]:
         """snapshot() once every source has answered (data or an error) or run past its
         timeout, or after `wait` seconds: what a one-shot reader (mesh-top) prints."""
         deadline = self.clock() + wait
