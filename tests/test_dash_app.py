@@ -13,7 +13,7 @@ import pytest
 from meshtools.core.home import MeshHome
 from meshtools.dash import actions, app, render, snapshot, theme, view
 
-from .helpers import run_tree, wait_until
+from .helpers import wait_until
 
 # -- pure: the one adapter from the collector to render's shape ---------------------------
 
@@ -157,18 +157,6 @@ def peer_table(screen: str) -> list[str]:
             break
         rows.append(line[2:].split()[0])
     return rows
-
-
-def spawn_worker(run, role="builder"):
-    return run("mesh-spawn", role, "--queue", "--agent", "shell", "--detach", "--json",
-               check=0, timeout=60).records[-1]
-
-
-def kill_tree(pid):
-    tree = run_tree(pid)
-    for p in tree:
-        p.kill()
-    psutil.wait_procs(tree, timeout=10)
 
 
 @needs_tmux

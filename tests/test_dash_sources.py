@@ -14,7 +14,7 @@ import pytest
 from meshtools.core import config, proc
 from meshtools.core.errors import ConfigError
 from meshtools.core.home import MeshHome
-from meshtools.dash import collector, spark
+from meshtools.dash import collector, snapshot, spark
 from meshtools.dash.sources import gitstate, gpu, offload, procs, services
 
 from .conftest import commit, git
@@ -459,13 +459,18 @@ def test_the_mesh_sources_run_together(repo, mesh_home, anchor_process):
     (mesh_home / "sessions" / "w-1" / "session.json").write_text(json.dumps(peer(
         sleeper.pid, id="w-1")))
     branch(repo, "w", ("new.txt", "n\n"))
-    with collector.Collector(collector.mesh_sources(home, str(repo))) as c:
+    sources, _ = snapshot.sources(home, snapshot.Link(home), str(repo))
+    with collector.Collector(sources) as c:
         wait_until(lambda: all(r["age"] is not None for r in c.snapshot().values()))
         snap = c.snapshot()
     assert snap["procs"]["data"]["w-1"]["procs"] == 1
     assert snap["git"]["data"]["w"]["forecast"] == "clean"
     assert snap["gpus"]["data"]["gpus"] or snap["gpus"]["data"]["absent"]
-    assert snap["redis"]["data"]["up"] is False  # never started for the asking
+    health = snap["health"]["data"]  # meshctl status's reader: Redis and the registry
+    assert health["redis"]["up"] is False  # never started for the asking
+    assert not (mesh_home / "redis" / "redis.pid").exists()
+    assert [p["id"] for p in health["peers"]] == ["w-1"]
+    assert isinstance(snap["events"]["data"], list)  # the log, without Redis
     assert snap["services"]["data"] == [] and snap["offload"]["data"] == []
     json.dumps(snap)  # plain data
 

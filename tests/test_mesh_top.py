@@ -1,10 +1,8 @@
 """mesh-top (meshctl top): the dash's snapshot as JSON lines or tables, once or -n N."""
 
-import psutil
-
 from meshtools.dash import top
 
-from .helpers import dash_snapshot, on_terminal, run_tree, wait_until
+from .helpers import dash_snapshot, on_terminal, wait_until
 
 
 def test_records_have_a_kind_each_and_panels_pick_them():
@@ -23,9 +21,8 @@ def test_records_have_a_kind_each_and_panels_pick_them():
 
 
 def test_mesh_top_once_n_rounds_json_kinds_and_one_panel(run, repo):
-    run("meshctl", "init", check=0)
-    worker = run("mesh-spawn", "builder", "--queue", "--agent", "shell", "--detach",
-                 "--json", check=0, timeout=60).records[-1]
+    run("meshctl", "init", "--agent", "shell", "--roles", "builder,-anchor", check=0,
+        timeout=120)
     try:
         wait_until(lambda: any(r["kind"] == "queue" for r in run("mesh-top").records),
                    timeout=30)  # the worker made its queue
@@ -52,7 +49,4 @@ def test_mesh_top_once_n_rounds_json_kinds_and_one_panel(run, repo):
         bad = run("mesh-top", "--panel", "nope", check=64)
         assert "nope" in bad.stderr
     finally:
-        tree = run_tree(worker["pid"])
-        for p in tree:
-            p.kill()
-        psutil.wait_procs(tree, timeout=10)
+        run("meshctl", "down", timeout=120)
