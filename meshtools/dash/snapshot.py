@@ -231,10 +231,8 @@ def assemble(collected: dict, ts: str, mesh: str | None = None, roles=()) -> dic
     snapshot = {"ts": ts, "mesh": mesh, "roles": list(roles),
                 "sources": {name: {"age": c.get("age"), "error": c.get("error")}
                             for name, c in collected.items()}}
-    for key in HEALTH_KEYS:
-        snapshot[key] = found.get(key)
-        if key not in ("peers", "queues"):  # the others are dicts that carry an age
-            continue
+    snapshot.update({key: found.get(key) for key in HEALTH_KEYS})
+    for key in ("peers", "queues"):  # lists: their age and error are health's
         snapshot["sources"][key] = snapshot["sources"].get("health")
     if snapshot["redis"] is not None:
         snapshot["redis"] = dict(snapshot["redis"], age=snapshot["sources"]["health"]["age"])
