@@ -150,12 +150,13 @@ def dash_snapshot(peers: int = 6, events: int = 40, gpus: int = 1) -> dict:
         "git": {role: {"branch": f"mesh/{role}", "unpicked": i,
                        "forecast": "conflict" if role == "triage" else "clean"}
                 for i, role in enumerate(roles)},
-        "gpus": [{"index": g, "name": "H200", "util": [(g * 13 + s * 7) % 101 for s in range(60)],
-                  "mem": [40.0] * 60, "mem_used": 55 << 30, "mem_total": 139 << 30}
+        "gpus": [{"index": g, "name": "H200",
+                  "util_history": [(g * 13 + s * 7) % 101 for s in range(60)],
+                  "mem_history": [40.0] * 60, "mem_used": 55 << 30, "mem_total": 139 << 30}
                  for g in range(gpus)],
-        "services": [{"name": "memcache", "ok": True, "latency_ms": 1.2, "error": None}],
+        "services": [{"name": "memcache", "ok": True, "latency_ms": 1.2, "detail": None}],
         "offload": [{"name": "ollama", "ok": True, "latency_ms": 12.0, "models": 3},
-                    {"name": "openrouter", "ok": False, "error": "unreachable"}],
+                    {"name": "openrouter", "ok": False, "detail": "unreachable"}],
         "events": [{"ts": f"2026-12-02T15:{i // 60 % 60:02d}:{i % 60:02d}Z",
                     "event": ("task.enqueued", "task.done", "lock.granted",
                               "task.failed")[i % 4],
