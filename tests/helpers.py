@@ -61,6 +61,23 @@ def run_tree(pid: int) -> list:
     return [top, *(p for p in top.children(recursive=True) if p.pid != redis)]
 
 
+def read_terminal(parent: int) -> bytes:
+    """All a pseudo-terminal shows until its other end closes; the fd is closed after."""
+    import os
+
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(parent)
+    return out
+
+
 def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str]:
     """Run argv with stdout on a pseudo-terminal (as a person sees it) and stderr on a pipe:
     (exit status, what the terminal showed, stderr)."""
@@ -72,16 +89,7 @@ def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str
     proc = subprocess.Popen(argv, stdout=child, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **(env or {})))
     os.close(child)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(parent, 4096)
-        except OSError:  # EIO: the terminal's other end closed
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(parent)
+    out = read_terminal(parent)
     err = proc.stderr.read()
     proc.stderr.close()
     return proc.wait(), out.decode(), err
