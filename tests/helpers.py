@@ -61,6 +61,23 @@ def run_tree(pid: int) -> list:
     return [top, *(p for p in top.children(recursive=True) if p.pid != redis)]
 
 
+def read_terminal(parent: int) -> bytes:
+    """All a pseudo-terminal shows until its other end closes; the fd is closed after."""
+    import os
+
+    out = b""
+    while True:
+        try:
+            chunk = os.read(parent, 4096)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(parent)
+    return out
+
+
 def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str]:
     """Run argv with stdout on a pseudo-terminal (as a person sees it) and stderr on a pipe:
     (exit status, what the terminal showed, stderr)."""
@@ -72,16 +89,7 @@ def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str
     proc = subprocess.Popen(argv, stdout=child, stderr=subprocess.PIPE, text=True,
                             env=dict(os.environ, **(env or {})))
     os.close(child)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(parent, 4096)
-        except OSError:  # EIO: the terminal's other end closed
-            break
-        if not chunk:
-            break
-        out += chunk
-    os.close(parent)
+    out = read_terminal(parent)
     err = proc.stderr.read()
     proc.stderr.close()
     return proc.wait(), out.decode(), err
@@ -150,12 +158,13 @@ def dash_snapshot(peers: int = 6, events: int = 40, gpus: int = 1) -> dict:
         "git": {role: {"branch": f"mesh/{role}", "unpicked": i,
                        "forecast": "conflict" if role == "triage" else "clean"}
                 for i, role in enumerate(roles)},
-        "gpus": [{"index": g, "name": "H200", "util": [(g * 13 + s * 7) % 101 for s in range(60)],
-                  "mem": [40.0] * 60, "mem_used": 55 << 30, "mem_total": 139 << 30}
+        "gpus": [{"index": g, "name": "H200",
+                  "util_history": [(g * 13 + s * 7) % 101 for s in range(60)],
+                  "mem_history": [40.0] * 60, "mem_used": 55 << 30, "mem_total": 139 << 30}
                  for g in range(gpus)],
-        "services": [{"name": "memcache", "ok": True, "latency_ms": 1.2, "error": None}],
+        "services": [{"name": "memcache", "ok": True, "latency_ms": 1.2, "detail": None}],
         "offload": [{"name": "ollama", "ok": True, "latency_ms": 12.0, "models": 3},
-                    {"name": "openrouter", "ok": False, "error": "unreachable"}],
+                    {"name": "openrouter", "ok": False, "detail": "unreachable"}],
         "events": [{"ts": f"2026-12-02T15:{i // 60 % 60:02d}:{i % 60:02d}Z",
                     "event": ("task.enqueued", "task.done", "lock.granted",
                               "task.failed")[i % 4],

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from .helpers import on_terminal, redis_of, wait_until
+from .helpers import on_terminal, read_terminal, redis_of, wait_until
 
 
 def register(run, anchor, sid, role="builder"):
@@ -85,15 +85,7 @@ def test_terminal_gets_a_table_pipe_gets_json(anchor_process, run, repo):
     parent, child = pty.openpty()
     proc = subprocess.Popen(["coord-peers"], stdout=child, stderr=child)
     os.close(child)
-    out = b""
-    while True:
-        try:
-            chunk = os.read(parent, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
+    out = read_terminal(parent)
     proc.wait()
     text = out.decode()
     assert "ID" in text and "STATE" in text and "b1" in text and "{" not in text

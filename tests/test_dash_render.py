@@ -160,13 +160,14 @@ def test_data_cannot_move_the_cursor_and_wide_text_keeps_widths():
 
 
 def test_the_gpu_panel_draws_samples_and_says_no_gpu():
-    assert render.sparkline([0, 50, 100], 5) == "  ▁▅█"
-    assert render.sparkline(range(100), 3) == "███"
-    assert render.sparkline([10, None], 2) == "▂ "
+    assert not hasattr(render, "SPARK")  # one sparkline: spark.py's
     snapshot = dash_snapshot(gpus=0)
-    snapshot["sources"] = {"gpus": {"age": 1.0, "error": "NVML: driver not loaded"}}
+    snapshot["sources"] = {"gpus": {"age": 1.0, "error": None,
+                                    "absent": "no GPU (NVML: driver not loaded)"}}
     shown = "\n".join(plain(draw(snapshot, view.View())))
     assert "no GPU (NVML: driver not loaded)" in shown
+    snapshot["sources"] = {"gpus": {"age": None, "error": None}}  # not sampled yet
+    assert "gpu       …" in "\n".join(plain(draw(snapshot, view.View())))
     shown = "\n".join(plain(draw(dash_snapshot(gpus=2), view.View(), 120, 40)))
     assert "GPU1 H200" in shown and "▁" in shown and "55.0G/139.0G" in shown
 

@@ -14,7 +14,7 @@ import pytest
 from meshtools.core import config, proc
 from meshtools.core.errors import ConfigError
 from meshtools.core.home import MeshHome
-from meshtools.dash import collector, spark
+from meshtools.dash import collector, snapshot, spark
 from meshtools.dash.sources import gitstate, gpu, offload, procs, services
 
 from .conftest import commit, git
@@ -90,6 +90,16 @@ def test_procs_cpu_deltas():
     assert procs.delta(None, 3.0, created=105.0, since=100.0) == 3.0  # born in between
     assert procs.delta(None, 3.0, created=95.0, since=100.0) is None  # seen late: unknown
     assert procs.delta(None, 3.0, created=95.0, since=None) is None  # the first sample
+
+
+def test_procs_trees_come_from_one_parent_map():
+    by_parent = {1: [10, 11], 10: [100], 100: [1000], 7: [70]}
+    assert procs.descendants(1, by_parent) == [10, 11, 100, 1000]
+    assert procs.descendants(1000, by_parent) == []
+    import psutil
+
+    mine = procs.parents(psutil)
+    assert os.getpid() in mine[os.getppid()]
 
 
 # -- gitstate ------------------------------------------------------------------------------
@@ -362,21 +372,6 @@ def test_command_check_and_its_timeout_kills_all_it_started(tmp_path):
     wait_until(lambda: not proc.is_alive(int(pid_file.read_text())))
 
 
-def test_redis_health_of_the_mesh_redis(mesh_home):
-    from meshtools.queue.connection import connect
-
-    home = MeshHome(str(mesh_home))
-    down = services.mesh_redis(home)
-    assert down["up"] is False and down["error"] and down["url"]
-    assert not (mesh_home / "redis" / "redis.pid").exists()  # asking started nothing
-    client = connect(home)
-    health = services.redis_health(client)
-    assert health["up"] and health["error"] is None and health["rtt_ms"] >= 0
-    assert health["used_memory"] > 0 and health["version"]
-    assert health["persistence"]["aof"] is True  # the embedded server appends
-    assert services.mesh_redis(home)["up"] is True
-
-
 # -- offload -------------------------------------------------------------------------------
 
 def endpoint_record(kind, url):
@@ -464,13 +459,18 @@ def test_the_mesh_sources_run_together(repo, mesh_home, anchor_process):
     (mesh_home / "sessions" / "w-1" / "session.json").write_text(json.dumps(peer(
         sleeper.pid, id="w-1")))
     branch(repo, "w", ("new.txt", "n\n"))
-    with collector.Collector(collector.mesh_sources(home, str(repo))) as c:
+    sources, _ = snapshot.sources(home, snapshot.Link(home), str(repo))
+    with collector.Collector(sources) as c:
         wait_until(lambda: all(r["age"] is not None for r in c.snapshot().values()))
         snap = c.snapshot()
     assert snap["procs"]["data"]["w-1"]["procs"] == 1
     assert snap["git"]["data"]["w"]["forecast"] == "clean"
     assert snap["gpus"]["data"]["gpus"] or snap["gpus"]["data"]["absent"]
-    assert snap["redis"]["data"]["up"] is False  # never started for the asking
+    health = snap["health"]["data"]  # meshctl status's reader: Redis and the registry
+    assert health["redis"]["up"] is False  # never started for the asking
+    assert not (mesh_home / "redis" / "redis.pid").exists()
+    assert [p["id"] for p in health["peers"]] == ["w-1"]
+    assert isinstance(snap["events"]["data"], list)  # the log, without Redis
     assert snap["services"]["data"] == [] and snap["offload"]["data"] == []
     json.dumps(snap)  # plain data
 

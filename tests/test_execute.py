@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from .conftest import BIN
-from .helpers import on_terminal, redis_of, wait_until
+from .helpers import on_terminal, read_terminal, redis_of, wait_until
 
 
 def _queued(mesh_home, queue: str) -> list[dict]:
@@ -164,16 +164,7 @@ def test_wait_on_a_terminal_keeps_one_live_line_on_stderr(repo, mesh_home):
                              "--id", "w2", "--wait", "--timeout", "1.5", "true"],
                             stdout=subprocess.PIPE, stderr=child, text=True)
     os.close(child)
-    shown = b""
-    while True:
-        try:
-            chunk = os.read(parent, 4096)
-        except OSError:  # EIO: the terminal's other end closed
-            break
-        if not chunk:
-            break
-        shown += chunk
-    os.close(parent)
+    shown = read_terminal(parent)
     assert proc.wait(timeout=30) == 75
     proc.stdout.close()
     *updates, last = shown.split(b"\r\x1b[K")

@@ -117,6 +117,7 @@ WRITES = {
                           "--json"]),
     "mesh-pick": (Mesh.landable, ["mesh-pick", "--role", "builder", "--no-gate"]),
     "mesh-anchor": (None, ["mesh-anchor", "--once"]),
+    "mesh-top": (Mesh.session, ["mesh-top"]),
 }
 
 # entry point -> (setup, argv, stdin left open): waiting when ^C comes.
@@ -154,6 +155,7 @@ WAITING = {
     "mesh-pick": (lambda m: (m.landable(), m.held("pick.lock")),
                   ["mesh-pick", "--role", "builder", "--no-gate"], False),
     "mesh-anchor": (None, ["mesh-anchor"], False),
+    "mesh-top": (None, ["mesh-top", "--interval", "120"], False),
 }
 
 

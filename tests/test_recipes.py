@@ -69,7 +69,7 @@ def test_piping_coord_peers_into_coord_send(repo, run):
 
 
 def test_queue_results_follow_into_jq(run):
-    follow = subprocess.Popen(["bash", "-c", recipe("jq")], stdout=subprocess.PIPE,
+    follow = subprocess.Popen(["bash", "-c", recipe("queue-results --follow")], stdout=subprocess.PIPE,
                               start_new_session=True)
     try:
         run("queue-push", "--id", "fine", "true", check=0)
@@ -81,3 +81,74 @@ def test_queue_results_follow_into_jq(run):
         os.killpg(follow.pid, signal.SIGTERM)
         follow.wait(timeout=30)
 
+
+
+def cron_home(tmp_path, repo, *commands) -> tuple[Path, dict]:
+    """A bare HOME as cron gives it: ~/projects/app is the repository, ~/.local/bin holds
+    the commands (install.sh's place), PATH is the system's."""
+    home = tmp_path / "cron-home"
+    (home / "projects").mkdir(parents=True)
+    (home / "projects" / "app").symlink_to(repo)
+    (home / ".local" / "bin").mkdir(parents=True)
+    for command in commands:
+        (home / ".local" / "bin" / command).symlink_to(BIN / command)
+    return home, {"HOME": str(home), "PATH": "/usr/bin:/bin", "SHELL": "/bin/sh",
+                  "MESH_HOME": os.environ["MESH_HOME"]}
+
+
+def test_a_cron_health_check(repo, tmp_path, run):
+    """Silent while all is well (cron mails nothing); exit 1 with the problem on stderr."""
+    from .helpers import redis_of
+
+    line = recipe("status --check")
+    command = line.split(maxsplit=5)[5]
+    home, env = cron_home(tmp_path, repo, "meshctl")
+    redis_of(Path(os.environ["MESH_HOME"]))  # the mesh's Redis is up: nothing is wrong
+    healthy = bash(command, "sh", env=env, cwd=home)
+    assert (healthy.returncode, healthy.stdout, healthy.stderr) == (0, "", "")
+    run("queue-pause", "--for", "5m", check=0)
+    paused = bash(command, "sh", env=env, cwd=home)
+    assert paused.returncode == 1 and paused.stdout == ""
+    assert paused.stderr.startswith("meshctl status: paused: dispatch paused until")
+
+
+def test_mesh_top_into_a_monitoring_line(repo, run):
+    from .helpers import redis_of
+
+    redis_of(Path(os.environ["MESH_HOME"]))
+    me = str(os.getpid())
+    for sid in ("builder-1", "research-1"):
+        run("coord-register", "--role", sid.split("-")[0], "--id", sid, "--pid", me, check=0)
+    shown = bash(recipe("mesh-top"))
+    assert (shown.returncode, shown.stdout) == (0, "mesh: 2 alive, 0 problem(s)\n"), shown.stderr
+    run("queue-pause", "--for", "5m", check=0)
+    assert bash(recipe("mesh-top")).stdout == "mesh: 2 alive, 1 problem(s)\n"
+
+
+def test_the_mesh_in_a_tmux_session_of_its_own(tmp_path, claude_cli, run):
+    """The line up to its attach (a test has no terminal to attach): a window per agent and
+    one for the dash, in the session the line attaches to."""
+    from .conftest import git
+
+    home = tmp_path / "home"
+    app = home / "projects" / "app"
+    app.mkdir(parents=True)
+    (app / "README.md").write_text("app\n")
+    git(app, "init", "-q", "-b", "main")
+    git(app, "-c", "user.name=t", "-c", "user.email=t@t", "add", ".")
+    git(app, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    booting, attach = recipe("--tmux").split(" && tmux attach -t ")
+    sockets = tmp_path / "tmux"
+    sockets.mkdir()
+    env = dict(os.environ, HOME=str(home), TMUX_TMPDIR=str(sockets), TMUX="")
+    try:
+        booted = bash(booting, env=env, cwd=home)
+        assert booted.returncode == 0, booted.stderr
+        windows = subprocess.run(["tmux", "list-windows", "-t", attach, "-F",
+                                  "#{window_name}"], env=env, capture_output=True, text=True)
+        assert sorted(windows.stdout.split()) == sorted(
+            ["dash", *(f"{role}-1" for role in ("anchor", "builder", "memory", "triage",
+                                                "research", "security", "groomer"))])
+    finally:
+        subprocess.run(["tmux", "kill-server"], env=env, capture_output=True)
+        run("meshctl", "down", "--all", "--timeout", "0", cwd=app, check=None, timeout=120)

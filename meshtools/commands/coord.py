@@ -10,7 +10,7 @@ import click
 
 from .. import cli, complete
 from ..coord import inbox, registry
-from ..core import clock, errors, events, jsonl, proc
+from ..core import clock, errors, jsonl
 
 STATES = ("alive", "stale", "dead")
 PEER_COLUMNS = ["id", "role", "state", "heartbeat_age", "phase", "phase_age", "pid", "branch"]
@@ -134,34 +134,11 @@ def send(to, text, mesh):
     """
     if to == "-" and text == "-":
         raise click.UsageError("TO and MESSAGE cannot both come from stdin")
-    sender = mesh.session(required=False) or f"{os.environ.get('USER', 'user')}@{proc.hostname()}"
-    targets = _stdin_targets() if to == "-" else _targets(mesh, to, sender)
+    sender = mesh.session(required=False) or inbox.person()
+    targets = _stdin_targets() if to == "-" else inbox.targets(mesh.home, to, sender)
     payloads = _stdin_payloads() if text == "-" else [{"body": text}]
-    records = [inbox.message(sender, target, **payload)
-               for target in targets for payload in payloads]
-    for record in records:  # everything validated above: now deliver
-        inbox.deliver(mesh.home, record)
-        events.emit(mesh.home, "message.sent", id=record["id"], to=record["to"],
-                    sender=sender, size=len(jsonl.dumps(record)))
+    for record in inbox.post(mesh.home, sender, targets, payloads):
         mesh.emit(record, f"sent {record['id']} to {record['to']}")
-
-
-def _targets(mesh, to: str, sender: str) -> list[str]:
-    sessions = [registry.classify(mesh.home, r) for r in registry.all_sessions(mesh.home)]
-    found = inbox.recipients(sessions, to, sender)
-    if found:
-        return found
-    if to == "all":
-        raise errors.BadInput("no live peer to send to")
-    if found is None and not _is_role(mesh, to):
-        raise errors.BadInput(f"unknown peer {to!r}")
-    raise errors.BadInput(f"no live peer has the role {to!r}")
-
-
-def _is_role(mesh, name: str) -> bool:
-    from ..agents import roles
-
-    return name in roles.load(mesh.home)
 
 
 def _stdin_targets() -> list[str]:

@@ -52,10 +52,10 @@ def _from_stream(home, client, names, follow: bool, wanted: tuple) -> None:
         cli.exit_on_sigterm()
     while True:
         mirror.forward(client, names, home)
-        reply = client.xread({names.events: last_id}, block=200 if follow else None) or []
-        for _, new in reply:
-            for last_id, fields in new:
-                _show(jsonl.try_parse(fields["e"]), wanted)
+        records, last_id = mirror.read_after(client, names, last_id,
+                                             block=200 if follow else None)
+        for record in records:
+            _show(record, wanted)
         if not follow:
             return
 

@@ -51,7 +51,6 @@ def execute(words, role, task_id, dry_run, wait, timeout, mesh):
     queued), then prints the result and exits 0 if it is ok, else the task's exit code when
     it is 1..125, else 1; 75 when --timeout runs out. Empty task or unknown role: 65.
     """
-    from ..agents import roles as role_defs
     from ..mesh import dispatch
 
     cli.exclusive(("--dry-run", dry_run), ("--wait", wait))
@@ -69,23 +68,18 @@ def execute(words, role, task_id, dry_run, wait, timeout, mesh):
     else:
         given = [(1, {"prompt": text, **({"id": task_id} if task_id else {})})]
     home = mesh.home_if_any if dry_run else mesh.home
-    known = role_defs.load(home)
-    scopes_for = (lambda paths: dispatch.scopes_of(home, paths)) if home else (lambda _: [])
-    planned = dispatch.plan(given, known, role, dispatch.lineage(os.environ), scopes_for,
-                            batch=from_stdin)
-    tasks = [task for task, _ in planned]
-    routes = {task["id"]: route for task, route in planned}
-    queued = [(task, role_defs.queue_of(known, task["role"])) for task in tasks]
+    planned = dispatch.queued(home, given, role, dispatch.lineage(os.environ),
+                              batch=from_stdin)
     if dry_run:
-        for task, queue in queued:
-            _show(mesh, task, routes[task["id"]], {"queue": queue, "dry_run": True})
+        for task, route, queue in planned:
+            _show(mesh, task, route, {"queue": queue, "dry_run": True})
         return
     broker = mesh.broker(blocking=wait)
-    for task, record in zip(tasks, broker.push(queued)):
-        extra = {k: record[k] for k in ("queue", "entry", "duplicate", "state") if k in record}
-        _show(mesh, task, routes[task["id"]], extra)
+    pushed = broker.push([(task, queue) for task, _, queue in planned])
+    for (task, route, _), record in zip(planned, pushed):
+        _show(mesh, task, route, dispatch.pushed(record))
     if wait:
-        sys.exit(_follow(mesh, broker, tasks[0]["id"], timeout))
+        sys.exit(_follow(mesh, broker, planned[0][0]["id"], timeout))
 
 
 def _show(mesh, task: dict, route, extra: dict) -> None:

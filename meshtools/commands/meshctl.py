@@ -39,6 +39,8 @@ SUBCOMMANDS = {
     "init": "meshtools.commands.init:init",
     "down": "meshtools.commands.down:down",
     "trace": "meshtools.commands.trace:trace",
+    "dash": "meshtools.commands.dash:dash",
+    "top": "meshtools.commands.top:mesh_top",
     "demo": "meshtools.commands.demo:demo",
 }
 

@@ -12,7 +12,7 @@ import sys
 import click
 
 from .. import cli, complete
-from ..landing import gitops, history, pick, work, worktree
+from ..landing import gitops, history, pick, worktree
 from ..core import config, errors
 
 
@@ -43,19 +43,16 @@ def mesh_pick(task_id, role, span, task, gate, no_gate, mesh):
     if task_id is not None and task is not None:
         raise click.UsageError("TASK_ID already names the task; drop --task")
     cli.exclusive(("--gate", gate), ("--no-gate", no_gate))
-    repo = mesh.home.repository().root
-    main = gitops.main_of(repo, config.of(mesh.home))
-    root = main.root
-    if role is not None:
-        commits = history.role_commits(root, main.branch, worktree.branch_for(role))
-    elif span is not None:
-        commits = history.range_commits(root, *history.parse_range(span))
+    gate = "" if no_gate else gate
+    if task_id is not None:
+        record = pick.pick_task(mesh.home, task_id, gate)
     else:
-        recorded = work.load_task_work(mesh.home, task_id)
-        task, role = task_id, recorded.get("role")
-        commits = history.range_commits(root, recorded["base"], recorded["head"])
-    record = pick.pick(mesh.home, main, commits, role=role, task=task,
-                       gate="" if no_gate else gate)
+        main = gitops.main_of(mesh.home.repository().root, config.of(mesh.home))
+        if role is not None:
+            commits = history.role_commits(main.root, main.branch, worktree.branch_for(role))
+        else:
+            commits = history.range_commits(main.root, *history.parse_range(span))
+        record = pick.pick(mesh.home, main, commits, role=role, task=task, gate=gate)
     mesh.emit(record, _human(record))
     if record["status"] in ("conflict", "gate_failed"):
         if not mesh.as_json and record.get("gate_output"):

@@ -258,14 +258,7 @@ def dead():
 def _selected(letters, ids, everything):
     if bool(ids) == everything:
         raise click.UsageError("name task IDs or give --all (not both)")
-    records = letters.list()
-    if everything:
-        return records
-    known = {r["id"] for r in records}
-    missing = [i for i in ids if i not in known]
-    if missing:
-        raise errors.BadInput(f"not in the dead letters: {', '.join(missing)}")
-    return [r for r in records if r["id"] in ids]
+    return letters.selected(ids, everything)
 
 
 @dead.command("list", cls=cli.Command)
@@ -289,15 +282,9 @@ def dead_list(mesh):
 def dead_retry(ids, everything, mesh):
     """Put dead letters back on their queues with fresh attempts."""
     from ..queue.broker import DeadLetters
-    from ..queue.tasks import RAW, normalise
 
     letters = DeadLetters(mesh.broker())
-    records = _selected(letters, ids, everything)
-    for record in records:  # all runnable, or none goes back
-        if RAW in record["task"]:
-            raise errors.BadInput(f"dead letter {record['id']} is no task ({record['reason']}): "
-                                  "fix it and queue-push it")
-        normalise(record["task"], f"dead letter {record['id']}")
+    records = letters.runnable(_selected(letters, ids, everything))
     for record in records:
         reply = letters.retry(record)
         if reply is None:

@@ -110,14 +110,10 @@ def _control(mesh, argv, stop_key, restart_key, spawn_id, role, session) -> None
     if argv or role or session:
         raise errors.UsageError("--stop/--restart-child take no command, --role or --session")
     key = stop_key or restart_key
-    if not spawn_id:  # a person saying "stop builder-1": whatever runs there now
-        state = sup.read_state(mesh.home, key)
-        if state is None or not state.get("spawn"):
-            raise errors.BadInput(f"no supervisor for {key} (no {sup.state_path(mesh.home, key)})")
-        spawn_id = state["spawn"]
     control = sup.STOP if stop_key else sup.RESTART_CHILD
-    record = sup.request(mesh.home, key, control, spawn_id)
-    mesh.emit(record, f"sent {control} to {record['key']} spawn {spawn_id}"
+    record = (sup.request(mesh.home, key, control, spawn_id) if spawn_id
+              else sup.request_current(mesh.home, key, control))
+    mesh.emit(record, f"sent {control} to {record['key']} spawn {record['spawn']}"
                       f"{'' if record['current'] else ' (not current: will be ignored)'}")
 
 

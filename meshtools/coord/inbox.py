@@ -114,6 +114,43 @@ def follow(home: MeshHome, session_id: str, warn=lambda _m: None, poll: float = 
             time.sleep(poll)
 
 
+def person() -> str:
+    """The sender a person at a terminal is: user@host."""
+    from ..core import proc
+
+    return f"{os.environ.get('USER', 'user')}@{proc.hostname()}"
+
+
+def targets(home: MeshHome, to: str, sender: str) -> list[str]:
+    """The session ids a message to `to` reaches now (recipients over the registry), or
+    BadInput: unknown peer, or no live peer of that role (or none at all for `all`)."""
+    from ..agents import roles
+    from . import registry
+
+    sessions = [registry.classify(home, r) for r in registry.all_sessions(home)]
+    found = recipients(sessions, to, sender)
+    if found:
+        return found
+    if to == "all":
+        raise BadInput("no live peer to send to")
+    if found is None and to not in roles.load(home):
+        raise BadInput(f"unknown peer {to!r}")
+    raise BadInput(f"no live peer has the role {to!r}")
+
+
+def post(home: MeshHome, sender: str, to: list[str], payloads: list[dict]) -> list[dict]:
+    """Every payload ({body} or {data}) to every target: the messages, each built (and
+    checked) before any is delivered, then delivered with its message.sent event."""
+    from ..core import events
+
+    records = [message(sender, target, **payload) for target in to for payload in payloads]
+    for record in records:
+        deliver(home, record)
+        events.emit(home, "message.sent", id=record["id"], to=record["to"], sender=sender,
+                    size=len(jsonl.dumps(record)))
+    return records
+
+
 def recipients(sessions: list[dict], to: str, sender: str | None) -> list[str] | None:
     """Who a message to `to` reaches, from classified session records: a registered id (even
     a dead one: the message waits for its next start) wins; then `all` or a role, meaning

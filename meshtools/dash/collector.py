@@ -87,6 +87,17 @@ class Collector:
             return {name: record(self._state[name], now, self.sources[name].timeout)
                     for name in self.sources}
 
+    def settled(self, wait: float, poll: float = 0.005) -> dict[str, dict]:
+        """snapshot() once every source has answered (data or an error) or run past its
+        timeout, or after `wait` seconds: what a one-shot reader (mesh-top) prints."""
+        deadline = self.clock() + wait
+        while True:
+            found = self.snapshot()
+            if self.clock() >= deadline or all(r["age"] is not None or r["error"] is not None
+                                               for r in found.values()):
+                return found
+            self._stop.wait(poll)
+
     def _run(self, source: Source) -> None:
         state = self._state[source.name]
         while not self._stop.is_set():
@@ -107,13 +118,13 @@ class Collector:
 
 # seconds (every, timeout) of each of the mesh's sources: fast where the dash animates
 CADENCE = {"procs": (2.0, 5.0), "git": (10.0, 30.0), "gpus": (1.0, 5.0),
-           "redis": (2.0, 5.0), "services": (5.0, 10.0), "offload": (30.0, 10.0)}
+           "services": (5.0, 10.0), "offload": (30.0, 10.0)}
 
 
-def mesh_sources(home, repo: str | None = None, redis_url: str | None = None
-                 ) -> list[Source]:
-    """The sources of this package wired to a mesh. The [[dash.*]] tables are read now,
-    so a bad one is a ConfigError (78) before a frame is drawn."""
+def mesh_sources(home, repo: str | None = None) -> list[Source]:
+    """The sources of this package wired to a mesh (the mesh's Redis is health's, in
+    dash.snapshot). The [[dash.*]] tables are read now, so a bad one is a ConfigError (78)
+    before a frame is drawn."""
     from ..coord import registry
     from ..core import config
     from . import sources
@@ -127,7 +138,6 @@ def mesh_sources(home, repo: str | None = None, redis_url: str | None = None
     reads = {"procs": lambda: sampler(registry.all_sessions(home)),
              "git": lambda: gitstate.roles_state(home, repo, verdicts),
              "gpus": gpu.Gpus(),
-             "redis": lambda: services.mesh_redis(home, redis_url),
              "services": lambda: sources.parallel(services.check, checks),
              "offload": lambda: sources.parallel(offload.probe, endpoints)}
     return [Source(name, read, *CADENCE[name]) for name, read in reads.items()]

@@ -8,9 +8,11 @@ size it needs.
 
 The snapshot is the shared shape (common to `meshctl status`, the dash and mesh-top):
 redis, peers, queues, dead, pause, budget, problems; and for the dash: procs, git, gpus,
-services, offload, events, roles (the mesh's role names), mesh (its name), ts. A source
-that can fail carries `age` and `error` in its record (redis) or, for a list, in
-snapshot["sources"][name]. The detail of the selected peer:
+services, offload, events, roles (the mesh's role names), mesh (its name), ts, as
+dash.snapshot.assemble makes it (the one adapter from the collector). Each source's
+{age, error} is in snapshot["sources"][name] (redis carries its own too); a source that has
+given nothing yet (age and error None) shows "…", and so do problems while None. The
+detail of the selected peer:
 
     detail = {"peer": ID, "age": s, "error": None | str,
               "events": [event records, oldest first],
@@ -18,11 +20,13 @@ snapshot["sources"][name]. The detail of the selected peer:
               "locks": {"held": [scope, ...], "waiting": [scope, ...]},
               "trace": [str | event record, ...],  # the current task's, oldest first
               "log": [str, ...]}                    # the log's tail
-    gpus = [{"index", "name", "util": [%...], "mem": [%...], "mem_used", "mem_total"}]
-    services / offload = [{"name", "ok", "latency_ms", "models" (offload), "error"}]
+    gpus = [{"index", "name", "util_history": [%...], "mem_history": [%...], "mem_used",
+             "mem_total"}]                       # sources.gpu; sources.gpus.absent: why none
+    services / offload = [{"name", "ok", "latency_ms", "models" (offload), "detail"}]
 """
 
 from . import keys, peers
+from .spark import sparkline
 from .commands import Known, suggestion
 from .view import visible
 from .text import ago, clean, clip, fit, size, width
@@ -34,7 +38,7 @@ DROP_PANELS = ("gpus", "services", "queues", "feed")
 MIN_PEER_ROWS = 3
 MAX_GPU_ROWS = 4
 STALE_AFTER = 5.0  # seconds: older data shows its age
-SPARK = "▁▂▃▄▅▆▇█"
+LOADING = "…"
 RULE = "─"
 STATE_STYLES = {"alive": "ok", "stale": "warn", "stuck": "warn", "dead": "bad",
                 "FATAL": "bad", "paused": "dim"}
@@ -96,6 +100,12 @@ def _meta(snapshot: dict, name: str) -> tuple:
     return value.get("age"), value.get("error")
 
 
+def loading(snapshot: dict, name: str) -> bool:
+    """True while a source has given nothing yet."""
+    meta = (snapshot.get("sources") or {}).get(name)
+    return bool(meta) and meta.get("age") is None and meta.get("error") is None
+
+
 def _old(age) -> str:
     return f" ({ago(age)} old)" if age is not None and age >= STALE_AFTER else ""
 
@@ -113,15 +123,18 @@ def _header(snapshot, view, columns, theme) -> list[str]:
     rows = peers.rows(snapshot)
     alive = sum(1 for r in rows if r.get("state") == "alive")
     clock = str(snapshot.get("ts") or "")[11:19]
-    left = (f" meshtools · {clean(name)}{f' · {clock} UTC' if clock else ''}"
-            f" · {len(rows)} peers, {alive} alive")
+    count = (f"{len(rows)} peers, {alive} alive" if snapshot.get("peers") is not None
+             else f"peers {LOADING}")
+    left = f" meshtools · {clean(name)}{f' · {clock} UTC' if clock else ''} · {count}"
     right = "DISPLAY PAUSED " if view.paused else ""
     return [theme.paint("title", fit(left, columns - width(right))) + theme.paint("warn", right),
             _problems(snapshot, columns, theme)]
 
 
 def _problems(snapshot, columns, theme) -> str:
-    problems = snapshot.get("problems") or []
+    problems = snapshot.get("problems")
+    if problems is None:
+        return theme.paint("dim", fit(f" {LOADING}", columns))
     if not problems:
         return theme.paint("ok", fit(" ✔ nothing needs you", columns))
     texts = [clean(p.get("text") or f"{p.get('subject')} {p.get('kind')}") for p in problems]
@@ -131,7 +144,9 @@ def _problems(snapshot, columns, theme) -> str:
 def _services(snapshot, view, columns, rows, theme) -> list[str]:
     redis = snapshot.get("redis") or {}
     age, error = _meta(snapshot, "redis")
-    if redis.get("up"):
+    if not redis:
+        chips = [f"redis {LOADING}"]
+    elif redis.get("up"):
         persistence = redis.get("persistence") or {}
         kept = "+".join(k for k in ("aof", "rdb") if persistence.get(k)) or "no persistence"
         chips = [_chip(theme, "redis", True,
@@ -149,7 +164,7 @@ def _services(snapshot, view, columns, rows, theme) -> list[str]:
 
 def _check_chip(theme, check, models=False) -> str:
     if not check.get("ok"):
-        return _chip(theme, check.get("name"), False, check.get("error") or "unreachable")
+        return _chip(theme, check.get("name"), False, check.get("detail") or "unreachable")
     extra = f"{check['latency_ms']:.0f}ms" if check.get("latency_ms") is not None else ""
     if models and check.get("models") is not None:
         extra += f" {check['models']} models"
@@ -176,6 +191,7 @@ def _queues(snapshot, view, columns, rows, theme) -> list[str]:
             text += f" ({q['pending']} running{', oldest ' + ago(oldest) if oldest else ''})"
         chips.append(text)
     first = (theme.paint("bad", f"unavailable: {clean(error)}") if error and not queues
+             else LOADING if loading(snapshot, "health")
              else "  ·  ".join(chips) or theme.paint("dim", "no queue yet"))
     dead = snapshot.get("dead") or {}
     by_queue = ", ".join(f"{clean(k)} {v}" for k, v in (dead.get("by_queue") or {}).items())
@@ -183,7 +199,7 @@ def _queues(snapshot, view, columns, rows, theme) -> list[str]:
                          f"dead {dead.get('count', 0)}" + (f" ({by_queue})" if by_queue else ""))]
     pause = snapshot.get("pause")
     if pause:
-        until = str(pause.get("until") or "")
+        until = str(pause.get("until_ts") or pause.get("until") or "")  # queue.pause's record
         parts.append(theme.paint("warn", f"PAUSED until {until[11:16] or until} by "
                                          f"{clean(pause.get('by'))}: {clean(pause.get('reason'))}"))
     budget = snapshot.get("budget") or {}
@@ -205,6 +221,8 @@ def _peers(snapshot, view, columns, rows, theme) -> list[str]:
         title += f" · filter /{clean(view.filter)}/"
     if error:
         title += f" · {clean(error)}"
+    if loading(snapshot, "health"):
+        title += f" {LOADING}"
     cells = peers.fitting(columns)
     header = " " * peers.MARK + " ".join(fit(c.label, w, c.right) for c, w in cells)
     lines = [_rule(title + _old(age), columns, theme), theme.paint("header", header)]
@@ -237,42 +255,33 @@ def _gpus(snapshot, view, columns, rows, theme) -> list[str]:
     gpus = _items(snapshot, "gpus")
     age, error = _meta(snapshot, "gpus")
     if not gpus:
-        why = f" ({clean(error)})" if error else ""
-        return [theme.paint("dim", fit(f"{'gpu':<9} no GPU{why}", columns))][:rows]
+        absent = ((snapshot.get("sources") or {}).get("gpus") or {}).get("absent")
+        why = (LOADING if loading(snapshot, "gpus") else clean(error) if error
+               else clean(absent) if absent else "no GPU")
+        return [theme.paint("dim", fit(f"{'gpu':<9} {why}", columns))][:rows]
     label = 14
     room = max((columns - label - 47) // 2, 4)  # 47: the words and figures around the two
     lines = []
     for gpu in gpus[:rows]:
-        util, mem = gpu.get("util") or [], gpu.get("mem") or []
+        util, mem = gpu.get("util_history") or [], gpu.get("mem_history") or []
         used = (f" {size(gpu.get('mem_used'))}/{size(gpu.get('mem_total'))}"
                 if gpu.get("mem_total") else "")
         text = (fit(clean(f"GPU{gpu.get('index', '?')} {gpu.get('name') or ''}"), label)
-                + f" util {theme.paint('ok', sparkline(util, room))} {_last(util)}"
-                + f"  mem {theme.paint('info', sparkline(mem, room))} {_last(mem)}{used}")
+                + f" util {theme.paint('ok', sparkline(util, room, 100.0))} {_last(util)}"
+                + f"  mem {theme.paint('info', sparkline(mem, room, 100.0))} {_last(mem)}{used}")
         lines.append(clip(text, columns))
     return lines
 
 
 def _last(values) -> str:
-    return f"{values[-1]:3.0f}%" if values else "   -"
-
-
-def sparkline(values, columns: int, top: float = 100.0) -> str:
-    """The last `columns` samples (0..top) as block characters, right-aligned; a missing
-    sample is a blank."""
-    if columns <= 0:
-        return ""
-    recent = list(values)[-columns:]
-    steps = len(SPARK) - 1
-    marks = [SPARK[min(max(round(v / top * steps), 0), steps)] if v is not None else " "
-             for v in recent]
-    return " " * (columns - len(marks)) + "".join(marks)
+    return f"{values[-1]:3.0f}%" if values and values[-1] is not None else "   -"
 
 
 def _feed(snapshot, view, columns, rows, theme) -> list[str]:
     events = _items(snapshot, "events")
     age, error = _meta(snapshot, "events")
-    title = "events" + (f" · {clean(error)}" if error else "") + _old(age)
+    title = ("events" + (f" · {clean(error)}" if error else "") + _old(age)
+             + (f" {LOADING}" if loading(snapshot, "events") else ""))
     recent = events[-(rows - 1):] if rows > 1 else []
     lines = [_event_line(e, columns, theme) for e in recent]
     return [_rule(title, columns, theme)] + [""] * (rows - 1 - len(lines)) + lines

@@ -160,6 +160,16 @@ def pick(home, main: gitops.Main, shas: list[str], *, role: str | None = None,
         return _finish(home, record, root)
 
 
+def pick_task(home, task_id: str, gate: str | None = None) -> dict:
+    """pick() the range recorded for a task (landing.work), its role's branch."""
+    from . import history, work
+
+    main = gitops.main_of(home.repository().root, config.of(home))
+    recorded = work.load_task_work(home, task_id)
+    commits = history.range_commits(main.root, recorded["base"], recorded["head"])
+    return pick(home, main, commits, role=recorded.get("role"), task=task_id, gate=gate)
+
+
 def _finish(home, record: dict, root: str) -> dict:
     record["ts"] = clock.iso()
     record["main_after"] = gitops.out(root, "rev-parse", "HEAD")

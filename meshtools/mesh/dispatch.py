@@ -123,6 +123,22 @@ def plan(given: list[tuple[int, dict]], roles: dict, default_role: str | None,
     return [(task, route) for task, (_, route) in zip(checked, planned)]
 
 
+def queued(home, given: list[tuple[int, dict]], default_role: str | None, lineage: Lineage,
+           batch: bool = False) -> list[tuple[dict, routing.Route, str]]:
+    """(task, route, queue) for each raw task: planned (routed and checked) with the
+    mesh's roles and lock scopes (home None: outside a mesh, no scopes), and its role's
+    queue. What `meshctl execute` and the dash's `:exec` push."""
+    known = role_defs.load(home)
+    scopes_for = (lambda paths: scopes_of(home, paths)) if home else (lambda _: [])
+    planned = plan(given, known, default_role, lineage, scopes_for, batch=batch)
+    return [(task, route, role_defs.queue_of(known, task["role"])) for task, route in planned]
+
+
+def pushed(record: dict) -> dict:
+    """What a push's reply adds to the route record: queue, entry, a duplicate's state."""
+    return {k: record[k] for k in ("queue", "entry", "duplicate", "state") if k in record}
+
+
 def scopes_of(home, paths) -> list[str]:
     """The lock scopes of the paths a task names, as file-lock resolves them (manifests,
     config.toml rules), taken from the repository's root; a path outside it is ignored."""

@@ -116,7 +116,8 @@ def server(client, url: str | None) -> dict:
 
 def problems(snapshot: dict) -> list[dict]:
     """What needs a person now, [{kind, subject, text}]: Redis unreachable, a peer dead,
-    FATAL or stuck, dispatch paused, the day's budget spent, dead letters waiting."""
+    FATAL or stuck, dispatch paused, the day's budget spent, dead letters waiting, and
+    (where the snapshot has the dash's `git`) a role's work that would conflict on main."""
     found = []
     redis = snapshot.get("redis") or {}
     if not redis.get("up"):
@@ -140,6 +141,12 @@ def problems(snapshot: dict) -> list[dict]:
         found.append(_problem("dead_letters", queue, (
             f"{count} dead letter{'s' if count != 1 else ''} on queue {queue}: "
             "queue-dead list shows why")))
+    for role, work in sorted((snapshot.get("git") or {}).items()):  # the dash's gitstate
+        if work.get("forecast") == "conflict":
+            paths = ", ".join(work.get("paths") or []) or "?"
+            found.append(_problem("conflict", role, (
+                f"a conflict waiting: {work.get('branch')} would not pick cleanly onto main "
+                f"({paths})")))
     return found
 
 

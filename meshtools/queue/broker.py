@@ -14,7 +14,7 @@ Pausing the mesh and the daily budget are not queue operations: queue/pause.py o
 import json
 import time
 
-from ..core import clock
+from ..core import clock, errors
 from ..core.redact import redact
 from .names import GROUP, Names
 
@@ -294,6 +294,30 @@ class DeadLetters:
             records.append({"ts": fields.get("ts"), "kind": "dead", "id": task["id"],
                             "queue": queue, "reason": fields.get("reason"),
                             "entry": entry, "task": task})
+        return records
+
+    def selected(self, ids, everything: bool = False) -> "list[dict]":
+        """The letters named by id (BadInput for one that is not there), or all of them."""
+        records = self.list()
+        if everything:
+            return records
+        known = {r["id"] for r in records}
+        missing = [i for i in ids if i not in known]
+        if missing:
+            raise errors.BadInput(f"not in the dead letters: {', '.join(missing)}")
+        return [r for r in records if r["id"] in ids]
+
+    @staticmethod
+    def runnable(records: "list[dict]") -> "list[dict]":
+        """records, each checked to be a task that can run again (BadInput naming the first
+        that is not): all go back, or none."""
+        from .tasks import RAW, normalise
+
+        for record in records:
+            if RAW in record["task"]:
+                raise errors.BadInput(f"dead letter {record['id']} is no task "
+                                      f"({record['reason']}): fix it and queue-push it")
+            normalise(record["task"], f"dead letter {record['id']}")
         return records
 
     def retry(self, record: dict) -> tuple[bool, str] | None:

@@ -45,3 +45,20 @@ def forward(client, names, home, batch: int = BATCH) -> tuple[int, str | None]:
         copied += len(records) if done else 0
         position = now or None
 
+
+
+def read_after(client, names, after: str | None, count: int | None = None,
+               block: int | None = None) -> tuple[list[dict], str | None]:
+    """The stream's events after entry id `after`, oldest first, and the id to read on
+    from. after None: the newest `count` (all without a count), for a reader that starts
+    now and wants some history (the dash's feed); block: milliseconds to wait for one."""
+    if after is None:
+        entries = list(reversed(client.xrevrange(names.events, count=count))) if count \
+            else client.xrange(names.events)
+        after = entries[-1][0] if entries else "0-0"
+    else:
+        reply = client.xread({names.events: after}, count=count, block=block) or []
+        entries = [entry for _, new in reply for entry in new]
+        after = entries[-1][0] if entries else after
+    records = [jsonl.try_parse(fields.get("e", "")) for _, fields in entries]
+    return [r for r in records if r], after

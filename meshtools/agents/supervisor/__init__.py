@@ -14,7 +14,7 @@ lean interpreter runs `from meshtools.agents.supervisor import main; main()`.
 """
 
 from .control import (CONTROLS, RESTART_CHILD, STOP, control_dir, read_state, request,
-                      spawn_dir, state_path)
+                      request_current, spawn_dir, state_path)
 from .entry import describe, handoff, main, run_spec, unregister
 from .policy import (ALWAYS, DONE, FATAL, ON_FAILURE, RESTART, Decision, RestartPolicy,
                      backoff_delay, decide_restart, exit_status)
@@ -26,4 +26,4 @@ __all__ = ["ALWAYS", "BadTransition", "CONTROLS", "CannotStart", "DONE", "Decisi
            "FORWARDED", "HOME_GONE", "ON_FAILURE", "Outcome", "RESTART", "RESTART_CHILD",
            "RestartPolicy", "STOP", "State", "Supervisor", "backoff_delay", "control_dir",
            "decide_restart", "describe", "exit_status", "handoff", "main", "read_state", "request",
-           "run_spec", "spawn_dir", "state_path", "unregister"]
+           "request_current", "run_spec", "spawn_dir", "state_path", "unregister"]

@@ -65,6 +65,14 @@ def request(home, key: str, control: str, spawn_id: str) -> dict:
             "supervisor_pid": state.get("supervisor_pid")}
 
 
+def request_current(home, key: str, control: str) -> dict:
+    """A person saying "stop builder-1": the request aimed at whatever spawn runs there now."""
+    state = read_state(home, key)
+    if state is None or not state.get("spawn"):
+        raise errors.BadInput(f"no supervisor for {key} (no {state_path(home, key)})")
+    return request(home, key, control, state["spawn"])
+
+
 # --- the read side --------------------------------------------------------------------------
 
 def take(folder: str):

@@ -31,6 +31,26 @@ def delta(before: float | None, now: float, created: float, since: float | None
     return None
 
 
+def descendants(pid: int, by_parent: dict[int, list[int]]) -> list[int]:
+    """Every pid below pid in a {parent: [children]} map, parents before their children."""
+    found, todo = [], [pid]
+    while todo:
+        for child in by_parent.get(todo.pop(0), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def parents(psutil) -> dict[int, list[int]]:
+    """{parent pid: [child pids]} of every process: one pass over /proc per sample (psutil's
+    children(recursive=True) makes one per peer, which with 50 peers was most of the
+    dash's CPU)."""
+    by_parent: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        by_parent.setdefault(p.info["ppid"], []).append(p.pid)
+    return by_parent
+
+
 def ours(record: dict) -> bool:
     """Whether the record's pid is still the process that registered, on this host."""
     return bool(proc.is_alive(record.get("pid"), record.get("pid_start"), record.get("host")))
@@ -50,9 +70,12 @@ class Sampler:
         wall, mono = time.time(), time.monotonic()
         since, elapsed = (None, 0.0) if self._when is None else (
             self._when[0], mono - self._when[1])
-        seen, found = {}, {}
+        seen, found, by_parent = {}, {}, None
         for record in peers:
-            usage = self._tree(psutil, record, since, seen) if ours(record) else None
+            if not ours(record):
+                continue
+            by_parent = parents(psutil) if by_parent is None else by_parent
+            usage = self._tree(psutil, record, since, seen, by_parent)
             if usage is not None:
                 used, rss, count, known = usage
                 cpu = cpu_percent(used, elapsed) if known and elapsed else None
@@ -60,17 +83,17 @@ class Sampler:
         self._seen, self._when = seen, (wall, mono)
         return found
 
-    def _tree(self, psutil, record: dict, since: float | None, seen: dict):
+    def _tree(self, psutil, record: dict, since: float | None, seen: dict, by_parent: dict):
         """(CPU seconds since the last sample, RSS, processes, whether the CPU is known)
         of the tree under the record's pid, each process noted in seen; None if it is gone."""
         try:
             root = self._process(psutil, record["pid"])
-            tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return None  # gone since the check
         used, rss, count, known = 0.0, 0, 0, True
-        for p in tree:
+        for pid in [root.pid, *descendants(root.pid, by_parent)]:
             try:
+                p = root if pid == root.pid else self._process(psutil, pid)
                 with p.oneshot():
                     times = p.cpu_times()
                     now_cpu, memory = times.user + times.system, p.memory_info().rss

@@ -1,5 +1,5 @@
 """Service health: the checks of config.toml's [[dash.service]] tables, each within its
-timeout, and the mesh's own Redis (round trip, memory, persistence).
+timeout (the mesh's own Redis is meshctl status's reader, mesh.health).
 
 A check never raises: a service that is down, slow or misconfigured on its side is a
 record with ok false and the reason in `detail`. Only a malformed table is an error, a
@@ -143,44 +143,3 @@ def check(service: dict) -> dict:
     latency = round((time.monotonic() - start) * 1000, 1)
     return {"name": service["name"], "kind": service["kind"], "ok": ok,
             "latency_ms": latency, "detail": detail}
-
-
-# -- the mesh's Redis ----------------------------------------------------------------------
-
-def redis_health(client) -> dict:
-    """{up, version, rtt_ms, used_memory, persistence: {aof, rdb}, error} of a connected
-    redis-py client: PING's round trip, then INFO's memory and persistence. Down is a
-    record (up false, error one line), never an exception."""
-    import redis
-
-    try:
-        start = time.monotonic()
-        client.ping()
-        rtt = round((time.monotonic() - start) * 1000, 2)
-        info = client.info()
-    except (redis.RedisError, OSError) as e:
-        return {"up": False, "version": None, "rtt_ms": None, "used_memory": None,
-                "persistence": None, "error": describe(e)}
-    return {"up": True, "version": info.get("redis_version"), "rtt_ms": rtt,
-            "used_memory": info.get("used_memory"),
-            "persistence": {"aof": bool(info.get("aof_enabled")),
-                            "rdb": info.get("rdb_last_bgsave_status"),
-                            "unsaved": info.get("rdb_changes_since_last_save")},
-            "error": None}
-
-
-def mesh_redis(home, url: str | None = None) -> dict:
-    """redis_health of the mesh's Redis (never started for the asking), with its url."""
-    from ...core.errors import Unavailable
-    from ...queue.connection import connect, resolve_url
-
-    shown = resolve_url(home, url, start=False)
-    try:
-        client = connect(home, url, start=False)
-    except Unavailable as e:
-        return {"url": shown, "up": False, "version": None, "rtt_ms": None,
-                "used_memory": None, "persistence": None, "error": str(e)}
-    try:
-        return {"url": shown, **redis_health(client)}
-    finally:
-        client.close()
