@@ -2,6 +2,7 @@
 
 import os
 import time
+from pathlib import Path
 
 import psutil
 
@@ -276,3 +277,22 @@ def test_collect_without_redis_still_has_every_key(mesh_home):
                              "budget", "problems"}
     assert snapshot["redis"]["up"] is False and snapshot["redis"]["version"] is None
     assert [p["kind"] for p in snapshot["problems"]] == ["redis"]
+
+
+def test_todays_spend_is_counted_per_role_for_the_cost_column(run, repo, anchor_process):
+    """The dash's COST column (and mesh-top's session records) showed "-" for every peer:
+    spend was counted for the whole mesh only."""
+    from meshtools.queue import pause
+    from meshtools.queue.names import Names
+
+    mesh_home = Path(os.environ["MESH_HOME"])
+    pauses = pause.Pauses(redis_of(mesh_home), Names())
+    for role, usd in (("builder", 0.25), ("builder", 0.5), ("triage", 0.125)):
+        pauses.account({"cost_usd": usd, "role": role}, None, by=f"{role}-1")
+    [budget] = of_kind(status(run, check=0), "budget")
+    assert budget["spent_today_usd"] == 0.875
+    assert budget["by_role"] == {"builder": 0.75, "triage": 0.125}
+    run("coord-register", "--role", "builder", "--id", "builder-1", "--pid",
+        str(anchor_process().pid), check=0)
+    [peer] = [r for r in run("mesh-top", "--json", check=0).records if r["kind"] == "session"]
+    assert peer["cost"] == 0.75

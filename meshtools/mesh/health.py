@@ -89,8 +89,9 @@ def from_redis(broker, url: str | None, now: float) -> dict:
     store = pauses.Pauses.of(broker)
     held = store.paused()
     found["pause"] = dict(held, _at=time.time()) if held else None
-    found["budget"] = {"spent_today_usd": store.spent(pauses.day(clock.calendar_now())),
-                       "error": None, "_at": time.time()}
+    today = pauses.day(clock.calendar_now())
+    found["budget"] = {"spent_today_usd": store.spent(today),
+                       "by_role": store.spent_by_role(today), "error": None, "_at": time.time()}
     return found
 
 

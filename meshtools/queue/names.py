@@ -76,6 +76,11 @@ class Names:
         INCRBYFLOAT after each agent task, expiring after two days."""
         return self.key(f"mesh:spend:{day}")
 
+    def spend_by_role(self, day: str) -> str:
+        """Hash role -> dollars its agents spent on that UTC day (the dash's COST column),
+        counted with spend() and expiring with it."""
+        return self.key(f"mesh:spend:{day}:roles")
+
     @property
     def resumed(self) -> str:
         """String: the `since` of the last pause whose end was announced (mesh.resumed is

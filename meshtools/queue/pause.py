@@ -186,16 +186,23 @@ class Pauses:
         cost = (details or {}).get("cost_usd")
         spent = None
         if isinstance(cost, (int, float)) and not isinstance(cost, bool) and cost > 0:
-            spent = self.add_spend(cost, day(today))
+            spent = self.add_spend(cost, day(today), (details or {}).get("role"))
         causes = (for_outcome(details, now), for_budget(spent, daily_cap, today))
         return [self.pause(*cause, by=by, **extra) for cause in causes if cause]
 
-    def add_spend(self, usd: float, day: str) -> float:
-        """Add to the day's spend counter; returns the day's total."""
+    def add_spend(self, usd: float, day: str, role: str | None = None) -> float:
+        """Add to the day's spend counter (and its role's); returns the day's total."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.incrbyfloat(self.names.spend(day), usd)
         pipe.expire(self.names.spend(day), SPEND_TTL)
+        if role:
+            pipe.hincrbyfloat(self.names.spend_by_role(day), role, usd)
+            pipe.expire(self.names.spend_by_role(day), SPEND_TTL)
         return float(pipe.execute()[0])
 
     def spent(self, day: str) -> float:
         return float(self.redis.get(self.names.spend(day)) or 0.0)
+
+    def spent_by_role(self, day: str) -> dict[str, float]:
+        return {role: float(usd)
+                for role, usd in self.redis.hgetall(self.names.spend_by_role(day)).items()}
