@@ -155,7 +155,8 @@ def test_status_shows_the_running_task_the_queues_dead_letters_and_a_pause(run, 
         run("queue-push", "--role", "builder", "--id", "slow",
             f"while [ ! -e {release} ]; do sleep 0.05; done", check=0)
         run("queue-push", "--id", "waits", "true", check=0)  # no worker drains default
-        wait_until(lambda: of_kind(status(run), "session")[0]["phase"] == "running")
+        wait_until(lambda: of_kind(status(run), "session")[0]["phase"] == "running",
+                   timeout=60)  # each look is a whole meshctl status: slow on a busy machine
 
         result = status(run, check=0)
         [peer] = of_kind(result, "session")
@@ -296,3 +297,12 @@ def test_todays_spend_is_counted_per_role_for_the_cost_column(run, repo, anchor_
         str(anchor_process().pid), check=0)
     [peer] = [r for r in run("mesh-top", "--json", check=0).records if r["kind"] == "session"]
     assert peer["cost"] == 0.75
+
+
+def test_a_waiting_peer_is_paused_while_dispatch_is_and_a_running_one_alive():
+    peers = [{"id": "builder-1", "state": "alive", "task": None},
+             {"id": "builder-2", "state": "alive", "task": "t1"},
+             {"id": "triage-1", "state": "dead", "task": None}]
+    assert health.held_by_pause(peers, None) == peers
+    assert [p["state"] for p in health.held_by_pause(peers, {"reason": "manual"})] == \
+        ["paused", "alive", "dead"]

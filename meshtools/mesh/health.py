@@ -43,6 +43,7 @@ def collect(home, broker=None, redis_url: str | None = None,
                         queues=None, dead=None, pause=None,
                         budget={"spent_today_usd": None, "error": redis_error, "_at": now})
     snapshot["budget"]["daily_usd"] = pauses.daily_cap(settings)
+    snapshot["peers"] = held_by_pause(snapshot["peers"], snapshot.get("pause"))
     done = time.time()
     for name in REDIS_SOURCES:
         if snapshot.get(name) is not None:
@@ -64,6 +65,15 @@ def peers(home, now: float, stuck_after: float) -> list[dict]:
                       "task_age": _since(record.get("task_since"), now),
                       "worktree": record.get("worktree"), "branch": record.get("branch")})
     return found
+
+
+def held_by_pause(found: list[dict], pause: dict | None) -> list[dict]:
+    """While dispatch is paused, an alive peer with no task is `paused`: it would take one
+    and may not (a peer running a task finishes it, and stays alive)."""
+    if not pause:
+        return found
+    return [dict(peer, state="paused") if peer["state"] == "alive" and not peer.get("task")
+            else peer for peer in found]
 
 
 def _since(iso: str | None, now: float) -> float | None:
