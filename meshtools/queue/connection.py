@@ -63,6 +63,10 @@ def embedded(server, *, blocking: bool = False, start: bool = True,
     if start:
         server.start()
     elif not server.running():
+        try:
+            server.authed_url()  # a socket directory that is not ours is refused all the same
+        except Unavailable:
+            pass
         raise Unavailable(NOT_RUNNING)
     return _checked(server.authed_url(), server.url, blocking,
                     f"the server at {server.socket} is not the mesh's own Redis ({{}}); stop "
