@@ -78,16 +78,25 @@ def read_terminal(parent: int) -> bytes:
     return out
 
 
-def on_terminal(argv: list[str], env: dict | None = None) -> tuple[int, str, str]:
+def on_terminal(argv: list[str], env: dict | None = None,
+                columns: int | None = None) -> tuple[int, str, str]:
     """Run argv with stdout on a pseudo-terminal (as a person sees it) and stderr on a pipe:
-    (exit status, what the terminal showed, stderr)."""
+    (exit status, what the terminal showed, stderr). columns: the terminal's width, set on
+    the pty (TIOCSWINSZ) before the child starts ($COLUMNS and $LINES unset)."""
+    import fcntl
     import os
     import pty
+    import struct
     import subprocess
+    import termios
 
     parent, child = pty.openpty()
-    proc = subprocess.Popen(argv, stdout=child, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, **(env or {})))
+    environ = dict(os.environ, **(env or {}))
+    if columns is not None:
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+        for name in ("COLUMNS", "LINES"):
+            environ.pop(name, None)
+    proc = subprocess.Popen(argv, stdout=child, stderr=subprocess.PIPE, text=True, env=environ)
     os.close(child)
     out = read_terminal(parent)
     err = proc.stderr.read()

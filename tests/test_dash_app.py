@@ -83,6 +83,31 @@ def test_the_detail_shows_the_current_run_of_the_task_as_meshctl_trace_does(mesh
     assert snapshot.trace_lines(home, None) == snapshot.trace_lines(home, "../x") == []
 
 
+def test_a_waiting_peers_detail_shows_the_trace_of_its_last_task(mesh_home, anchor_process):
+    from meshtools.coord import registry
+    from meshtools.executors import trace
+
+    home = MeshHome(str(mesh_home))
+    registry.register(home, "builder", "b-1", anchor_process().pid)
+    writer = trace.Writer.open(home, {"id": "t-7"}, agent="shell", session="b-1")
+    writer.output("t-7 says hello")
+    registry.heartbeat(home, "b-1", task="t-7")
+    registry.heartbeat(home, "b-1", phase="waiting", task=None)  # done: it waits again
+    detail = snapshot.Detail(home, snapshot.Feed(home, None))
+    detail.selected = "b-1"
+    found = detail()
+    assert "t-7 says hello" in "\n".join(found["trace"])
+    assert (found["trace_task"], found["trace_last"]) == ("t-7", True)
+    peers = [dict(HEALTH["peers"][0], id="b-1")]
+    snap = snapshot.assemble(collected(health=dict(HEALTH, peers=peers), detail=found),
+                             "2026-12-02T15:00:01Z", "proj", ["builder"])
+    shown = "\n".join(render.render(snap, view.View(mode="detail", selected="b-1"), 100, 40,
+                                     theme.theme("mono")))
+    assert "trace of its last task t-7 (waiting now)" in shown and "t-7 says hello" in shown
+    assert snapshot.traced_task({"task": "t-8", "last_task": "t-7"}) == ("t-8", False)
+    assert snapshot.traced_task({}) == (None, False)
+
+
 def test_no_terminal_is_refused_with_one_line_pointing_to_mesh_top(run, repo):
     assert app.refusal({"TERM": "xterm"}, True) is None
     assert "mesh-top" in app.refusal({"TERM": "dumb"}, True)

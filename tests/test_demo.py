@@ -3,12 +3,14 @@ and its pieces (the routes of its phrasings, the scripted agent's decisions)."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
 import pytest
 
 from meshtools.agents import roles, routing
+from meshtools.dash import text
 from meshtools.demo import agent, scenario
 from meshtools.demo.runner import Demo, StepFailed
 
@@ -71,7 +73,8 @@ def test_demo_from_a_clean_home_piped(clean, tmp_path):
 
 
 def test_demo_keep_on_a_terminal_leaves_the_mesh_up(clean):
-    code, shown, err = on_terminal([os.path.join(BIN, "meshctl"), "demo", "--keep"], clean)
+    code, shown, err = on_terminal([os.path.join(BIN, "meshctl"), "demo", "--keep"], clean,
+                                   columns=60)
     assert code == 0, err
     lines = shown.replace("\r\n", "\n").splitlines()
     for n, step in enumerate((s for s in scenario.STEPS if s.name not in ("down", "cleanup")), 1):
@@ -82,6 +85,9 @@ def test_demo_keep_on_a_terminal_leaves_the_mesh_up(clean):
     scratch = os.path.dirname(repo)
     try:
         assert os.path.isdir(repo)
+        running = re.findall(r"· \[\d+/9\][^\r\n]*", shown)  # a step's line while it runs
+        assert len(running) == 9 and all(text.width(line) < 60 for line in running), running
+        assert any(line.endswith("…") and "[2/9] Boot its mesh" in line for line in running)
         env = dict(clean, MESH_HOME=os.path.join(repo, ".git", "meshtools"))
         peers = subprocess.run(["coord-peers", "--json"], env=env, cwd=repo, text=True,
                                capture_output=True, check=True).stdout.splitlines()

@@ -30,8 +30,14 @@ def demo(ctx, keep, as_json):
     live = not mesh.as_json and os.environ.get("TERM") != "dumb"
 
     def progress(text: str) -> None:
+        """The running step's line, cut to the terminal's width: a line that wrapped would
+        not be replaced by its ✔ line (\r goes back to the start of its last row only)."""
         if live:
-            click.echo(f"· {text} …", nl=False)
+            import shutil
+
+            from ..dash.text import cut
+
+            click.echo(cut(f"· {text} …", shutil.get_terminal_size().columns - 1), nl=False)
 
     def report(record: dict, text: str) -> None:
         mesh.emit(record, ("\r\x1b[K" if live else "") + text)

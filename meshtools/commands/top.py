@@ -24,7 +24,8 @@ def mesh_top(rounds, interval, panels, mesh):
     task, CPU, memory, branch, unpicked commits, forecast), queues, dead letters, the pause
     and the budget, services, the offload chain, GPUs and problems.
 
-    On a terminal a table per panel; piped or --json, JSON lines, one record per peer
+    On a terminal a few compact lines per panel, as wide as the terminal (the peer table
+    drops columns as the dash does); piped or --json, JSON lines, one record per peer
     (kind session), queue, service, offload endpoint, GPU, problem, ... each with ts and
     kind. Once by default; -n N rounds, --interval S apart. The mesh's Redis is never
     started for it: down is shown.
@@ -48,22 +49,20 @@ def mesh_top(rounds, interval, panels, mesh):
             started = time.monotonic()
             found = snapshot.assemble(collector.settled(SETTLE), clock.iso(),
                                       roles=())
-            shown = top.records(found, chosen)
             if mesh.as_json:
-                for record in shown:
+                for record in top.records(found, chosen):
                     jsonl.write(record)
             else:
-                _tables(mesh, top, chosen, shown, done)
+                _tables(top, found, chosen, done)
             done += 1
             if rounds is not None and done >= rounds:
                 return
             time.sleep(max(0.0, started + interval - time.monotonic()))
 
 
-def _tables(mesh, top, chosen, shown, done) -> None:
+def _tables(top, found, chosen, done) -> None:
+    import shutil
+
     if done:
         click.echo()
-    for panel in chosen:
-        found = [r for r in shown if r.get("kind") in top.PANELS[panel]]
-        click.echo(panel + ("" if found else "  none"))
-        mesh.table(top.table_rows(panel, found), list(top.COLUMNS[panel]))
+    click.echo("\n".join(top.lines(found, chosen, shutil.get_terminal_size().columns)))

@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from .text import ago, size
+from .text import ago, clean, fit, size
 
 
 @dataclass(frozen=True)
@@ -127,3 +127,13 @@ def fitting(columns_wide: int) -> list[tuple[Column, int]]:
         names.remove(drop.pop(0))
     spare = max(columns_wide - need(names), 0)
     return [(BY_NAME[n], BY_NAME[n].width + (spare if n == FLEX else 0)) for n in names]
+
+
+def header(cells: list[tuple[Column, int]]) -> str:
+    """The table's header line for these fitting() cells (after the marker's columns)."""
+    return " ".join(fit(c.label, w, c.right) for c, w in cells)
+
+
+def texts(row: dict, cells: list[tuple[Column, int]]) -> list[tuple[Column, str]]:
+    """A row's cells as drawn, each cut or padded to its width."""
+    return [(c, fit(clean(c.text(row)), w, c.right)) for c, w in cells]

@@ -19,6 +19,8 @@ detail of the selected peer:
               "inbox": [{"ts", "from", "body"}, ...],
               "locks": {"held": [scope, ...], "waiting": [scope, ...]},
               "trace": [str | event record, ...],  # the current task's, oldest first
+              "trace_task": ID | None,  # whose trace it is
+              "trace_last": bool,       # waiting: the trace of the task it ran last
               "log": [str, ...]}                    # the log's tail
     gpus = [{"index", "name", "util_history": [%...], "mem_history": [%...], "mem_used",
              "mem_total"}]                       # sources.gpu; sources.gpus.absent: why none
@@ -145,24 +147,26 @@ def _services(snapshot, view, columns, rows, theme) -> list[str]:
     redis = snapshot.get("redis") or {}
     age, error = _meta(snapshot, "redis")
     if not redis:
-        chips = [f"redis {LOADING}"]
+        found = [f"redis {LOADING}"]
     elif redis.get("up"):
         persistence = redis.get("persistence") or {}
         kept = "+".join(k for k in ("aof", "rdb") if persistence.get(k)) or "no persistence"
-        chips = [_chip(theme, "redis", True,
+        found = [_chip(theme, "redis", True,
                        f"{redis.get('rtt_ms') or 0:.1f}ms {size(redis.get('used_memory'))} {kept}"
                        + _old(age))]
     else:
-        chips = [_chip(theme, "redis", False, error or "down")]
-    chips += [_check_chip(theme, s) for s in _items(snapshot, "services")]
-    offload = [_check_chip(theme, s, models=True) for s in _items(snapshot, "offload")]
-    lines = [_chips("services", chips, columns, theme),
-             _chips("offload", offload or [theme.paint("dim", "none configured")], columns,
-                    theme)]
+        found = [_chip(theme, "redis", False, error or "down")]
+    found += [check_chip(theme, s) for s in _items(snapshot, "services")]
+    offload = [check_chip(theme, s, models=True) for s in _items(snapshot, "offload")]
+    lines = [chips("services", found, columns, theme),
+             chips("offload", offload or [theme.paint("dim", "none configured")], columns,
+                   theme)]
     return lines[:rows]
 
 
-def _check_chip(theme, check, models=False) -> str:
+def check_chip(theme, check, models=False) -> str:
+    """A service or offload check as a chip: its name, ✔ and latency (and models), or ✗
+    and why."""
     if not check.get("ok"):
         return _chip(theme, check.get("name"), False, check.get("detail") or "unreachable")
     extra = f"{check['latency_ms']:.0f}ms" if check.get("latency_ms") is not None else ""
@@ -176,8 +180,9 @@ def _chip(theme, name, ok, text) -> str:
     return f"{clean(name)} {mark} {clean(text).strip()}".rstrip()
 
 
-def _chips(label, chips, columns, theme) -> str:
-    return clip(theme.paint("header", fit(label, 9)) + " " + "  ·  ".join(chips), columns)
+def chips(label, found, columns, theme) -> str:
+    """A labelled line of chips (services, offload), cut or padded to columns."""
+    return clip(theme.paint("header", fit(label, 9)) + " " + "  ·  ".join(found), columns)
 
 
 def _queues(snapshot, view, columns, rows, theme) -> list[str]:
@@ -224,7 +229,7 @@ def _peers(snapshot, view, columns, rows, theme) -> list[str]:
     if loading(snapshot, "health"):
         title += f" {LOADING}"
     cells = peers.fitting(columns)
-    header = " " * peers.MARK + " ".join(fit(c.label, w, c.right) for c, w in cells)
+    header = " " * peers.MARK + peers.header(cells)
     lines = [_rule(title + _old(age), columns, theme), theme.paint("header", header)]
     room = rows - 2
     ids = [r.get("id") for r in shown]
@@ -236,7 +241,7 @@ def _peers(snapshot, view, columns, rows, theme) -> list[str]:
 
 
 def _peer_row(row, cells, selected, theme) -> str:
-    texts = [(c, fit(clean(c.text(row)), w, c.right)) for c, w in cells]
+    texts = peers.texts(row, cells)
     if selected:
         return theme.paint("selected", "› " + " ".join(t for _, t in texts))
     styled = [theme.paint(_cell_style(c.name, row), t) for c, t in texts]
@@ -251,7 +256,7 @@ def _cell_style(name, row) -> str:
     return ""
 
 
-def _gpus(snapshot, view, columns, rows, theme) -> list[str]:
+def gpu_lines(snapshot, view, columns, rows, theme) -> list[str]:
     gpus = _items(snapshot, "gpus")
     age, error = _meta(snapshot, "gpus")
     if not gpus:
@@ -283,11 +288,11 @@ def _feed(snapshot, view, columns, rows, theme) -> list[str]:
     title = ("events" + (f" · {clean(error)}" if error else "") + _old(age)
              + (f" {LOADING}" if loading(snapshot, "events") else ""))
     recent = events[-(rows - 1):] if rows > 1 else []
-    lines = [_event_line(e, columns, theme) for e in recent]
+    lines = [event_line(e, columns, theme) for e in recent]
     return [_rule(title, columns, theme)] + [""] * (rows - 1 - len(lines)) + lines
 
 
-def _event_line(event: dict, columns: int, theme) -> str:
+def event_line(event: dict, columns: int, theme) -> str:
     if not isinstance(event, dict):
         return fit(clean(event), columns)
     kind = str(event.get("event") or event.get("kind") or "?")
@@ -334,8 +339,8 @@ def _message(view, theme) -> str:
 # -- detail and help ---------------------------------------------------------------------
 
 def _detail(snapshot, view, columns, rows, theme) -> list[str]:
-    """One peer: its row, its locks, then its events, inbox, the current task's trace and
-    its log tail in four fixed sections."""
+    """One peer: its row, its locks, then its events, inbox, the current task's trace (the
+    last task's while it waits) and its log tail in four fixed sections."""
     row = next((r for r in peers.rows(snapshot) if r.get("id") == view.selected), None)
     if row is None:
         return [_rule(f"peer {clean(view.selected)}", columns, theme),
@@ -343,8 +348,7 @@ def _detail(snapshot, view, columns, rows, theme) -> list[str]:
             + [""] * (rows - 2)
     cells = peers.fitting(columns)
     lines = [_rule(f"peer {clean(row['id'])}", columns, theme),
-             theme.paint("header", " " * peers.MARK
-                         + " ".join(fit(c.label, w, c.right) for c, w in cells)),
+             theme.paint("header", " " * peers.MARK + peers.header(cells)),
              _peer_row(row, cells, False, theme)]
     detail = snapshot.get("detail") or {}
     if detail.get("peer") != view.selected:
@@ -357,16 +361,23 @@ def _detail(snapshot, view, columns, rows, theme) -> list[str]:
     sections = (("events", detail.get("events") or []),
                 ("inbox", [f"{str(m.get('ts') or '')[11:19]} {clean(m.get('from'))}: "
                            f"{clean(m.get('body'))}" for m in detail.get("inbox") or []]),
-                ("trace of its task", detail.get("trace") or []),
+                (_trace_title(detail), detail.get("trace") or []),
                 ("log", detail.get("log") or []))
     each = (rows - len(lines)) // len(sections)
     for index, (title, items) in enumerate(sections):
         room = each if index < len(sections) - 1 else rows - len(lines)
         shown = items[-(room - 1):] if room > 1 else []
         lines.append(_rule(title, columns, theme))
-        lines += [_event_line(i, columns, theme) for i in shown]
+        lines += [event_line(i, columns, theme) for i in shown]
         lines += [""] * (room - 1 - len(shown))
     return lines
+
+
+def _trace_title(detail: dict) -> str:
+    task = detail.get("trace_task")
+    if detail.get("trace_last"):
+        return f"trace of its last task {clean(task)} (waiting now)"
+    return f"trace of its task {clean(task)}" if task else "trace of its task"
 
 
 def _help(columns, rows, theme) -> list[str]:
@@ -389,7 +400,7 @@ def _help(columns, rows, theme) -> list[str]:
     return grid
 
 
-_PANELS = {"services": _services, "queues": _queues, "peers": _peers, "gpus": _gpus,
+_PANELS = {"services": _services, "queues": _queues, "peers": _peers, "gpus": gpu_lines,
            "feed": _feed}
 
 

@@ -139,11 +139,21 @@ class Detail:
 
         record = registry.get(self.home, peer) or {}
         recent = list(self.feed.ring)
+        task, last = traced_task(record)
         return {"peer": peer, "events": about(recent, peer)[-DETAIL_KEPT:],
                 "inbox": inbox_of(self.home, peer)[-DETAIL_KEPT:],
                 "locks": locks_of(lock_table(self.home), peer),
-                "trace": trace_lines(self.home, record.get("task"))[-DETAIL_KEPT:],
+                "trace": trace_lines(self.home, task)[-DETAIL_KEPT:],
+                "trace_task": task, "trace_last": last,
                 "log": log_tail(self.home, peer)}
+
+
+def traced_task(record: dict) -> tuple[str | None, bool]:
+    """The task whose trace a peer's detail shows, and whether it is its last one rather
+    than the one it runs: a peer that waits shows what it did last, not nothing."""
+    if record.get("task"):
+        return record["task"], False
+    return record.get("last_task"), bool(record.get("last_task"))
 
 
 def about(events: list[dict], peer: str) -> list[dict]:

@@ -37,6 +37,12 @@ def fit(text: str, columns: int, right: bool = False) -> str:
     return pad + text if right else text + pad
 
 
+def cut(text: str, columns: int) -> str:
+    """Plain text cut (with an ellipsis) to at most `columns` columns, not padded: a line
+    that must not wrap on a terminal (a line rewritten in place, a summary line)."""
+    return text if width(text) <= columns else fit(text, columns)
+
+
 def _cut(text: str, columns: int) -> str:
     """The longest prefix of plain text that takes at most `columns` columns."""
     if text.isascii():

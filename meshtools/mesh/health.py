@@ -192,7 +192,7 @@ def records(snapshot: dict) -> list[dict]:
 
 def render(snapshot: dict) -> list[str]:
     """The one screen of health, as lines of text."""
-    lines = [_redis_line(snapshot["redis"]), ""]
+    lines = [redis_line(snapshot["redis"]), ""]
     if snapshot["peers"]:
         lines.append("sessions")
         lines += _table(["ROLE", "ID", "STATE", "PHASE", "TASK", "PID"], [
@@ -201,6 +201,13 @@ def render(snapshot: dict) -> list[str]:
             for p in sorted(snapshot["peers"], key=lambda p: (p.get("role") or "", p["id"]))])
     else:
         lines.append("sessions  none")
+    return lines + queue_lines(snapshot) + [""] + problem_lines(snapshot["problems"])
+
+
+def queue_lines(snapshot: dict) -> list[str]:
+    """The queues as a table, then a line each for the dead letters, a pause and the
+    budget (mesh-top's queue panel shows these too)."""
+    lines = []
     queues = snapshot.get("queues")
     if queues is None:
         lines.append("queues    unknown (Redis is down)")
@@ -214,27 +221,32 @@ def render(snapshot: dict) -> list[str]:
         lines.append("queues    none")
     dead = snapshot.get("dead")
     if dead and dead["count"]:
-        shown = ", ".join(dead["ids"][:5]) + (", ..." if dead["count"] > 5 else "")
+        ids = dead.get("ids") or []
+        shown = ", ".join(ids[:5]) + (", ..." if dead["count"] > 5 else "")
         lines.append(f"dead      {dead['count']} letter{'s' if dead['count'] != 1 else ''}: "
                      f"{shown}")
     held = snapshot.get("pause")
     if held:
         lines.append(f"paused    until {held.get('until_ts') or '?'} ({held.get('reason')})")
     lines.append(_budget_line(snapshot.get("budget") or {}))
-    lines.append("")
-    found = snapshot["problems"]
-    lines += [f"✘ {p['text']}" for p in found] or ["✔ nothing needs you"]
     return lines
 
 
-def _redis_line(redis: dict) -> str:
+def problem_lines(found: list[dict]) -> list[str]:
+    """A line per problem, or the one that says there is none."""
+    return [f"✘ {p['text']}" for p in found] or ["✔ nothing needs you"]
+
+
+def redis_line(redis: dict) -> str:
+    """Redis in one line: up (version, where, round trip, memory, persistence) or DOWN and
+    why."""
     if not redis.get("up"):
         return f"redis     DOWN: {redis.get('error') or redis.get('url')}"
     kept = redis.get("persistence") or {}
     persists = [name for name in ("aof", "rdb") if kept.get(name)]
     return (f"redis     up {redis.get('version')} at {redis.get('url')}, round trip "
-            f"{redis.get('rtt_ms', 0):.1f} ms, {_mib(redis.get('used_memory'))}, persistence "
-            f"{'+'.join(persists) if persists else 'OFF'}")
+            f"{redis.get('rtt_ms') or 0:.1f} ms, {_mib(redis.get('used_memory'))}, "
+            f"persistence {'+'.join(persists) if persists else 'OFF'}")
 
 
 def _budget_line(budget: dict) -> str:

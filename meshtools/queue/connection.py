@@ -55,11 +55,19 @@ def shown(url: str) -> str:
 def embedded(server, *, blocking: bool = False, start: bool = True,
              timeout: float | None = None):
     """A checked client of the mesh's own server (started if `start`): one that refuses the
-    mesh's password, or does not require it, is not ours (Unavailable)."""
-    from .server import RESTART
+    mesh's password, or does not require it, is not ours (Unavailable). Not started and
+    not running (`meshctl down`, `mesh-redis stop`): said as a person would, not redis-py's
+    "Error 2 connecting to ...sock"."""
+    from .server import NOT_RUNNING, RESTART
 
     if start:
         server.start()
+    elif not server.running():
+        try:
+            server.authed_url()  # a socket directory that is not ours is refused all the same
+        except Unavailable:
+            pass
+        raise Unavailable(NOT_RUNNING)
     return _checked(server.authed_url(), server.url, blocking,
                     f"the server at {server.socket} is not the mesh's own Redis ({{}}); stop "
                     f"it, then: {RESTART}", _requiring(server, server.password()),

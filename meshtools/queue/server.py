@@ -34,6 +34,7 @@ from ..core.home import MeshHome
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; leave room
 SOCKET = "redis.sock"
 RESTART = "mesh-redis stop && mesh-redis start"
+NOT_RUNNING = "the mesh's Redis is not running (meshctl init starts it)"
 
 
 class EmbeddedRedis:
