@@ -107,13 +107,16 @@ def live() -> int:
         subprocess.run([*tmux, "new-session", "-d", "-x", "120", "-y", "40",
                         *(f"-e{k}={env[k]}" for k in ("MESH_HOME", "PATH")),
                         f"cd {repo} && python3 -c 'import time; print(time.time())' > {stamp}"
-                        f" && exec meshctl dash"], check=True)
+                        f" && exec meshctl dash"], env=env, check=True)  # the server's PATH
+        deadline = time.monotonic() + 30
         while True:
             shown = subprocess.run([*tmux, "capture-pane", "-p"], capture_output=True,
                                    text=True).stdout
             if "meshtools ·" in shown:
                 first = time.time()
                 break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"meshctl dash showed no frame within 30 s; the pane:\n{shown}")
             time.sleep(0.005)
         with open(stamp) as f:
             started = float(f.read())
