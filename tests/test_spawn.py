@@ -230,3 +230,22 @@ def test_a_queue_workers_session_shows_the_task_it_runs(run, repo, tmp_path):
     wait_until(lambda: session_record(run, "builder-1")["phase"] == "waiting")
     assert session_record(run, "builder-1")["task"] is None
     assert gone(stop_tree(record["pid"]))
+
+
+def test_a_crashed_workers_session_runs_no_task_while_it_backs_off(run, repo, tmp_path,
+                                                                    mesh_home):
+    """kill -9 of a worker mid-task left its session saying it ran that task all through
+    the supervisor's backoff (the dash and meshctl status showed it so)."""
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text("[supervisor]\nbase = 60.0\ncap = 60.0\n")
+    record = spawn(run, "builder", "--queue", "--agent", "shell", "--detach").records[-1]
+    run("queue-push", "--role", "builder", "--id", "slow-1",
+        f"while [ ! -e {tmp_path / 'never'} ]; do sleep 0.05; done", check=0)
+    wait_until(lambda: session_record(run, "builder-1").get("task") == "slow-1", timeout=30)
+    worker = next(p for p in run_tree(record["pid"])[1:] if "queue-drain" in " ".join(p.cmdline()))
+    worker.kill()
+    wait_until(lambda: session_record(run, "builder-1")["phase"].startswith("backoff"),
+               timeout=30)
+    peer = session_record(run, "builder-1")
+    assert peer["task"] is None and peer["last_task"] == "slow-1"
+    assert gone(stop_tree(record["pid"]))

@@ -108,8 +108,10 @@ class Supervisor:
         if new in states.RECORDED:
             self._write_state(states.RECORDED[new])
         phase = states.phase(new, why)
-        if phase is not None:  # "running" never hides what the new child already said
-            self._beat(phase, unless_newer_than=self._started_wall if new is RUNNING else None)
+        if phase is not None:  # "running" never hides what the new child already said;
+            # after its child's exit the session runs no task (the queue gives it back)
+            self._beat(phase, unless_newer_than=self._started_wall if new is RUNNING else None,
+                       no_task=new in (BACKOFF, states.FATAL))
         name = states.event(old, new)
         if name is not None:
             self._event(name, **why)
@@ -304,16 +306,19 @@ class Supervisor:
             self._home_gone = True
         return self._home_gone
 
-    def _beat(self, phase: str | None, unless_newer_than: float | None = None) -> None:
+    def _beat(self, phase: str | None, unless_newer_than: float | None = None,
+              no_task: bool = False) -> None:
         """Heartbeat the session (and set its phase); the registry is best-effort: a session
         removed under us must not take the agent down."""
         if not self.session or self._home_is_gone():
             return
         self._beat_at = time.monotonic() + self._beat_every
+        from ...coord.registry import KEEP
         from ...coord.sessions import beat
 
         try:
-            beat(self.home, self.session, phase, unless_newer_than=unless_newer_than)
+            beat(self.home, self.session, phase, task=None if no_task else KEEP,
+                 unless_newer_than=unless_newer_than)
         except (errors.MeshError, OSError):
             return
 
