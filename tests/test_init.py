@@ -227,6 +227,10 @@ def test_mesh_anchor_drain_goes_with_its_worker_and_passes_a_stop_on(run, repo, 
         anchor.send_signal(signal.SIGTERM)
         assert anchor.wait(timeout=30) == 143
         worker.wait(timeout=5)  # the stop passed on, and waited for: it is gone
+        anchor, worker = start()
+        anchor.kill()  # kill -9, no supervisor around it: its worker must not run on alone
+        anchor.wait(timeout=30)
+        worker.wait(timeout=30)
     finally:
         for p in started:
             with contextlib.suppress(psutil.NoSuchProcess):

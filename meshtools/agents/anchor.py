@@ -175,7 +175,9 @@ class AnchorWorker:
         from .roles import ANCHOR, get
 
         argv = launch.child_argv(get(home, ANCHOR), workdir, True, agent)
-        return cls(subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0))
+        # a kill -9 of mesh-anchor is a stop for its worker too (it finishes its task)
+        return cls(subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0,
+                                    preexec_fn=proc.die_with_parent()))
 
     def check(self) -> None:
         """Unavailable (69) once the worker has exited: the anchor goes with it, and its
