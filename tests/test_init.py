@@ -193,6 +193,9 @@ def test_tmux_lays_out_a_window_per_agent_and_the_dash(run, mesh, repo, tmp_path
         windows = subprocess.run(["tmux", "list-windows", "-t", name, "-F", "#{window_name}"],
                                  env=tmux_env, capture_output=True, text=True).stdout.split()
         assert sorted(windows) == ["anchor-1", "builder-1", "dash", "research-1"]
+        # the anchor's respawn of a dead peer opens its window in this session too
+        respawn = json.loads((mesh / "spawns" / "builder-1.spawn.json").read_text())["respawn"]
+        assert respawn[respawn.index("--tmux-session") + 1] == name
         assert all(p["state"] == "alive" for p in peers(run).values())
         code, shown, _ = on_terminal(["meshctl", "init", "--agent", "shell", "--tmux",
                                       "--roles", "builder,research"], env=env)

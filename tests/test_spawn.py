@@ -47,6 +47,11 @@ def test_detach_and_tmux_are_refused_together(run, repo, mesh_home):
     assert not (repo.parent / f"{repo.name}-wt-builder").exists()
 
 
+def test_a_tmux_session_without_tmux_is_a_usage_error(run, repo, mesh_home):
+    result = run("mesh-spawn", "builder", "--detach", "--tmux-session", "mesh-x")
+    assert result.returncode == 64 and "--tmux-session goes with --tmux" in result.stderr
+
+
 def test_unknown_role_is_refused_and_nothing_is_made(run, repo, mesh_home):
     result = run("mesh-spawn", "nope", "--detach")
     assert result.returncode == 65 and "unknown role 'nope'" in result.stderr

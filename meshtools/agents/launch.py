@@ -56,10 +56,12 @@ def supervisor_argv(role, session: str | None, child: list[str], settings,
 
 
 def respawn_argv(role: str, session: str, mode: str, queue: bool, agent: str,
-                 root: str | None) -> list[str]:
+                 root: str | None, tmux_session: str | None = None) -> list[str]:
     """The mesh-spawn command that starts this session again the same way (the anchor runs
-    it when the session dies)."""
+    it when the session dies), in the same tmux session if it ran in one."""
     argv = [proc.meshtools_command("mesh-spawn"), role, "--id", session, f"--{mode}"]
+    if mode == "tmux" and tmux_session:
+        argv += ["--tmux-session", tmux_session]
     if queue:
         argv += ["--queue", "--agent", agent]
     if root:

@@ -15,7 +15,7 @@ import click
 
 from .. import cli, complete
 from ..agents import launch
-from ..core import clock, config
+from ..core import clock, config, errors
 
 
 @cli.command("mesh-spawn")
@@ -31,8 +31,11 @@ from ..core import clock, config
                                             "[worktrees] root, else beside the repository).")
 @click.option("--detach", is_flag=True, help="Run in the background.")
 @click.option("--tmux", is_flag=True, help="Run in a tmux window.")
+@click.option("--tmux-session", metavar="NAME",
+              help="With --tmux: the tmux session of the window, made if need be (default: "
+                   "the current one, else \"meshtools\"); meshctl init --tmux gives its own.")
 @cli.mesh_options()
-def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
+def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, tmux_session, mesh):
     """Register a session for ROLE, ensure its worktree and run its agent under
     mesh-supervise. With --detach or --tmux, prints the session record once the agent is
     registered (JSON lines when piped) and exits."""
@@ -43,6 +46,8 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
     from ..coord import registry
 
     cli.exclusive(("--detach", detach), ("--tmux", tmux))
+    if tmux_session is not None and not tmux:
+        raise errors.UsageError("--tmux-session goes with --tmux")
     mode = "detach" if detach else "tmux" if tmux else None
     repository = mesh.home.repository()  # no repository: say so before anything else
     role_def = roles.get(mesh.home, role)
@@ -64,10 +69,11 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, mesh):
         child, info["log"] = launch.detach(mesh.home, argv, env, role_def.name, tree["path"])
         pid = child.pid
     else:
-        pid = launch.tmux(argv, env, session_id or role_def.name, tree["path"])
+        pid = launch.tmux(argv, env, session_id or role_def.name, tree["path"],
+                          session=tmux_session)
     record = launch.wait_registered(mesh.home, pid, info.get("log"))
     info.update(pid=pid, respawn=launch.respawn_argv(role_def.name, record["id"], mode, queue,
-                                                     agent, root))
+                                                     agent, root, tmux_session))
     info = launch.record_spawn(mesh.home, record["id"], info)
     mesh.emit({"ts": clock.iso(), "kind": "spawn", **{k: v for k, v in info.items()
                                                       if k != "spawned"}},

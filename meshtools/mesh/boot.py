@@ -354,7 +354,7 @@ class Boot:
             info["pid"] = process.pid
         info["respawn"] = (None if role.name == ANCHOR else  # no mesh-spawn for the anchor
                            launch.respawn_argv(role.name, session, self.mode, True, self.agent,
-                                               None))
+                                               None, self.tmux_session))
         return dict(info, process=process, at=time.monotonic())
 
     def wait(self, launched: dict):
