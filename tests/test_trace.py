@@ -11,7 +11,7 @@ from meshtools.core.home import MeshHome
 from meshtools.executors import steps
 from meshtools.landing import work
 
-from .helpers import on_terminal, wait_for_output, wait_until
+from .helpers import on_terminal, redis_of, wait_for_output, wait_until
 from .test_spawn import gone, session_record, spawn, stop_tree
 
 SECRET = "ant-" + "A1b2" * 8  # printed as "sk-" + SECRET: the prompt itself holds no secret
@@ -183,6 +183,28 @@ def test_trace_peer_follows_what_a_spawned_worker_runs(run, repo, tmp_path):
             follower.kill()
             follower.wait()
         assert gone(stop_tree(record["pid"]))
+
+
+def test_following_a_queued_task_waits_for_its_run(run, mesh_home, tmp_path):
+    """--follow on a task pushed but not yet taken said "no trace" (65) at once."""
+    run("queue-push", "--id", "later", "echo ran", check=0)
+    redis = redis_of(mesh_home)
+    clients = len(redis.client_list())
+    follower = subprocess.Popen(["meshctl", "trace", "later", "--follow", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        # it found no trace and asked Redis about the task: now it waits for the run
+        wait_until(lambda: len(redis.client_list()) > clients, timeout=30)
+        assert follower.poll() is None
+        run("queue-drain", "--once", "--workdir", str(tmp_path), check=0)
+        out, err = follower.communicate(timeout=30)
+    finally:
+        follower.kill()
+    assert follower.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert records == records_of(mesh_home, "later") and records[-1]["subtype"] == "end"
+    never = run("meshctl", "trace", "never-pushed", "--follow")
+    assert never.returncode == 65 and "no trace for task never-pushed" in never.stderr
 
 
 def test_unknown_task_is_65_with_a_hint(run, mesh_home, tmp_path):

@@ -10,11 +10,14 @@ A name that is a registered session is a PEER, anything else a TASK.
 """
 
 import sys
+import time
 
 import click
 
 from .. import cli, complete
 from ..core import errors
+
+POLL = 0.2  # seconds between looks for a queued task's first run
 
 
 @cli.command("trace")
@@ -33,11 +36,44 @@ def trace(target, follow, mesh):
     if target in peers:
         records = traces.follow_peer(home, target, keep_following=follow is not False)
     else:
-        records = traces.follow_task(traces.find(home, target, names=peers), bool(follow))
+        records = traces.follow_task(_stream_of(mesh, target, peers, bool(follow)),
+                                     bool(follow))
     try:
         for record in records:
             show(record)
     except KeyboardInterrupt:  # the way out of a follow: no "interrupted" line
+        sys.exit(errors.INTERRUPTED)
+
+
+def _stream_of(mesh, task_id: str, peers: list[str], follow: bool) -> str:
+    """The task's trace file. Following a task still queued waits for its run to start
+    (a task never pushed, or one that ended with no trace, is 65 all the same)."""
+    from ..executors import trace as traces
+
+    try:
+        return traces.find(mesh.home, task_id, names=peers)
+    except errors.BadInput:
+        if not follow:
+            raise
+        no_trace = sys.exc_info()[1]
+    from ..queue.results import Results
+
+    results = Results(mesh.broker())
+    try:
+        if results.final(task_id) is not None:
+            raise no_trace
+    except errors.BadInput:  # never pushed: what find said
+        raise no_trace from None
+    mesh.tell(f"{task_id} is queued: waiting for its run to start (^C to stop)")
+    try:
+        while True:
+            time.sleep(POLL)
+            try:
+                return traces.find(mesh.home, task_id)
+            except errors.BadInput:
+                if results.final(task_id) is not None:  # it ended with no trace
+                    raise no_trace from None
+    except KeyboardInterrupt:
         sys.exit(errors.INTERRUPTED)
 
 
