@@ -23,12 +23,15 @@ def make(event: str, /, **fields) -> dict:
     return record
 
 
-def emit(home, event: str, /, **fields) -> dict:
-    """Append one event; the log is best-effort and never fails the command that changed state."""
+def emit(home, event: str, /, make_home: bool = True, **fields) -> dict:
+    """Append one event; the log is best-effort and never fails the command that changed state.
+    make_home=False: a MESH_HOME that is gone stays gone (the event is dropped), for a
+    long-lived process whose mesh may be deleted under it at any moment."""
     record = make(event, **fields)
     line = (jsonl.dumps(record) + "\n").encode()
     try:
-        fs.ensure_dir(home.path)
+        if make_home:
+            fs.ensure_dir(home.path)
         fd = os.open(home.events_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, fs.FILE_MODE)
         try:
             os.write(fd, line)

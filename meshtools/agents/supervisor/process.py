@@ -323,10 +323,11 @@ class Supervisor:
             return
 
     def _event(self, name: str, **fields) -> None:
-        if self._home_is_gone():  # emit() would make the directory again
+        if self._home_is_gone():
             record = events.make(f"spawn.{name}", key=self.key, **fields)
-        else:
-            record = events.emit(self.home, f"spawn.{name}", key=self.key, **fields)
+        else:  # and if it goes between that look and this write, it stays gone
+            record = events.emit(self.home, f"spawn.{name}", make_home=False, key=self.key,
+                                 **fields)
         self._despite_full_disk("its records", self.report,
                                 dict(record, kind="spawn", event=name))
 
