@@ -222,19 +222,22 @@ def test_a_queue_workers_session_shows_the_task_it_runs(run, repo, tmp_path):
     """waiting once it blocks on its queue, running with the task's id while it runs one,
     waiting (no task) after: what coord-peers, meshctl status and the dash show."""
     record = spawn(run, "builder", "--queue", "--agent", "shell", "--detach").records[-1]
-    wait_until(lambda: session_record(run, "builder-1")["phase"] == "waiting")
-    assert session_record(run, "builder-1").get("task") is None
     release = tmp_path / "release"
-    run("queue-push", "--role", "builder", "--id", "slow-1",
-        f"while [ ! -e {release} ]; do sleep 0.05; done", check=0)
-    wait_until(lambda: session_record(run, "builder-1")["phase"] == "running")
-    peer = session_record(run, "builder-1")
-    assert peer["task"] == "slow-1" and peer["task_since"]
-    release.touch()
-    run("queue-results", "--wait", "slow-1", "--timeout", "30", check=0)
-    wait_until(lambda: session_record(run, "builder-1")["phase"] == "waiting")
-    assert session_record(run, "builder-1")["task"] is None
-    assert gone(stop_tree(record["pid"]))
+    try:
+        wait_until(lambda: session_record(run, "builder-1")["phase"] == "waiting")
+        assert session_record(run, "builder-1").get("task") is None
+        run("queue-push", "--role", "builder", "--id", "slow-1",
+            f"while [ ! -e {release} ]; do sleep 0.05; done", check=0)
+        wait_until(lambda: session_record(run, "builder-1")["phase"] == "running")
+        peer = session_record(run, "builder-1")
+        assert peer["task"] == "slow-1" and peer["task_since"]
+        release.touch()
+        run("queue-results", "--wait", "slow-1", "--timeout", "30", check=0)
+        wait_until(lambda: session_record(run, "builder-1")["phase"] == "waiting")
+        assert session_record(run, "builder-1")["task"] is None
+    finally:
+        release.touch()
+        assert gone(stop_tree(record["pid"]))
 
 
 def test_a_crashed_workers_session_runs_no_task_while_it_backs_off(run, repo, tmp_path,
@@ -246,11 +249,15 @@ def test_a_crashed_workers_session_runs_no_task_while_it_backs_off(run, repo, tm
     record = spawn(run, "builder", "--queue", "--agent", "shell", "--detach").records[-1]
     run("queue-push", "--role", "builder", "--id", "slow-1",
         f"while [ ! -e {tmp_path / 'never'} ]; do sleep 0.05; done", check=0)
-    wait_until(lambda: session_record(run, "builder-1").get("task") == "slow-1", timeout=30)
-    worker = next(p for p in run_tree(record["pid"])[1:] if "queue-drain" in " ".join(p.cmdline()))
-    worker.kill()
-    wait_until(lambda: session_record(run, "builder-1")["phase"].startswith("backoff"),
-               timeout=30)
-    peer = session_record(run, "builder-1")
-    assert peer["task"] is None and peer["last_task"] == "slow-1"
-    assert gone(stop_tree(record["pid"]))
+    try:
+        wait_until(lambda: session_record(run, "builder-1").get("task") == "slow-1",
+                   timeout=30)
+        worker = next(p for p in run_tree(record["pid"])[1:]
+                      if "queue-drain" in " ".join(p.cmdline()))
+        worker.kill()
+        wait_until(lambda: session_record(run, "builder-1")["phase"].startswith("backoff"),
+                   timeout=30)
+        peer = session_record(run, "builder-1")
+        assert peer["task"] is None and peer["last_task"] == "slow-1"
+    finally:
+        assert gone(stop_tree(record["pid"]))
