@@ -46,3 +46,14 @@ def median_ms(samples) -> float:
 def percentile_ms(samples, q: float) -> float:
     ordered = sorted(samples)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+# A role of the scratch mesh (coord-register refuses any other) that many sessions may hold
+# at once: the benches register as many as they need under it.
+BENCH_ROLE = """[roles.bench]
+description = "the benchmarks' sessions"
+model = "haiku"
+charter = "none"
+prompt = "none"
+concurrency = 100000
+"""

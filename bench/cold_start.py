@@ -13,23 +13,12 @@ import json
 import os
 import sys
 
-from _common import median_ms, scratch_mesh, time_process
+from _common import BENCH_ROLE, median_ms, scratch_mesh, time_process
 
 TARGET = 1.5
 EXECUTE = "meshctl execute --dry-run"
 TOP = "mesh-top --json (a whole snapshot)"
 TARGETS = {EXECUTE: 1.6, TOP: None}  # the cases with a target of their own (None: none)
-
-
-# A role of the mesh (coord-register refuses any other) that many sessions may hold at once,
-# so every timed run registers a new one; it also makes the mesh's roles.toml part of it.
-BENCH_ROLE = """[roles.bench]
-description = "coord-register's cold start"
-model = "haiku"
-charter = "none"
-prompt = "none"
-concurrency = 100000
-"""
 
 
 def main(runs: int = 15) -> int:

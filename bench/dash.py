@@ -25,18 +25,11 @@ from meshtools.dash import render, theme, view  # noqa: E402
 from tests.helpers import dash_snapshot  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import scratch_mesh  # noqa: E402
+from _common import BENCH_ROLE, scratch_mesh  # noqa: E402
 
 TARGET_MS = 20.0
 FIRST_FRAME_MS, CPU_PCT = 300.0, 3.0
 PEERS, EVENTS_PER_S, CPU_WINDOW = 50, 100, 60.0
-BENCH_ROLE = """[roles.bench]
-description = "the dash benchmark's peers"
-model = "haiku"
-charter = "none"
-prompt = "none"
-concurrency = 100000
-"""
 
 
 def main(frames: int = 200) -> int:
