@@ -97,6 +97,9 @@ def test_the_meshs_own_daemons_outlive_the_task_that_started_them(run, tmp_path)
     run("queue-push", "--id", "starter", "--max-attempts", "1",
         f"MESH_HOME={other.home.path} mesh-redis start >/dev/null && "
         f"{{ MESH_DAEMON=1 setsid sleep 300 & echo $! > {daemon}; }} && "
+        # its mark is in its environment once it has exec'd; a task that ends before that
+        # leaves a forked shell, rightly no daemon (a busy machine showed it): wait for it
+        f"until grep -qa MESH_DAEMON=1 /proc/$(cat {daemon})/environ; do sleep 0.01; done && "
         f"{{ setsid sleep 301 & echo $! > {escapee}; }} && echo "
         f"\"$MESH_DAEMON\"", check=0)
     try:
