@@ -77,6 +77,7 @@ class Supervisor:
         self._was_subreaper: bool | None = None
         self._home_id: tuple[int, int] | None = None  # MESH_HOME's (st_dev, st_ino) at start
         self._home_gone = False
+        self._stopping_for_home = False  # the stop a gone MESH_HOME calls for was asked for
         self._disk_full: set[str] = set()  # what could not be written (said once)
 
     # public ------------------------------------------------------------------------------
@@ -205,7 +206,9 @@ class Supervisor:
         requests, the heartbeat."""
         while self._signals.pending:
             self._ask_stop(self._signals.pending.pop(0))
-        if not self._home_gone and self._home_is_gone():
+        # whoever noticed first (a write looks too), the stop is asked for once, here
+        if self._home_is_gone() and not self._stopping_for_home:
+            self._stopping_for_home = True
             self._ask_stop(signal.SIGTERM)
         self._runs.reap_strays()
         self._poll_controls()
