@@ -57,3 +57,8 @@ charter = "none"
 prompt = "none"
 concurrency = 100000
 """
+
+
+def run(argv: list[str], env: dict, cwd: str) -> subprocess.CompletedProcess:
+    """A command of the scratch mesh, to its end; a failure stops the benchmark."""
+    return subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True, text=True)

@@ -10,11 +10,10 @@
 
 import json
 import os
-import subprocess
 import sys
 import time
 
-from _common import BIN, median_ms, scratch_mesh
+from _common import BIN, median_ms, run, scratch_mesh
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -22,11 +21,6 @@ from meshtools.coord import registry  # noqa: E402
 from meshtools.core.home import MeshHome  # noqa: E402
 
 ROLES = ("anchor", "builder", "memory", "triage", "research", "security", "groomer")
-
-
-def run(argv, env, cwd) -> str:
-    return subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout
 
 
 def idle_mesh(repo: str, env: dict, home: MeshHome) -> None:
@@ -48,7 +42,7 @@ def main(runs: int = 5) -> int:
         for _ in range(runs):
             idle_mesh(repo, env, home)
             started = time.perf_counter()
-            out = run([os.path.join(BIN, "meshctl"), "down", "--json"], env, repo)
+            out = run([os.path.join(BIN, "meshctl"), "down", "--json"], env, repo).stdout
             times.append(time.perf_counter() - started)
             summary = json.loads(out.splitlines()[-1])
             if summary["stopped"] != len(ROLES) or summary["not_stopped"]:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 
-from _common import BIN, median_ms, scratch_mesh
+from _common import BIN, median_ms, run, scratch_mesh
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -31,10 +31,6 @@ from meshtools.queue.broker import Broker  # noqa: E402
 from meshtools.queue.connection import connect  # noqa: E402
 from meshtools.queue.names import Names  # noqa: E402
 from meshtools.queue.server import EmbeddedRedis  # noqa: E402
-
-
-def run(argv, env, cwd):
-    return subprocess.run(argv, env=env, cwd=cwd, check=True, capture_output=True, text=True)
 
 
 def spawn_once(repo: str, env: dict, broker: Broker) -> tuple[float, int]:
