@@ -210,7 +210,8 @@ def _handler(server: Server):
         def _record(self, body):
             with server.lock:
                 server.requests.append({"method": self.command, "path": self.path,
-                                        "headers": dict(self.headers), "body": body})
+                                        "headers": {k.lower(): v for k, v in self.headers.items()},
+                                        "body": body})
 
         def do_HEAD(self):
             self._record(None)
@@ -253,9 +254,12 @@ def _handler(server: Server):
             self.send_header("connection", "close")
             self.end_headers()
             self.close_connection = True
-            for chunk in events(reply, model):
-                self.wfile.write(chunk)
-                self.wfile.flush()
+            try:
+                for chunk in events(reply, model):
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the CLI is gone (a test killed it): nobody to answer
 
         def _json(self, status, payload, headers=None):
             data = json.dumps(payload).encode()
