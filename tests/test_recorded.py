@@ -9,10 +9,13 @@ coordinator flips them when it lands (strict: an unexpected pass fails the run).
 
 import json
 import os
+import subprocess
 
 import pytest
 
+from meshtools.agents import roles
 from meshtools.executors import stream
+from meshtools.executors.claude import claude_argv
 from meshtools.queue import pause
 
 from .helpers import redis_of
@@ -135,6 +138,29 @@ def test_async_subagents_take_the_main_loops_totals():
     """The main loop's result comes first (2 turns); the second is the notification's."""
     _, details, _ = fold("async_subagent")
     assert details["turns"] == 2
+
+
+# --- the stand-in CLI (tests/fakes/claude) against what the real one printed ---------------
+
+def shape(lines):
+    """What a run's lines are, line by line, without the stand-in's extra allowed-status
+    rate_limit_event (the real one prints those only to a subscription login)."""
+    return [(line["type"], line.get("subtype"), line.get("error")) for line in lines
+            if line["type"] != "rate_limit_event"]
+
+
+def test_the_stand_in_cli_prints_what_the_real_one_did(claude_cli, monkeypatch):
+    """Same tool set and resolved model for the builder's command line, same line shapes
+    and exit code when 529s outlast the retries."""
+    monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "2")
+    argv = claude_argv(roles.load()["builder"])
+    fake = subprocess.run(argv, input="@fail overloaded", capture_output=True, text=True,
+                          timeout=60)
+    lines = [json.loads(line) for line in fake.stdout.splitlines()]
+    real, code = recorded("overloaded_529")
+    assert fake.returncode == code
+    assert (lines[0]["tools"], lines[0]["model"]) == (real[0]["tools"], real[0]["model"])
+    assert shape(lines) == shape(real)
 
 
 # --- replayed by the stand-in CLI through a real worker ------------------------------------
