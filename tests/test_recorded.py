@@ -201,3 +201,22 @@ def test_a_replayed_run_is_traced_with_its_real_tool_calls(run, claude_cli, tmp_
              for b in r["message"]["content"] if b["type"] == "tool_use"]
     assert tools == ["Write", "Bash"]
     assert records[-2]["num_turns"] == 3 and records[-2]["total_cost_usd"] == 0.00162
+
+
+def agent_events(mesh_home, name):
+    path = mesh_home / "events.jsonl"
+    return [e for e in map(json.loads, path.read_text().splitlines()) if e["event"] == name]
+
+
+@pytest.mark.xfail(strict=True, reason=NEEDS_LIMITS)
+def test_agent_started_names_the_model_the_run_resolved(run, claude_cli, tmp_path, mesh_home):
+    drain(run, tmp_path, "r4", "success_tools")
+    [started] = agent_events(mesh_home, "agent.started")
+    assert started["model"] == "claude-sonnet-5-5"  # system/init's, not the alias sonnet
+
+
+@pytest.mark.xfail(strict=True, reason=NEEDS_LIMITS)
+def test_a_usage_limited_event_does_not_say_failed(run, claude_cli, tmp_path, mesh_home):
+    drain(run, tmp_path, "r5", "subscription_429_rejected")
+    [limited] = agent_events(mesh_home, "agent.usage_limited")
+    assert limited["status"] != "failed"
