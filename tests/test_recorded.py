@@ -13,9 +13,7 @@ import subprocess
 
 import pytest
 
-from meshtools.agents import roles
 from meshtools.executors import stream
-from meshtools.executors.claude import claude_argv
 from meshtools.queue import pause
 
 from .helpers import redis_of
@@ -27,12 +25,15 @@ NEEDS_LIMITS = "needs fix/limits (issue 17 items 5, 11)"
 USAGE_LIMITED, USAGE_LIMIT = "usage_limited", "usage_limit"  # a result's status, a pause's reason
 
 
+def index() -> dict:
+    with open(os.path.join(RECORDED, "index.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
 def recorded(name: str) -> tuple[list[dict], int]:
     """A recorded run: its stream-json lines and its exit code."""
-    with open(os.path.join(RECORDED, "index.json"), encoding="utf-8") as f:
-        code = json.load(f)[name]["exit"]
     with open(os.path.join(RECORDED, name + ".jsonl"), encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()], code
+        return [json.loads(line) for line in f if line.strip()], index()[name]["exit"]
 
 
 def fold(name: str) -> tuple[str, dict, stream.StreamState]:
@@ -46,16 +47,15 @@ def fold(name: str) -> tuple[str, dict, stream.StreamState]:
 
 
 def test_every_recording_is_real_and_listed():
-    with open(os.path.join(RECORDED, "index.json"), encoding="utf-8") as f:
-        index = json.load(f)
+    cases = index()
     files = {n[:-6] for n in os.listdir(RECORDED) if n.endswith(".jsonl")}
-    assert files == set(index)
-    for name in index:
+    assert files == set(cases)
+    for name, case in cases.items():
         lines, _ = recorded(name)
         init = lines[0]
         assert (init["type"], init["subtype"]) == ("system", "init")
-        assert init["claude_code_version"] == index[name]["claude_code_version"]
-        assert lines[-1]["type"] == "result"
+        assert init["claude_code_version"] == case["claude_code_version"]
+        assert lines[-1]["type"] == "result" and "-p" in case["argv"]
 
 
 def test_a_run_with_tool_calls_is_ok_with_the_result_lines_totals():
@@ -149,10 +149,10 @@ def shape(lines):
 
 
 def test_the_stand_in_cli_prints_what_the_real_one_did(claude_cli, monkeypatch):
-    """Same tool set and resolved model for the builder's command line, same line shapes
-    and exit code when 529s outlast the retries."""
+    """Given the recorded command line: the same tool set and resolved model, the same line
+    shapes and exit code when 529s outlast the retries."""
     monkeypatch.setenv("CLAUDE_CODE_MAX_RETRIES", "2")
-    argv = claude_argv(roles.load()["builder"])
+    argv = ["claude", *index()["overloaded_529"]["argv"]]
     fake = subprocess.run(argv, input="@fail overloaded", capture_output=True, text=True,
                           timeout=60)
     lines = [json.loads(line) for line in fake.stdout.splitlines()]

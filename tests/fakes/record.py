@@ -8,7 +8,7 @@ local Messages API stand-in (tests/anthropic_api.py), one scripted case each.
 
 Each case's stdout is kept verbatim as NAME.jsonl (its scratch folder written as
 /tmp/realcli so a re-recording diffs only where the CLI changed); index.json has each case's
-exit code, the CLI version and what the case is. The fast tests read these files
+exit code, its command line (after `claude`), the CLI version and what the case is. The fast tests read these files
 (tests/test_recorded.py) and the stand-in CLI replays them (`@replay NAME`, tests/fakes/claude).
 Needs the real CLI (see tests/realcli.py: `.ci/run` installs it).
 """
@@ -125,7 +125,7 @@ def record(claude: str, name: str, case, out_dir: str) -> dict:
         text = done.stdout.replace(scratch, SCRATCH)
         with open(os.path.join(out_dir, name + ".jsonl"), "w", encoding="utf-8") as f:
             f.write(text)
-        return {"exit": done.returncode, "about": about}
+        return {"exit": done.returncode, "about": about, "argv": argv[1:]}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
