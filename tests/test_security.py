@@ -422,3 +422,22 @@ def test_a_private_directory_is_ours_and_closed():
     assert trust.private_fault(0, D | 0o700, ME) == trust.OWNER  # root's is not ours
     assert trust.private_fault(ME, D | 0o750, ME) == trust.OPEN
     assert trust.private_fault(ME, L | 0o777, ME) == trust.OPEN
+
+
+@needs_other_user
+def test_a_group_writable_home_is_trusted_only_when_the_group_is_ours_alone(run, tmp_path):
+    """umask 002 makes folders group-writable: fine for a group of the owner's alone (root's
+    here), refused for one others are in (nogroup: nobody's)."""
+    import grp
+    import pwd
+
+    if grp.getgrgid(0).gr_mem or any(u.pw_gid == 0 and u.pw_uid for u in pwd.getpwall()):
+        pytest.skip("group 0 has members besides root here")
+    home = tmp_path / "grouphome"
+    home.mkdir()
+    home.chmod(0o770)
+    os.chown(home, 0, 0)
+    assert run("meshctl", "home", env={"MESH_HOME": str(home)}).returncode == 0
+    os.chown(home, 0, NOBODY)
+    refused = run("meshctl", "home", env={"MESH_HOME": str(home)})
+    assert refused.returncode == 77 and "mode 0770" in refused.stderr

@@ -5,12 +5,12 @@ Another user who owns, or can write, a directory on the way to a file can swap t
 and a command that file names then runs as us (a MESH_HOME someone else made first ran
 their `[pick] gate` as root). So, as sshd's StrictModes does for ~/.ssh, every entry on the
 path, from / to the file, must be owned by us (the effective uid) or root and writable by
-nobody else. Two exceptions, both sshd's too: a directory *above* the path (never the home
-or the file itself) may be world-writable when it is sticky and ours or root's (/tmp: the
-kernel lets nobody else rename or remove what we own there); and a group-writable entry
-is fine when its group has no member but its owner (a user private group, as Debian's
-sshd allows, so umask 002 systems work). A private directory (the Redis socket's) must
-be ours and open to nobody else at all.
+nobody else. Two exceptions: a directory *above* the path (never the home or the file
+itself) may be world-writable when it is sticky and ours or root's (/tmp: the kernel lets
+nobody else rename or remove what we own there); and a group-writable entry is fine when
+its group has no member but its owner (a user private group, as Debian's sshd allows, so
+umask 002 systems work). A private directory (the Redis socket's) must be ours and open
+to nobody else at all.
 
 The decisions are pure functions of stat data; `check` and `check_private` do the I/O.
 """
