@@ -69,10 +69,13 @@ def check(path, what: str) -> str:
     does not. A part that does not exist yet is not judged: the mesh makes it, ours."""
     path = os.path.abspath(os.fspath(path))
     euid = os.geteuid()
-    real = os.path.realpath(path)
-    for target in (path, real) if real != path else (path,):
-        for entry, st in _existing_prefixes(target):
-            _judge(what, path, entry, st, euid, above=entry != target)
+    entries = _existing_prefixes(path)
+    for entry, st in entries:
+        _judge(what, path, entry, st, euid, above=entry != path)
+    if any(stat.S_ISLNK(st.st_mode) for _, st in entries):  # else realpath is path
+        real = os.path.realpath(path)
+        for entry, st in _existing_prefixes(real):
+            _judge(what, path, entry, st, euid, above=entry != real)
     return path
 
 
