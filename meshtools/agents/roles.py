@@ -204,7 +204,7 @@ def load(home: MeshHome | None = None) -> dict[str, Role]:
     if home is not None:
         override = home.roles_file
         try:
-            with open(override, encoding="utf-8") as f:
+            with open(home.trusted(override), encoding="utf-8") as f:
                 own = f.read()
         except FileNotFoundError:
             own = None
