@@ -21,6 +21,7 @@ import subprocess
 import time
 
 from ..core import errors, git as gitfiles
+from ..core.words import plural
 from . import gitops, state, worktree
 
 IN_PROGRESS = ("CHERRY_PICK_HEAD", "MERGE_HEAD", "REVERT_HEAD", "rebase-merge", "rebase-apply")
@@ -41,10 +42,6 @@ def decide_recovery(journal: dict, main_now: str, checkout_at: str | None) -> st
     if main_now != journal.get("new") or checkout_at in (None, "new"):
         return "done"
     return "finish" if checkout_at == "old" else "stuck"
-
-
-def plural(count: int, word: str) -> str:
-    return f"{count} {word}{'s' if count != 1 else ''}"
 
 
 # -- the checkout --------------------------------------------------------------------------

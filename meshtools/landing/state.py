@@ -56,6 +56,32 @@ def clear_journal(home) -> None:
     _clear(home, "journal.json")
 
 
+def pass_running(home) -> bool:
+    """Whether a landing pass holds the pick lock now (its journal is then no leftover)."""
+    import fcntl
+
+    try:
+        fd = os.open(home.pick_lock, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def waiting(home) -> dict:
+    """What `meshctl status` says of landing: {blocked: why it waits, or None; interrupted:
+    the journal of a landing cut off after main moved, or None}."""
+    journal_ = journal(home)
+    if journal_ is not None and pass_running(home):
+        journal_ = None  # a pass is moving main right now
+    return {"blocked": blocked(home), "interrupted": journal_}
+
+
 def note_blocked(home, reason: str, task: str | None = None) -> None:
     _write(home, "blocked.json", {"reason": reason, "task": task})
 
