@@ -115,7 +115,8 @@ def pick(home, main: gitops.Main, shas: list[str], *, role: str | None = None,
             state.note_blocked(home, str(e), task)
             raise
         finally:
-            scratch.clear(home, root)
+            if os.path.lexists(state.scratch_path(home)):  # else fresh() clears leftovers
+                scratch.clear(home, root)
         if record.get("checkout_behind"):
             state.note_blocked(home, record["checkout_behind"], task)
         else:
