@@ -13,6 +13,9 @@ import time
 
 import pytest
 
+from meshtools.core import fs
+from meshtools.core.home import MeshHome
+
 from .conftest import commit, git
 
 GATE_SECONDS = 0.4
@@ -38,11 +41,15 @@ def start_pick(sha: str, group: bool) -> subprocess.Popen:
 
 
 def kill(process: subprocess.Popen, group: bool) -> None:
+    """kill -9 mesh-pick (or its process group), then wait until nothing it left holds the
+    pick lock: the step that moves main runs on by design, and the next pass waits so too."""
     if group:
         os.killpg(process.pid, signal.SIGKILL)
     else:
         process.kill()
     process.communicate()
+    with fs.flocked(MeshHome(os.environ["MESH_HOME"]).pick_lock):
+        pass
 
 
 def wait_for(path, process: subprocess.Popen, limit: float = 30.0) -> None:

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from meshtools.landing import gitops, history, pick, state, work
+from meshtools.landing import advance, gitops, history, pick, state, work
 from meshtools.core import config, events
 from meshtools.core.home import MeshHome
 
@@ -278,6 +278,16 @@ def test_decide_and_parsers():
     assert history.unpicked_from_cherry("+ abc12345\n+ fff\n- eee\n", {"abc1234"}) == ["fff"]
     assert history.parse_range("a..b") == ("a", "b") and history.parse_range("c") == (None, "c")
     assert pick.tail("\n".join(map(str, range(100))), lines=2) == "98\n99"
+
+
+def test_what_an_interrupted_landing_needs():
+    journal = {"old": "o", "new": "n"}
+    assert advance.decide_recovery(journal, "o", None) == "done"  # main never moved
+    assert advance.decide_recovery(journal, "x", "old") == "done"  # main moved on since
+    assert advance.decide_recovery(journal, "n", None) == "done"  # no checkout has main
+    assert advance.decide_recovery(journal, "n", "new") == "done"
+    assert advance.decide_recovery(journal, "n", "old") == "finish"
+    assert advance.decide_recovery(journal, "n", "other") == "stuck"
 
 
 def test_pick_lands_the_shas_it_is_given_without_resolving_them_again(repo, builder, mesh_home,

@@ -133,6 +133,9 @@ def recover(home, root: str, branch: str) -> None:
     journal = state.journal(home)
     if journal is None:
         return
+    if not all(isinstance(journal.get(k), str) for k in ("old", "new")):
+        state.clear_journal(home)  # not one we wrote: it says nothing
+        return
     main_now = gitops.out(root, "rev-parse", f"refs/heads/{journal.get('branch') or branch}")
     checkout = checkout_of(root, journal.get("branch") or branch)
     old, new = journal.get("old"), journal.get("new")
