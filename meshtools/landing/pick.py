@@ -84,10 +84,10 @@ def run_gate(cwd: str, command: str, before: str) -> tuple[int, str]:
     $MESH_PICK_BEFORE names main before the picks, so a gate can test just the change.
     It dies with this process (a killed pass never lands, so its gate need not go on)."""
     env = dict(os.environ, MESH_PICK_BEFORE=before, GIT_TERMINAL_PROMPT="0")
-    proc_ = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                           preexec_fn=proc.die_with_parent())
-    return proc_.returncode, tail(proc_.stdout.decode(errors="replace"))
+    done = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                          preexec_fn=proc.die_with_parent())
+    return done.returncode, tail(done.stdout.decode(errors="replace"))
 
 
 def pick(home, main: gitops.Main, shas: list[str], *, role: str | None = None,
