@@ -377,3 +377,14 @@ def test_status_check_names_a_landing_that_waits_for_the_main_checkout(run, repo
     (repo / "README.md").write_text("hello\n")
     run("mesh-pick", "--role", "builder", check=0)
     assert status(run, "--check", check=0).stderr == ""
+
+
+def test_after_meshctl_down_queued_work_says_the_mesh_is_down(run, repo):
+    run("meshctl", "init", "--agent", "shell", "--roles", "builder,-anchor", check=0,
+        timeout=120)
+    run("meshctl", "down", check=0, timeout=120)
+    run("queue-push", "--role", "builder", "--id", "later", "true", check=0)
+    checked = status(run, "--check", check=1)
+    assert checked.stderr.splitlines() == [
+        "meshctl status: mesh_down: the mesh is down: 1 task queued (builder) and no session "
+        "runs to take them: meshctl init starts it"]
