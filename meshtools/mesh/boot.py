@@ -56,7 +56,7 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 # main = "main"                # the branch work lands on
 
 [pick]
-# gate = "make test"           # run in the main checkout after each landing; failure rolls back
+# gate = "make test"           # run in a scratch worktree before main moves; failure keeps main
 
 [anchor]
 # max_handbacks = 1            # how often a failed or conflicting task is handed back
