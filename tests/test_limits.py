@@ -1,0 +1,147 @@
+"""Which limit ended an agent run, and what the queue does about it (issue 17, items 5 and
+11): a subscription's window or a spend limit pauses the mesh and hands the task back; a
+plain rate limit backs that task off and the mesh runs on; the records of a run agree with
+each other. Through queue-drain and mesh-agent, with the stand-in CLI's shapes of 2.1.337."""
+
+import calendar
+import json
+import time
+
+import pytest
+
+from meshtools.executors import steps
+
+from .helpers import redis_of
+from .test_adapter import calls, file_events, redis_events
+
+FAST_RETRY = "[retry]\nbase = 0.2\ncap = 1.0\n"  # seconds: the backoff, kept short here
+
+
+def drain(run, tmp_path, *args):
+    return run("queue-drain", "--agent", "claude", "--queue", "builder", *args,
+               "--workdir", str(tmp_path), check=0).records
+
+
+def trace_starts(mesh_home, task_id):
+    path = mesh_home / "tasks" / task_id / "stream.jsonl"
+    return [r for r in map(json.loads, path.read_text().splitlines())
+            if r.get("type") == "trace" and r.get("subtype") == "start"]
+
+
+@pytest.mark.parametrize("shape", ["rate_limit_api", "rate_limit_server"])
+def test_a_plain_rate_limit_backs_the_task_off_and_leaves_the_mesh_running(
+        run, claude_cli, tmp_path, mesh_home, shape):
+    """An API key's 429 (no rate_limit_event, after the CLI's own retries), and a
+    subscription's 429 without the unified headers ("not your usage limit", no resetsAt),
+    paused the whole mesh for 300 s. Now the task waits its jittered backoff and runs again;
+    no pause; the result and the event say it was a rate limit."""
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text(FAST_RETRY)
+    run("queue-stat", check=0)  # the mesh's Redis is up before the clock starts
+    until = time.time() + 6  # the limit lifts after 6 s: a later attempt succeeds
+    run("queue-push", "--role", "builder", "--id", "t1", "--max-attempts", "50",
+        f"@fail {shape} {until}\nhello", check=0)
+    run("queue-push", "--role", "builder", "--id", "t2", "second", check=0)
+    drained = drain(run, tmp_path, "--burst")
+
+    limited = [r for r in drained if r["id"] == "t1" and r["status"] != "ok"]
+    assert limited and all(r["status"] == "rate_limited" and r["error"] == "rate_limit"
+                           and r["retry"] and not r.get("handed_back") for r in limited)
+    for r in limited:  # base·2^(attempt-1), at most cap, a random half to all of it
+        assert min(0.2 * 2 ** (r["attempt"] - 1), 1.0) / 2 <= r["backoff"] <= 1.0
+    results = {r["id"]: r for r in run("queue-results", check=0).records}
+    assert results["t1"]["status"] == "ok" and results["t1"]["attempt"] == len(limited) + 1
+    assert results["t2"]["status"] == "ok"
+    assert len(calls(claude_cli)) == len(limited) + 2
+    assert redis_events(mesh_home, "mesh.paused") == []
+    assert redis_of(mesh_home).get("mesh:paused") is None
+    events = file_events(mesh_home, "agent.rate_limited")
+    assert len(events) == len(limited)
+    assert {(e["status"], e["error"]) for e in events} == {("rate_limited", "rate_limit")}
+    assert file_events(mesh_home, "agent.usage_limited") == []
+
+
+def test_a_spend_limit_pauses_the_mesh_until_access_returns(run, claude_cli, tmp_path,
+                                                            mesh_home):
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() + 40 * 86400))
+    run("queue-push", "--role", "builder", "--id", "t1", f"@fail spend_limit {day}", check=0)
+    [record] = drain(run, tmp_path, "--once")
+    assert (record["status"], record["error"]) == ("usage_limited", "spend_limit")
+    assert record["handed_back"]
+    regain = calendar.timegm(time.strptime(day, "%Y-%m-%d"))
+    assert record["resets_at"] == regain
+    held = json.loads(redis_of(mesh_home).get("mesh:paused"))
+    assert (held["reason"], held["until"]) == ("spend_limit", regain)
+    [event] = file_events(mesh_home, "agent.usage_limited")
+    assert (event["status"], event["error"]) == ("usage_limited", "spend_limit")
+    run("queue-resume", check=0)
+
+
+def test_a_usage_window_records_agree(run, claude_cli, tmp_path, mesh_home):
+    """After a usage-limit hand-back the trace's header said "attempt 2" where the result
+    said attempt 1, and agent.usage_limited said `status: failed` (issue 17 item 11)."""
+    run("queue-stat", check=0)  # the mesh's Redis is up before the clock starts
+    resets = int(time.time()) + 5
+    run("queue-push", "--role", "builder", "--id", "t1", f"@fail rate_limit {resets}\nhello",
+        check=0)
+    drained = drain(run, tmp_path, "--burst")
+    assert [(r["status"], r.get("error")) for r in drained] == [
+        ("usage_limited", "usage_limit"), ("ok", None)]
+    assert all(r["attempt"] == 1 for r in drained)
+    starts = trace_starts(mesh_home, "t1")
+    assert [(s["attempt"], s["run"]) for s in starts] == [(1, 1), (1, 2)]
+    headers = [line[9:] for line in steps.render(steps.steps(starts))]
+    assert headers == ["── t1 attempt 1 · claude · builder",
+                       "── t1 attempt 1 (run 2) · claude · builder"]
+    [limited] = file_events(mesh_home, "agent.usage_limited")
+    assert (limited["status"], limited["error"], limited["resets_at"]) == (
+        "usage_limited", "usage_limit", resets)
+    [paused] = redis_events(mesh_home, "mesh.paused")
+    assert paused["reason"] == "usage_limit"
+
+
+def test_a_retried_tasks_trace_counts_its_attempts(run, claude_cli, tmp_path, mesh_home):
+    run("queue-push", "--role", "builder", "--id", "t1", "--max-attempts", "2",
+        "@fail max_turns", check=0)
+    drained = drain(run, tmp_path, "--burst")
+    assert [r["attempt"] for r in drained] == [1, 2]
+    assert [(s["attempt"], s["run"]) for s in trace_starts(mesh_home, "t1")] == [(1, 1), (2, 2)]
+
+
+def test_agent_started_names_the_model_the_init_resolved(run, claude_cli, tmp_path, mesh_home):
+    """agent.started named the role's alias (`sonnet`) where system/init gave the model."""
+    record = run("mesh-agent", "research", "hello", "--workdir", str(tmp_path),
+                 check=0).records[0]
+    [started] = file_events(mesh_home, "agent.started")
+    [done] = file_events(mesh_home, "agent.done")
+    assert started["model"] == done["model"] == record["model"]
+    assert record["model"].startswith("claude-")  # not the alias
+    assert started["claude_session"] == record["session_id"]
+
+
+def test_an_async_subagent_run_keeps_the_main_loops_totals_and_both_costs(
+        run, claude_cli, tmp_path, mesh_home):
+    """Two system/init and two result lines: the totals were the later result's."""
+    run("queue-push", "--role", "builder", "--id", "t1", "@cost 0.1\nmain answer\n"
+        "@async-agent 0.05", check=0)
+    [record] = drain(run, tmp_path, "--once")
+    assert (record["status"], record["output"], record["turns"]) == ("ok", "main answer", 1)
+    assert record["cost_usd"] == 0.1 and record["costs_usd"] == [0.1, 0.15]
+
+
+def test_mesh_agent_says_rate_limited_and_exits_75(run, claude_cli, tmp_path, mesh_home):
+    result = run("mesh-agent", "research", "@fail rate_limit_api", "--workdir", str(tmp_path),
+                 env={"CLAUDE_CODE_MAX_RETRIES": "2"})
+    [record] = result.records
+    assert result.returncode == 75
+    assert (record["status"], record["error"], record["api_retries"]) == (
+        "rate_limited", "rate_limit", 2)
+    assert "resets_at" not in record and "paused" not in record
+
+
+def test_the_trace_says_a_rejection_without_resetsAt_is_no_window():
+    records = [{"type": "rate_limit_event", "rate_limit_info": {"status": "rejected"}},
+               {"type": "rate_limit_event", "rate_limit_info": {"status": "rejected",
+                                                                "resetsAt": 1700003600}}]
+    assert [line[9:] for line in steps.render(steps.steps(records))] == [
+        "limit    rate limit rejected", "limit    usage limit rejected, resets at 1700003600"]
