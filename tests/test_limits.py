@@ -5,13 +5,16 @@ each other. Through queue-drain and mesh-agent, with the stand-in CLI's shapes o
 
 import calendar
 import json
+import os
+import signal
+import subprocess
 import time
 
 import pytest
 
 from meshtools.executors import steps
 
-from .helpers import redis_of
+from .helpers import redis_of, wait_until
 from .test_adapter import calls, file_events, redis_events
 
 FAST_RETRY = "[retry]\nbase = 0.2\ncap = 1.0\n"  # seconds: the backoff, kept short here
@@ -59,6 +62,36 @@ def test_a_plain_rate_limit_backs_the_task_off_and_leaves_the_mesh_running(
     assert len(events) == len(limited)
     assert {(e["status"], e["error"]) for e in events} == {("rate_limited", "rate_limit")}
     assert file_events(mesh_home, "agent.usage_limited") == []
+
+
+def test_a_stop_ends_a_backoff_and_the_task_goes_back_at_once(run, claude_cli, tmp_path,
+                                                               mesh_home):
+    """A worker waiting out a long backoff stops on SIGTERM at once; the task is queued
+    again, not lost, and its run's record says it was rate-limited."""
+    mesh_home.mkdir(parents=True, exist_ok=True)
+    (mesh_home / "config.toml").write_text("[retry]\nbase = 600\ncap = 600\n")
+    run("queue-push", "--role", "builder", "--id", "t1", "@fail rate_limit_api", check=0)
+    worker = subprocess.Popen(["queue-drain", "--agent", "claude", "--queue", "builder",
+                               "--workdir", str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "CLAUDE_CODE_MAX_RETRIES": "1"})
+    try:
+        trace = mesh_home / "tasks" / "t1" / "stream.jsonl"
+        wait_until(lambda: trace.exists() and '"subtype":"end"' in trace.read_text(),
+                   timeout=30)
+        worker.send_signal(signal.SIGTERM)
+        out, _ = worker.communicate(timeout=30)  # not the 300-600 s of the backoff
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 143
+    [record] = [json.loads(line) for line in out.splitlines()]
+    assert (record["status"], record["retry"]) == ("rate_limited", True)
+    assert 300 <= record["backoff"] <= 600
+    r = redis_of(mesh_home)
+    assert r.xlen("tasks:queue:builder") == 1 and r.hget("tasks:index", "t1") == "queued"
+    assert r.get("mesh:paused") is None
 
 
 def test_a_spend_limit_pauses_the_mesh_until_access_returns(run, claude_cli, tmp_path,
