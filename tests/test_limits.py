@@ -36,31 +36,31 @@ def test_a_plain_rate_limit_backs_the_task_off_and_leaves_the_mesh_running(
         run, claude_cli, tmp_path, mesh_home, shape):
     """An API key's 429 (no rate_limit_event, after the CLI's own retries), and a
     subscription's 429 without the unified headers ("not your usage limit", no resetsAt),
-    paused the whole mesh for 300 s. Now the task waits its jittered backoff and runs again;
-    no pause; the result and the event say it was a rate limit."""
+    paused the whole mesh for 300 s. Now the task waits its jittered backoff and runs again
+    (an attempt like any failure's); the other task runs; no pause; the result and the
+    event say it was a rate limit."""
     mesh_home.mkdir(parents=True, exist_ok=True)
     (mesh_home / "config.toml").write_text(FAST_RETRY)
-    run("queue-stat", check=0)  # the mesh's Redis is up before the clock starts
-    until = time.time() + 6  # the limit lifts after 6 s: a later attempt succeeds
-    run("queue-push", "--role", "builder", "--id", "t1", "--max-attempts", "50",
-        f"@fail {shape} {until}\nhello", check=0)
+    run("queue-push", "--role", "builder", "--id", "t1", "--max-attempts", "2",
+        f"@fail {shape}\nhello", check=0)
     run("queue-push", "--role", "builder", "--id", "t2", "second", check=0)
     drained = drain(run, tmp_path, "--burst")
 
-    limited = [r for r in drained if r["id"] == "t1" and r["status"] != "ok"]
-    assert limited and all(r["status"] == "rate_limited" and r["error"] == "rate_limit"
-                           and r["retry"] and not r.get("handed_back") for r in limited)
-    for r in limited:  # base·2^(attempt-1), at most cap, a random half to all of it
-        assert min(0.2 * 2 ** (r["attempt"] - 1), 1.0) / 2 <= r["backoff"] <= 1.0
-    results = {r["id"]: r for r in run("queue-results", check=0).records}
-    assert results["t1"]["status"] == "ok" and results["t1"]["attempt"] == len(limited) + 1
-    assert results["t2"]["status"] == "ok"
-    assert len(calls(claude_cli)) == len(limited) + 2
+    first, last = [r for r in drained if r["id"] == "t1"]
+    for r in (first, last):
+        assert (r["status"], r["error"]) == ("rate_limited", "rate_limit")
+        assert "resets_at" not in r and not r.get("handed_back")
+    assert (first["attempt"], first["retry"]) == (1, True)
+    assert 0.1 <= first["backoff"] <= 0.2  # base·2^(attempt-1), a random half to all of it
+    assert last["attempt"] == 2 and "retry" not in last
+    [dead] = run("queue-dead", "list", check=0).records
+    assert (dead["id"], dead["reason"]) == ("t1", "rate_limited on attempt 2 of 2")
+    assert [r["status"] for r in drained if r["id"] == "t2"] == ["ok"]
+    assert len(calls(claude_cli)) == 3
     assert redis_events(mesh_home, "mesh.paused") == []
     assert redis_of(mesh_home).get("mesh:paused") is None
     events = file_events(mesh_home, "agent.rate_limited")
-    assert len(events) == len(limited)
-    assert {(e["status"], e["error"]) for e in events} == {("rate_limited", "rate_limit")}
+    assert [(e["status"], e["error"]) for e in events] == [("rate_limited", "rate_limit")] * 2
     assert file_events(mesh_home, "agent.usage_limited") == []
 
 
@@ -114,7 +114,7 @@ def test_a_usage_window_records_agree(run, claude_cli, tmp_path, mesh_home):
     """After a usage-limit hand-back the trace's header said "attempt 2" where the result
     said attempt 1, and agent.usage_limited said `status: failed` (issue 17 item 11)."""
     run("queue-stat", check=0)  # the mesh's Redis is up before the clock starts
-    resets = int(time.time()) + 5
+    resets = int(time.time()) + 8  # the first run must start before (a loaded machine)
     run("queue-push", "--role", "builder", "--id", "t1", f"@fail rate_limit {resets}\nhello",
         check=0)
     drained = drain(run, tmp_path, "--burst")
@@ -154,12 +154,14 @@ def test_agent_started_names_the_model_the_init_resolved(run, claude_cli, tmp_pa
 
 def test_an_async_subagent_run_keeps_the_main_loops_totals_and_both_costs(
         run, claude_cli, tmp_path, mesh_home):
-    """Two system/init and two result lines: the totals were the later result's."""
+    """Two system/init and two result lines: the totals were the later result's (the
+    notification turn's)."""
     run("queue-push", "--role", "builder", "--id", "t1", "@cost 0.1\nmain answer\n"
-        "@async-agent 0.05", check=0)
+        "@bash true\n@async-agent 0.05", check=0)
     [record] = drain(run, tmp_path, "--once")
-    assert (record["status"], record["output"], record["turns"]) == ("ok", "main answer", 1)
-    assert record["cost_usd"] == 0.1 and record["costs_usd"] == [0.1, 0.15]
+    assert (record["status"], record["output"], record["turns"]) == ("ok", "Using Bash.", 2)
+    assert record["tokens"]["cache_read"] > 0
+    assert record["cost_usd"] == 0.15 and record["costs_usd"] == [0.15, 0.15]
 
 
 def test_mesh_agent_says_rate_limited_and_exits_75(run, claude_cli, tmp_path, mesh_home):

@@ -156,36 +156,33 @@ def test_a_spend_limit_lifts_when_the_api_says():
 
 
 def test_two_inits_and_two_results_the_main_loops_totals_and_both_costs():
-    """A run that launched an async subagent prints two system/init and two result lines
-    (2.1.337): the totals are the main loop's, the model and session its init's, and both
-    costs are kept (issue 17 item 11)."""
+    """A run that launched an async subagent (2.1.337, as recorded): a second init when the
+    subagent's notification starts a turn, then both results at the end, the main loop's
+    first and the notification turn's with `origin`. The totals were the later one's: the
+    main loop's are taken, the model and session the first init's, and both costs kept
+    (issue 17 item 11)."""
     main = json.loads(RESULT)
-    main.update(session_id="6f1…", num_turns=3, result="main answer", total_cost_usd=0.5)
+    main.update(session_id="6f1…", num_turns=2, result="main done", total_cost_usd=0.0027,
+                result_index=0)
     second_init = json.loads(INIT)
     second_init.update(model="claude-haiku-…")
-    late = dict(main, num_turns=1, result="the background agent finished",
-                total_cost_usd=0.75, usage={"input_tokens": 99})
-    state = fold(INIT, TOOL_USE, main, second_init, TOOL_USE, late)
-    assert (state.turns, state.result, state.cost_usd) == (3, "main answer", 0.5)
+    notified = dict(main, num_turns=1, total_cost_usd=0.0029, usage={"input_tokens": 99},
+                    origin={"kind": "task-notification", "producer": "session-task"},
+                    result_index=1)
+    state = fold(INIT, TOOL_USE, second_init, TOOL_USE, main, notified)
+    assert (state.turns, state.result, state.cost_usd) == (2, "main done", 0.0027)
     assert state.model == "claude-sonnet-…" and state.session_id == "6f1…"
     assert state.tokens["input"] == 2
-    assert stream.summary(state)["costs_usd"] == [0.5, 0.75]
+    assert stream.summary(state)["costs_usd"] == [0.0027, 0.0029]
     assert verdict(state, 0) == ("ok", None) and state.phase == "done"
 
 
-def test_a_subagents_result_inside_the_main_loop_is_not_its_total():
-    """Pairs as brackets: a result that closes a later init, or one that names its parent
-    tool call, is a subagent's."""
-    sub_init = json.loads(INIT)
-    sub_init.update(model="claude-haiku-…")
+def test_a_subagents_result_is_not_the_runs_total():
     sub = json.loads(RESULT)
-    sub.update(total_cost_usd=0.1, num_turns=7)
-    marked = dict(sub, parent_tool_use_id="toolu_01A")
-    main = json.loads(RESULT)
-    for lines in ([INIT, sub_init, sub, main], [INIT, marked, main]):
-        state = fold(*lines)
-        assert (state.turns, state.cost_usd, state.model) == (2, 0.0368, "claude-sonnet-…")
-        assert stream.summary(state)["costs_usd"] == [0.1, 0.0368]
+    sub.update(total_cost_usd=0.1, num_turns=7, parent_tool_use_id="toolu_01A")
+    state = fold(INIT, sub, RESULT)
+    assert (state.turns, state.cost_usd) == (2, 0.0368)
+    assert stream.summary(state)["costs_usd"] == [0.1, 0.0368]
     assert "costs_usd" not in stream.summary(fold(INIT, RESULT))
 
 

@@ -5,11 +5,13 @@ because several assistant lines share one message id. Success is decided by `is_
 together with the exit code (see `verdict`), never by `subtype` alone: a failed run often
 says subtype "success".
 
-A run whose agent launched async subagents prints two `system/init` and two `result`
-lines. The run is the main loop's: the loop the first init opened. Its model and session
-are that init's; its totals are those of the result that closes it (inits and results
-pair up as brackets do, and a result with a `parent_tool_use_id` is a subagent's). Every
-result line's cost is kept (`costs_usd`), in the order printed.
+A run whose agent launched async subagents prints two `system/init` and two `result` lines
+(2.1.337: the second init when the subagent's notification starts a turn of its own; both
+results at the end, the main loop's first, then the notification turn's, which carries
+`origin: {"kind": "task-notification"}`). The run is the main loop's: its model and
+session are the first init's, its totals the first result's that has no `origin` and no
+`parent_tool_use_id`. Every result line's cost is kept (`costs_usd`), in the order printed
+(total_cost_usd is the process's running total).
 
 Which limit ended a run (queue.limits) is read from the rate_limit_event lines, the
 assistant line's error, the result's api_error_status and its text: see `limit_kind`.
@@ -58,7 +60,6 @@ class StreamState:
     is_error: bool = False
     seen_result: bool = False  # the main loop's
     inits: int = 0
-    open_loops: int = 0  # inits not yet closed by their result
     assistant_error: str | None = None  # the last assistant line's "error"
     api_error_status: int | None = None
     rate_limited: bool = False  # a rejected rate_limit_event
@@ -75,7 +76,6 @@ def feed(state: StreamState, line: dict) -> None:
     kind, subtype = line.get("type"), line.get("subtype")
     if kind == "system" and subtype == "init":
         state.inits += 1
-        state.open_loops += 1
         if state.inits == 1:  # the main loop's
             state.session_id = line.get("session_id")
             state.model = line.get("model")
@@ -102,18 +102,16 @@ def feed(state: StreamState, line: dict) -> None:
     elif kind == "result":
         if isinstance(line.get("total_cost_usd"), (int, float)):
             state.costs_usd.append(float(line["total_cost_usd"]))
-        if _closes_main_loop(state, line):
+        if _main_loops(state, line):
             _fold_result(state, line)
-        state.open_loops = max(0, state.open_loops - 1)
         if state.seen_result:  # else the main loop goes on
             state.phase = FAILED if state.is_error else DONE
 
 
-def _closes_main_loop(state: StreamState, line: dict) -> bool:
-    """Whether a result line is the main loop's: the first one that closes the loop the
-    first init opened (or, with no init, the first), and not a subagent's."""
-    return (not state.seen_result and state.open_loops <= 1
-            and not line.get("parent_tool_use_id"))
+def _main_loops(state: StreamState, line: dict) -> bool:
+    """Whether a result line is the main loop's: the first that answers neither a task
+    notification (`origin`) nor a subagent's call (`parent_tool_use_id`)."""
+    return not (state.seen_result or line.get("origin") or line.get("parent_tool_use_id"))
 
 
 def blocks(line: dict) -> list[dict]:
