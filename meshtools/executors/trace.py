@@ -2,9 +2,9 @@
 that file: executors write it (Writer), `meshctl trace` reads and follows it.
 
 Each run of a task appends a `start` record (task, attempt, run, session, agent, role,
-hops, the process writing it; its `ts` is when the run started), then every line its agent printed as it arrives (a
-stream-json record as it is, redacted, with `ts` added; any other line, and a plain
-executor's output, as an `output` record), then an `end` record (status, exit code,
+hops, the process writing it; its `ts` is when the run started), then every line its agent
+printed as it arrives (a stream-json record as it is, redacted, with `ts` added; any other
+line, and a plain executor's output, as an `output` record), then an `end` record (status, exit code,
 duration, what the cap left out). One write per line, so a reader following the file sees
 the run live.
 
