@@ -67,6 +67,10 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 [budget]
 # daily_usd = 50.0             # stop starting agent tasks once the mesh spent this today (UTC)
 
+[retry]
+# base = 15.0                  # after a rate limit or an overload a task waits base*2^(n-1)
+# cap = 300.0                  # seconds (at most cap; a random half to all of it) before retry n+1
+
 [agent]
 # command = ["claude"]         # the agent CLI (stream-json compatible)
 
