@@ -30,12 +30,13 @@ def call(tool, tool_input=None, cwd=None, **extra):
 
 @pytest.fixture
 def mesh(repo, run, anchor_process, tmp_path):
-    """b1 (builder) holds crates/core and docs; r1 is a research session; l1's lease on
-    lease/ has run out; d1's holder process died; t1 took over a dead id that held takeover/;
+    """b1 (builder) holds crates/core and docs; r1 is a research session, s1 a security one
+    (read-only, with Bash); l1's lease on lease/ has run out; d1's holder process died; t1 took over a dead id that held takeover/;
     e1's lock is owned by a live process that is not the caller's."""
     keeper, doomed, first, second, stranger = (anchor_process() for _ in range(5))
     run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(keeper.pid), check=0)
     run("coord-register", "--role", "research", "--id", "r1", "--pid", str(keeper.pid), check=0)
+    run("coord-register", "--role", "security", "--id", "s1", "--pid", str(keeper.pid), check=0)
     run("coord-register", "--role", "builder", "--id", "t1", "--pid", str(first.pid), check=0)
     run("file-lock", "acquire", "-n", "--as", "b1", "crates/core", "docs", check=0)
     until = run("file-lock", "acquire", "-n", "--as", "l1", "--lease", "0.3", "lease/x",
@@ -65,7 +66,7 @@ def mesh(repo, run, anchor_process, tmp_path):
 
 def hostile(repo):
     core = repo / "crates/core/src/lib.rs"
-    b1 = {"MESH_SESSION": "b1"}
+    b1, r1, s1 = {"MESH_SESSION": "b1"}, {"MESH_SESSION": "r1"}, {"MESH_SESSION": "s1"}
     return [
         ("empty stdin", "", b1),
         ("whitespace", " \n\t", b1),
@@ -114,15 +115,15 @@ def hostile(repo):
         ("owned by a process not the caller's",
          call("Write", {"file_path": str(repo / "elsewhere/x")}, repo), {"MESH_SESSION": "e1"}),
         ("no session", call("Edit", {"file_path": str(core)}, repo), {}),
-        ("research Bash redirect", call("Bash", {"command": "echo x > crates/core/a"}, repo),
-         {"MESH_SESSION": "r1"}),
-        ("research Bash git commit", call("Bash", {"command": "git commit -qam x"}, repo),
-         {"MESH_SESSION": "r1"}),
-        ("research Bash sed -i", call("Bash", {"command": "cd docs && sed -i s/a/b/ g.md"},
-                                      repo), {"MESH_SESSION": "r1"}),
-        ("research Bash unparseable", call("Bash", {"command": "echo 'open"}, repo),
-         {"MESH_SESSION": "r1"}),
-        ("research Bash without a command", call("Bash", {}, repo), {"MESH_SESSION": "r1"}),
+        ("security Bash redirect", call("Bash", {"command": "echo x > crates/core/a"}, repo),
+         {"MESH_SESSION": "s1"}),
+        ("security Bash git commit", call("Bash", {"command": "git commit -qam x"}, repo),
+         {"MESH_SESSION": "s1"}),
+        ("security Bash sed -i", call("Bash", {"command": "cd docs && sed -i s/a/b/ g.md"},
+                                      repo), {"MESH_SESSION": "s1"}),
+        ("security Bash unparseable", call("Bash", {"command": "echo 'open"}, repo),
+         {"MESH_SESSION": "s1"}),
+        ("security Bash without a command", call("Bash", {}, repo), {"MESH_SESSION": "s1"}),
         # the second attack: each of these was allowed
         ("a hard link to a file outside", call("Edit", {"file_path": str(core.parent.parent /
                                                                           "hard.txt")}, repo),
@@ -139,12 +140,47 @@ def hostile(repo):
         ("an MCP tool's path under a homoglyph key",
          call("mcp__fs__write_file", {"file_p\u0430th": "/etc/passwd"}, repo), b1),
         ("an MCP tool's relative ../ path", call("mcp__x__put", {"to": "../../x"}, repo), b1),
+        # the real CLI's tools outside a role's `tools`: they should not exist (issue 17/4)
+        *[(f"builder {tool}", call(tool, {"name": "x", "prompt": "y"}, repo), b1)
+          for tool in ("CronCreate", "EnterWorktree", "Workflow", "SendMessage",
+                       "ScheduleWakeup", "Monitor", "Skill", "ToolSearch", "ReportFindings")],
+        ("security CronCreate", call("CronCreate", {"cron": "* * * * *", "prompt": "x"}, repo),
+         s1),
+        ("research Bash (research has no Bash)", call("Bash", {"command": "ls"}, repo), r1),
+        ("a read-only role's MCP tool with no path in it",
+         call("mcp__db__query", {"sql": "drop table x"}, repo), r1),
+        # oversized and repetitive inputs are bounded (issue 17/7)
+        ("over the input cap", call("Write", {"file_path": str(core),
+                                              "content": "x" * (gate.MAX_INPUT_BYTES + 1)},
+                                    repo), b1),
+        ("more distinct paths than the cap", call("mcp__fs__touch", {"paths": [
+            str(repo / f"docs/{n}.md") for n in range(gate.MAX_PATHS + 1)]}, repo), b1),
+        # MCP paths under keys and in shapes that were missed (issue 17/8)
+        ("an MCP location", call("mcp__x__put", {"location": "crates/cli/src/main.rs"}, repo),
+         b1),
+        ("an MCP name with a slash", call("mcp__x__put", {"name": "crates/cli/x.rs"}, repo), b1),
+        ("an MCP name of an existing file", call("mcp__x__put", {"name": "README.md"}, repo),
+         b1),
+        ("an MCP new file in a new folder", call("mcp__x__put", {"where": "newcrate/src/a.rs"},
+                                                  repo), b1),
+        ("an upper-case file URI", call("mcp__x__put", {"uri": "FILE:///etc/passwd"}, repo),
+         b1),
+        ("a file URI on localhost", call("mcp__x__put", {"u": "file://localhost/etc/passwd"},
+                                         repo), b1),
+        ("a file URI on another host", call("mcp__x__put", {"u": "file://evil/docs/a.md"},
+                                            repo), b1),
+        ("a file URI under a path key", call("mcp__x__put", {"path": "file:///etc/passwd"},
+                                             repo), b1),
+        ("a path with space before it", call("mcp__x__put", {"to": " /etc/passwd"}, repo), b1),
+        ("a path with a newline after it", call("mcp__x__put", {"to": "/etc/passwd\n"}, repo),
+         b1),
+        ("a home path", call("mcp__x__put", {"dest_file_of": "~/.bashrc"}, repo), b1),
     ]
 
 
 def honest(repo):
     core = repo / "crates/core/src/lib.rs"
-    b1, r1 = {"MESH_SESSION": "b1"}, {"MESH_SESSION": "r1"}
+    b1, r1, s1 = {"MESH_SESSION": "b1"}, {"MESH_SESSION": "r1"}, {"MESH_SESSION": "s1"}
     return [
         ("Edit in a held scope", call("Edit", {"file_path": str(core), "old_string": "a",
                                               "new_string": "b"}, repo), b1),
@@ -159,8 +195,8 @@ def honest(repo):
                                         repo), b1),
         ("Read anywhere", call("Read", {"file_path": "/etc/passwd"}, repo), r1),
         ("Grep", call("Grep", {"pattern": "x", "path": "/"}, repo), r1),
-        ("research Bash reading", call("Bash", {
-            "command": "git log --oneline | head -5 2>/dev/null; grep -rn x . >&2"}, repo), r1),
+        ("security Bash reading", call("Bash", {
+            "command": "git log --oneline | head -5 2>/dev/null; grep -rn x . >&2"}, repo), s1),
         ("builder Bash writing", call("Bash", {"command": "echo x > out.txt"}, repo), b1),
         ("builder Bash the recognizer cannot parse", call("Bash", {"command": "echo 'a"}, repo),
          b1),
@@ -170,6 +206,17 @@ def honest(repo):
             "target": str(repo / "docs/y.md")}, repo), b1),
         ("a relative path from a held cwd", call("Write", {"file_path": "lib.rs"},
                                                  core.parent), b1),
+        ("a role's own tool", call("Task", {"prompt": "x"}, repo), b1),
+        ("Agent is Task's other name", call("Agent", {"prompt": "x"}, repo), b1),
+        ("StructuredOutput for any role", call("StructuredOutput", {"role": "x"}, repo), r1),
+        ("Read without a session", call("Read", {"file_path": "/etc/passwd"}, repo), {}),
+        ("a held path repeated, under the input cap", call("MultiEdit", {
+            "file_path": str(core), "edits": [{"file_path": str(core), "old_string": "a"}] *
+            5000}, repo), b1),
+        ("an MCP call with names that are no paths", call("mcp__gh__pr", {
+            "repo": "owner/name", "branch": "feature/x", "to": "a@example.com",
+            "title": "fix crates/cli/x.rs and docs", "url": "HTTPS://x/y"}, repo), b1),
+        ("an MCP name in a held scope", call("mcp__x__put", {"name": "docs/y.md"}, repo), b1),
     ]
 
 
@@ -189,9 +236,9 @@ def test_a_denial_says_why(mesh, run):
                input=call("Write", {"file_path": str(mesh / "takeover/x")}, mesh))
     # the takeover released the dead holder's lock: nothing is inherited
     assert "nobody holds it" in died.stderr and "file-lock acquire takeover" in died.stderr
-    bash = run("file-lock", "check", "--hook", env={"MESH_SESSION": "r1"},
+    bash = run("file-lock", "check", "--hook", env={"MESH_SESSION": "s1"},
                input=call("Bash", {"command": "rm -rf docs"}, mesh))
-    assert "role research is read-only" in bash.stderr and "`rm`" in bash.stderr
+    assert "role security is read-only" in bash.stderr and "`rm`" in bash.stderr
 
 
 def test_check_applies_the_same_proof(mesh, run):
@@ -221,6 +268,55 @@ def test_check_applies_the_same_proof(mesh, run):
 def test_bash_recognizer(command, why):
     found = gate.bash_writes(command)
     assert (found is None) if why is None else (why in found)
+
+
+def test_each_distinct_path_is_counted_once():
+    """A path repeated 100,000 times is one path to resolve (issue 17/7: 129,453 repeats
+    took the gate past its hook timeout)."""
+    edits = [{"file_path": "/r/a.rs", "old_string": "x"}] * 100_000
+    assert gate.write_paths(gate.Call("MultiEdit", {"file_path": "/r/a.rs", "edits": edits},
+                                      None)) == ["/r/a.rs"]
+    many = [f"/r/{n % 7}.rs" for n in range(100_000)]
+    assert len(gate.write_paths(gate.Call("mcp__fs__w", {"paths": many}, None))) == 7
+
+
+def test_the_input_cap_is_checked_before_parsing():
+    with pytest.raises(BadInput, match="over 1 MiB"):
+        gate.parse_call(b"{" * (gate.MAX_INPUT_BYTES + 1))
+
+
+@pytest.mark.parametrize("value, exists, path", [
+    ("crates/cli/src/main.rs", {"crates"}, True),
+    ("README.md", {"README.md"}, True),
+    ("new/dir/x.rs", set(), True),
+    ("FILE:///etc/passwd", set(), True),
+    ("  /etc/passwd\t", set(), True),
+    ("~/.ssh/config", set(), True),
+    ("owner/name", set(), False),
+    ("feature/x", set(), False),
+    ("fix crates/cli/x.rs and docs", {"crates"}, False),
+    ("https://example.com/a.js", set(), False),
+    ("mailto:a@b.c", set(), False),
+    ("a@example.com", set(), False),
+])
+def test_looks_like_path(value, exists, path):
+    assert gate.looks_like_path(value, exists.__contains__) is path
+
+
+@pytest.mark.parametrize("tool, tools, read_only, denied", [
+    ("Read", ("Read",), True, False),
+    ("Agent", ("Task",), False, False),
+    ("Task", ("Agent",), False, False),
+    ("StructuredOutput", ("Read",), True, False),
+    ("EnterWorktree", ("Read", "Edit"), False, True),
+    ("CronCreate", ("CronCreate",), True, True),  # unknown to the gate: writes, maybe
+    ("CronCreate", ("CronCreate",), False, False),  # a writing role that names it: paths
+    ("mcp__fs__write", ("Read",), False, False),  # MCP tools are not in --tools
+    ("mcp__fs__read", ("Read",), True, True),
+    ("Bash", ("Read",), True, True),
+])
+def test_tool_refusal(tool, tools, read_only, denied):
+    assert (gate.tool_refusal(tool, tools, read_only) is not None) is denied
 
 
 @pytest.mark.parametrize("tool_input", [{}, {"file_path": 5}, {"file_path": ["a", ""]},
