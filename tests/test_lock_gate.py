@@ -12,7 +12,7 @@ import time
 import pytest
 
 from meshtools.core.errors import BadInput
-from meshtools.locks import gate
+from meshtools.locks import gate, readonly
 
 from .conftest import git
 from .helpers import wait_until
@@ -175,6 +175,9 @@ def hostile(repo):
         ("a path with a newline after it", call("mcp__x__put", {"to": "/etc/passwd\n"}, repo),
          b1),
         ("a home path", call("mcp__x__put", {"dest_file_of": "~/.bashrc"}, repo), b1),
+        # a read-only role's Bash line is allowed only when plainly read-only (issue 17/6)
+        *[(f"security Bash {command!r}", call("Bash", {"command": command}, repo), s1)
+          for command in WRITES[:ISSUE_FORMS]],
     ]
 
 
@@ -217,6 +220,8 @@ def honest(repo):
             "repo": "owner/name", "branch": "feature/x", "to": "a@example.com",
             "title": "fix crates/cli/x.rs and docs", "url": "HTTPS://x/y"}, repo), b1),
         ("an MCP name in a held scope", call("mcp__x__put", {"name": "docs/y.md"}, repo), b1),
+        *[(f"security Bash {command!r}", call("Bash", {"command": command}, repo), s1)
+          for command in READS[:10]],
     ]
 
 
@@ -247,42 +252,107 @@ def test_check_applies_the_same_proof(mesh, run):
     assert run("file-lock", "check", "--as", "l1", "lease/x").returncode == 1
 
 
-@pytest.mark.parametrize("command,why", [
-    ("echo x > f", "into f"),
-    ("echo x >> f", "into f"),
-    ("cmd &> log", "into log"),
-    ("ls | tee f", "`tee`"),
-    ("sudo -u x mv a b", "`mv`"),
-    ("A=1 timeout 5 rm x", "`rm`"),
-    ("ls\nrm x", "`rm`"),
-    ("perl -pi -e s/a/b/ f", "`perl -i`"),
-    ("perl -Mstrict -e 1", None),
-    ("sed -i.bak s/a/b/ f", "`sed -i`"),
-    ("git -C sub push origin", "`git push`"),
-    ("bash -c 'cp a b'", "`cp`"),
-    ("ls -la 2>/dev/null", None),
-    ("grep x f 2>&1 | head >&2", None),
-    ("git status && git diff", None),
-    ("sed -n 1p f", None),
+# Issue 17/6: each of these was allowed for a read-only role by the recognizer of writes
+# (the first ISSUE_FORMS are the issue's own; the gate runs them all through the CLI).
+ISSUE_FORMS = 23
+WRITES = [
+    "cat README#; rm -f x", "echo x > 1", "{ rm -f x; }", "! rm -f x",
+    "if true; then rm -f x; fi", "for f in x; do rm -f x; done", "coproc rm -f x",
+    "bash -lc 'rm -f x'", "{rm,-f,x}", "$'\\x72m' -f x", "r\\\nm -f x", "setsid rm -f x",
+    "flock F rm -f x", "git config core.hooksPath /tmp/h", "git checkout-index -f -a",
+    "git branch -D main", "git remote add x /tmp/x", "git fetch . main:x",
+    "git read-tree -u --reset HEAD", "sed -zi s/a/b/ f", "sed --i s/a/b/ f",
+    "perl -0pi -e s/a/b/ f", "find . -name x -exec rm {} +",
+    # and more of the same families
+    "sed -n 1p 2>/dev/null -i f", "sed -n 1p *", "sed 's/a/b/w out' f", "sed -n '1e id' f",
+    "sed -e 1p -i f", "git log --output=x", "git log --out=x", "git -c core.pager=rm log",
+    "git stash", "git tag v1", "git branch newb", "git config --add x.y z", "sort -o f x",
+    "sort -ro f x", "uniq a b", "env rm x", "A=1 ls", "GIT_EXTERNAL_DIFF=x git diff",
+    "ls $(rm x)", "ls `rm x`", "ls <(rm x)", "ls $X", "cat <<EOF\n$(rm x)\nEOF",
+    "cat <<EOF > out\nx\nEOF", "echo x >&out", "echo x &> out", "echo x >> out",
+    "ls <> f", "ls; rm x", "ls && xargs rm", "mesh-pick --gate 'rm x'", "mesh-pick --no-gate",
+    "mesh-pick --no-g", "meshctl down", "file-lock x -- rm x", "queue-dead purge", "ls {a,b}",
+    "cat *.{py,rs}", "ls \"$x\"", "exec rm x", "eval 'rm x'", "f() { rm x; }; f",
+    "time rm x", "(rm x)", "[[ -f x ]] && rm x", "case x in x) rm x;; esac",
+    "while true; do rm x; done", "/bin/rm x", "\\rm x", "'rm' x", "ls\nrm x",
+    "git ls-remote --upload-pack=x origin", "git grep -O x", "tree -o f", "date -s now",
+    "echo 'open",
+]
+READS = [
+    "git log --oneline | head", "grep -rn foo src", "ls -la", "cat a b | wc -l", "rg x",
+    "file-lock status", "coord-peers", "queue-stat", "queue-dead list", "coord-send anchor done",
+    "git status && git diff", "sed -n 1,20p f", "sed -n '/a/,/b/p' f", "sed 's/a/b/g' f",
+    "git show HEAD@{1}", "git branch -a", "git branch --list 'mesh/*'", "git branch -vv",
+    "git config --get user.name", "git stash list", "find . -name '*.py' -type f",
+    "head -5 f 2>/dev/null", "grep x f 2>&1 | head >&2", "ls *.py", "cd docs && ls",
+    "git -C sub log -3", "git --no-pager log -p -- src", "npm audit --json",
+    'echo "a b" \'c\'', "cat <<'EOF'\nhi\nEOF", "grep -c x <<< 'abc'",
+    "sort -k2 f | uniq -c", "jq .x f", "ls # ; rm x", "ls &", "cat < f", "git log --format=%H",
+    "git diff --output-indicator-new=+ HEAD", "meshctl status --check", "mesh-events -n 5",
+]
+ANCHOR_ONLY = ['meshctl execute --role builder "fix the parser"', "mesh-pick --role builder",
+               "meshctl pick --role builder"]
+
+
+@pytest.mark.parametrize("command", WRITES)
+def test_a_read_only_line_that_is_not_plainly_read_only_is_denied(command):
+    assert readonly.refusal(command, "anchor") is not None
+
+
+@pytest.mark.parametrize("command", READS + ANCHOR_ONLY)
+def test_plainly_read_only_lines_are_allowed(command):
+    assert readonly.refusal(command, "anchor") is None
+
+
+@pytest.mark.parametrize("command", ANCHOR_ONLY)
+def test_the_anchors_own_commands_are_the_anchors(command):
+    assert "anchor only" in readonly.refusal(command, "security")
+
+
+@pytest.mark.parametrize("command, why", [
+    ("echo x > f", "`> f` redirects into a file"),
+    ("rm -rf docs", "`rm` is not a read-only program"),
+    ("sed -zi s/a/b/ f", "`sed -zi` is not an option"),
+    ("git branch -D x", "`git branch -D`"),
+    ("find . -exec rm {} +", "`find -exec` may write"),
+    ("$'\\x72m' x", "is not a plain word"),
+    ("ls $(id)", "command substitution"),
+    ("{rm,-f,x}", "cannot read"),
 ])
-def test_bash_recognizer(command, why):
-    found = gate.bash_writes(command)
-    assert (found is None) if why is None else (why in found)
+def test_a_denial_names_what_it_refused(command, why):
+    assert why in readonly.refusal(command, "security")
+
+
+def test_the_allowlist_is_well_formed():
+    programs = readonly.rules()
+    assert "rm" not in programs and "git" in programs and "push" not in programs["git"][
+        "subcommands"]
 
 
 def test_each_distinct_path_is_counted_once():
-    """A path repeated 100,000 times is one path to resolve (issue 17/7: 129,453 repeats
-    took the gate past its hook timeout)."""
-    edits = [{"file_path": "/r/a.rs", "old_string": "x"}] * 100_000
+    """A path repeated thousands of times is one path to resolve (issue 17/7: 129,453
+    repeats took the gate past its hook timeout)."""
+    edits = [{"file_path": "/r/a.rs", "old_string": "x"}] * 6000
     assert gate.write_paths(gate.Call("MultiEdit", {"file_path": "/r/a.rs", "edits": edits},
                                       None)) == ["/r/a.rs"]
-    many = [f"/r/{n % 7}.rs" for n in range(100_000)]
+    many = [f"/r/{n % 7}.rs" for n in range(gate.MAX_VALUES - 10)]
     assert len(gate.write_paths(gate.Call("mcp__fs__w", {"paths": many}, None))) == 7
 
 
 def test_the_input_cap_is_checked_before_parsing():
     with pytest.raises(BadInput, match="over 1 MiB"):
         gate.parse_call(b"{" * (gate.MAX_INPUT_BYTES + 1))
+
+
+def test_the_walk_over_the_input_is_bounded():
+    """Small values are many to the MiB: their number is capped as well."""
+    with pytest.raises(BadInput, match="more than"):
+        gate.write_paths(gate.Call("mcp__x__y", {"a": [0] * gate.MAX_VALUES}, None))
+    with pytest.raises(BadInput, match="more than"):  # nesting, too
+        deep = {}
+        for _ in range(gate.MAX_VALUES):
+            deep = {"a": deep}
+        gate.write_paths(gate.Call("mcp__x__y", deep, None))
 
 
 @pytest.mark.parametrize("value, exists, path", [

@@ -15,7 +15,7 @@ import click
 
 from .. import cli, complete
 from ..core import clock, errors, jsonl, proc
-from ..locks import gate, graph, policy
+from ..locks import gate, graph, policy, readonly
 from ..locks.service import LockService, describe, is_dead
 
 WAIT_HELP = "Wait at most SECONDS (exit 75 when still busy)."
@@ -215,11 +215,10 @@ def _gate(mesh, call: gate.Call) -> str | None:
     if call.tool == "Bash":
         if role is None or not role.read_only:
             return None
-        why = gate.bash_writes(call.input.get("command"))
-        return why and f"role {role.name} is read-only, and this command writes: {why}"
+        why = readonly.refusal(call.input.get("command"), role.name)
+        return why and f"role {role.name} is read-only, and this line is not plainly so: {why}"
     cwd = call.cwd or os.getcwd()
-    paths = [gate.anchored(p, cwd) for p in gate.write_paths(
-        call, exists=lambda name: os.path.lexists(os.path.join(cwd, name)))]
+    paths = [gate.anchored(p, cwd) for p in gate.write_paths(call, exists=_entries_of(cwd))]
     if not paths:
         return None
     service = LockService(mesh.home)
@@ -235,6 +234,21 @@ def _gate(mesh, call: gate.Call) -> str | None:
         if target.scope in missing:
             return _not_yours(target.path, target.scope, missing[target.scope], me)
     return None
+
+
+def _entries_of(folder: str):
+    """name -> whether folder has an entry of that name: one listing, however many names
+    a call makes the gate ask about (none when the folder cannot be listed)."""
+    import functools
+
+    @functools.cache
+    def names() -> frozenset:
+        try:
+            return frozenset(os.listdir(folder))
+        except OSError:
+            return frozenset()
+
+    return lambda name: name in names()
 
 
 def _role(mesh, me: str):

@@ -18,6 +18,7 @@ from ..core.errors import BadInput
 # this is no honest one, and refusing it keeps the gate far inside its hook timeout.
 MAX_INPUT_BYTES = 1 << 20
 MAX_PATHS = 256  # distinct paths one call may write; each costs a resolution
+MAX_VALUES = 20_000  # JSON values in one tool_input: the walk over them is bounded too
 
 # Each write tool and the key its path must be under (Claude Code's own schemas).
 WRITE_TOOLS = {"Edit": "file_path", "Write": "file_path", "MultiEdit": "file_path",
@@ -32,11 +33,12 @@ READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch"
 ALWAYS = frozenset({"StructuredOutput"})  # exists whatever a role's `tools` list says
 MCP_PREFIX = "mcp__"
 ALIASES = {"Task": "Agent", "Agent": "Task"}  # system/init says Task, the API says Agent
-_PATH_KEY = re.compile(r"(?i)(path|paths|file|files|filename|dir|directory|dest|destination"
-                       r"|target|output|dst)$")
+_PATH_KEYS = ("path", "paths", "file", "files", "filename", "dir", "directory", "dest",
+              "destination", "target", "output", "dst")  # how a path's key ends
 # Tool names are exact: `bash` or `WRITE` is no tool Claude Code knows, so not the one we know.
 _KNOWN = {name.casefold(): name for name in (*WRITE_TOOLS, *READ_TOOLS, "Bash")}
 _SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_SPACE = re.compile(r"\s")
 _EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
 
 
@@ -99,25 +101,37 @@ def write_paths(call: Call, exists: Callable[[str], bool] = lambda path: False) 
     if required is not None and not isinstance(call.input.get(required), str):
         raise BadInput(f"{call.tool} without a {required}")
     found: dict[str, None] = {}  # insertion-ordered set: each distinct value checked once
-    _collect(call.input, "", call.tool not in WRITE_TOOLS, exists, found, set())
+    looks, seen = call.tool not in WRITE_TOOLS, set()
+    for key, value in _leaves(call.input):
+        if key.casefold().endswith(_PATH_KEYS):
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise BadInput(f"{key}: {value!r} is not a path")
+            _add(value, found)
+        elif looks and isinstance(value, str) and value not in seen:
+            seen.add(value)
+            if looks_like_path(value, exists):
+                _add(value, found)
     return list(found)
 
 
-def _collect(value, key: str, looks: bool, exists, found: dict, seen: set) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _collect(v, k, looks, exists, found, seen)
-    elif isinstance(value, list):
-        for item in value:
-            _collect(item, key, looks, exists, found, seen)
-    elif _PATH_KEY.search(key):
-        if not isinstance(value, str) or not value or "\0" in value:
-            raise BadInput(f"{key}: {value!r} is not a path")
-        _add(value, found)
-    elif looks and isinstance(value, str) and value not in seen:
-        seen.add(value)
-        if looks_like_path(value, exists):
-            _add(value, found)
+def _leaves(tree: dict):
+    """(key, value) of every value that is no object or array, under the key it is in (an
+    array's items under the array's key), breadth first; at most MAX_VALUES of them."""
+    from collections import deque
+
+    queue, count = deque([("", tree)]), 0
+    while queue:
+        key, value = queue.popleft()
+        count += 1
+        if count > MAX_VALUES:
+            raise BadInput(f"tool_input has more than {MAX_VALUES} values: no honest tool call "
+                           "has that many")
+        if isinstance(value, dict):
+            queue.extend(value.items())
+        elif isinstance(value, list):
+            queue.extend((key, item) for item in value)
+        else:
+            yield key, value
 
 
 def _add(value: str, found: dict) -> None:
@@ -166,17 +180,18 @@ def looks_like_path(value: str, exists: Callable[[str], bool]) -> bool:
         return False
     if "\0" in text:
         return True
-    scheme = _SCHEME.match(text)
-    if scheme:
-        return scheme[1].lower() == "file"
-    if (text.startswith(("/", "~", "./", "../")) or text in (".", "..")
+    if ":" in text:
+        scheme = _SCHEME.match(text)
+        if scheme:
+            return scheme[1].lower() == "file"
+    if (text[0] in "/~" or text.startswith(("./", "../")) or text in (".", "..")
             or "/../" in text or text.endswith("/..")):
         return True
-    if any(c.isspace() for c in text) or len(text) > 4096:
+    if len(text) > 4096 or _SPACE.search(text):
         return False
-    if "/" in text and _EXTENSION.search(text):
-        return True
-    return exists(text.split("/", 1)[0])
+    if "/" in text:
+        return bool(_EXTENSION.search(text)) or exists(text.split("/", 1)[0])
+    return exists(text)
 
 
 def anchored(path: str, cwd: str) -> str:
@@ -194,91 +209,3 @@ def hard_linked(path: str) -> bool:
     except OSError:
         return False  # nothing there yet (or unreachable: resolving it refuses)
     return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
-
-
-# --- Bash, for the read-only roles: a best-effort recognizer of writes -----------------
-
-_REDIRECTS = frozenset({">", ">>", ">|", "&>", "&>>", ">&", "<>"})
-_HARMLESS_TARGETS = re.compile(r"/dev/(null|stdout|stderr|tty|fd/\d+)$|\d+$|-$")
-_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", ";;", "|&"})
-_WRITERS = frozenset({"rm", "rmdir", "mv", "cp", "tee", "touch", "mkdir", "ln", "chmod",
-                      "chown", "chgrp", "truncate", "dd", "install", "rsync", "shred",
-                      "unlink", "patch", "mktemp"})
-_WRAPPERS = frozenset({"sudo", "env", "nohup", "time", "command", "builtin", "exec", "nice",
-                       "xargs", "doas", "timeout", "stdbuf"})
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
-_GIT_WRITES = frozenset({"commit", "push", "add", "rm", "mv", "reset", "checkout", "switch",
-                         "restore", "merge", "rebase", "cherry-pick", "revert", "apply", "am",
-                         "stash", "clean", "pull", "tag", "init", "clone", "worktree",
-                         "update-ref", "gc", "prune", "notes", "replace", "filter-branch"})
-
-
-def bash_writes(command) -> str | None:
-    """What in a Bash command line writes a file (None: nothing it can recognise).
-    It cannot see writes made by programs themselves (make, cargo, npm, python -c, an
-    editor), through variables, aliases, functions, `$(...)` or `eval`."""
-    if not isinstance(command, str):
-        raise BadInput("Bash without a command")
-    import shlex  # only the Bash calls of read-only roles pay for it
-
-    lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    try:
-        tokens = list(lexer)
-    except ValueError as e:
-        raise BadInput(f"cannot parse the command line ({e})")
-    for n, token in enumerate(tokens):
-        if token in _REDIRECTS:
-            target = tokens[n + 1] if n + 1 < len(tokens) else ""
-            if not _HARMLESS_TARGETS.match(target):
-                return f"it redirects output into {target or 'a file'}"
-    for words in _simple_commands(tokens):
-        why = _command_writes(words)
-        if why:
-            return why
-    return None
-
-
-def _simple_commands(tokens: list[str]) -> list[list[str]]:
-    commands, words, skip = [], [], False
-    for token in tokens:
-        if skip:
-            skip = False
-        elif token in _SEPARATORS:
-            commands.append(words)
-            words = []
-        elif token in _REDIRECTS or token in ("<", "<<", "<<<"):
-            skip = True  # the redirection's target is no argument
-        else:
-            words.append(token)
-    commands.append(words)
-    return [w for w in commands if w]
-
-
-def _command_writes(words: list[str]) -> str | None:
-    while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):
-        words = words[1:]  # variable assignments
-    if not words:
-        return None
-    program, args = os.path.basename(words[0]), words[1:]
-    if program in _WRAPPERS:  # sudo -u x rm ...: any later word may be the command
-        return next(filter(None, (_command_writes(args[n:]) for n in range(len(args)))), None)
-    if program in _WRITERS:
-        return f"`{program}` changes files"
-    if program in ("sed", "perl") and any(re.match(r"-[nEsrlpa]*i|--in-place", a)
-                                          for a in args):
-        return f"`{program} -i` edits files in place"
-    if program == "git":
-        sub = _git_subcommand(args)
-        if sub in _GIT_WRITES:
-            return f"`git {sub}` changes the repository"
-    if program in _SHELLS and "-c" in args[:-1]:
-        return bash_writes(args[args.index("-c") + 1])
-    return None
-
-
-def _git_subcommand(args: list[str]) -> str | None:
-    n = 0
-    while n < len(args) and args[n].startswith("-"):
-        n += 2 if args[n] in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") else 1
-    return args[n] if n < len(args) else None
