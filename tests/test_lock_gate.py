@@ -246,6 +246,14 @@ def test_a_denial_says_why(mesh, run):
     assert "role security is read-only" in bash.stderr and "`rm`" in bash.stderr
 
 
+def test_a_hard_link_is_seen_from_any_working_directory(mesh, run):
+    """The link count was read from the repository-relative path, relative to the hook's
+    own working directory: from a subfolder it found nothing and allowed the write."""
+    denied = run("file-lock", "check", "--hook", env={"MESH_SESSION": "b1"}, cwd=mesh / "web",
+                 input=call("Edit", {"file_path": str(mesh / "crates/core/hard.txt")}, mesh))
+    assert denied.returncode == 2 and "hard link" in denied.stderr
+
+
 def test_check_applies_the_same_proof(mesh, run):
     run("file-lock", "check", "--as", "b1", "crates/core", check=0)
     assert run("file-lock", "check", "--as", "t1", "takeover/x").returncode == 1

@@ -223,11 +223,11 @@ def _gate(mesh, call: gate.Call) -> str | None:
         return None
     service = LockService(mesh.home)
     targets = service.resolve(paths)  # BadInput outside the repository
-    for target in targets:
+    for path, target in zip(paths, targets):
         reason = _outside_role(role, target.path)
         if reason is not None:
             return reason
-        if gate.hard_linked(target.path):
+        if gate.hard_linked(path):  # the call's own path: target.path is the repository's
             return f"{target.path} has another name (a hard link): writing it writes that too"
     missing = service.unproven(me, [t.scope for t in targets])
     for target in targets:
