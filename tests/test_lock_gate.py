@@ -284,7 +284,8 @@ WRITES = [
     "time rm x", "(rm x)", "[[ -f x ]] && rm x", "case x in x) rm x;; esac",
     "while true; do rm x; done", "/bin/rm x", "\\rm x", "'rm' x", "ls\nrm x",
     "git ls-remote --upload-pack=x origin", "git grep -O x", "tree -o f", "date -s now",
-    "echo 'open",
+    "echo 'open", "ls | xargs rm", "ls | xargs sed -n 1p", "ls | xargs git log",
+    "ls | xargs xargs cat", "xargs -o cat", "rg --hostname-bin=x y",
 ]
 READS = [
     "git log --oneline | head", "grep -rn foo src", "ls -la", "cat a b | wc -l", "rg x",
@@ -297,6 +298,7 @@ READS = [
     'echo "a b" \'c\'', "cat <<'EOF'\nhi\nEOF", "grep -c x <<< 'abc'",
     "sort -k2 f | uniq -c", "jq .x f", "ls # ; rm x", "ls &", "cat < f", "git log --format=%H",
     "git diff --output-indicator-new=+ HEAD", "meshctl status --check", "mesh-events -n 5",
+    "git ls-files | xargs grep -l foo", "find . -name '*.py' -print0 | xargs -0 wc -l",
 ]
 ANCHOR_ONLY = ['meshctl execute --role builder "fix the parser"', "mesh-pick --role builder",
                "meshctl pick --role builder"]

@@ -17,7 +17,7 @@ from ..core.errors import BadInput
 DATA = os.path.join(os.path.dirname(__file__), "readonly.toml")
 _RULE_KEYS = frozenset({"roles", "deny_long", "deny_short", "deny_words", "only_options",
                         "requires", "first_word", "bare", "needs_for_words", "max_words",
-                        "script", "globals", "takes_value", "subcommands"})
+                        "script", "globals", "takes_value", "subcommands", "runs"})
 # Node types that join commands, and the tokens between them.
 _LISTS = frozenset({"program", "list", "pipeline", "redirected_statement"})
 _JOINERS = frozenset({";", "&", "&&", "||", "|", "|&", "\n"})
@@ -195,14 +195,21 @@ def check_command(name: str, words: list[Word], role: str | None, programs: dict
     _check(spec, name, words, role)
 
 
-def _check(spec: dict, label: str, words: list[Word], role: str | None) -> None:
+def _check(spec: dict, label: str, words: list[Word], role: str | None,
+           fed: bool = False) -> None:
+    """fed: the program also gets words from its input (under xargs), unknown here."""
     if "roles" in spec and role not in spec["roles"]:
         raise Refused(f"`{label}` is for the roles {', '.join(spec['roles'])} only")
+    ruled = set(spec) - {"roles"}
+    if ruled and fed:
+        raise Refused(f"`{label}` under xargs: the words it reads may be options")
     if "subcommands" in spec:
         _check_subcommand(spec, label, words, role)
         return
+    if spec.get("runs"):
+        _check_runner(spec, label, words, role)
+        return
     options, plain = _split(words)
-    ruled = set(spec) - {"roles"}
     if ruled and any(w.glob for w in words):
         raise Refused(f"`{label}`: an unquoted glob may expand into an option")
     for word in words:
@@ -229,6 +236,22 @@ def _check_subcommand(spec: dict, label: str, words: list[Word], role) -> None:
     if words[n].glob or sub not in spec["subcommands"]:
         raise Refused(f"`{label} {sub}` is not a read-only subcommand the gate knows")
     _check(spec["subcommands"][sub], f"{label} {sub}", words[n + 1:], role)
+
+
+def _check_runner(spec: dict, label: str, words: list[Word], role) -> None:
+    """xargs OPTIONS COMMAND...: its options, then COMMAND as a command of its own that
+    also gets the words xargs reads."""
+    n = 0
+    while n < len(words) and words[n].value.startswith("-") and words[n].value != "-":
+        _check_option(spec, label, words[n].value)
+        takes = _option_name(words[n].value) in spec.get("takes_value", ())
+        n += 2 if takes and "=" not in words[n].value else 1
+    if n >= len(words):
+        raise Refused(f"`{label}` without a command")
+    name = words[n].value
+    if words[n].glob or name not in rules():
+        raise Refused(f"`{label} {name}`: `{name}` is not a read-only program the gate knows")
+    _check(rules()[name], f"{label} {name}", words[n + 1:], role, fed=True)
 
 
 def _split(words: list[Word]) -> tuple[list[str], list[Word]]:
