@@ -31,8 +31,9 @@ def call(tool, tool_input=None, cwd=None, **extra):
 @pytest.fixture
 def mesh(repo, run, anchor_process, tmp_path):
     """b1 (builder) holds crates/core and docs; r1 is a research session, s1 a security one
-    (read-only, with Bash); l1's lease on lease/ has run out; d1's holder process died; t1 took over a dead id that held takeover/;
-    e1's lock is owned by a live process that is not the caller's."""
+    (read-only, with Bash); l1's lease on lease/ has run out; d1's holder process died; t1
+    took over a dead id that held takeover/; e1's lock is owned by a live process that is
+    not the caller's."""
     keeper, doomed, first, second, stranger = (anchor_process() for _ in range(5))
     run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(keeper.pid), check=0)
     run("coord-register", "--role", "research", "--id", "r1", "--pid", str(keeper.pid), check=0)

@@ -1,9 +1,9 @@
 """What a Claude Code tool call will write: the pure half of the lock gate (`check --hook`).
 
 The gate allows only what it can prove, so everything here answers "cannot tell" with
-BadInput (a deny), never with an empty answer. Shapes: CLAUDE-CLI.md, "Hooks". The work is
-bounded (MAX_INPUT_BYTES, MAX_PATHS, each distinct path once): a hook that outlives its
-timeout lets the call through, so a huge input must be refused, never slowly walked.
+BadInput (a deny), never with an empty answer. Shapes: CLAUDE-CLI.md, "Hooks". The work
+is bounded (MAX_INPUT_BYTES, MAX_VALUES, MAX_PATHS, each distinct path once): a hook that
+outlives its timeout lets the call through, so a huge input is refused, never slowly walked.
 """
 
 import json
@@ -73,11 +73,12 @@ def parse_call(data: bytes | str) -> Call:
 def tool_refusal(tool: str, role_tools, read_only: bool) -> str | None:
     """Why a role may not call tool at all (None: it may, subject to the path checks).
     role_tools: the role's `tools` list (`--tools`, so the CLI offers nothing else); a tool
-    outside it should not exist (MCP tools come from the MCP config, not `--tools`), and one this gate does not know (an MCP tool, a tool a CLI
-    release added) may write anything, which a role that writes nothing must not."""
+    outside it should not exist (MCP tools come from the MCP config, not `--tools`). A tool
+    this gate does not know (an MCP tool, a tool a CLI release added) may write anything,
+    which a role that writes nothing must not."""
     if tool in ALWAYS:
         return None
-    listed = tool in role_tools or ALIASES.get(tool) in role_tools if role_tools else False
+    listed = bool(role_tools) and (tool in role_tools or ALIASES.get(tool) in role_tools)
     if role_tools is not None and not tool.startswith(MCP_PREFIX) and not listed:
         return f"{tool} is not one of the role's tools ({', '.join(role_tools) or 'none'})"
     if read_only and tool not in READ_TOOLS and tool not in WRITE_TOOLS and tool != "Bash":
