@@ -287,6 +287,7 @@ WRITES = [
     "git ls-remote --upload-pack=x origin", "git grep -O x", "tree -o f", "date -s now",
     "echo 'open", "ls | xargs rm", "ls | xargs sed -n 1p", "ls | xargs git log",
     "ls | xargs xargs cat", "xargs -o cat", "rg --hostname-bin=x y",
+    "cat <<EOF && rm x\nx\nEOF", "cat <<'EOF' | sh\nrm x\nEOF",
 ]
 READS = [
     "git log --oneline | head", "grep -rn foo src", "ls -la", "cat a b | wc -l", "rg x",
@@ -302,7 +303,8 @@ READS = [
     "git ls-files | xargs grep -l foo", "find . -name '*.py' -print0 | xargs -0 wc -l",
 ]
 ANCHOR_ONLY = ['meshctl execute --role builder "fix the parser"', "mesh-pick --role builder",
-               "meshctl pick --role builder"]
+               "meshctl pick --role builder",
+               "cat <<'EOF' | meshctl execute -\nfix $x in `y`\nEOF"]
 
 
 @pytest.mark.parametrize("command", WRITES)

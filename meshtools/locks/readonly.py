@@ -94,29 +94,29 @@ def _statements(node, found: list) -> None:
         if child.type in _LISTS:
             _statements(child, found)
         elif child.type == "command":
-            found.append(_command(child))
+            _command(child, found)
         elif child.type in ("file_redirect", "heredoc_redirect", "herestring_redirect"):
-            _redirect(child)
+            _redirect(child, found)
         elif child.type == "comment" or child.type in _JOINERS:
             continue
         else:
             raise Refused(f"{_describe(child)} is not a simple command")
 
 
-def _command(node) -> tuple[str, list[Word]]:
+def _command(node, found: list) -> None:
     name, words = None, []
     for child in node.children:
         if child.type == "command_name":
             name = _name(child)
         elif child.type in ("file_redirect", "heredoc_redirect", "herestring_redirect"):
-            _redirect(child)
+            _redirect(child, found)
         elif child.type == "variable_assignment":
             raise Refused(f"setting {_text(child)!r} before a command can change what it does")
         else:
             words.append(_word(child))
     if name is None:
         raise Refused(f"{_text(node)!r} has no command name")
-    return name, words
+    found.append((name, words))
 
 
 def _name(node) -> str:
@@ -155,8 +155,9 @@ def _word(node) -> Word:
     return Word("".join(value), glob)
 
 
-def _redirect(node) -> None:
-    """Input, fd duplications and /dev/null only: never into a file."""
+def _redirect(node, found: list) -> None:
+    """Input, fd duplications and /dev/null only: never into a file. The parser hangs what
+    follows a here-document's start on the line (`| cmd`, `&& cmd`) under it."""
     if node.type == "herestring_redirect":
         for child in node.children[1:]:
             _word(child)
@@ -164,7 +165,13 @@ def _redirect(node) -> None:
     if node.type == "heredoc_redirect":
         for child in node.children:
             if child.type == "file_redirect":
-                _redirect(child)
+                _redirect(child, found)
+            elif child.type == "command":
+                _command(child, found)
+            elif child.type in _LISTS:
+                _statements(child, found)
+            elif child.type in _JOINERS:
+                continue
             elif child.type == "heredoc_body":
                 bad = [c for c in child.children if c.type != "heredoc_content"]
                 if bad:
