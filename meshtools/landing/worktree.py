@@ -43,7 +43,7 @@ from . import gitops, history
 BRANCH_PREFIX = "mesh/"
 SETTINGS = os.path.join(".claude", "settings.local.json")
 EXCLUDE_LINE = ".claude/settings.local.json"
-GATE_MATCHER = "Edit|Write|MultiEdit|NotebookEdit|Bash|mcp__.*"  # Bash: read-only roles
+GATE_MATCHER = ".*"  # every tool: the gate knows which ones write (locks.gate)
 GATE_TIMEOUT = 30
 _REFUSALS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
