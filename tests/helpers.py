@@ -1,6 +1,7 @@
 """Small helpers the test modules share."""
 
 import json
+import subprocess
 import time
 
 
@@ -46,6 +47,14 @@ def redis_of(mesh_home):
     from meshtools.queue.connection import connect
 
     return connect(MeshHome(str(mesh_home)))
+
+
+def register_dead(run, role: str, session: str) -> None:
+    """A session registered by a process that has died since (a dead peer)."""
+    gone = subprocess.Popen(["sleep", "60"])
+    run("coord-register", "--role", role, "--id", session, "--pid", str(gone.pid), check=0)
+    gone.kill()
+    gone.wait()
 
 
 def run_tree(pid: int) -> list:

@@ -10,7 +10,8 @@ import sys
 import pytest
 
 from .conftest import BIN
-from .helpers import on_terminal, read_terminal, redis_of, wait_until
+from .helpers import on_terminal, read_terminal, redis_of, register_dead, wait_until
+from .test_status import kill_tree, spawn_worker
 
 
 def _queued(mesh_home, queue: str) -> list[dict]:
@@ -168,7 +169,8 @@ def test_wait_on_a_terminal_keeps_one_live_line_on_stderr(repo, mesh_home):
     assert proc.wait(timeout=30) == 75
     proc.stdout.close()
     *updates, last = shown.split(b"\r\x1b[K")
-    assert updates[0] == b"" and len(updates) > 1  # the first slice (0.5s) ran out: one
+    assert updates[0].startswith(b"meshctl execute: warning: no live worker drains queue builder")
+    assert updates[0].count(b"\n") == 1 and len(updates) > 1  # then, a slice (0.5s) later: one
     assert all(re.fullmatch(rb"w2: queued, \d+s", u) for u in updates[1:]), updates
     assert last == b"meshctl: task w2 has no result after 1.5s\r\n"  # cleared first
 
@@ -195,3 +197,24 @@ def test_the_loop_guard_judges_then_refuses(run, repo, mesh_home):
     assert len(_queued(mesh_home, "anchor")) == 1
     bad = {"MESH_TASK": "t-parent", "MESH_TASK_HOPS": "lots"}
     run("meshctl", "execute", "groom the backlog", env=bad, check=78)
+
+
+def test_enqueuing_where_no_live_worker_drains_warns_in_one_line(run, repo, mesh_home):
+    """A dead anchor-1 is named; a queue with a live worker gets no warning."""
+    register_dead(run, "anchor", "anchor-1")
+    sent = run("meshctl", "execute", "--role", "anchor", "look around", check=0)
+    assert sent.stderr.splitlines() == [
+        "meshctl execute: warning: no live worker drains queue anchor (anchor-1 is dead): the "
+        "task waits until one runs (meshctl init, or mesh-spawn anchor --queue)"]
+    assert len(sent.records) == 1
+    worker = spawn_worker(run)
+    try:
+        def drained() -> bool:
+            stats = run("queue-stat", "--json", check=0).records
+            return any(c.get("alive") for q in stats if q.get("queue") == "builder"
+                       for c in q.get("consumers") or [])
+
+        wait_until(drained, timeout=30)
+        assert run("meshctl", "execute", "--role", "builder", "true", check=0).stderr == ""
+    finally:
+        kill_tree(worker["pid"])

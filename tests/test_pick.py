@@ -1,10 +1,10 @@
-"""mesh-pick: land a worker's commits on main, in the main checkout, all or nothing."""
+"""mesh-pick: land a worker's commits on main, gated in a scratch worktree, all or nothing."""
 
 import os
 
 import pytest
 
-from meshtools.landing import gitops, history, pick, work
+from meshtools.landing import advance, gitops, history, pick, state, work
 from meshtools.core import config, events
 from meshtools.core.home import MeshHome
 
@@ -135,11 +135,91 @@ def test_dirty_main_checkout_is_refused(run, repo, builder):
     assert (repo / "README.md").read_text() == "uncommitted\n"
 
 
-def test_main_checkout_on_another_branch_is_refused(run, repo, builder):
+def test_main_moves_under_a_checkout_on_another_branch_which_is_left_alone(run, repo, builder):
     commit(builder, "docs/x.md", "x\n", "x")
     git(repo, "checkout", "-q", "-b", "side")
+    (repo / "README.md").write_text("the user's work on side\n")
+    record = run("mesh-pick", "--role", "builder", check=0).records[0]
+    assert record["status"] == "picked" and git(repo, "rev-parse", "main") == record["main_after"]
+    assert git(repo, "show", "main:docs/x.md") == "x"
+    assert git(repo, "rev-parse", "--abbrev-ref", "HEAD") == "side"
+    assert not (repo / "docs/x.md").exists()
+    assert (repo / "README.md").read_text() == "the user's work on side\n"
+
+
+def test_a_checkout_made_dirty_while_the_gate_runs_keeps_main_where_it_was(run, repo, builder,
+                                                                         mesh_home):
+    """main must not move under a checkout with uncommitted changes, whenever they came."""
+    commit(builder, "docs/x.md", "x\n", "x")
+    before = git(repo, "rev-parse", "main")
+    result = run("mesh-pick", "--role", "builder", "--gate", f"echo mine >> {repo}/README.md")
+    assert result.returncode == 75 and "1 uncommitted change" in result.stderr
+    assert git(repo, "rev-parse", "main") == before
+    assert (repo / "README.md").read_text() == "hello\nmine\n"
+    assert "1 uncommitted change" in state.blocked(MeshHome(str(mesh_home)))["reason"]
+    git(repo, "checkout", "README.md")
+    run("mesh-pick", "--role", "builder", "--gate", "true", check=0)
+    assert (repo / "docs/x.md").read_text() == "x\n"
+    assert state.blocked(MeshHome(str(mesh_home))) is None
+
+
+def test_an_untracked_file_in_the_way_keeps_main_where_it_was(run, repo, builder):
+    commit(builder, "docs/new.md", "theirs\n", "new doc")
+    (repo / "docs/new.md").write_text("the user's own, untracked\n")
+    before = git(repo, "rev-parse", "main")
     result = run("mesh-pick", "--role", "builder")
-    assert result.returncode == 75 and "is on side, not main" in result.stderr
+    assert result.returncode == 75 and "docs/new.md" in result.stderr
+    assert git(repo, "rev-parse", "main") == before
+    assert (repo / "docs/new.md").read_text() == "the user's own, untracked\n"
+
+
+def test_the_gate_runs_in_a_scratch_worktree_that_is_gone_afterwards(run, repo, builder,
+                                                                   mesh_home, tmp_path):
+    commit(builder, "docs/x.md", "x\n", "x")
+    seen = tmp_path / "gate-cwd"
+    run("mesh-pick", "--role", "builder", "--gate", f"pwd > {seen}; test -f docs/x.md", check=0)
+    where = seen.read_text().strip()
+    assert os.path.realpath(where) != os.path.realpath(repo)
+    assert not os.path.exists(where)
+    assert where not in git(repo, "worktree", "list", "--porcelain")
+
+
+def cut_off_landing(repo, builder, home, path: str, text: str) -> str:
+    """A landing cut off after main moved to a commit of path, before its checkout
+    followed: the journal it leaves, main there, the checkout still at the old commit."""
+    old = git(repo, "rev-parse", "main")
+    landed = commit(builder, path, text, f"landed {path}")
+    git(repo, "update-ref", "refs/heads/main", landed, old)
+    state.write_journal(home, {"old": old, "new": landed, "branch": "main",
+                               "checkout": str(repo)})
+    return landed
+
+
+def test_an_interrupted_landing_is_finished_by_the_next_pass(run, repo, builder, mesh_home):
+    """main moved but the checkout was left at the old commit (the landing was cut off
+    between the two): the next pass brings the checkout up, then lands its own work."""
+    home = MeshHome(str(mesh_home))
+    landed = cut_off_landing(repo, builder, home, "docs/one.md", "1\n")
+    assert git(repo, "status", "--porcelain") != ""  # the checkout lags behind main
+    nxt = commit(builder, "docs/two.md", "2\n", "two")
+    record = run("mesh-pick", "--commits", nxt, check=0).records[0]
+    assert record["status"] == "picked" and record["main_before"] == landed
+    assert git(repo, "status", "--porcelain") == ""
+    assert (repo / "docs/one.md").exists() and (repo / "docs/two.md").exists()
+    assert state.journal(home) is None
+
+
+def test_an_interrupted_landing_that_cannot_be_finished_waits_and_says_why(run, repo, builder,
+                                                                         mesh_home):
+    home = MeshHome(str(mesh_home))
+    landed = cut_off_landing(repo, builder, home, "README.md", "landed\n")
+    (repo / "README.md").write_text("the user's edit\n")
+    nxt = commit(builder, "docs/two.md", "2\n", "two")
+    result = run("mesh-pick", "--commits", nxt)
+    assert result.returncode == 75 and "interrupted landing" in result.stderr
+    assert git(repo, "rev-parse", "main") == landed
+    assert (repo / "README.md").read_text() == "the user's edit\n"
+    assert "interrupted landing" in state.blocked(home)["reason"]
 
 
 def test_picks_land_in_the_main_checkout_even_when_run_from_a_worktree(run, repo, builder):
@@ -199,6 +279,16 @@ def test_decide_and_parsers():
     assert history.unpicked_from_cherry("+ abc12345\n+ fff\n- eee\n", {"abc1234"}) == ["fff"]
     assert history.parse_range("a..b") == ("a", "b") and history.parse_range("c") == (None, "c")
     assert pick.tail("\n".join(map(str, range(100))), lines=2) == "98\n99"
+
+
+def test_what_an_interrupted_landing_needs():
+    journal = {"old": "o", "new": "n"}
+    assert advance.decide_recovery(journal, "o", None) == "done"  # main never moved
+    assert advance.decide_recovery(journal, "x", "old") == "done"  # main moved on since
+    assert advance.decide_recovery(journal, "n", None) == "done"  # no checkout has main
+    assert advance.decide_recovery(journal, "n", "new") == "done"
+    assert advance.decide_recovery(journal, "n", "old") == "finish"
+    assert advance.decide_recovery(journal, "n", "other") == "stuck"
 
 
 def test_pick_lands_the_shas_it_is_given_without_resolving_them_again(repo, builder, mesh_home,

@@ -110,14 +110,14 @@ def test_exactly_one_anchor_per_mesh(run, anchor_process):
 
 def test_the_gate_keeps_a_role_inside_its_write_boundary(run, repo, anchor_process):
     keeper = anchor_process()
-    run("coord-register", "--role", "research", "--id", "r1", "--pid", str(keeper.pid), check=0)
-    run("file-lock", "acquire", "crates/core", "--as", "r1", check=0)
+    run("coord-register", "--role", "groomer", "--id", "g1", "--pid", str(keeper.pid), check=0)
+    run("file-lock", "acquire", "crates/core", "--as", "g1", check=0)
     call = json.dumps({"hook_event_name": "PreToolUse", "tool_name": "Edit", "cwd": str(repo),
                        "tool_input": {"file_path": str(repo / "crates/core/src/lib.rs")}})
-    denied = run("file-lock", "check", "--hook", input=call, env={"MESH_SESSION": "r1"})
-    assert denied.returncode == 2 and "role research may not write" in denied.stderr
+    denied = run("file-lock", "check", "--hook", input=call, env={"MESH_SESSION": "g1"})
+    assert denied.returncode == 2 and "role groomer may not write" in denied.stderr
     run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(keeper.pid), check=0)
-    run("file-lock", "release", "--all", "--as", "r1", check=0)
+    run("file-lock", "release", "--all", "--as", "g1", check=0)
     run("file-lock", "acquire", "crates/core", "--as", "b1", check=0)
     assert run("file-lock", "check", "--hook", input=call,
                env={"MESH_SESSION": "b1"}).returncode == 0
@@ -133,3 +133,35 @@ def test_of_queue_finds_a_role_by_its_queue_not_its_name(mesh_home):
     assert roles.of_queue(known, "build").name == "builder"
     assert roles.of_queue(known, "builder") is None
     assert roles.of_queue(known, "triage").name == "triage"
+
+
+def test_every_role_names_the_tools_that_exist_for_it(mesh_home):
+    """`--tools` for every role (issue 17/4): a tool a CLI release adds stays off until a
+    role names it. The packaged roles say theirs; a mesh's own role without the key gets
+    reading tools, and editing ones only where it may write."""
+    import tomllib
+
+    from meshtools.core.home import MeshHome
+    from meshtools.executors.claude import claude_argv
+
+    packaged = tomllib.loads(roles.packaged_text()[1])["roles"]
+    assert all("tools" in table for table in packaged.values())
+    write_override(mesh_home, '[roles.docs]\ndescription = "d"\nmodel = "haiku"\ncharter = "c"\n'
+                              'prompt = "p"\nwrites = ["docs/**"]\n\n'
+                              '[roles.reader]\ndescription = "r"\nmodel = "haiku"\n'
+                              'charter = "c"\nprompt = "p"\n')
+    known = roles.load(MeshHome(str(mesh_home)))
+    assert known["docs"].tools == ("Read", "Grep", "Glob", "Edit", "Write", "MultiEdit")
+    assert known["reader"].tools == ("Read", "Grep", "Glob")
+    for role in known.values():
+        argv = claude_argv(role)
+        assert ("--tools=" + ",".join(role.tools)) in argv, role.name
+        assert not ({"Edit", "Write", "MultiEdit", "NotebookEdit"} & set(role.tools)
+                    and role.read_only), role.name
+
+
+@pytest.mark.parametrize("tools", ['["Read,Bash"]', '["Bash(git *)"]', '[""]'])
+def test_a_tool_name_that_would_change_the_list_is_refused(run, mesh_home, tools):
+    write_override(mesh_home, f"[roles.builder]\ntools = {tools}\n")
+    result = run("mesh-roles", "--json")
+    assert result.returncode == 78 and "roles.builder.tools" in result.stderr

@@ -11,11 +11,12 @@ import tempfile
 
 import pytest
 
-from meshtools.core import errors
+from meshtools.core import errors, trust
 from meshtools.core.home import MeshHome
 from meshtools.queue.connection import connect
 from meshtools.queue.server import EmbeddedRedis, binary
 
+from .conftest import commit, git
 from .helpers import redis_of, wait_until
 
 BIN = os.path.dirname(sys.executable)
@@ -166,7 +167,7 @@ def test_a_socket_directory_not_private_to_us_is_never_used(long_home):
     try:
         os.chmod(planted, 0o777)
         (long_home / "redis" / "socket-dir").write_text(planted + "\n")
-        with pytest.raises(errors.ConfigError, match="refusing the Redis socket directory"):
+        with pytest.raises(errors.Refused, match="refusing the Redis socket directory"):
             connect(MeshHome(str(long_home)), start=False)
         server.start()
         assert server.socket_dir != planted and os.listdir(planted) == []
@@ -217,7 +218,7 @@ def test_another_user_cannot_plant_the_socket_directory():
     try:
         assert as_user(OTHER, "mkdir", "-m", "777", planted).returncode == 0
         started = as_user(OWNER, os.path.join(BIN, "mesh-redis"), "start", "--json", env=env)
-        assert started.returncode in (0, 69, 78), started.stderr
+        assert started.returncode in (0, 69, 77), started.stderr
         if started.returncode == 0:
             socket = json.loads(started.stdout)["url"].removeprefix("unix://")
             assert not socket.startswith(planted + "/")
@@ -276,3 +277,167 @@ def test_what_needs_no_mesh_works_outside_a_repository(run, tmp_path, monkeypatc
     assert "builder" in run("mesh-roles", "--json", check=0, cwd=tmp_path).stdout
     run("mesh-roles", "show", "builder", check=0, cwd=tmp_path)
     run("coord-register", "--help", check=0, cwd=tmp_path)
+
+
+NOBODY = 65534
+needs_other_user = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("setpriv"),
+                                      reason="planting as another user needs root and setpriv")
+
+
+@pytest.fixture
+def shared_tmp():
+    """A folder like /tmp (root's, 1777) whose parent is root's 0755: where another user can
+    plant things; removed at the end."""
+    base = tempfile.mkdtemp(prefix="meshsec-", dir="/tmp")
+    os.chmod(base, 0o755)
+    shared = os.path.join(base, "tmp")
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)
+    yield shared
+    shutil.rmtree(base)
+
+
+def planted_by_nobody(script: str) -> None:
+    done = as_user(NOBODY, "sh", "-ec", script)
+    assert done.returncode == 0, done.stderr
+
+
+def refused_naming_owner(result) -> None:
+    assert result.returncode == 77, (result.returncode, result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and "refusing" in result.stderr
+    assert "uid 65534" in result.stderr and "mode 0" in result.stderr
+
+
+@needs_other_user
+@pytest.mark.parametrize("how", ["planted", "symlink", "parent", "config-file"])
+def test_a_mesh_home_another_user_controls_never_runs_their_commands(run, repo, mesh_home,
+                                                                      shared_tmp, how):
+    """issue 17 #1: nobody made /tmp/m5home 0777 with a [pick] gate of theirs; root's
+    queue-push, queue-drain and mesh-pick ran it. A symlink to it, a home of ours in a
+    folder of theirs, a config.toml of theirs in a home of ours: the same."""
+    builder = run("mesh-worktree", "ensure", "builder", check=0).records[0]["path"]
+    commit(builder, "docs/x.md", "x\n", "work to land")  # so that mesh-pick runs its gate
+    marker = os.path.join(shared_tmp, "pwned")
+    theirs = os.path.join(shared_tmp, "m5home")
+    gate = f'[pick]\\ngate = "id > {marker}"\\n'
+    home = theirs
+    if how in ("planted", "symlink"):
+        planted_by_nobody(f"mkdir -m 777 {theirs}; printf '{gate}' > {theirs}/config.toml")
+    if how == "symlink":
+        home = os.path.join(shared_tmp, "link")
+        os.symlink(theirs, home)
+    if how == "parent":  # theirs, 0755: they can swap our home for one of theirs
+        planted_by_nobody(f"mkdir -m 755 {theirs}")
+        home = os.path.join(theirs, "home")
+        os.mkdir(home, 0o700)
+        with open(os.path.join(home, "config.toml"), "w") as f:
+            f.write(gate.replace("\\n", "\n"))
+    if how == "config-file":  # left by them while the home was open, then made 0700
+        os.mkdir(home, 0o700)
+        planted_by_nobody(f"printf '{gate}' > {shared_tmp}/c.toml")
+        os.rename(os.path.join(shared_tmp, "c.toml"), os.path.join(home, "config.toml"))
+    env = {"MESH_HOME": home}
+    try:
+        pushed = run("queue-push", "--role", "builder", "echo hi", env=env)
+        drained = run("queue-drain", "--queue", "builder", "--burst", env=env)
+        if how == "config-file":  # a home of ours: what reads no config.toml may run
+            assert pushed.returncode == 0, pushed.stderr
+        else:
+            refused_naming_owner(pushed)
+        refused_naming_owner(drained)
+        refused_naming_owner(run("mesh-pick", "--role", "builder", env=env))
+        assert not os.path.exists(marker)
+    finally:
+        EmbeddedRedis(MeshHome(os.path.realpath(home))).stop()
+
+
+@needs_other_user
+def test_a_worktree_folder_planted_beside_the_repository_is_never_used(
+        run, repo, mesh_home, shared_tmp, claude_cli, anchor_process):
+    """issue 17 #1: nobody made <root>/project-wt-builder 0777 before the mesh did, then
+    replaced its .claude/ with a hook of theirs: `ensure` merged that hook into the gate's
+    settings, and the agent ran it as root."""
+    mesh_home.mkdir()
+    (mesh_home / "config.toml").write_text(f'[worktrees]\nroot = "{shared_tmp}"\n')
+    tree = os.path.join(shared_tmp, "project-wt-builder")
+    marker = os.path.join(shared_tmp, "pwned")
+    settings = json.dumps({"hooks": {"PreToolUse": [{"matcher": ".*", "hooks": [
+        {"type": "command", "command": f"id > {marker}"}]}]}})
+    planted_by_nobody(f"mkdir -m 777 {tree}")
+    refused_naming_owner(run("mesh-worktree", "ensure", "builder"))
+    planted_by_nobody(f"cd {tree}; rm -rf .claude; mkdir .claude; "
+                      f"printf '%s' '{settings}' > .claude/settings.local.json")
+    run("coord-register", "--role", "builder", "--id", "b1", "--pid",
+        str(anchor_process().pid), check=0)
+    refused_naming_owner(run("mesh-agent", "builder", "@bash true", "--as", "b1"))
+    assert not os.path.exists(marker)
+    with open(os.path.join(tree, ".claude", "settings.local.json")) as f:
+        assert json.load(f) == json.loads(settings)  # never merged with our gate
+    assert "project-wt-builder" not in git(repo, "worktree", "list")
+
+
+@needs_other_user
+@pytest.mark.parametrize("what", [".claude", ".claude/settings.local.json"])
+def test_settings_another_user_owns_in_our_worktree_are_never_merged(run, repo, what):
+    """.claude/ (or the settings file) of another user inside a worktree of ours: they can
+    rewrite it, so ensure refuses it rather than merge the gate into their hooks."""
+    tree = run("mesh-worktree", "ensure", "builder", check=0).records[0]["path"]
+    os.chown(os.path.join(tree, what), NOBODY, NOBODY)
+    refused_naming_owner(run("mesh-worktree", "ensure", "builder"))
+    os.chown(os.path.join(tree, what), os.geteuid(), os.getegid())
+    run("mesh-worktree", "ensure", "builder", check=0)
+
+
+
+def test_a_worktree_whose_git_file_points_elsewhere_is_refused(run, repo, tmp_path):
+    """Its registration is ours, but its .git now names another repository: not ours."""
+    tree = run("mesh-worktree", "ensure", "builder", check=0).records[0]["path"]
+    other = tmp_path / "other"
+    git(tmp_path, "init", "-q", str(other))
+    with open(os.path.join(tree, ".git"), "w") as f:
+        f.write(f"gitdir: {other / '.git'}\n")
+    result = run("mesh-worktree", "ensure", "builder")
+    assert result.returncode == 77 and "is not a worktree of" in result.stderr
+
+
+D, F, L = stat.S_IFDIR, stat.S_IFREG, stat.S_IFLNK
+ME = 1000
+
+
+@pytest.mark.parametrize("uid, mode, above, fault", [
+    (ME, D | 0o755, False, None), (0, D | 0o755, True, None), (ME, F | 0o600, False, None),
+    (65534, D | 0o700, True, trust.OWNER), (65534, L | 0o777, True, trust.OWNER),
+    (ME, L | 0o777, False, None),  # a symlink's mode means nothing; its owner does
+    (0, D | 0o1777, True, None),  # /tmp on the way
+    (0, D | 0o1777, False, trust.OTHERS),  # /tmp as the home: anyone may add config.toml
+    (ME, D | 0o777, True, trust.OTHERS), (ME, F | 0o646, False, trust.OTHERS),
+    (ME, D | 0o775, True, trust.GROUP), (ME, F | 0o1777, True, trust.OTHERS),
+])
+def test_what_is_trusted(uid, mode, above, fault):
+    assert trust.fault(uid, mode, ME, above) == fault
+
+
+def test_a_private_directory_is_ours_and_closed():
+    assert trust.private_fault(ME, D | 0o700, ME) is None
+    assert trust.private_fault(0, D | 0o700, ME) == trust.OWNER  # root's is not ours
+    assert trust.private_fault(ME, D | 0o750, ME) == trust.OPEN
+    assert trust.private_fault(ME, L | 0o777, ME) == trust.OPEN
+
+
+@needs_other_user
+def test_a_group_writable_home_is_trusted_only_when_the_group_is_ours_alone(run, tmp_path):
+    """umask 002 makes folders group-writable: fine for a group of the owner's alone (root's
+    here), refused for one others are in (nogroup: nobody's)."""
+    import grp
+    import pwd
+
+    if grp.getgrgid(0).gr_mem or any(u.pw_gid == 0 and u.pw_uid for u in pwd.getpwall()):
+        pytest.skip("group 0 has members besides root here")
+    home = tmp_path / "grouphome"
+    home.mkdir()
+    home.chmod(0o770)
+    os.chown(home, 0, 0)
+    assert run("meshctl", "home", env={"MESH_HOME": str(home)}).returncode == 0
+    os.chown(home, 0, NOBODY)
+    refused = run("meshctl", "home", env={"MESH_HOME": str(home)})
+    assert refused.returncode == 77 and "mode 0770" in refused.stderr

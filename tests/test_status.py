@@ -9,7 +9,7 @@ import psutil
 from meshtools.coord import registry
 from meshtools.mesh import health
 
-from .helpers import on_terminal, redis_of, run_tree, wait_until
+from .helpers import on_terminal, redis_of, register_dead, run_tree, wait_until
 
 # --- pure: problems, records, render, peer_state ----------------------------------------
 
@@ -167,7 +167,8 @@ def test_status_shows_the_running_task_the_queues_dead_letters_and_a_pause(run, 
         assert queues["builder"]["pending"] == 1
         [dead] = of_kind(result, "dead")
         assert dead["count"] == 1 and dead["ids"] == ["bad"]
-        assert [p["problem"] for p in of_kind(result, "problem")] == ["dead_letters"]
+        assert [(p["problem"], p["subject"]) for p in of_kind(result, "problem")] == [
+            ("no_worker", "default"), ("dead_letters", "builder")]
         assert of_kind(result, "redis")[0]["up"] is True
         code, shown, _ = on_terminal(["meshctl", "status"])
         row = next(line.split() for line in shown.splitlines() if "builder-1" in line)
@@ -178,7 +179,9 @@ def test_status_shows_the_running_task_the_queues_dead_letters_and_a_pause(run, 
         checked = status(run, "--check", check=1)
         assert checked.stdout == ""
         assert checked.stderr.splitlines() == [
-            f"meshctl status: paused: {of_kind(status(run), 'problem')[0]['text']}",
+            "meshctl status: no_worker: 1 task on queue default and no live worker drains "
+            "it: mesh-spawn ROLE --queue (or meshctl init) starts one",
+            f"meshctl status: paused: {of_kind(status(run), 'problem')[1]['text']}",
             "meshctl status: dead_letters: 1 dead letter on queue builder: queue-dead list "
             "shows why"]
         assert "dispatch paused until" in checked.stderr
@@ -278,7 +281,7 @@ def test_collect_without_redis_still_has_every_key(mesh_home):
     mesh_home.mkdir(parents=True)
     snapshot = health.collect(MeshHome(str(mesh_home)))
     assert set(snapshot) == {"ts", "home", "redis", "peers", "queues", "dead", "pause",
-                             "budget", "problems"}
+                             "budget", "landing", "anchor", "problems"}
     assert snapshot["redis"]["up"] is False and snapshot["redis"]["version"] is None
     assert [p["kind"] for p in snapshot["problems"]] == ["redis"]
 
@@ -309,3 +312,79 @@ def test_a_waiting_peer_is_paused_while_dispatch_is_and_a_running_one_alive():
     assert health.held_by_pause(peers, None) == peers
     assert [p["state"] for p in health.held_by_pause(peers, {"reason": "manual"})] == \
         ["paused", "alive", "dead"]
+
+
+# --- work nobody does, and landing that waits (issue 17 item 12) ------------------------
+
+def test_queued_tasks_with_no_session_at_all_say_the_mesh_is_down():
+    idle = dict(QUEUE, consumers=[{"name": "builder-1", "alive": False}])
+    snapshot = healthy(peers=[], queues=[idle, dict(QUEUE, queue="anchor", length=1)],
+                       anchor={"running": False})
+    assert snapshot["problems"] == [{"kind": "mesh_down", "subject": None, "text": (
+        "the mesh is down: 3 tasks queued (builder) and no session runs to take them: "
+        "meshctl init starts it")}]  # the anchor queue has a live consumer in QUEUE
+
+
+def test_a_queue_no_live_worker_drains_and_a_mesh_without_its_anchor_loop():
+    anchor = dict(PEER, id="anchor-1", role="anchor", state="dead", task=None)
+    waiting = dict(QUEUE, queue="default", length=1, consumers=[])
+    snapshot = healthy(peers=[PEER, anchor], queues=[QUEUE, waiting], anchor={"running": False})
+    assert [(p["kind"], p["subject"]) for p in snapshot["problems"]] == [
+        ("dead", "anchor-1"), ("no_worker", "default"), ("anchor", "anchor-1")]
+    texts = [p["text"] for p in snapshot["problems"]]
+    assert texts[1] == ("1 task on queue default and no live worker drains it: mesh-spawn "
+                        "ROLE --queue (or meshctl init) starts one")
+    assert texts[2].startswith("no mesh-anchor runs for anchor-1 (dead): finished work does "
+                               "not land")
+    assert healthy(peers=[PEER, dict(anchor, state="alive")],
+                   anchor={"running": True})["problems"] == []
+
+
+def test_landing_that_waits_or_was_cut_off_says_why():
+    blocked = {"reason": "the main checkout /r has 1 uncommitted change (commit or stash "
+                         "them); landing waits, main unchanged", "task": "t-7"}
+    cut = {"old": "a" * 40, "new": "b" * 40, "branch": "main", "checkout": "/r"}
+    snapshot = healthy(landing={"blocked": blocked, "interrupted": cut})
+    assert [(p["kind"], p["subject"]) for p in snapshot["problems"]] == [
+        ("landing", "t-7"), ("landing_interrupted", "main")]
+    assert snapshot["problems"][0]["text"] == f"landing waits (task t-7): {blocked['reason']}"
+    assert "moved main from aaaaaaaaaaaa to bbbbbbbbbbbb" in snapshot["problems"][1]["text"]
+
+
+def test_status_check_names_queued_work_with_no_mesh_and_a_dead_anchor(run, repo, mesh_home):
+    redis_of(mesh_home)
+    run("queue-push", "--role", "builder", "--id", "orphan", "true", check=0)
+    checked = status(run, "--check", check=1)
+    assert checked.stderr == ("meshctl status: mesh_down: the mesh is down: 1 task queued "
+                              "(builder) and no session runs to take them: meshctl init "
+                              "starts it\n")
+    register_dead(run, "anchor", "anchor-1")
+    kinds = [line.split(": ")[1] for line in status(run, "--check", check=1).stderr.splitlines()]
+    assert kinds == ["dead", "mesh_down", "anchor"]
+
+
+def test_status_check_names_a_landing_that_waits_for_the_main_checkout(run, repo, mesh_home):
+    from .conftest import commit
+
+    redis_of(mesh_home)
+    builder = run("mesh-worktree", "ensure", "builder", check=0).records[0]["path"]
+    commit(builder, "docs/x.md", "x\n", "x")
+    (repo / "README.md").write_text("the user's edit\n")
+    run("mesh-pick", "--role", "builder", "--task", "t-9", check=75)
+    [line] = status(run, "--check", check=1).stderr.splitlines()
+    assert line.startswith("meshctl status: landing: landing waits (task t-9): the main "
+                           f"checkout {repo} has 1 uncommitted change")
+    (repo / "README.md").write_text("hello\n")
+    run("mesh-pick", "--role", "builder", check=0)
+    assert status(run, "--check", check=0).stderr == ""
+
+
+def test_after_meshctl_down_queued_work_says_the_mesh_is_down(run, repo):
+    run("meshctl", "init", "--agent", "shell", "--roles", "builder,-anchor", check=0,
+        timeout=120)
+    run("meshctl", "down", check=0, timeout=120)
+    run("queue-push", "--role", "builder", "--id", "later", "true", check=0)
+    checked = status(run, "--check", check=1)
+    assert checked.stderr.splitlines() == [
+        "meshctl status: mesh_down: the mesh is down: 1 task queued (builder) and no session "
+        "runs to take them: meshctl init starts it"]

@@ -298,7 +298,7 @@ class Anchor:
             reason = f"its commits conflict with main in {', '.join(record['conflicts'])}"
             context = f"Conflicting files: {', '.join(record['conflicts'])}."
         else:
-            reason = f"the gate `{record.get('gate')}` failed on main with its commits"
+            reason = f"the gate `{record.get('gate')}` failed on its commits applied onto main"
             context = ("The gate's output ended with:\n"
                        f"{tail(record.get('gate_output') or '', chars=TAIL)}")
         return self.follow(result, retry(result, reason, self.max_handbacks), context)

@@ -14,6 +14,11 @@ from ..core.home import MeshHome
 from ..core.ids import validate_name
 
 ANCHOR = "anchor"
+# A role without a `tools` key gets these (`--tools`): never the CLI's whole default set,
+# so a tool a CLI release adds stays off until a role names it.
+READ_TOOLS = ("Read", "Grep", "Glob")
+EDIT_TOOLS = ("Edit", "Write", "MultiEdit")
+_TOOL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 
 
 class Role(NamedTuple):
@@ -60,6 +65,20 @@ def _strings(value):
     return tuple(value)
 
 
+def _tools(value) -> tuple[str, ...]:
+    """Built-in tool names as `--tools=A,B` takes them: a comma or a rule in one would
+    make the list mean something else."""
+    for name in value:
+        if not _TOOL_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a tool name (letters, digits, _)")
+    return tuple(value)
+
+
+def default_tools(writes) -> tuple[str, ...]:
+    """The tools of a role that names none: reading, and editing where it may write."""
+    return READ_TOOLS + (EDIT_TOOLS if writes else ())
+
+
 def _weights(table: dict) -> tuple[tuple[str, float], ...]:
     """A routing table, pattern -> weight (a finite number). Checked cheaply here: the word
     patterns are compiled where they are used (agents.routing), not on every load (the
@@ -78,7 +97,7 @@ def _weights(table: dict) -> tuple[tuple[str, float], ...]:
 _KEYS = {
     "description": (str, str), "model": (str, str), "queue": (str, str),
     "charter": (str, str), "prompt": (str, str),
-    "capabilities": (list, _strings), "tools": (list, _strings),
+    "capabilities": (list, _strings), "tools": (list, _tools),
     "disallowed_tools": (list, _strings), "writes": (list, _strings),
     "lands": (bool, bool), "concurrency": (int, int),
     "every": ((str, int, float), lambda v: parse_duration(v)),
@@ -190,6 +209,7 @@ def _build(name: str, table: dict, path: str, text: str) -> Role:
         if key in fields and fields[key] <= 0:
             raise bad(key, "must be more than 0")
     fields.setdefault("queue", name)
+    fields.setdefault("tools", default_tools(fields.get("writes")))
     try:
         validate_name(fields["queue"], "queue")
     except BadInput as e:
@@ -204,7 +224,7 @@ def load(home: MeshHome | None = None) -> dict[str, Role]:
     if home is not None:
         override = home.roles_file
         try:
-            with open(override, encoding="utf-8") as f:
+            with open(home.trusted(override), encoding="utf-8") as f:
                 own = f.read()
         except FileNotFoundError:
             own = None

@@ -8,12 +8,12 @@ A role that writes code works in its worktree (<repo>-wt-<role>/, made if missin
 --workdir says otherwise, and never in the main checkout: that is refused (77), since its
 commits would land straight on main.
 
-Exit 0 ok, 1 failed or timed out, 69 the agent CLI is missing, 75 usage-limited (or the mesh
-is paused: nothing was started), 77 a writing role asked to work in the main checkout.
-This is what the supervisor restarts to keep a persistent agent. Redis is optional: when
-the mesh's Redis runs, a paused mesh is honoured, the run's cost counts into the daily
-budget and a usage limit pauses the whole mesh; when it does not, the run goes ahead all
-the same (Redis is never started for it).
+Exit 0 ok, 1 failed or timed out, 69 the agent CLI is missing, 75 usage- or rate-limited
+(or the mesh is paused: nothing was started), 77 a writing role asked to work in the main
+checkout. This is what the supervisor restarts to keep a persistent agent. Redis is
+optional: when the mesh's Redis runs, a paused mesh is honoured, the run's cost counts into
+the daily budget and a usage window or a spend limit pauses the whole mesh; when it does
+not, the run goes ahead all the same (Redis is never started for it).
 """
 
 import sys
@@ -44,7 +44,7 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
     from ..coord.sessions import task_reporter
     from ..executors import choose
     from ..landing import worktree
-    from ..queue import pause as pausing
+    from ..queue import limits, pause as pausing
     from ..queue.tasks import new_id, result_record
 
     role = roles.get(mesh.home, role_name)
@@ -74,14 +74,15 @@ def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh
     finally:
         _quietly(report, None)
     record = result_record(task, outcome, **base)
-    paused = pausing.after_run(pauses, record, outcome.details, cap, session or role.name,
+    paused = pausing.after_run(pauses, outcome.details, cap, session or role.name,
                                guard=_best_effort)
     if paused:
         record["paused"] = paused[-1]
     jsonl.write(record)
     if record["status"] == "ok":
         sys.exit(errors.OK)
-    sys.exit(errors.TEMPFAIL if record["status"] == pausing.USAGE_LIMITED else errors.NEGATIVE)
+    limited = record["status"] in (limits.USAGE_LIMITED, limits.RATE_LIMITED)
+    sys.exit(errors.TEMPFAIL if limited else errors.NEGATIVE)
 
 
 def _pauses(mesh):

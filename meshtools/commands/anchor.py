@@ -13,8 +13,8 @@ from ..core import clock, events
 @click.option("--once", is_flag=True,
               help="One pass (schedule, peers, the results so far), then exit: for cron.")
 @click.option("--gate", metavar="CMD",
-              help="Run CMD in the main checkout after each landing; a failure rolls main "
-                   "back and hands the task back (default: config [pick] gate).")
+              help="Run CMD on each landing's commits in a scratch worktree; main moves only "
+                   "if it passes, else the task is handed back (default: config [pick] gate).")
 @click.option("--interval", type=cli.Seconds(minimum=0.1), default=5.0, show_default=True,
               metavar="SECONDS", help="How long to wait for results between checks of the "
                                       "schedule and the peers.")

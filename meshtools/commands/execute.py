@@ -50,6 +50,8 @@ def execute(words, role, task_id, dry_run, wait, timeout, mesh):
     one live line on stderr (the peer that runs the task, its phase, the time since it was
     queued), then prints the result and exits 0 if it is ok, else the task's exit code when
     it is 1..125, else 1; 75 when --timeout runs out. Empty task or unknown role: 65.
+    Enqueued where no live worker drains the queue, it warns in one line on stderr, naming
+    the role's dead sessions: the task waits until a worker runs.
     """
     from ..mesh import dispatch
 
@@ -78,6 +80,8 @@ def execute(words, role, task_id, dry_run, wait, timeout, mesh):
     pushed = broker.push([(task, queue) for task, _, queue in planned])
     for (task, route, _), record in zip(planned, pushed):
         _show(mesh, task, route, dispatch.pushed(record))
+    for line in dispatch.warnings_for(mesh.home, broker, planned):
+        click.echo(f"{cli.prog_name()}: {line}", err=True)
     if wait:
         sys.exit(_follow(mesh, broker, planned[0][0]["id"], timeout))
 

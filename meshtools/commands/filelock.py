@@ -15,7 +15,7 @@ import click
 
 from .. import cli, complete
 from ..core import clock, errors, jsonl, proc
-from ..locks import gate, graph, policy
+from ..locks import gate, graph, policy, readonly
 from ..locks.service import LockService, describe, is_dead
 
 WAIT_HELP = "Wait at most SECONDS (exit 75 when still busy)."
@@ -169,7 +169,7 @@ def _not_yours(path: str, scope: str, why: str, me: str | None) -> str:
 def _hook(mesh) -> int:
     """Claude Code gate. Anything but a proven yes is a deny (exit 2): never fail open."""
     try:
-        reason = _gate(mesh, gate.parse_call(sys.stdin.read()))
+        reason = _gate(mesh, gate.parse_call(_read_hook_input()))
     except errors.MeshError as e:  # bad input, a path outside the repository, bad config
         reason = f"{e}; denied"
     except BaseException as e:  # noqa: BLE001 - the gate must turn every failure into a deny
@@ -180,35 +180,75 @@ def _hook(mesh) -> int:
     return 2
 
 
+DRAIN_LIMIT = 64 << 20
+
+
+def _read_hook_input() -> bytes:
+    """At most one byte more than the gate reads (more is refused by parse_call); the rest
+    is drained unread, so the CLI writing it sees no broken pipe before our verdict."""
+    data = sys.stdin.buffer.read(gate.MAX_INPUT_BYTES + 1)
+    drained = 0
+    while len(data) > gate.MAX_INPUT_BYTES and drained < DRAIN_LIMIT:
+        chunk = sys.stdin.buffer.read1(1 << 20)
+        if not chunk:
+            break
+        drained += len(chunk)
+    return data
+
+
 def _gate(mesh, call: gate.Call) -> str | None:
     """Why the call is denied, or None when every path it writes is proven the session's:
     inside the repository and the role's write boundary (symlinks resolved), and its scope
-    held by the session's live process. A read-only role's Bash is checked for writes."""
+    held by the session's live process. A tool outside the role's `tools` is denied, and so
+    is, for a read-only role, a tool the gate does not know and a Bash line that is not
+    plainly read-only (locks.readonly)."""
     me = mesh.session(required=False)
     if me is None:
+        if call.tool in gate.READ_TOOLS:
+            return None
         return "no session: $MESH_SESSION is not set for this agent"
     role = _role(mesh, me)
+    if role is not None:
+        refusal = gate.tool_refusal(call.tool, role.tools, role.read_only)
+        if refusal is not None:
+            return f"role {role.name}: {refusal}"
     if call.tool == "Bash":
         if role is None or not role.read_only:
             return None
-        why = gate.bash_writes(call.input.get("command"))
-        return why and f"role {role.name} is read-only, and this command writes: {why}"
-    paths = [gate.anchored(p, call.cwd or os.getcwd()) for p in gate.write_paths(call)]
+        why = readonly.refusal(call.input.get("command"), role.name)
+        return why and f"role {role.name} is read-only, and this line is not plainly so: {why}"
+    cwd = call.cwd or os.getcwd()
+    paths = [gate.anchored(p, cwd) for p in gate.write_paths(call, exists=_entries_of(cwd))]
     if not paths:
         return None
     service = LockService(mesh.home)
     targets = service.resolve(paths)  # BadInput outside the repository
-    for target in targets:
+    for path, target in zip(paths, targets):
         reason = _outside_role(role, target.path)
         if reason is not None:
             return reason
-        if gate.hard_linked(target.path):
+        if gate.hard_linked(path):  # the call's own path: target.path is the repository's
             return f"{target.path} has another name (a hard link): writing it writes that too"
     missing = service.unproven(me, [t.scope for t in targets])
     for target in targets:
         if target.scope in missing:
             return _not_yours(target.path, target.scope, missing[target.scope], me)
     return None
+
+
+def _entries_of(folder: str):
+    """name -> whether folder has an entry of that name: one listing, however many names
+    a call makes the gate ask about (none when the folder cannot be listed)."""
+    import functools
+
+    @functools.cache
+    def names() -> frozenset:
+        try:
+            return frozenset(os.listdir(folder))
+        except OSError:
+            return frozenset()
+
+    return lambda name: name in names()
 
 
 def _role(mesh, me: str):

@@ -1,10 +1,10 @@
-"""mesh-pick: land a worker's commits on the main branch, in the main checkout.
+"""mesh-pick: land a worker's commits on the main branch, gated in a scratch worktree.
 
     mesh-pick --role ROLE [--task ID] [--gate CMD]         every unpicked commit of mesh/ROLE
     mesh-pick --commits BASE..HEAD [--task ID] [--gate CMD] exactly that range (or one commit)
     mesh-pick TASK_ID [--gate CMD]                          the range recorded for the task
 
-Exit 0 picked or nothing to pick, 1 conflict or gate failed (main put back as it was).
+Exit 0 picked or nothing to pick, 1 conflict or gate failed (main untouched).
 """
 
 import sys
@@ -18,8 +18,8 @@ from ..core import config, errors
 
 @cli.command("mesh-pick",
              epilog="Exit codes: 0 picked (or nothing to pick), 1 conflict or gate failed "
-                    "(main unchanged), 64 usage, 65 unknown commit or task, 75 main checkout "
-                    "not clean or not on the main branch, 78 config.")
+                    "(main unchanged), 64 usage, 65 unknown commit or task, 75 landing waits "
+                    "(the checkout of main is not clean, or main moved meanwhile), 78 config.")
 @click.argument("task_id", required=False, metavar="[TASK_ID]", shell_complete=complete.task_ids)
 @click.option("--role", metavar="ROLE", help="Pick every unpicked commit of mesh/ROLE.",
               shell_complete=complete.roles)
@@ -27,16 +27,19 @@ from ..core import config, errors
 @click.option("--task", metavar="ID", shell_complete=complete.task_ids,
               help="The task the commits belong to (recorded only).")
 @click.option("--gate", metavar="CMD",
-              help="Run CMD (sh -c, in the main checkout) after picking; if it fails, roll "
-                   "main back (default: config.toml [pick] gate).")
+              help="Run CMD (sh -c, in the scratch worktree) after picking; main moves only "
+                   "if it passes (default: config.toml [pick] gate).")
 @click.option("--no-gate", is_flag=True, help="Skip the configured gate.")
 @cli.mesh_options()
 def mesh_pick(task_id, role, span, task, gate, no_gate, mesh):
-    """Cherry-pick (-x) a worker's commits onto the main branch in the main checkout.
+    """Cherry-pick (-x) a worker's commits onto the main branch, gated.
 
-    Commits whose change is already on main (reachable, an equivalent patch, or named in a
-    "cherry picked from" line) are skipped, never picked twice. All or nothing: on a
-    conflict or a failing gate, main is reset to where it was.
+    The commits are applied onto main's tip in a scratch worktree (MESH_HOME/landing/scratch)
+    and the gate runs there; only when it passes does main move (a compare-and-swap of its
+    ref), with the checkout that has main checked out, which must be clean. All or nothing:
+    on a conflict, a failing gate or a kill, main stays where it was. Commits whose change
+    is already on main (reachable, an equivalent patch, or named in a "cherry picked from"
+    line) are skipped, never picked twice.
     """
     if sum(x is not None for x in (task_id, role, span)) != 1:
         raise click.UsageError("give exactly one of TASK_ID, --role ROLE, --commits BASE..HEAD")
@@ -72,4 +75,4 @@ def _human(record: dict) -> str:
         return (f"conflict picking {record.get('commit', '')[:12]} in "
                 f"{', '.join(record['conflicts'])}; {record['main']} left as it was")
     return (f"gate failed (exit {record.get('gate_exit')}): {record.get('gate')}; "
-            f"{record['main']} rolled back to {record['main_before'][:12]}")
+            f"{record['main']} left at {record['main_before'][:12]}")

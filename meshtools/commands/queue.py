@@ -91,9 +91,11 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
           startup_timeout, mesh):
     """Run tasks from the queues; print each result as it is recorded.
 
-    With --agent claude a usage limit hands the task back (its attempt not counted) and
-    pauses dispatch mesh-wide until the limit resets; config.toml `[budget] daily_usd`
-    pauses it until the next UTC midnight once the day's spend reaches the cap.
+    With --agent claude a subscription's usage window or a spend limit hands the task back
+    (its attempt not counted) and pauses dispatch mesh-wide until the limit lifts; a plain
+    rate limit (an API key's 429) or an overload retries the task alone after a jittered
+    backoff (config.toml `[retry] base, cap`), the mesh running on; `[budget] daily_usd`
+    pauses dispatch until the next UTC midnight once the day's spend reaches the cap.
 
     A worker with a role that writes code (--role, or the role the one --queue names for an
     agent) runs its tasks in that role's worktree, as mesh-agent does; with --workdir the
@@ -104,6 +106,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     from ..core.ids import validate_name
     from ..queue.connection import reviver
     from ..queue.pause import daily_cap
+    from ..queue.limits import retry_backoff
     from ..queue.worker import Worker
     from ..coord.sessions import task_reporter
 
@@ -142,6 +145,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
                     on_result=lambda r: mesh.emit(r, result_line(r)),
                     on_task=task_reporter(mesh.home, session),
                     daily_budget_usd=daily_cap(config.of(mesh.home)),
+                    retry_backoff=retry_backoff(config.of(mesh.home)),
                     revive_redis=reviver(mesh.home, mesh.redis_url))
     if not (burst or once or max_tasks):
         mesh.tell(f"worker {consumer}: waiting for tasks on queue {', '.join(queues)} "

@@ -18,7 +18,10 @@ def status(check, mesh):
     task, the queues (depth, pending, oldest), dead letters, a pause in force, today's spend
     and the daily budget, and what needs a person now.
 
-    Problems: Redis unreachable, a peer dead, FATAL or stuck, dispatch paused, the day's
+    Problems: Redis unreachable, a peer dead, FATAL or stuck, the mesh down while tasks are
+    queued (mesh_down) or a queue with tasks no live worker drains (no_worker), no
+    mesh-anchor for a mesh with an anchor session (anchor), landing waiting and why
+    (landing) or cut off after main moved (landing_interrupted), dispatch paused, the day's
     budget spent, dead letters waiting. Status never starts the mesh's Redis: down is shown.
     """
     from ..mesh import health

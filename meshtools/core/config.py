@@ -41,6 +41,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "anchor": {"max_handbacks": Key(int, 1), "stuck_after": Key(float, 1800.0),
                "fatal_cooldown": Key((int, float, str), 300.0), "fatal_respawns": Key(int, 3)},
     "budget": {"daily_usd": Key(float)},
+    # a task retried after a rate limit or an overload waits base*2^(attempt-1) s (jittered)
+    "retry": {"base": Key(float, 15.0), "cap": Key(float, 300.0)},
     "agent": {"command": Key((str, list))},
     # mesh-spawn passes the ones set on to mesh-supervise as options, whose defaults these
     # are (rerun_delay: a persistent agent's, mesh-spawn's), and which check their ranges

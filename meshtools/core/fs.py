@@ -11,8 +11,6 @@ import json
 import os
 import stat
 
-from .errors import ConfigError
-
 DIR_MODE = 0o700
 FILE_MODE = 0o600
 
@@ -42,26 +40,12 @@ def ensure_dir(path) -> str:
 def tighten(path) -> int | None:
     """Make a directory of ours that others may enter 0700 (one the user made before the
     mesh did, with the umask's 0755); its old mode when it changed, else None. Another
-    user's directory is left alone (check_private refuses where that matters)."""
+    user's directory is left alone (core.trust refuses where that matters)."""
     st = os.stat(path)
     if st.st_uid != os.getuid() or not st.st_mode & 0o077:
         return None
     os.chmod(path, DIR_MODE)
     return stat.S_IMODE(st.st_mode)
-
-
-def check_private(path, what: str) -> str:
-    """path, if it is a real directory (not a symlink) of ours that nobody else may enter;
-    else ConfigError. Another user who planted or can write a directory can replace what
-    we put in it (a socket: then our clients talk to their server). FileNotFoundError if
-    it does not exist."""
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
-        kind = "a symlink" if stat.S_ISLNK(st.st_mode) else (
-            f"owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}")
-        raise ConfigError(f"refusing {what} {path}: {kind}; it must be a directory of "
-                          f"uid {os.getuid()} with mode 0700")
-    return path
 
 
 def create_once(path, data: bytes | str, mode: int = FILE_MODE) -> bool:

@@ -8,13 +8,18 @@ Resolution, first match wins (documented in meshtools(7)):
      agrees on one mesh.
 Else there is no mesh: a user must never talk to one they did not know existed (there used
 to be a hidden mesh under ~/.local/state for every command run outside a repository).
+
+A home, and every file the mesh reads settings or commands from in it (config.toml,
+roles.toml, mesh.json), must pass core.trust (ours or root's, writable by nobody else, and
+so every directory on the way): else Refused, 77. A MESH_HOME another user made first ran
+their `[pick] gate` as us.
 """
 
 import json
 import os
 from functools import cached_property
 
-from . import fs, git
+from . import fs, git, trust
 from .errors import ConfigError
 
 HOME_ENV = "MESH_HOME"
@@ -22,6 +27,10 @@ NO_MESH = "not inside a git repository: cd into one, or pass --home DIR / set ME
 
 
 def resolve(explicit: str | None = None, cwd: str | None = None) -> str:
+    return trust.check(_find(explicit, cwd), "the mesh home")
+
+
+def _find(explicit: str | None, cwd: str | None) -> str:
     if explicit:
         return _directory(os.path.abspath(explicit))
     if os.environ.get(HOME_ENV):
@@ -92,7 +101,7 @@ class MeshHome:
             raise ConfigError(f"{target} exists and is not a directory")
         except PermissionError:
             raise ConfigError(f"cannot create {target}: permission denied")
-        return target
+        return trust.check(target, "the mesh home")  # made by someone else since resolve?
 
     # The layout; meshtools(7) lists it too.
     @property
@@ -167,7 +176,7 @@ class MeshHome:
     def config(self) -> dict:
         """config.toml as a dict ({} when absent); tomllib is imported only when needed."""
         try:
-            with open(self.config_file, "rb") as f:
+            with open(self.trusted(self.config_file), "rb") as f:
                 data = f.read()
         except FileNotFoundError:
             return {}
@@ -183,13 +192,19 @@ class MeshHome:
         here = git.find_worktree(cwd or os.getcwd())
         if here:
             return here
-        recorded = fs.read_json(self.mesh_file) or {}
+        recorded = fs.read_json(self.trusted(self.mesh_file)) or {}
         common = recorded.get("common_dir")
         if common and os.path.isdir(common):
             root = recorded.get("root") or git.main_root(common)
             return git.Worktree(root, common, common)
         raise ConfigError("not inside a git repository, and the mesh records none "
                           "(run `meshctl init` in the repository, or cd into it)")
+
+    def trusted(self, path: str) -> str:
+        """path, a file of the home that says what to run or where: Refused (77) unless it
+        and every directory on the way are ours (core.trust); checked at each read, since
+        the home may have been made (by someone else) after resolve."""
+        return trust.check(path, "the mesh's file")
 
     def describe(self) -> str:
         return json.dumps({"home": self.path})

@@ -47,7 +47,8 @@ STATE_STYLES = {"alive": "ok", "stale": "warn", "stuck": "warn", "dead": "bad",
 FORECAST_STYLES = {"clean": "ok", "conflict": "bad"}
 _BAD_WORDS = ("fail", "fatal", "deadlock", "conflict", "dead", "error", "given_up", "blocked")
 _OK_ENDS = ("done", "landed", "granted", "registered", "respawned", "synced")
-_WARN_WORDS = ("waiting", "pause", "usage_limited", "budget", "stuck", "takeover", "reclaim")
+_WARN_WORDS = ("waiting", "pause", "usage_limited", "rate_limited", "budget", "stuck",
+               "takeover", "reclaim")
 _FAMILIES = {"lock": "info", "task": "accent", "queue": "accent", "agent": "accent",
              "pick": "accent", "anchor": "accent", "session": "dim", "message": "info"}
 _SUBJECTS = ("peer", "session", "task", "id", "worker", "to", "role")

@@ -16,6 +16,7 @@ tools pre-approved; the role's disallowed tools and the file-lock hook still den
 A start-up watchdog kills a run that prints nothing (a known headless hang).
 """
 
+import functools
 import os
 import queue as queues
 import shlex
@@ -25,7 +26,7 @@ import uuid
 
 from ..core import config, events, jsonl, redact
 from ..core.errors import Unavailable
-from ..queue import executor
+from ..queue import executor, limits
 from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
 from . import stream, trace
 from .base import (MISSING, child_env, command_list, compose_prompt, find_executable,
@@ -146,23 +147,26 @@ class ClaudeExecutor:
         self._child = child
         on_start(child.pid)
         self._phase(stream.STARTING, phases)
-        self._event("agent.started", pid=child.pid, model=self.role.model,
-                    task=task.get("id"), prompt=preview(task["prompt"]))
+        announce = functools.partial(self._event, "agent.started", pid=child.pid,
+                                     task=task.get("id"), prompt=preview(task["prompt"]))
         lines, err = queues.Queue(), executor.Tail()
         executor.PipeReader(child, child.stdout, executor.LineSplitter(lines.put, ends=True))
         err_reader = executor.PipeReader(child, child.stderr, err)
         executor.feed(child, prompt.encode())
         reason = None
         try:
-            reason = self._follow(child, lines, state, phases, started, timeout, writer)
+            reason = self._follow(child, lines, state, phases, started, timeout, writer,
+                                  announce)
         finally:
             self._child = None
         return self._outcome(child, state, phases, reason, (err_reader, err), started)
 
-    def _follow(self, child, lines, state, phases, started, timeout, writer) -> str | None:
+    def _follow(self, child, lines, state, phases, started, timeout, writer,
+                announce) -> str | None:
         """Feed stdout lines into state (and the trace) until their end (EOF, or soon after
         the process exited); 'startup_timeout' or 'timeout' if the watchdog or the task
-        timeout killed the process group."""
+        timeout killed the process group. announce(model=...) once the main loop's init
+        says which model the role's alias resolved to (agent.started)."""
         seen_any = False
         deadline = None if not timeout else started + timeout
         startup = started + self.startup_timeout
@@ -190,8 +194,10 @@ class ClaudeExecutor:
                 continue
             if writer is not None:
                 writer.record(line)
-            before = state.phase
+            before, inits = state.phase, state.inits
             stream.feed(state, line)
+            if inits == 0 and state.inits == 1:
+                announce(model=state.model, claude_session=state.session_id)
             if state.phase != before:
                 self._phase(state.phase, phases)
 
@@ -240,11 +246,14 @@ class ClaudeExecutor:
     def _finished(self, status, kind, code, details, duration) -> None:
         common = {"status": status, "exit_code": code, "duration": round(duration, 3),
                   "cost_usd": details.get("cost_usd"), "turns": details.get("turns"),
-                  "claude_session": details.get("session_id")}
+                  "claude_session": details.get("session_id"), "model": details.get("model")}
         if status == "ok":
             self._event("agent.done", **common)
-        elif kind == stream.RATE_LIMIT:
-            self._event("agent.usage_limited", resets_at=details.get("resets_at"), **common)
+        elif limits.pauses_mesh(kind):
+            self._event("agent.usage_limited", error=kind, resets_at=details.get("resets_at"),
+                        **common)
+        elif kind == limits.RATE_LIMIT:
+            self._event("agent.rate_limited", error=kind, **common)
         else:
             self._event("agent.failed", error=kind, **common)
 

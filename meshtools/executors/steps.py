@@ -128,7 +128,10 @@ def _line(step: dict) -> str | None:
     kind = step.get("step")
     if kind == START:
         who = [str(step[k]) for k in ("agent", "role", "session") if step.get(k)]
-        return " · ".join([f"── {step.get('task')} attempt {step.get('attempt')}", *who])
+        run = step.get("run")
+        again = f" (run {run})" if run and run != step.get("attempt") else ""
+        return " · ".join([f"── {step.get('task')} attempt {step.get('attempt')}{again}",
+                           *who])
     if kind == END:
         skipped = (f", {step['skipped_lines']} lines past the cap"
                    if step.get("skipped_lines") else "")
@@ -156,6 +159,8 @@ def _line(step: dict) -> str | None:
             parts.append(f"{step['duration']}s")
         return "result   " + " · ".join(parts) + (f": {step['text']}" if step.get("text") else "")
     if kind == "rate_limit":
+        if step.get("resets_at") is None:  # no window: a 429, "not your usage limit"
+            return f"limit    rate limit {step.get('status')}"
         return f"limit    usage limit {step.get('status')}, resets at {step.get('resets_at')}"
     if kind == "retry":
         return (f"retry    {step.get('attempt')}/{step.get('max_retries')}: "

@@ -1,12 +1,16 @@
 """What an agent did, kept per task: MESH_HOME/tasks/<id>/stream.jsonl. The one owner of
 that file: executors write it (Writer), `meshctl trace` reads and follows it.
 
-Each run of a task (an attempt) appends a `start` record (task, attempt, session, agent,
-role, hops, the process writing it; its `ts` is when the run started), then every line its agent printed as it arrives (a
-stream-json record as it is, redacted, with `ts` added; any other line, and a plain
-executor's output, as an `output` record), then an `end` record (status, exit code,
+Each run of a task appends a `start` record (task, attempt, run, session, agent, role,
+hops, the process writing it; its `ts` is when the run started), then every line its agent
+printed as it arrives (a stream-json record as it is, redacted, with `ts` added; any other
+line, and a plain executor's output, as an `output` record), then an `end` record (status, exit code,
 duration, what the cap left out). One write per line, so a reader following the file sees
 the run live.
+
+`attempt` is the worker's count, the one its result records (a run a usage limit cut short
+is not one, so two runs may share it); `run` numbers the runs in the file. A run outside a
+queue (mesh-agent) has attempt = run.
 
 The file is capped (MAX_BYTES, or $MESH_TRACE_MAX_BYTES): past the cap one `truncated`
 record is written and further lines are only counted, except the agent's `result` and the
@@ -20,6 +24,7 @@ import time
 
 from ..core import clock, fs, jsonl, proc, redact
 from ..core.errors import BadInput, ConfigError, did_you_mean
+from ..queue.tasks import ATTEMPT
 
 STREAM_FILE = "stream.jsonl"
 MAX_BYTES = 2 << 20
@@ -82,7 +87,8 @@ class Writer:
         writer = cls(fd, os.fstat(fd).st_size, max_bytes())
         if writer.size == 0:  # a new task: make room
             prune(home)
-        writer._write(marker(START, task=task["id"], attempt=_runs(path) + 1,
+        run = _runs(path) + 1
+        writer._write(marker(START, task=task["id"], attempt=task.get(ATTEMPT) or run, run=run,
                              session=session, agent=agent, role=role,
                              hops=task.get("hops", 0), **proc.identity()), always=True)
         return writer

@@ -1,9 +1,12 @@
-"""Landing work: cherry-pick a worker's commits onto the main branch in the main checkout.
+"""Landing work: cherry-pick a worker's commits onto the main branch, gated, all or nothing.
 
 Workers commit on their own branch (mesh/<role>) in their own worktree; the anchor lands
-that work on main. Landing happens in the repository's main checkout, never in a worker's
-worktree, and is all-or-nothing: a conflict or a failing gate puts main back exactly where
-it was (safe, because we refuse to start unless the main checkout is clean and on main).
+that work on main. A pass applies the candidates onto main's tip in a scratch worktree
+(landing.scratch), never in the user's checkout or a worker's, runs the gate there, and
+only when it passes moves main (landing.advance: one compare-and-swap of the ref, then the
+checkout that has main, if clean). A conflict or a failing gate leaves main untouched; so
+does a kill -9 at any instant, and the next pass finishes or redoes what it cut off. So
+main only ever holds commits whose gate passed.
 
 What counts as "already landed", so nothing is ever picked twice:
   - the commit is reachable from main (it was merged or fast-forwarded), or
@@ -19,15 +22,13 @@ Picks of one mesh are serialised by flock on MESH_HOME/pick.lock. The history qu
 import os
 import subprocess
 
-from ..core import clock, config, errors, events, fs, git as gitfiles
+from ..core import clock, config, errors, events, fs, proc
 from ..core.redact import redact_text
-from . import gitops
+from . import advance, gitops, scratch, state
 from .history import cherry_states, named, trailers_on
 
 GATE_TAIL_LINES = 40
 GATE_TAIL_CHARS = 4000
-_IN_PROGRESS = ("CHERRY_PICK_HEAD", "MERGE_HEAD", "REVERT_HEAD", "rebase-merge",
-                "rebase-apply")
 _EVENT = {"picked": "pick.landed", "skipped": "pick.skipped", "conflict": "pick.conflict",
           "gate_failed": "pick.gate_failed"}
 
@@ -62,102 +63,108 @@ def tail(text: str, lines: int = GATE_TAIL_LINES, chars: int = GATE_TAIL_CHARS) 
 
 # -- landing -------------------------------------------------------------------------------
 
-def _preconditions(root: str, main: str) -> None:
-    """Refuse (75, nothing changed) unless the main checkout is on main, clean, idle."""
-    checkout = gitfiles.worktree_at(root)  # main_checkout found it: it is there
-    branch = gitfiles.current_branch(checkout)
-    if branch != main:
-        raise errors.Busy(f"main checkout {root} is on {branch or 'a detached HEAD'}, "
-                          f"not {main}; nothing picked")
-    for name in _IN_PROGRESS:
-        if os.path.exists(os.path.join(checkout.git_dir, name)):
-            raise errors.Busy(f"main checkout {root} has a {name} in progress; nothing picked")
-    changes = gitops.status_lines(root, untracked=False)
-    if changes:
-        raise errors.Busy(f"main checkout {root} has {len(changes)} uncommitted "
-                          f"change{'s' if len(changes) != 1 else ''}; nothing picked")
-
-
-def _rollback(root: str, before: str) -> None:
-    gitops.run(root, "cherry-pick", "--abort", check=False)
-    gitops.run(root, "reset", "-q", "--hard", before)
-
-
-def _pick_one(root: str, sha: str, identity: list[str]) -> tuple[str, list[str]]:
+def _pick_one(cwd: str, sha: str, identity: list[str]) -> tuple[str, list[str]]:
     """Cherry-pick one commit: ('picked', []), ('empty', []) or ('conflict', files).
-    Any other failure rolls nothing back itself and raises GitError."""
-    result = gitops.run(root, "cherry-pick", "-x", sha, check=False, config=identity)
+    Any other failure raises GitError."""
+    result = gitops.run(cwd, "cherry-pick", "-x", sha, check=False, config=identity)
     if result.returncode == 0:
         return "picked", []
-    conflicted = gitops.lines(root, "diff", "--name-only", "--diff-filter=U")
+    conflicted = gitops.lines(cwd, "diff", "--name-only", "--diff-filter=U")
     if conflicted:
         return "conflict", conflicted
-    staged = gitops.run(root, "diff", "--cached", "--quiet", check=False).returncode
-    if staged == 0 and gitops.ok(root, "rev-parse", "-q", "--verify", "CHERRY_PICK_HEAD"):
-        gitops.run(root, "cherry-pick", "--skip", check=False)
+    staged = gitops.run(cwd, "diff", "--cached", "--quiet", check=False).returncode
+    if staged == 0 and gitops.ok(cwd, "rev-parse", "-q", "--verify", "CHERRY_PICK_HEAD"):
+        gitops.run(cwd, "cherry-pick", "--skip", check=False)
         return "empty", []
     raise gitops.failure(result, f"git cherry-pick {sha[:12]}", exit_code=errors.TEMPFAIL)
 
 
-def run_gate(root: str, command: str, before: str) -> tuple[int, str]:
-    """The gate command under sh -c in the main checkout: (exit status, output tail).
-    $MESH_PICK_BEFORE names main before the picks, so a gate can test just the change."""
+def run_gate(cwd: str, command: str, before: str) -> tuple[int, str]:
+    """The gate command under sh -c in the scratch worktree: (exit status, output tail).
+    $MESH_PICK_BEFORE names main before the picks, so a gate can test just the change.
+    It dies with this process (a killed pass never lands, so its gate need not go on)."""
     env = dict(os.environ, MESH_PICK_BEFORE=before, GIT_TERMINAL_PROMPT="0")
-    proc = subprocess.run(["/bin/sh", "-c", command], cwd=root, stdin=subprocess.DEVNULL,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    return proc.returncode, tail(proc.stdout.decode(errors="replace"))
+    done = subprocess.run(["/bin/sh", "-c", command], cwd=cwd, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+                          preexec_fn=proc.die_with_parent())
+    return done.returncode, tail(done.stdout.decode(errors="replace"))
 
 
 def pick(home, main: gitops.Main, shas: list[str], *, role: str | None = None,
          task: str | None = None, gate: str | None = None) -> dict:
     """Land commits (full shas, oldest first, as history.range_commits and role_commits return them:
-    not resolved again here) on main.branch in the main checkout main.root (gitops.main_of).
+    not resolved again here) on main.branch (main.root: its repository, gitops.main_of).
 
-    Returns the record {ts, kind:"pick", status, role, task, picked, skipped, conflicts,
-    main_before, main_after, ...}; status is "picked" (at least one landed), "skipped"
-    (nothing to land), "conflict" or "gate_failed" (main put back as it was). Raises Busy
-    (75) without changing anything when the main checkout is not on main and clean.
+    The commits are cherry-picked onto main's tip in a scratch worktree and the gate runs
+    there; only when it passes does main move (landing.advance), so main only ever holds
+    commits whose gate passed, and a commit on main (or named by a -x line on it) counts as
+    landed. Returns the record {ts, kind:"pick", status, role, task, picked, skipped,
+    conflicts, main_before, main_after, ...}; status is "picked" (at least one landed),
+    "skipped" (nothing to land), "conflict" or "gate_failed" (main unchanged). Raises Busy
+    (75), main unchanged, while the checkout that has main checked out is not clean and
+    idle, or an interrupted landing cannot be finished; why is kept for `meshctl status`.
     """
-    root, main = main
+    root, branch = main
     gate = gate if gate is not None else config.value(home, "pick", "gate")
     home.ensure()
-    with fs.flocked(home.pick_lock):
-        _preconditions(root, main)
-        before = gitops.out(root, "rev-parse", "HEAD")
-        to_pick, skipped = decide_picks(shas, cherry_states(root, main, shas),
-                                        trailers_on(root, main))
-        record = {"ts": None, "kind": "pick", "status": None, "role": role, "task": task,
-                  "picked": [], "picked_from": [], "skipped": [s["commit"] for s in skipped],
-                  "skip_reasons": {s["commit"]: s["reason"] for s in skipped},
-                  "conflicts": [], "main": main, "main_before": before, "main_after": before}
-        identity = gitops.identity_args(root) if to_pick else []
+    with fs.flocked(home.pick_lock) as lock_fd:
         try:
-            for sha in to_pick:
-                outcome, files = _pick_one(root, sha, identity)
-                if outcome == "conflict":
-                    _rollback(root, before)
-                    record.update(status="conflict", conflicts=files, commit=sha,
-                                  rolled_back=record["picked"], picked=[], picked_from=[])
-                    return _finish(home, record, root)
-                if outcome == "empty":
-                    record["skipped"].append(sha)
-                    record["skip_reasons"][sha] = "empty"
-                    continue
-                record["picked"].append(gitops.out(root, "rev-parse", "HEAD"))
-                record["picked_from"].append(sha)
-        except BaseException:
-            _rollback(root, before)  # an unexpected failure (or ^C) leaves main as it was
+            advance.recover(home, root, branch)
+            record = _land(home, main, shas, role, task, gate, lock_fd)
+        except errors.Busy as e:
+            state.note_blocked(home, str(e), task)
             raise
-        if gate and record["picked"]:
-            code, output = run_gate(root, gate, before)
-            record.update(gate=gate, gate_exit=code)
-            if code != 0:
-                _rollback(root, before)
-                record.update(status="gate_failed", gate_output=redact_text(output),
-                              rolled_back=record["picked"], picked=[], picked_from=[])
-                return _finish(home, record, root)
-        record["status"] = "picked" if record["picked"] else "skipped"
+        finally:
+            if os.path.lexists(state.scratch_path(home)):  # else fresh() clears leftovers
+                scratch.clear(home, root)
+        if record.get("checkout_behind"):
+            state.note_blocked(home, record["checkout_behind"], task)
+        else:
+            state.clear_blocked(home)
         return _finish(home, record, root)
+
+
+def _land(home, main: gitops.Main, shas: list[str], role, task, gate, lock_fd: int) -> dict:
+    root, branch = main
+    before = gitops.out(root, "rev-parse", f"refs/heads/{branch}")
+    to_pick, skipped = decide_picks(shas, cherry_states(root, branch, shas),
+                                    trailers_on(root, branch))
+    record = {"ts": None, "kind": "pick", "status": None, "role": role, "task": task,
+              "picked": [], "picked_from": [], "skipped": [s["commit"] for s in skipped],
+              "skip_reasons": {s["commit"]: s["reason"] for s in skipped},
+              "conflicts": [], "main": branch, "main_before": before, "main_after": before}
+    if not to_pick:
+        record["status"] = "skipped"
+        return record
+    advance.check(root, branch, before)  # a dirty checkout on main: wait before the work
+    workdir = scratch.fresh(home, root, before)
+    identity = gitops.identity_args(root)
+    for sha in to_pick:
+        outcome, files = _pick_one(workdir, sha, identity)
+        if outcome == "conflict":
+            record.update(status="conflict", conflicts=files, commit=sha,
+                          rolled_back=record["picked"], picked=[], picked_from=[])
+            return record
+        if outcome == "empty":
+            record["skipped"].append(sha)
+            record["skip_reasons"][sha] = "empty"
+            continue
+        record["picked"].append(gitops.out(workdir, "rev-parse", "HEAD"))
+        record["picked_from"].append(sha)
+    if gate and record["picked"]:
+        code, output = run_gate(workdir, gate, before)
+        record.update(gate=gate, gate_exit=code)
+        if code != 0:
+            record.update(status="gate_failed", gate_output=redact_text(output),
+                          rolled_back=record["picked"], picked=[], picked_from=[])
+            return record
+    if record["picked"]:
+        behind = advance.move(home, root, branch, before, record["picked"][-1], lock_fd,
+                              f"mesh-pick: {task or role or 'commits'}")
+        if behind:
+            record["checkout_behind"] = behind
+    record["status"] = "picked" if record["picked"] else "skipped"
+    return record
 
 
 def pick_task(home, task_id: str, gate: str | None = None) -> dict:
@@ -172,7 +179,7 @@ def pick_task(home, task_id: str, gate: str | None = None) -> dict:
 
 def _finish(home, record: dict, root: str) -> dict:
     record["ts"] = clock.iso()
-    record["main_after"] = gitops.out(root, "rev-parse", "HEAD")
+    record["main_after"] = gitops.out(root, "rev-parse", f"refs/heads/{record['main']}")
     fields = {k: v for k, v in record.items() if k not in ("ts", "kind", "gate_output")}
     events.emit(home, _EVENT[record["status"]], **fields)
     return record

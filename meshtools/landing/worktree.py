@@ -16,6 +16,10 @@ Errors, each one line and nothing half-made:
     --root, not retrying
   - the path exists but is not this role's worktree, or mesh/<role> is checked out
     elsewhere                                             -> ConfigError, exit 78
+  - the worktree folder, its .claude/ or anything in it, or a folder on the way to it, is
+    another user's or writable by others (planted beside the repository before the mesh
+    made it, or opened since): their hook would be merged into the gate's settings and run
+    as us                                                 -> Refused, exit 77
   - `remove` of a worktree with uncommitted changes or unpicked commits, without --force
                                                           -> Busy, exit 75
   - `git worktree add` itself fails (say a post-checkout hook says no) -> git's line, exit 70
@@ -32,14 +36,14 @@ import os
 import shlex
 import shutil
 
-from ..core import clock, config, errors, events, fs, git as gitfiles, proc
+from ..core import clock, config, errors, events, fs, git as gitfiles, proc, trust
 from ..core.ids import validate_name
 from . import gitops, history
 
 BRANCH_PREFIX = "mesh/"
 SETTINGS = os.path.join(".claude", "settings.local.json")
 EXCLUDE_LINE = ".claude/settings.local.json"
-GATE_MATCHER = "Edit|Write|MultiEdit|NotebookEdit|Bash|mcp__.*"  # Bash: read-only roles
+GATE_MATCHER = ".*"  # every tool: the gate knows which ones write (locks.gate)
 GATE_TIMEOUT = 30
 _REFUSALS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -121,9 +125,11 @@ def install_gate(worktree_path) -> str:
     """Write the PreToolUse lock gate into <worktree>/.claude/settings.local.json (merged
     with what is there) and keep that file out of git via the repository's info/exclude.
     Returns the settings path. A settings file that is not a JSON object is a ConfigError:
-    we would rather refuse than clobber someone's settings."""
+    we would rather refuse than clobber someone's settings. Settings (or any of .claude/)
+    that another user could have written are Refused (77): merging kept their hooks."""
     worktree_path = os.fspath(worktree_path)
     path = os.path.join(worktree_path, SETTINGS)
+    trust.check_tree(os.path.join(worktree_path, ".claude"), "the worktree's settings")
     try:
         current = fs.read_json(path, default={})
     except ValueError as e:
@@ -178,10 +184,12 @@ def ensure(home, repo, role: str, root: str | None = None) -> dict:
     path = path_for(root_dir(home, main_root, root), main_root, role)
     home.ensure()
     with fs.flocked(home.worktree_lock):
+        trust.check(path, "the worktree")  # one planted there is never used, nor merged
         existing = _existing(main_root, path, branch)
         created = existing is None
         if created:
             _add(main_root, path, branch, main)
+        _check_ours(main_root, path)
         install_gate(path)
         head = gitops.out(path, "rev-parse", "HEAD")
     record = _record(role, path, branch, base=main, head=head, created=created)
@@ -232,6 +240,18 @@ def _existing(main_root: str, path: str, branch: str) -> dict | None:
         raise errors.ConfigError(f"{path} exists and is not the {branch} worktree "
                                  f"(move it away, or choose another --root)")
     return None
+
+
+def _check_ours(main_root: str, path: str) -> None:
+    """Refused (77) unless path is, still, a worktree of main_root's repository that
+    nobody else could have changed: it may have been made by someone else between the
+    check before `git worktree add` and now."""
+    trust.check(path, "the worktree")
+    found = gitfiles.worktree_at(path)
+    main = gitfiles.worktree_at(main_root)
+    if not found or not main or not _same(found.common_dir, main.common_dir):
+        raise errors.Refused(f"refusing the worktree {path}: it is not a worktree of "
+                             f"{main_root}")
 
 
 def _add(main_root: str, path: str, branch: str, main: str) -> None:

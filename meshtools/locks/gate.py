@@ -1,28 +1,45 @@
 """What a Claude Code tool call will write: the pure half of the lock gate (`check --hook`).
 
 The gate allows only what it can prove, so everything here answers "cannot tell" with
-BadInput (a deny), never with an empty answer. Shapes: CLAUDE-CLI.md, "Hooks".
+BadInput (a deny), never with an empty answer. Shapes: CLAUDE-CLI.md, "Hooks". The work
+is bounded (MAX_INPUT_BYTES, MAX_VALUES, MAX_PATHS, each distinct path once): a hook that
+outlives its timeout lets the call through, so a huge input is refused, never slowly walked.
 """
 
 import json
 import os
 import re
-from typing import NamedTuple
+from typing import Callable, NamedTuple
+from urllib.parse import unquote, urlsplit
 
 from ..core.errors import BadInput
+
+# Claude Code's model writes at most some 100k tokens per turn: a tool call bigger than
+# this is no honest one, and refusing it keeps the gate far inside its hook timeout.
+MAX_INPUT_BYTES = 1 << 20
+MAX_PATHS = 256  # distinct paths one call may write; each costs a resolution
+MAX_VALUES = 20_000  # JSON values in one tool_input: the walk over them is bounded too
 
 # Each write tool and the key its path must be under (Claude Code's own schemas).
 WRITE_TOOLS = {"Edit": "file_path", "Write": "file_path", "MultiEdit": "file_path",
                "NotebookEdit": "notebook_path"}
-# Tools that change no file: allowed whatever their input says.
+# Tools that change no file: allowed whatever their input says. Task/Agent start a
+# subagent whose own tool calls pass this gate; StructuredOutput is a run's answer
+# (`--json-schema`), which the CLI adds whatever `--tools` says.
 READ_TOOLS = frozenset({"Read", "Grep", "Glob", "LS", "NotebookRead", "WebFetch", "WebSearch",
                         "TodoWrite", "TodoRead", "Task", "Agent", "BashOutput", "KillShell",
                         "KillBash", "ExitPlanMode", "ListMcpResourcesTool",
-                        "ReadMcpResourceTool"})
-_PATH_KEY = re.compile(r"(?i)(path|paths|file|files|filename|dir|directory|dest|destination"
-                       r"|target|output|dst)$")
+                        "ReadMcpResourceTool", "StructuredOutput"})
+ALWAYS = frozenset({"StructuredOutput"})  # exists whatever a role's `tools` list says
+MCP_PREFIX = "mcp__"
+ALIASES = {"Task": "Agent", "Agent": "Task"}  # system/init says Task, the API says Agent
+_PATH_KEYS = ("path", "paths", "file", "files", "filename", "dir", "directory", "dest",
+              "destination", "target", "output", "dst")  # how a path's key ends
 # Tool names are exact: `bash` or `WRITE` is no tool Claude Code knows, so not the one we know.
 _KNOWN = {name.casefold(): name for name in (*WRITE_TOOLS, *READ_TOOLS, "Bash")}
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+_SPACE = re.compile(r"\s")
+_EXTENSION = re.compile(r"\.[A-Za-z][A-Za-z0-9]{0,7}$")
 
 
 class Call(NamedTuple):
@@ -31,11 +48,15 @@ class Call(NamedTuple):
     cwd: str | None
 
 
-def parse_call(text: str) -> Call:
-    """The hook's stdin as a Call; BadInput for anything that is not a well-formed call."""
+def parse_call(data: bytes | str) -> Call:
+    """The hook's stdin as a Call; BadInput for anything that is not a well-formed call,
+    and for an input over MAX_INPUT_BYTES (read at most one byte more than that)."""
+    if len(data) > MAX_INPUT_BYTES:
+        raise BadInput(f"hook input is over {MAX_INPUT_BYTES >> 20} MiB: no honest tool call "
+                       "is that big (write it in smaller pieces)")
     try:
-        call = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+        call = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise BadInput("hook input is not JSON")
     if not isinstance(call, dict):
         raise BadInput("hook input is not a JSON object")
@@ -49,43 +70,129 @@ def parse_call(text: str) -> Call:
     return Call(tool, tool_input, cwd)
 
 
-def write_paths(call: Call) -> list[str]:
-    """Every path the call may write ([] for a tool that writes nothing). A write tool must
-    name its path under its own key; every path-like key anywhere in its input counts too,
-    so a second path beside the first is never waved through. A tool we do not know (an MCP
-    tool) may write under any key: every value that looks like a path counts as well."""
+def tool_refusal(tool: str, role_tools, read_only: bool) -> str | None:
+    """Why a role may not call tool at all (None: it may, subject to the path checks).
+    role_tools: the role's `tools` list (`--tools`, so the CLI offers nothing else); a tool
+    outside it should not exist (MCP tools come from the MCP config, not `--tools`). A tool
+    this gate does not know (an MCP tool, a tool a CLI release added) may write anything,
+    which a role that writes nothing must not."""
+    if tool in ALWAYS:
+        return None
+    listed = bool(role_tools) and (tool in role_tools or ALIASES.get(tool) in role_tools)
+    if role_tools is not None and not tool.startswith(MCP_PREFIX) and not listed:
+        return f"{tool} is not one of the role's tools ({', '.join(role_tools) or 'none'})"
+    if read_only and tool not in READ_TOOLS and tool not in WRITE_TOOLS and tool != "Bash":
+        return f"{tool} is a tool the gate does not know, and the role writes nothing"
+    return None
+
+
+def write_paths(call: Call, exists: Callable[[str], bool] = lambda path: False) -> list[str]:
+    """Every distinct path the call may write ([] for a tool that writes nothing). A write
+    tool must name its path under its own key; every path-like key anywhere in its input
+    counts too, so a second path beside the first is never waved through. A tool we do not
+    know (an MCP tool) may write under any key: every value that looks like a path counts as
+    well (see looks_like_path; exists(relative path) says whether it names something there).
+    A file: URI counts as its path, and a value with space around it as both spellings."""
     known = _KNOWN.get(call.tool.casefold())
     if known is not None and known != call.tool:
         raise BadInput(f"{call.tool!r} is no tool (did you mean {known}?)")
     if call.tool in READ_TOOLS or call.tool == "Bash":
         return []
-    paths = _path_values(call.input, looks=call.tool not in WRITE_TOOLS)
     required = WRITE_TOOLS.get(call.tool)
     if required is not None and not isinstance(call.input.get(required), str):
         raise BadInput(f"{call.tool} without a {required}")
-    return paths
+    found: dict[str, None] = {}  # insertion-ordered set: each distinct value checked once
+    looks, seen = call.tool not in WRITE_TOOLS, set()
+    for key, value in _leaves(call.input):
+        if key.casefold().endswith(_PATH_KEYS):
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise BadInput(f"{key}: {value!r} is not a path")
+            _add(value, found)
+        elif looks and isinstance(value, str) and value not in seen:
+            seen.add(value)
+            if looks_like_path(value, exists):
+                _add(value, found)
+    return list(found)
 
 
-def _path_values(value, key: str = "", looks: bool = False) -> list[str]:
-    found = []
-    if isinstance(value, dict):
-        for k, v in value.items():
-            found += _path_values(v, k, looks)
-    elif isinstance(value, list):
-        for item in value:
-            found += _path_values(item, key, looks)
-    elif _PATH_KEY.search(key):
-        if not isinstance(value, str) or not value or "\0" in value:
-            raise BadInput(f"{key}: {value!r} is not a path")
-        found.append(value)
-    elif looks and isinstance(value, str) and _looks_like_path(value):
-        found.append(value)
-    return found
+def _leaves(tree: dict):
+    """(key, value) of every value that is no object or array, under the key it is in (an
+    array's items under the array's key), breadth first; at most MAX_VALUES of them."""
+    from collections import deque
+
+    queue, count = deque([("", tree)]), 0
+    while queue:
+        key, value = queue.popleft()
+        count += 1
+        if count > MAX_VALUES:
+            raise BadInput(f"tool_input has more than {MAX_VALUES} values: no honest tool call "
+                           "has that many")
+        if isinstance(value, dict):
+            queue.extend(value.items())
+        elif isinstance(value, list):
+            queue.extend((key, item) for item in value)
+        else:
+            yield key, value
 
 
-def _looks_like_path(value: str) -> bool:
-    return (value.startswith(("/", "~", "./", "../", "file:")) or "/../" in value
-            or "\0" in value)
+def _add(value: str, found: dict) -> None:
+    for path in _spellings(value):
+        if path not in found:
+            if len(found) >= MAX_PATHS:
+                raise BadInput(f"the call names more than {MAX_PATHS} paths; the gate checks "
+                               "at most that many in one call")
+            found[path] = None
+
+
+def _spellings(value: str) -> list[str]:
+    """The paths a value may mean: itself, without the space around it, a file: URI's path
+    (any case of the scheme), and ~ expanded."""
+    out = [value]
+    stripped = value.strip()
+    if stripped and stripped != value:
+        out.append(stripped)
+    match = _SCHEME.match(stripped)
+    if match and match[1].lower() == "file":
+        out.append(file_uri_path(stripped))
+    elif stripped.startswith("~"):
+        out.append(os.path.expanduser(stripped))
+    return out
+
+
+def file_uri_path(uri: str) -> str:
+    """The local path of a file: URI; BadInput for one on another host."""
+    parts = urlsplit(uri)
+    if parts.netloc not in ("", "localhost"):
+        raise BadInput(f"{uri}: a file URI on another host")
+    path = unquote(parts.path)
+    if not path or "\0" in path:
+        raise BadInput(f"{uri}: not a path")
+    return path
+
+
+def looks_like_path(value: str, exists: Callable[[str], bool]) -> bool:
+    """Whether a value of an unknown tool may name a file: (space around it ignored) a file:
+    URI; an absolute, home, ./ or ../ path, or one with a .. part; a relative name without
+    space whose first part exists (`crates/cli/x.rs`, `README.md`), or with a slash and a
+    file extension (`new/x.rs`). Not: text with spaces, other URLs (https:, mailto:),
+    `owner/repo` or `feature/x` where nothing of that name exists."""
+    text = value.strip()
+    if not text:
+        return False
+    if "\0" in text:
+        return True
+    if ":" in text:
+        scheme = _SCHEME.match(text)
+        if scheme:
+            return scheme[1].lower() == "file"
+    if (text[0] in "/~" or text.startswith(("./", "../")) or text in (".", "..")
+            or "/../" in text or text.endswith("/..")):
+        return True
+    if len(text) > 4096 or _SPACE.search(text):
+        return False
+    if "/" in text:
+        return bool(_EXTENSION.search(text)) or exists(text.split("/", 1)[0])
+    return exists(text)
 
 
 def anchored(path: str, cwd: str) -> str:
@@ -103,91 +210,3 @@ def hard_linked(path: str) -> bool:
     except OSError:
         return False  # nothing there yet (or unreachable: resolving it refuses)
     return stat.S_ISREG(st.st_mode) and st.st_nlink > 1
-
-
-# --- Bash, for the read-only roles: a best-effort recognizer of writes -----------------
-
-_REDIRECTS = frozenset({">", ">>", ">|", "&>", "&>>", ">&", "<>"})
-_HARMLESS_TARGETS = re.compile(r"/dev/(null|stdout|stderr|tty|fd/\d+)$|\d+$|-$")
-_SEPARATORS = frozenset({";", "&&", "||", "|", "&", "(", ")", ";;", "|&"})
-_WRITERS = frozenset({"rm", "rmdir", "mv", "cp", "tee", "touch", "mkdir", "ln", "chmod",
-                      "chown", "chgrp", "truncate", "dd", "install", "rsync", "shred",
-                      "unlink", "patch", "mktemp"})
-_WRAPPERS = frozenset({"sudo", "env", "nohup", "time", "command", "builtin", "exec", "nice",
-                       "xargs", "doas", "timeout", "stdbuf"})
-_SHELLS = frozenset({"sh", "bash", "zsh", "dash", "ksh"})
-_GIT_WRITES = frozenset({"commit", "push", "add", "rm", "mv", "reset", "checkout", "switch",
-                         "restore", "merge", "rebase", "cherry-pick", "revert", "apply", "am",
-                         "stash", "clean", "pull", "tag", "init", "clone", "worktree",
-                         "update-ref", "gc", "prune", "notes", "replace", "filter-branch"})
-
-
-def bash_writes(command) -> str | None:
-    """What in a Bash command line writes a file (None: nothing it can recognise).
-    It cannot see writes made by programs themselves (make, cargo, npm, python -c, an
-    editor), through variables, aliases, functions, `$(...)` or `eval`."""
-    if not isinstance(command, str):
-        raise BadInput("Bash without a command")
-    import shlex  # only the Bash calls of read-only roles pay for it
-
-    lexer = shlex.shlex(command.replace("\n", " ; "), posix=True, punctuation_chars=True)
-    lexer.whitespace_split = True
-    try:
-        tokens = list(lexer)
-    except ValueError as e:
-        raise BadInput(f"cannot parse the command line ({e})")
-    for n, token in enumerate(tokens):
-        if token in _REDIRECTS:
-            target = tokens[n + 1] if n + 1 < len(tokens) else ""
-            if not _HARMLESS_TARGETS.match(target):
-                return f"it redirects output into {target or 'a file'}"
-    for words in _simple_commands(tokens):
-        why = _command_writes(words)
-        if why:
-            return why
-    return None
-
-
-def _simple_commands(tokens: list[str]) -> list[list[str]]:
-    commands, words, skip = [], [], False
-    for token in tokens:
-        if skip:
-            skip = False
-        elif token in _SEPARATORS:
-            commands.append(words)
-            words = []
-        elif token in _REDIRECTS or token in ("<", "<<", "<<<"):
-            skip = True  # the redirection's target is no argument
-        else:
-            words.append(token)
-    commands.append(words)
-    return [w for w in commands if w]
-
-
-def _command_writes(words: list[str]) -> str | None:
-    while words and re.match(r"[A-Za-z_][A-Za-z0-9_]*=", words[0]):
-        words = words[1:]  # variable assignments
-    if not words:
-        return None
-    program, args = os.path.basename(words[0]), words[1:]
-    if program in _WRAPPERS:  # sudo -u x rm ...: any later word may be the command
-        return next(filter(None, (_command_writes(args[n:]) for n in range(len(args)))), None)
-    if program in _WRITERS:
-        return f"`{program}` changes files"
-    if program in ("sed", "perl") and any(re.match(r"-[nEsrlpa]*i|--in-place", a)
-                                          for a in args):
-        return f"`{program} -i` edits files in place"
-    if program == "git":
-        sub = _git_subcommand(args)
-        if sub in _GIT_WRITES:
-            return f"`git {sub}` changes the repository"
-    if program in _SHELLS and "-c" in args[:-1]:
-        return bash_writes(args[args.index("-c") + 1])
-    return None
-
-
-def _git_subcommand(args: list[str]) -> str | None:
-    n = 0
-    while n < len(args) and args[n].startswith("-"):
-        n += 2 if args[n] in ("-C", "-c", "--git-dir", "--work-tree", "--namespace") else 1
-    return args[n] if n < len(args) else None

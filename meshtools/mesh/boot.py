@@ -56,7 +56,7 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 # main = "main"                # the branch work lands on
 
 [pick]
-# gate = "make test"           # run in the main checkout after each landing; failure rolls back
+# gate = "make test"           # run in a scratch worktree before main moves; failure keeps main
 
 [anchor]
 # max_handbacks = 1            # how often a failed or conflicting task is handed back
@@ -66,6 +66,10 @@ manifests = ["Cargo.toml", "pyproject.toml", "package.json", "go.mod"]
 
 [budget]
 # daily_usd = 50.0             # stop starting agent tasks once the mesh spent this today (UTC)
+
+[retry]
+# base = 15.0                  # after a rate limit or an overload a task waits base*2^(n-1)
+# cap = 300.0                  # seconds (at most cap; a random half to all of it) before retry n+1
 
 [agent]
 # command = ["claude"]         # the agent CLI (stream-json compatible)

@@ -139,6 +139,34 @@ def pushed(record: dict) -> dict:
     return {k: record[k] for k in ("queue", "entry", "duplicate", "state") if k in record}
 
 
+def unattended(queue: str, role: str, live_workers: list[str], sessions: list[dict]) -> str | None:
+    """The warning for a task enqueued where no live worker drains its queue (naming the
+    role's sessions that are registered but dead), or None when one does."""
+    if live_workers:
+        return None
+    dead = sorted(s["id"] for s in sessions if s.get("role") == role
+                  and s.get("state") in ("dead", "FATAL"))
+    named = f" ({', '.join(dead)} {'is' if len(dead) == 1 else 'are'} dead)" if dead else ""
+    return (f"warning: no live worker drains queue {queue}{named}: the task waits until one "
+            f"runs (meshctl init, or mesh-spawn {role} --queue)")
+
+
+def warnings_for(home, broker, planned: list[tuple[dict, routing.Route, str]]) -> list[str]:
+    """One unattended() warning per queue the tasks went to that no live worker drains."""
+    from ..coord import registry
+    from ..queue.stats import live_consumers
+
+    sessions = [dict(r, state=registry.peer_state(r, registry.DEFAULT_STUCK_AFTER))
+                for r in (registry.classify(home, r) for r in registry.all_sessions(home))]
+    found, seen = [], set()
+    for task, _, queue in planned:
+        if queue not in seen:
+            seen.add(queue)
+            line = unattended(queue, task["role"], live_consumers(broker, queue), sessions)
+            found += [line] if line else []
+    return found
+
+
 def scopes_of(home, paths) -> list[str]:
     """The lock scopes of the paths a task names, as file-lock resolves them (manifests,
     config.toml rules), taken from the repository's root; a path outside it is ignored."""

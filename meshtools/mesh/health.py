@@ -9,12 +9,17 @@ registry still shows, and "Redis unreachable" is itself a problem.
 
 import time
 
+from ..agents.anchor import anchor_holder
 from ..coord import registry
 from ..core import clock, config
+from ..core.words import plural
+from ..landing import state as landing_state
 from ..queue import pause as pauses
 
 # a peer in one of these states needs a person (stale is a slow heartbeat: it passes)
 TROUBLED = ("dead", "FATAL", "stuck")
+LIVE = ("alive", "stale", "stuck", "paused")  # a session whose process is there
+ANCHOR_ROLE = "anchor"
 REDIS_SOURCES = ("redis", "dead", "pause", "budget")  # the dict sources that carry an age
 
 
@@ -43,6 +48,8 @@ def collect(home, broker=None, redis_url: str | None = None,
                         queues=None, dead=None, pause=None,
                         budget={"spent_today_usd": None, "error": redis_error, "_at": now})
     snapshot["budget"]["daily_usd"] = pauses.daily_cap(settings)
+    snapshot["landing"] = landing_state.waiting(home)
+    snapshot["anchor"] = {"running": anchor_holder(home) is not None}
     snapshot["peers"] = held_by_pause(snapshot["peers"], snapshot.get("pause"))
     done = time.time()
     for name in REDIS_SOURCES:
@@ -127,8 +134,10 @@ def server(client, url: str | None) -> dict:
 
 def problems(snapshot: dict) -> list[dict]:
     """What needs a person now, [{kind, subject, text}]: Redis unreachable, a peer dead,
-    FATAL or stuck, dispatch paused, the day's budget spent, dead letters waiting, and
-    (where the snapshot has the dash's `git`) a role's work that would conflict on main."""
+    FATAL or stuck, the mesh down (or a queue no live worker drains) while tasks wait, no
+    anchor loop for a mesh that has an anchor, landing waiting or cut off, dispatch paused,
+    the day's budget spent, dead letters waiting, and (where the snapshot has the dash's
+    `git`) a role's work that would conflict on main."""
     found = []
     redis = snapshot.get("redis") or {}
     if not redis.get("up"):
@@ -137,6 +146,7 @@ def problems(snapshot: dict) -> list[dict]:
     for peer in snapshot.get("peers") or []:
         if peer["state"] in TROUBLED:
             found.append(_problem(peer["state"].lower(), peer["id"], _peer_trouble(peer)))
+    found += unattended(snapshot) + landing_problems(snapshot)
     held = snapshot.get("pause")
     if held:
         by = f", by {held['by']}" if held.get("by") else ""
@@ -158,6 +168,52 @@ def problems(snapshot: dict) -> list[dict]:
             found.append(_problem("conflict", role, (
                 f"a conflict waiting: {work.get('branch')} would not pick cleanly onto main "
                 f"({paths})")))
+    return found
+
+
+def unattended(snapshot: dict) -> list[dict]:
+    """Work nobody will do: tasks queued while no session of the mesh runs at all (the
+    mesh is down: one problem), else each queue with tasks and no live worker draining it;
+    and a mesh with an anchor session whose loop (mesh-anchor) does not run."""
+    peers = snapshot.get("peers") or []
+    live = [p for p in peers if p["state"] in LIVE]
+    anchor_runs = (snapshot.get("anchor") or {}).get("running")
+    waiting = {q["queue"]: q["length"] for q in snapshot.get("queues") or [] if q.get("length")
+               and not any(c.get("alive") for c in q.get("consumers") or [])}
+    found = []
+    if waiting and not live and not anchor_runs:
+        tasks = sum(waiting.values())
+        found.append(_problem("mesh_down", None, (
+            f"the mesh is down: {plural(tasks, 'task')} queued ({', '.join(sorted(waiting))}) "
+            "and no session runs to take them: meshctl init starts it")))
+    else:
+        for queue, length in sorted(waiting.items()):
+            found.append(_problem("no_worker", queue, (
+                f"{plural(length, 'task')} on queue {queue} and no live worker drains it: "
+                f"mesh-spawn ROLE --queue (or meshctl init) starts one")))
+    anchors = [p for p in peers if p.get("role") == ANCHOR_ROLE]
+    if anchors and snapshot.get("anchor") is not None and not anchor_runs:
+        found.append(_problem("anchor", anchors[0]["id"], (
+            f"no mesh-anchor runs for {anchors[0]['id']} ({anchors[0]['state']}): finished "
+            "work does not land and dead peers are not respawned")))
+    return found
+
+
+def landing_problems(snapshot: dict) -> list[dict]:
+    """Landing that waits (and why), and a landing cut off after main moved."""
+    landing = snapshot.get("landing") or {}
+    found = []
+    blocked = landing.get("blocked")
+    if blocked:
+        task = f" (task {blocked['task']})" if blocked.get("task") else ""
+        found.append(_problem("landing", blocked.get("task"), (
+            f"landing waits{task}: {blocked.get('reason')}")))
+    cut = landing.get("interrupted")
+    if cut and not (blocked and "interrupted landing" in (blocked.get("reason") or "")):
+        found.append(_problem("landing_interrupted", cut.get("branch"), (
+            f"an interrupted landing moved {cut.get('branch')} from {str(cut.get('old'))[:12]} "
+            f"to {str(cut.get('new'))[:12]}; the main checkout may lag behind it until the "
+            "next landing pass finishes it")))
     return found
 
 

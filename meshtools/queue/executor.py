@@ -1,8 +1,8 @@
 """How a task runs. An executor takes a task and gives back an Outcome; the worker does the
 rest (attempts, results, ACK). The agent executors (meshtools.executors) plug in beside
 `shell`: an Outcome's details (cost, turns, error kind, resets_at) go into the result
-record, and the worker reads `details["error"]` to tell a usage limit (hand back, pause the
-mesh) from a failure."""
+record, and the worker reads `details["error"]` to tell a limit (queue.limits: hand back and
+pause the mesh, or back off) from a failure."""
 
 import os
 import signal
@@ -23,7 +23,7 @@ POLL = 0.1  # how often a reader looks whether the process exited
 
 @dataclass
 class Outcome:
-    status: str  # ok | failed | timeout
+    status: str  # ok | failed | timeout | usage_limited | rate_limited (queue.limits)
     exit_code: int | None
     output: str
     duration: float

@@ -1,9 +1,10 @@
 """When the whole mesh stops dispatching, and until when: the one owner of pauses and of the
 daily budget (as rq's suspension.py is of suspending workers).
 
-A usage limit or a failed login hits every agent of the mesh alike, so one worker's bad
-outcome pauses them all (`mesh:paused`, a JSON record with an expiry), instead of each
-burning its retries and the quota. The daily budget works the same way: past the cap, no
+A subscription's usage window, a spend limit or a failed login hits every agent of the
+mesh alike, so one worker's bad outcome pauses them all (`mesh:paused`, a JSON record with
+an expiry), instead of each burning its retries and the quota. A plain rate limit does not:
+its task backs off alone (queue.limits). The daily budget works the same way: past the cap, no
 new task starts until the next UTC midnight.
 
 The functions are pure (data in, data out); `Pauses` keeps the state in Redis, and
@@ -15,14 +16,15 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from ..executors.stream import AUTH as AUTH_ERROR, RATE_LIMIT
+from ..executors.stream import AUTH as AUTH_ERROR
 from ..core import clock
 from .broker import _EVENT  # the scripts write their events as the queue's scripts do
+from .limits import SPEND_LIMIT, pauses_mesh
 
-USAGE_LIMIT, AUTH, BUDGET = "usage_limit", "auth", "budget"
-USAGE_LIMITED = "usage_limited"  # a result's status when a usage limit cut its run short
+AUTH, BUDGET = "auth", "budget"
 AUTH_PAUSE = 600.0  # a failed login: every task would fail the same way for a while
-UNKNOWN_RESET = 300.0  # a usage limit without resetsAt: look again in 5 minutes
+UNKNOWN_RESET = 300.0  # a usage window without resetsAt: look again in 5 minutes
+SPEND_PAUSE = 3600.0  # a spend limit that does not say when it lifts: look again in an hour
 MIN_PAUSE = 1.0
 SPEND_TTL = 2 * 86400  # mesh:spend:<day> lives two days
 
@@ -42,20 +44,15 @@ def next_utc_midnight(now: float) -> float:
 def for_outcome(details: dict, now: float) -> tuple[float, str] | None:
     """(until, reason) when an agent's outcome should pause the mesh, else None."""
     kind = (details or {}).get("error")
-    if kind == RATE_LIMIT:
+    if pauses_mesh(kind):  # the reason is the limit: usage_limit or spend_limit
         resets = details.get("resets_at")
+        unknown = SPEND_PAUSE if kind == SPEND_LIMIT else UNKNOWN_RESET
         until = float(resets) if isinstance(resets, (int, float)) and resets > now \
-            else now + UNKNOWN_RESET
-        return max(until, now + MIN_PAUSE), USAGE_LIMIT
+            else now + unknown
+        return max(until, now + MIN_PAUSE), kind
     if kind == AUTH_ERROR:
         return now + AUTH_PAUSE, AUTH
     return None
-
-
-def usage_limited(details: dict) -> bool:
-    """Whether an agent's outcome was cut short by its usage limit: not the task's fault,
-    and no attempt of it."""
-    return (details or {}).get("error") == RATE_LIMIT
 
 
 def for_budget(spent: float | None, cap: float | None, now: float) -> tuple[float, str] | None:
@@ -80,15 +77,13 @@ def daily_cap(settings) -> float | None:
     return value
 
 
-def after_run(pauses: "Pauses | None", result: dict, details: dict, cap: float | None,
-              by: str, guard=None, **extra) -> list[dict]:
-    """The step after an agent run, the worker's and mesh-agent's alike: mark a usage-limited
-    result as such, count the run's cost into today's spend and pause the mesh for a usage
-    limit, a failed login or a spent budget. pauses is None without Redis; guard(operation)
-    runs the Redis part (the worker waits out an unavailable Redis, mesh-agent goes without).
-    Returns the pauses in force afterwards (one per cause)."""
-    if usage_limited(details):
-        result["status"] = USAGE_LIMITED
+def after_run(pauses: "Pauses | None", details: dict, cap: float | None, by: str,
+              guard=None, **extra) -> list[dict]:
+    """The step after an agent run, the worker's and mesh-agent's alike: count the run's
+    cost into today's spend and pause the mesh for a usage window, a spend limit, a failed
+    login or a spent budget. pauses is None without Redis; guard(operation) runs the Redis
+    part (the worker waits out an unavailable Redis, mesh-agent goes without). Returns the
+    pauses in force afterwards (one per cause)."""
     if pauses is None:
         return []
     account = functools.partial(pauses.account, details, cap, by, **extra)
@@ -180,7 +175,8 @@ class Pauses:
 
     def account(self, details: dict, daily_cap: float | None, by: str, **extra) -> list[dict]:
         """After an agent run: count its cost into today's spend, and pause the mesh when the
-        run hit a usage limit or a failed login, or the day's budget is now spent. Returns
+        run hit a usage window, a spend limit or a failed login, or the day's budget is now
+        spent. Returns
         the pauses in force afterwards (one per cause)."""
         now, today = time.time(), clock.calendar_now()
         cost = (details or {}).get("cost_usd")

@@ -27,8 +27,8 @@ import subprocess
 import tempfile
 import time
 
-from ..core import fs, proc
-from ..core.errors import ConfigError, Unavailable
+from ..core import fs, proc, trust
+from ..core.errors import ConfigError, Refused, Unavailable
 from ..core.home import MeshHome
 
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; leave room
@@ -69,7 +69,7 @@ class EmbeddedRedis:
         """The URL with the password, for clients; refuses a socket directory that is not
         private to us, and a server that has no password (started by an older meshtools)."""
         try:
-            fs.check_private(self.socket_dir or self.dir, "the Redis socket directory")
+            trust.check_private(self.socket_dir or self.dir, "the Redis socket directory")
         except FileNotFoundError:
             raise Unavailable(f"redis unavailable at {self.url}: not running") from None
         return f"unix://:{self.password()}@{self.socket}"
@@ -142,17 +142,17 @@ class EmbeddedRedis:
         directory if it still is one, else a fresh one from mkdtemp (recorded)."""
         current = self.socket_dir
         if current == self.dir:
-            return fs.check_private(self.dir, "the Redis socket directory")
+            return trust.check_private(self.dir, "the Redis socket directory")
         if current:
             try:
-                return fs.check_private(current, "the Redis socket directory")
-            except (ConfigError, FileNotFoundError):
+                return trust.check_private(current, "the Redis socket directory")
+            except (Refused, FileNotFoundError):
                 pass  # gone (a tmp cleaner) or not ours any more: never reuse it
         base = os.environ.get("XDG_RUNTIME_DIR") or None
         if base:  # only a runtime dir of ours (sudo keeps the invoking user's)
             try:
-                fs.check_private(base, "$XDG_RUNTIME_DIR")
-            except (ConfigError, OSError):
+                trust.check_private(base, "$XDG_RUNTIME_DIR")
+            except (Refused, OSError):
                 base = None
         try:
             fresh = tempfile.mkdtemp(prefix="meshtools-", dir=base or None)
@@ -189,9 +189,9 @@ class EmbeddedRedis:
         if outside in (None, self.dir):
             return
         try:
-            os.rmdir(fs.check_private(outside, "the Redis socket directory"))
+            os.rmdir(trust.check_private(outside, "the Redis socket directory"))
             os.unlink(self._socket_record)
-        except (OSError, ConfigError):
+        except (OSError, Refused):
             pass  # not empty or not ours: leave it
 
 

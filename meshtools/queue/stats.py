@@ -37,6 +37,13 @@ def queue_records(broker, now: float | None = None) -> list[dict]:
     return records
 
 
+def live_consumers(broker, queue: str, now: float | None = None) -> list[str]:
+    """The consumers of queue whose worker is alive by its heartbeat (liveness)."""
+    workers, now = broker.workers(), time.time() if now is None else now
+    return [c["name"] for c in _consumers(broker.redis, broker.names.queue(queue))
+            if liveness(workers.get(c["name"]), now)["alive"]]
+
+
 def _age(entry_id: str, now_ms: int) -> float:
     """Seconds since a stream entry was added (its id starts with the milliseconds)."""
     return round((now_ms - int(entry_id.split("-")[0])) / 1000, 3)

@@ -19,6 +19,7 @@ from ..core.ids import validate_name, validate_task_id
 DEFAULT_MAX_ATTEMPTS = 3
 MAX_PROMPT = 1 << 20
 RAW = "_raw"  # a dead letter's entry that was no task: see unrunnable()
+ATTEMPT = "_attempt"  # on the copy a worker hands its executor: the attempt it counted
 
 
 def new_id() -> str:

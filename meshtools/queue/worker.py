@@ -12,9 +12,11 @@ a stop by signal is reported as one. An idle worker leaves its blocking read at 
 entry that read took meanwhile stays pending, reclaimed like a dead worker's).
 
 Before each read the worker checks `mesh:paused` (and the daily budget) and waits while the
-mesh is paused. An agent run that ends on a usage limit is handed back with its attempt
-undone and pauses the whole mesh until the limit resets; a failed login pauses it for a
-while; a task over its own budget is dead-lettered at once (a retry would cost as much).
+mesh is paused. An agent run that ends on a usage window or a spend limit is handed back
+with its attempt undone and pauses the whole mesh until the limit lifts; a failed login
+pauses it for a while; a plain rate limit (or an overload) only backs its own task off
+before the retry (queue.limits); a task over its own budget is dead-lettered at once (a
+retry would cost as much).
 """
 
 import functools
@@ -25,14 +27,15 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..executors.stream import BUDGET, RATE_LIMIT
+from ..executors.stream import BUDGET
 from ..core import clock, proc
 from ..core.errors import BadInput, MeshError, Unavailable
 from .broker import Broker
 from .connection import describe, unavailable
 from .executor import Executor, Outcome
-from .pause import USAGE_LIMITED, Pauses, after_run
-from .tasks import DEFAULT_MAX_ATTEMPTS, from_entry, result_record, unrunnable
+from .limits import BACKOFF_BASE, BACKOFF_CAP, USAGE_LIMITED, backoff, pauses_mesh
+from .pause import Pauses, after_run
+from .tasks import ATTEMPT, DEFAULT_MAX_ATTEMPTS, from_entry, result_record, unrunnable
 
 BEAT_EVERY = 2.0
 WORKER_DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
@@ -45,11 +48,12 @@ FINISH, RETRY, DEAD_LETTER, HAND_BACK, OVER_BUDGET = (
 
 
 def decide_outcome(status: str, error: str | None, attempt: int, limit: int) -> str:
-    """One of the five outcomes of a run: a usage limit hands the task back (not its fault,
-    its attempt undone); success finishes it; a task over its own budget is dead-lettered at
-    once (a retry would cost as much); any other failure is retried until its last attempt,
-    then dead-lettered."""
-    if error == RATE_LIMIT:
+    """One of the five outcomes of a run: a limit that pauses the mesh (a usage window, a
+    spend limit) hands the task back (not its fault, its attempt undone); success finishes
+    it; a task over its own budget is dead-lettered at once (a retry would cost as much);
+    any other failure, a plain rate limit included, is retried until its last attempt, then
+    dead-lettered."""
+    if pauses_mesh(error):
         return HAND_BACK
     if status == "ok":
         return FINISH
@@ -74,6 +78,7 @@ class Worker:
     on_task: object = None  # called with the task id it starts, None when it waits again
     daily_budget_usd: float | None = None  # config.toml [budget] daily_usd
     revive_redis: object = None  # connection.reviver(): restarts the mesh's own Redis
+    retry_backoff: tuple = (BACKOFF_BASE, BACKOFF_CAP)  # config.toml [retry] base, cap
     stopping: int = 0
     stopped_by: int = 0  # the first stop signal
     done: int = 0
@@ -246,7 +251,7 @@ class Worker:
             return
         self._report_task(task["id"])
         try:
-            outcome = self.executor.run(task, self.workdir,
+            outcome = self.executor.run(dict(task, **{ATTEMPT: attempt}), self.workdir,
                                         task.get("timeout") or self.default_timeout)
         except Unavailable:  # the agent CLI vanished: not the task's fault; give it back
             self._hand_back(queue, entry, task, "handed_back")
@@ -263,7 +268,7 @@ class Worker:
         details = outcome.details or {}
         result = self._result(task, queue, outcome, attempt)
         # Pauses first, so that no worker starts another task before they are seen.
-        if after_run(self.pauses, result, details, self.daily_budget_usd, self.consumer,
+        if after_run(self.pauses, details, self.daily_budget_usd, self.consumer,
                      guard=self._survive, task=task["id"]):
             self._clear_until = 0.0  # this worker paused the mesh: its next look sees it
         verdict = decide_outcome(outcome.status, details.get("error"), attempt, limit)
@@ -281,11 +286,22 @@ class Worker:
                 queue, entry, task, result, f"{outcome.status} on attempt {attempt} of {limit}"))
         else:
             result["retry"] = True
+            delay = backoff(details.get("error"), attempt, *self.retry_backoff)
+            if delay:
+                result["backoff"] = delay
+                self._back_off(delay)
             self._survive(lambda: self.broker.requeue(queue, entry, task, "retry",
                                                       undo_attempt=False))
         self.done += 1
         if self.on_result:
             self.on_result(result)
+
+    def _back_off(self, delay: float) -> None:
+        """Wait before a retry, the entry still pending here (a worker killed meanwhile has
+        it reclaimed); a stop ends the wait and the task is requeued at once."""
+        end = time.monotonic() + delay
+        while not self.stopping and time.monotonic() < end:
+            time.sleep(min(0.1, max(0.0, end - time.monotonic())))
 
     def _report_task(self, task_id: str | None) -> None:
         """Tell on_task; the registry is best-effort here (an unregistered session is simply
