@@ -175,7 +175,7 @@ class AnchorWorker:
         from .roles import ANCHOR, get
 
         argv = launch.child_argv(get(home, ANCHOR), workdir, True, agent)
-        # a kill -9 of mesh-anchor is a stop for its worker too (it finishes its task)
+        # a kill -9 of mesh-anchor stops its worker too (it hands its task back at once)
         return cls(subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0,
                                     preexec_fn=proc.die_with_parent()))
 
