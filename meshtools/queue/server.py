@@ -19,6 +19,7 @@ and then their tasks run as us):
 - the server runs with umask 077: its log, pid and append-only files are 0600.
 """
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -27,7 +28,7 @@ import subprocess
 import tempfile
 import time
 
-from ..core import fs, proc, trust
+from ..core import fs, lifecycle, proc, trust
 from ..core.errors import ConfigError, Refused, Unavailable
 from ..core.home import MeshHome
 
@@ -106,11 +107,12 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> bool:
         """Start unless running (idempotent); True when this call started it."""
         fs.ensure_dir(self.dir)
-        with fs.flocked(os.path.join(self.dir, "start.lock")):
+        with fs.flocked(os.path.join(self.dir, "start.lock")), contextlib.ExitStack() as gate:
             if self.pid() is not None:
                 self.password()  # one an older meshtools started, without one, is refused
                 if self.running():
                     return False
+            gate.enter_context(lifecycle.starting(self.home))  # none while meshctl down runs
             stop_orphans(self.dir)  # a server of the mesh this one replaced (rm -rf; init)
             socket = os.path.join(self._private_socket_dir(), SOCKET)
             if os.path.exists(socket):
