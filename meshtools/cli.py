@@ -34,7 +34,8 @@ class _Contract:
 
         def run():
             try:
-                return super(_Contract, self).main(args=args, prog_name=prog_name,
+                return super(_Contract, self).main(args=text_arguments(args),
+                                                   prog_name=prog_name,
                                                    standalone_mode=False, **extra)
             except click.UsageError as e:
                 e.show()
@@ -57,6 +58,21 @@ class _Contract:
         """The whole first sentence in a group's command list: click cuts it to one line
         with "...", where the help formatter would wrap it."""
         return super().get_short_help_str(limit=max(limit, 1000))
+
+
+def text_arguments(args=None) -> list:
+    """args (sys.argv[1:] when None), refusing one that is not UTF-8 (65): Python hands its
+    undecodable bytes in as lone surrogates (surrogateescape), which click passes on, and
+    the first write of one (a JSON record, Redis) failed as a bug (70) or stored U+FFFD in
+    its place."""
+    args = sys.argv[1:] if args is None else list(args)
+    for n, arg in enumerate(args, 1):
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            shown = arg.encode(errors="surrogateescape").decode(errors="backslashreplace")
+            raise errors.BadInput(f"argument {n} is not UTF-8 text: '{shown}'") from None
+    return args
 
 
 def _take_over_sigint() -> None:
