@@ -18,6 +18,7 @@ from .core import errors, jsonl
 from .core.home import MeshHome
 
 SESSION_ENV = "MESH_SESSION"
+MESH = "meshtools.mesh"  # ctx.meta key: the invocation's Mesh, for _Contract.invoke
 
 
 def prog_name() -> str:
@@ -53,6 +54,12 @@ class _Contract:
             return super().invoke(ctx)
         except BrokenPipeError as e:  # click's main() would swallow it and exit 1
             raise errors.ReaderGone() from e
+        except Exception as e:
+            mesh = ctx.meta.get(MESH)
+            failure = mesh and mesh.lost_to_disk(e)
+            if failure:
+                raise failure from None
+            raise
 
     def get_short_help_str(self, limit: int = 45) -> str:
         """The whole first sentence in a group's command list: click cuts it to one line
@@ -129,16 +136,26 @@ class Mesh:
         self.redis_url = redis_url
         self.namespace = namespace
 
-    def broker(self, blocking: bool = False, start: bool = True):
+    def broker(self, blocking: bool = False, start: bool = True, loaded: bool = True):
         """The queue broker on a checked connection (redis-py is imported only here);
-        start=False: never start the embedded Redis for it (Unavailable if it is down)."""
+        start=False: never start the embedded Redis for it (Unavailable if it is down);
+        loaded=False: do not wait for a Redis still loading its data (connection.connect)."""
         from .queue.broker import Broker
         from .queue.connection import connect
         from .queue.names import Names
 
         names = Names.from_env(self.namespace)
-        return Broker(connect(self.home, self.redis_url, blocking=blocking, start=start),
-                      names)
+        return Broker(connect(self.home, self.redis_url, blocking=blocking, start=start,
+                              loaded=loaded), names)
+
+    def lost_to_disk(self, error: Exception) -> errors.DiskError | None:
+        """error is the mesh's own Redis gone mid-command because its disk is full (74,
+        not 69: see queue.connection.lost_to_disk); None otherwise, and for another Redis."""
+        if "redis" not in sys.modules or self.redis_url or os.environ.get("MESH_REDIS_URL"):
+            return None
+        from .queue.connection import lost_to_disk
+
+        return lost_to_disk(error, self.home)
 
     @functools.cached_property
     def home(self) -> MeshHome:
@@ -224,7 +241,9 @@ def mesh_options(identity: bool = False, redis: bool = False):
             home, redis_url, namespace = (or_umbrella(name, value) for name, value in (
                 ("home", home), ("redis_url", redis_url), ("namespace", namespace)))
             as_json = as_json or bool(or_umbrella("as_json", False))
-            return f(*args, mesh=Mesh(home, as_json, as_id, redis_url, namespace), **kwargs)
+            mesh = Mesh(home, as_json, as_id, redis_url, namespace)
+            click.get_current_context().meta[MESH] = mesh
+            return f(*args, mesh=mesh, **kwargs)
 
         if redis:
             wrapper = _common_option("namespace", envvar="MESH_NAMESPACE")(wrapper)

@@ -134,7 +134,8 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
         executor = RecordingExecutor(executor, mesh.home, role.name)  # the anchor lands it
     if default_timeout is None and role is not None:
         default_timeout = role.timeout
-    worker = Worker(broker=mesh.broker(blocking=True), beat_broker=mesh.broker(),
+    worker = Worker(broker=mesh.broker(blocking=True, loaded=False),
+                    beat_broker=mesh.broker(loaded=False),
                     executor=executor, consumer=consumer, queues=queues,
                     workdir=os.path.abspath(workdir or "."), max_tasks=1 if once else max_tasks,
                     burst=burst, default_timeout=default_timeout,
