@@ -91,8 +91,10 @@ def test_every_acknowledged_push_survives_a_full_disk_and_kill_9(run, small_disk
 def everysec_redis(small_disk, monkeypatch):
     """A Redis of someone else's (--redis-url) on the small disk, persisting as Redis does
     by default with append-only on: fsync once a second."""
+    from meshtools.queue.server import binary
+
     socket = small_disk / "r.sock"
-    subprocess.run(["redis-server", "--port", "0", "--unixsocket", str(socket),
+    subprocess.run([binary(), "--port", "0", "--unixsocket", str(socket),
                     "--dir", str(small_disk), "--appendonly", "yes", "--appendfsync", "everysec",
                     "--save", "", "--daemonize", "yes", "--pidfile", str(small_disk / "r.pid"),
                     "--logfile", str(small_disk / "r.log")], check=True)
