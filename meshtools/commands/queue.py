@@ -35,6 +35,9 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 
     Pushing an id that is already queued or done changes nothing (the record says
     "duplicate"), so a retried cron job never duplicates work.
+
+    Exit 0: the tasks are on disk (the mesh's Redis fsyncs a write before it answers).
+    Exit 74: Redis could not store them (a full disk); nothing was queued.
     """
     from ..queue.tasks import batch, normalise
 
