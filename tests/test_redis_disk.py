@@ -87,6 +87,14 @@ def test_every_acknowledged_push_survives_a_full_disk_and_kill_9(run, small_disk
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
 
 
+def test_a_server_an_older_meshtools_started_fsyncs_every_write_once_reached(run, mesh_home):
+    """An upgrade leaves the mesh's Redis running as it was started: fsyncing once a second."""
+    client = redis_of(mesh_home)
+    client.config_set("appendfsync", "everysec")  # as meshtools started it until now
+    run("queue-push", "--id", "after-the-upgrade", "true", check=0)
+    assert client.config_get("appendfsync") == {"appendfsync": "always"}
+
+
 @pytest.fixture
 def everysec_redis(small_disk, monkeypatch):
     """A Redis of someone else's (--redis-url) on the small disk, persisting as Redis does

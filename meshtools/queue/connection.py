@@ -128,7 +128,9 @@ def _requiring(server, password: str):
     (AUTH carries the password: an impostor could echo it back), the socket's peer must be
     the mesh's redis-server process (its pid file's pid, our uid): whatever swapped the
     socket, and whenever, the kernel names who listens. Then the server must require
-    exactly this password (Redis >= 6 accepts any AUTH when it has none)."""
+    exactly this password (Redis >= 6 accepts any AUTH when it has none), and it is told to
+    fsync as the mesh's server does (one an older meshtools started fsyncs once a second)."""
+    from .server import APPENDFSYNC
 
     def on_connect(connection) -> None:
         import redis
@@ -146,6 +148,11 @@ def _requiring(server, password: str):
         value = values[0] if values else None
         if (value.decode() if isinstance(value, bytes) else value) != password:
             raise redis.AuthenticationError(NOT_REQUIRED)
+        connection.send_command("CONFIG", "SET", "appendfsync", APPENDFSYNC, check_health=False)
+        try:
+            connection.read_response()
+        except redis.ResponseError:  # loading its data ("only CONFIG GET"): the next time
+            pass
 
     return on_connect
 
