@@ -139,3 +139,24 @@ def test_kills_at_random_instants_never_leave_an_ungated_main(run, repo, landing
             assert again.returncode == (0 if lands else 1), (where, again.stdout, again.stderr)
             assert landings_of(repo, sha) == (1 if lands else 0), where
             assert_main_is_gated_and_whole(repo, where)
+
+
+def test_a_worktree_add_killed_mid_write_does_not_stop_the_next_pass(run, repo, landing,
+                                                                      mesh_home):
+    """`git worktree add` killed between making the scratch's registration and filling it
+    leaves an empty commondir, which every later `git worktree` command dies on (seen in
+    the random rounds above). The next pass removes that registration, and only that one."""
+    builder, _ = landing
+    good = commit(builder, "src/lib.txt", "fine\n", "good work")
+    theirs = repo.parent / "elsewhere" / "scratch"  # a user's worktree of the same name
+    git(repo, "worktree", "add", "-q", "--detach", str(theirs), "main")
+    half = repo / ".git" / "worktrees" / "scratch1"
+    half.mkdir(parents=True)
+    (half / "locked").write_text("initializing\n")
+    (half / "gitdir").write_text(f"{mesh_home / 'landing' / 'scratch'}/.git\n")
+    (half / "commondir").write_text("")
+    again = next_pass(run, good)
+    assert again.returncode == 0, (again.stdout, again.stderr)
+    assert landings_of(repo, good) == 1
+    assert str(theirs) in git(repo, "worktree", "list", "--porcelain")
+    assert_main_is_gated_and_whole(repo)

@@ -109,6 +109,7 @@ def pick(home, main: gitops.Main, shas: list[str], *, role: str | None = None,
     home.ensure()
     with fs.flocked(home.pick_lock) as lock_fd:
         try:
+            scratch.forget_half_made(home, root)
             advance.recover(home, root, branch)
             record = _land(home, main, shas, role, task, gate, lock_fd)
         except errors.Busy as e:

@@ -11,12 +11,14 @@ fresh one.
 import os
 import shutil
 
+from ..core import git
 from . import gitops, state
 
 
 def clear(home, root: str) -> None:
     """Remove the scratch worktree and its registration, whatever state it was left in."""
     where = state.scratch_path(home)
+    forget_half_made(home, root)
     gitops.run(root, "worktree", "remove", "--force", "--force", where, check=False)
     shutil.rmtree(where, ignore_errors=True)
     gitops.run(root, "worktree", "unlock", where, check=False)  # a killed `add` locks it
@@ -30,3 +32,35 @@ def fresh(home, root: str, commit: str) -> str:
     where = state.scratch_path(home)
     gitops.run(root, "worktree", "add", "-q", "--detach", where, commit)
     return os.path.realpath(where)
+
+
+def forget_half_made(home, root: str) -> None:
+    """A `worktree add` killed mid-write can leave a registration with an empty commondir,
+    which every later `git worktree` command dies on (`worktree list` too: run this first).
+    Only the one whose gitdir names our scratch is ours to remove: a worktree of the user's
+    may share the name."""
+    where = state.scratch_path(home)
+    found = git.find_worktree(root)
+    admin = os.path.join(found.common_dir, "worktrees") if found else None
+    try:
+        names = os.listdir(admin) if admin else []
+    except FileNotFoundError:
+        return
+    ours = os.path.join(os.path.realpath(where), ".git")
+    for name in names:
+        entry = os.path.join(admin, name)
+        try:
+            with open(os.path.join(entry, "gitdir"), encoding="utf-8") as f:
+                target = f.read().strip()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if os.path.realpath(target) == ours and not _commondir_readable(entry):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _commondir_readable(entry: str) -> bool:
+    try:
+        with open(os.path.join(entry, "commondir"), encoding="utf-8") as f:
+            return bool(f.read().strip())
+    except FileNotFoundError:
+        return True  # git reads a missing commondir as "none": not what breaks it
