@@ -12,8 +12,7 @@ import tomllib
 import psutil
 import pytest
 
-from .conftest import commit
-from .helpers import wait_until
+from .helpers import commit, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(ROOT, "pyproject.toml"), "rb") as _f:

@@ -128,7 +128,7 @@ def test_mesh_top_into_a_monitoring_line(repo, run):
 def test_the_mesh_in_a_tmux_session_of_its_own(tmp_path, claude_cli, run):
     """The line up to its attach (a test has no terminal to attach): a window per agent and
     one for the dash, in the session the line attaches to."""
-    from .conftest import git
+    from .helpers import git
 
     home = tmp_path / "home"
     app = home / "projects" / "app"
