@@ -1,4 +1,4 @@
-"""Every entry point keeps the README's exit codes when its reader goes away (141) and on
+"""Every entry point keeps meshtools(7)'s exit codes when its reader goes away (141) and on
 ^C (130): each one writing real output into a pipe nobody reads, and each one stopped while
 it waits (a follow, a lock, stdin, a child). pyproject's [project.scripts] is the list."""
 
