@@ -10,6 +10,11 @@
              queue filled beforehand (targets: >= 3x RQ, >= 0.7x bare)
   overhead   queue path per task without the subprocess: one worker, an executor that
              returns at once (target <= 1 ms)
+  durability what an acknowledged push being on disk costs: the embedded server's
+             `appendfsync always` (Redis answers once the write is fsynced) against Redis's
+             `everysec` (a second of acknowledged writes lost in a crash or a full disk),
+             switched on the same server and measured in turn: per push (one task a push,
+             as queue-push does) and per task on the queue path (`overhead`)
 
     python bench/taskqueue.py [TASKS] [DISPATCH_TASKS]      (needs `pip install rq`)
 """
@@ -31,7 +36,7 @@ from meshtools.queue.broker import Broker  # noqa: E402
 from meshtools.queue.connection import connect  # noqa: E402
 from meshtools.queue.executor import Outcome, ShellExecutor  # noqa: E402
 from meshtools.queue.names import Names  # noqa: E402
-from meshtools.queue.server import EmbeddedRedis  # noqa: E402
+from meshtools.queue.server import APPENDFSYNC, EmbeddedRedis  # noqa: E402
 from meshtools.queue.worker import Worker  # noqa: E402
 
 WORKERS = 4
@@ -181,6 +186,38 @@ def overhead(home: MeshHome, count: int) -> float:
     return (time.perf_counter() - start - 0.05) / count
 
 
+# --- durability ---------------------------------------------------------------------------
+
+def push_cost(home: MeshHome, count: int) -> float:
+    """Seconds per push of one task: each one acknowledged, so each its own fsync."""
+    broker = fresh(home, Names())
+    start = time.perf_counter()
+    for n in range(count):
+        broker.push([({"id": f"p{n}", "prompt": NOOP}, "default")])
+    return (time.perf_counter() - start) / count
+
+
+def durability(home: MeshHome, count: int, runs: int = 5) -> None:
+    """The embedded server's appendfsync against everysec, taken in turn on one server."""
+    client = fresh(home, Names()).redis
+    settings = (APPENDFSYNC, "everysec")
+    costs = {(s, what): [] for s in settings for what in ("push", "path")}
+    try:
+        for _ in range(runs):
+            for setting in settings:
+                client.config_set("appendfsync", setting)
+                costs[setting, "push"].append(push_cost(home, count))
+                costs[setting, "path"].append(overhead(home, count))
+    finally:
+        client.config_set("appendfsync", APPENDFSYNC)
+    print(f"durability: appendfsync {APPENDFSYNC} (an acknowledged push is on disk) vs everysec, "
+          f"median of {runs} runs of {count:,}, on the disk of {home.path}:")
+    for what, label in (("push", "per push, one task each"), ("path", "queue path per task")):
+        ours, old = (statistics.median(costs[s, what]) for s in settings)
+        print(f"  {label:24s} {ours * 1000:7.3f} ms vs {old * 1000:7.3f} ms: "
+              f"{ours / old:.2f}x the cost")
+
+
 def main(tasks: int = 5000, dispatch_tasks: int = 1000) -> int:
     home = MeshHome(tempfile.mkdtemp(prefix="meshbench-q-"))
     server = EmbeddedRedis(home)
@@ -193,6 +230,7 @@ def main(tasks: int = 5000, dispatch_tasks: int = 1000) -> int:
         per_task = statistics.median(overhead(home, 2000) for _ in range(3))
         print(f"queue-path overhead per task, no subprocess: {per_task * 1000:.3f} ms "
               "(median of 3 runs of 2,000; target <= 1 ms)")
+        durability(home, 500)
         runs = {"meshtools queue-drain": [], "bare XREADGROUP loop": [], "RQ default worker": []}
         url = server.authed_url()
         for _ in range(3):

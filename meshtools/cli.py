@@ -18,6 +18,7 @@ from .core import errors, jsonl
 from .core.home import MeshHome
 
 SESSION_ENV = "MESH_SESSION"
+MESH = "meshtools.mesh"  # ctx.meta key: the invocation's Mesh, for _Contract.invoke
 
 
 def prog_name() -> str:
@@ -34,7 +35,8 @@ class _Contract:
 
         def run():
             try:
-                return super(_Contract, self).main(args=args, prog_name=prog_name,
+                return super(_Contract, self).main(args=text_arguments(args),
+                                                   prog_name=prog_name,
                                                    standalone_mode=False, **extra)
             except click.UsageError as e:
                 e.show()
@@ -52,11 +54,32 @@ class _Contract:
             return super().invoke(ctx)
         except BrokenPipeError as e:  # click's main() would swallow it and exit 1
             raise errors.ReaderGone() from e
+        except Exception as e:
+            mesh = ctx.meta.get(MESH)
+            failure = mesh and mesh.lost_to_disk(e)
+            if failure:
+                raise failure from None
+            raise
 
     def get_short_help_str(self, limit: int = 45) -> str:
         """The whole first sentence in a group's command list: click cuts it to one line
         with "...", where the help formatter would wrap it."""
         return super().get_short_help_str(limit=max(limit, 1000))
+
+
+def text_arguments(args=None) -> list:
+    """args (sys.argv[1:] when None), refusing one that is not UTF-8 (65): Python hands its
+    undecodable bytes in as lone surrogates (surrogateescape), which click passes on, and
+    the first write of one (a JSON record, Redis) failed as a bug (70) or stored U+FFFD in
+    its place."""
+    args = sys.argv[1:] if args is None else list(args)
+    for n, arg in enumerate(args, 1):
+        try:
+            arg.encode()
+        except UnicodeEncodeError:
+            shown = arg.encode(errors="surrogateescape").decode(errors="backslashreplace")
+            raise errors.BadInput(f"argument {n} is not UTF-8 text: '{shown}'") from None
+    return args
 
 
 def _take_over_sigint() -> None:
@@ -113,16 +136,26 @@ class Mesh:
         self.redis_url = redis_url
         self.namespace = namespace
 
-    def broker(self, blocking: bool = False, start: bool = True):
+    def broker(self, blocking: bool = False, start: bool = True, loaded: bool = True):
         """The queue broker on a checked connection (redis-py is imported only here);
-        start=False: never start the embedded Redis for it (Unavailable if it is down)."""
+        start=False: never start the embedded Redis for it (Unavailable if it is down);
+        loaded=False: do not wait for a Redis still loading its data (connection.connect)."""
         from .queue.broker import Broker
         from .queue.connection import connect
         from .queue.names import Names
 
         names = Names.from_env(self.namespace)
-        return Broker(connect(self.home, self.redis_url, blocking=blocking, start=start),
-                      names)
+        return Broker(connect(self.home, self.redis_url, blocking=blocking, start=start,
+                              loaded=loaded), names)
+
+    def lost_to_disk(self, error: Exception) -> errors.DiskError | None:
+        """error is the mesh's own Redis gone mid-command because its disk is full (74,
+        not 69: see queue.connection.lost_to_disk); None otherwise, and for another Redis."""
+        if "redis" not in sys.modules or self.redis_url or os.environ.get("MESH_REDIS_URL"):
+            return None
+        from .queue.connection import lost_to_disk
+
+        return lost_to_disk(error, self.home)
 
     @functools.cached_property
     def home(self) -> MeshHome:
@@ -208,7 +241,9 @@ def mesh_options(identity: bool = False, redis: bool = False):
             home, redis_url, namespace = (or_umbrella(name, value) for name, value in (
                 ("home", home), ("redis_url", redis_url), ("namespace", namespace)))
             as_json = as_json or bool(or_umbrella("as_json", False))
-            return f(*args, mesh=Mesh(home, as_json, as_id, redis_url, namespace), **kwargs)
+            mesh = Mesh(home, as_json, as_id, redis_url, namespace)
+            click.get_current_context().meta[MESH] = mesh
+            return f(*args, mesh=mesh, **kwargs)
 
         if redis:
             wrapper = _common_option("namespace", envvar="MESH_NAMESPACE")(wrapper)

@@ -300,10 +300,14 @@ def stop_tree(pid):
 
 
 def kill_tree(pid):
-    """kill -9 a supervisor and everything under it (its worker); wait until they are gone."""
+    """kill -9 a supervisor and everything under it (its worker); wait until they are gone.
+    (Its worker stops its task when the supervisor goes: a process may be gone first.)"""
     tree = run_tree(pid)
     for p in tree:
-        p.kill()
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
     psutil.wait_procs(tree, timeout=10)
 
 

@@ -92,6 +92,24 @@ def test_nul_and_control_characters_in_piped_ids(run, anchor_process, mesh_home)
     assert not (mesh_home / "inbox").exists()
 
 
+@pytest.mark.parametrize("argv", [["coord-send", "--as", "u6", "u6", b"\xff"],
+                                  ["coord-heartbeat", "--phase", b"\xff"],
+                                  ["queue-pause", "--for", "60", "--reason", b"\xff"],
+                                  ["queue-results", "--wait", b"\xff"],
+                                  ["queue-push", b"echo \xff"],
+                                  ["meshctl", "--home", b"/tmp/\xff", "peers"],
+                                  ["file-lock", "acquire", "--as", "a", b"src/\xff.rs"]])
+def test_an_argument_that_is_not_utf8_is_bad_input(run, mesh_home, argv):
+    """It exited 70 (a bug) where a write met it, or was stored as U+FFFD (queue-push)."""
+    result = run(*argv)
+    assert result.returncode == 65, (result.returncode, result.stderr)
+    bad = next(n for n, arg in enumerate(argv) if isinstance(arg, bytes))
+    assert result.stderr.startswith(f"{argv[0]}: argument {bad} is not UTF-8 text: "), \
+        result.stderr
+    assert "\\xff" in result.stderr and result.stderr.count("\n") == 1 and not result.stdout
+    assert not (mesh_home / "redis").exists()  # refused before anything was done
+
+
 def test_internal_errors_are_one_line(run, repo, mesh_home):
     (mesh_home).mkdir(parents=True, exist_ok=True)
     (mesh_home / "config.toml").write_text("[locks\nbroken")

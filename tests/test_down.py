@@ -17,7 +17,7 @@ from meshtools.core.home import MeshHome
 from meshtools.mesh import stop
 from meshtools.queue.server import EmbeddedRedis
 
-from .helpers import on_terminal, redis_of, wait_until
+from .helpers import on_terminal, redis_of, wait_for_output, wait_until
 
 
 def spawn(run, role):
@@ -320,3 +320,58 @@ def test_down_all_never_signals_a_recycled_redis_pid(run, mesh, anchor_process):
     (mesh / "redis" / "redis.pid").write_text(f"{stranger.pid}\n")
     assert down(run, "--all").records[-1]["nothing"] is True
     assert stranger.poll() is None
+
+
+def supervisor_state(mesh_home, key):
+    path = mesh_home / "spawns" / f"{key}.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):  # not there, or being replaced
+        return {}
+
+
+INIT_RESEARCH = ("meshctl", "init", "--agent", "shell", "--roles", "research,-anchor", "--json")
+
+
+def test_an_init_while_down_runs_starts_nothing(run, mesh, tmp_path):
+    """down waits for a task to finish; an init meanwhile is refused (75), never left
+    running beside a down that has read its records already."""
+    spawn(run, "builder")
+    release = tmp_path / "release"
+    run("queue-push", "--role", "builder", "--id", "slow",
+        f"while [ ! -e {release} ]; do sleep 0.05; done", check=0)
+    wait_running("builder-1", "slow")
+    stopping = subprocess.Popen(["meshctl", "down", "--all", "--json", "--timeout", "120"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until(lambda: supervisor_state(mesh, "builder-1").get("state") == "stopping",
+                   timeout=30)
+        init = run(*INIT_RESEARCH, timeout=120)
+        spawned = run("mesh-spawn", "research", "--queue", "--agent", "shell", "--detach")
+        supervised = run("mesh-supervise", "--role", "research", "--", "sleep", "600")
+        anchor = run("mesh-anchor", "--once")
+        release.touch()
+        out, err = stopping.communicate(timeout=120)
+    finally:
+        release.touch()
+    assert stopping.returncode == 0, err
+    for refused in (init, spawned, supervised, anchor):
+        assert refused.returncode == 75 and "meshctl down is stopping the mesh" in refused.stderr
+    assert mesh_processes(mesh) == [] and EmbeddedRedis(MeshHome(str(mesh))).pid() is None
+
+
+def test_down_racing_init_leaves_nothing_running(run, mesh):
+    """down while init boots (its worktrees made, its supervisors starting): down waits for
+    the boot, then stops all it started. After down returns nothing of the mesh runs."""
+    for _ in range(3):
+        init = subprocess.Popen(INIT_RESEARCH, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            wait_for_output(init.stdout, '"step":"worktree"', timeout=60)
+            stopped = down(run, "--all")
+            init.communicate(timeout=120)
+            assert mesh_processes(mesh) == [], stopped.records
+            assert EmbeddedRedis(MeshHome(str(mesh))).pid() is None
+        finally:
+            if init.poll() is None:
+                init.kill()
+                init.wait()

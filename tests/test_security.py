@@ -4,6 +4,7 @@ mesh they did not know existed."""
 import json
 import os
 import shutil
+import socket as sockets
 import stat
 import subprocess
 import sys
@@ -44,7 +45,7 @@ def foreign_redis(tmp_path):
         if password:
             argv += ["--requirepass", password]
         started.append((subprocess.Popen(argv, stdout=subprocess.DEVNULL), socket))
-        wait_until(lambda: os.path.exists(socket))
+        wait_until(lambda: _accepts(socket))
 
     yield _start
     for p, socket in started:
@@ -52,6 +53,16 @@ def foreign_redis(tmp_path):
         p.wait()
         if os.path.exists(socket):
             os.unlink(socket)
+
+
+def _accepts(socket: str) -> bool:
+    """The server answers on the socket: it makes the file a moment before it accepts."""
+    with sockets.socket(sockets.AF_UNIX) as s:
+        try:
+            s.connect(socket)
+        except OSError:
+            return False
+    return True
 
 
 @pytest.mark.parametrize("password", [None, "theirs"])

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 
 from ..coord.registry import DEFAULT_STUCK_AFTER, peer_state
-from ..core import config, events, fs, proc
+from ..core import config, events, fs, lifecycle, proc
 from ..core.errors import BadInput, Busy, Unavailable
 from ..queue.results import Results
 from ..queue.tasks import normalise
@@ -146,17 +146,18 @@ def hold_the_anchor(home) -> int:
     import fcntl
 
     home.ensure()
-    fd = os.open(home.anchor_lock, os.O_RDWR | os.O_CREAT, fs.FILE_MODE)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = (os.read(fd, 64).decode(errors="replace").split() or ["?"])[0]
-        os.close(fd)
-        raise Busy(f"another mesh-anchor (pid {holder}) runs this mesh: a mesh has one "
-                   "anchor") from None
-    os.ftruncate(fd, 0)
-    me = proc.identity()  # pid and start time: meshctl down stops this very process
-    os.write(fd, f"{me['pid']} {me['pid_start']} {me['host']}\n".encode())
+    with lifecycle.starting(home):  # refused while meshctl down runs; held off till recorded
+        fd = os.open(home.anchor_lock, os.O_RDWR | os.O_CREAT, fs.FILE_MODE)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = (os.read(fd, 64).decode(errors="replace").split() or ["?"])[0]
+            os.close(fd)
+            raise Busy(f"another mesh-anchor (pid {holder}) runs this mesh: a mesh has one "
+                       "anchor") from None
+        os.ftruncate(fd, 0)
+        me = proc.identity()  # pid and start time: meshctl down stops this very process
+        os.write(fd, f"{me['pid']} {me['pid_start']} {me['host']}\n".encode())
     return fd
 
 
@@ -175,7 +176,7 @@ class AnchorWorker:
         from .roles import ANCHOR, get
 
         argv = launch.child_argv(get(home, ANCHOR), workdir, True, agent)
-        # a kill -9 of mesh-anchor is a stop for its worker too (it finishes its task)
+        # a kill -9 of mesh-anchor stops its worker too (it hands its task back at once)
         return cls(subprocess.Popen(argv, stdin=subprocess.DEVNULL, process_group=0,
                                     preexec_fn=proc.die_with_parent()))
 

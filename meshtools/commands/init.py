@@ -33,7 +33,8 @@ def init(roles_spec, agent, tmux, restart_fatal, no_agents, no_redis, mesh):
     anchor is its loop and its queue worker in one session, anchor-1. Idempotent: on a live
     mesh it says what runs and starts only what is missing (a dead session again under its
     id). One line per step on a terminal; JSON lines (kind "step", then "mesh") when piped.
-    A session that fails to start is named with its log's last line: exit 69."""
+    A session that fails to start is named with its log's last line: exit 69. While
+    meshctl down runs it is refused (75)."""
     from ..agents import roles
     from ..mesh import boot
 

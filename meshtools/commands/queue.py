@@ -35,6 +35,9 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 
     Pushing an id that is already queued or done changes nothing (the record says
     "duplicate"), so a retried cron job never duplicates work.
+
+    Exit 0: the tasks are on disk (the mesh's Redis fsyncs a write before it answers).
+    Exit 74: Redis could not store them (a full disk); nothing was queued.
     """
     from ..queue.tasks import batch, normalise
 
@@ -137,7 +140,8 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
         executor = RecordingExecutor(executor, mesh.home, role.name)  # the anchor lands it
     if default_timeout is None and role is not None:
         default_timeout = role.timeout
-    worker = Worker(broker=mesh.broker(blocking=True), beat_broker=mesh.broker(),
+    worker = Worker(broker=mesh.broker(blocking=True, loaded=False),
+                    beat_broker=mesh.broker(loaded=False),
                     executor=executor, consumer=consumer, queues=queues,
                     workdir=os.path.abspath(workdir or "."), max_tasks=1 if once else max_tasks,
                     burst=burst, default_timeout=default_timeout,

@@ -15,7 +15,7 @@ import click
 
 from .. import cli, complete
 from ..agents import launch
-from ..core import clock, config, errors
+from ..core import clock, config, errors, lifecycle
 
 
 @cli.command("mesh-spawn")
@@ -65,16 +65,18 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, tmux_session,
         sys.stdout.flush()
         os.chdir(tree["path"])  # the session's worktree and branch, in the registry
         os.execvpe(argv[0], argv, env)
-    if mode == "detach":
-        child, info["log"] = launch.detach(mesh.home, argv, env, role_def.name, tree["path"])
-        pid = child.pid
-    else:
-        pid = launch.tmux(argv, env, session_id or role_def.name, tree["path"],
-                          session=tmux_session)
-    record = launch.wait_registered(mesh.home, pid, info.get("log"))
-    info.update(pid=pid, respawn=launch.respawn_argv(role_def.name, record["id"], mode, queue,
-                                                     agent, root, tmux_session))
-    info = launch.record_spawn(mesh.home, record["id"], info)
+    with lifecycle.starting(mesh.home):  # none while meshctl down runs
+        if mode == "detach":
+            child, info["log"] = launch.detach(mesh.home, argv, env, role_def.name,
+                                               tree["path"])
+            pid = child.pid
+        else:
+            pid = launch.tmux(argv, env, session_id or role_def.name, tree["path"],
+                              session=tmux_session)
+        record = launch.wait_registered(mesh.home, pid, info.get("log"))
+        info.update(pid=pid, respawn=launch.respawn_argv(role_def.name, record["id"], mode,
+                                                         queue, agent, root, tmux_session))
+        info = launch.record_spawn(mesh.home, record["id"], info)
     mesh.emit({"ts": clock.iso(), "kind": "spawn", **{k: v for k, v in info.items()
                                                       if k != "spawned"}},
               f"{record['id']} ({role_def.name}) pid {pid} in {tree['path']}"

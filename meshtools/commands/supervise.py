@@ -16,12 +16,12 @@ import click
 
 from .. import cli, complete
 from ..agents import supervisor as sup
-from ..core import config, errors
+from ..core import config, errors, lifecycle
 
 EPILOG = ("Exit codes: the child's status once stopped (143 after SIGTERM), 0 when the child "
           "exits 0 under --restart on-failure, 64 usage, 65 bad key or id, 69 supervisor gone, "
-          "75 gave up (FATAL) or the key is taken, 78 MESH_HOME was deleted or replaced, "
-          "126/127 CMD cannot run.")
+          "75 gave up (FATAL), the key is taken or meshctl down runs, 78 MESH_HOME was deleted "
+          "or replaced, 126/127 CMD cannot run.")
 
 
 # the options config.toml [supervisor] sets through mesh-spawn: their defaults are the schema's
@@ -88,13 +88,18 @@ def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, res
         policy.check()
     except ValueError as e:
         raise errors.UsageError(str(e))
+    # meshctl down is held off (and a start while it runs refused) until the supervisor
+    # has written the state down finds it by: the lock's fd goes over the exec
+    starting = lifecycle.hold_for_start(mesh.home)
     # From the registration on, a stop signal is held (over the exec too) until the
     # supervisor's handlers are in place: it must unregister, never kill a registered pid.
     signal.pthread_sigmask(signal.SIG_BLOCK, sup.FORWARDED)
     try:
         session = _register(mesh, role, session)
+        os.set_inheritable(starting, True)
         spec = {"home": mesh.home.path, "argv": list(argv), "policy": policy._asdict(),
-                "session": session, "role": role, "grace": grace, "json": mesh.as_json}
+                "session": session, "role": role, "grace": grace, "json": mesh.as_json,
+                "starting_fd": starting}
         try:
             sup.handoff(cli.prog_name(), spec)
         except OSError:
@@ -102,6 +107,7 @@ def mesh_supervise(argv, role, session, base, cap, min_uptime, max_failures, res
                 sup.unregister(mesh.home, session)
             raise
     finally:  # reached only when there was no handoff
+        os.close(starting)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, sup.FORWARDED)
 
 

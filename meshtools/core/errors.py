@@ -45,6 +45,12 @@ class Unavailable(MeshError):
     exit_code = UNAVAILABLE
 
 
+class DiskError(MeshError):
+    """The disk, not the program: full, over quota, read-only or failing (Redis's too)."""
+
+    exit_code = IOERR
+
+
 class Busy(MeshError):
     """Worth retrying: a lock or id is held, or a wait timed out."""
 
@@ -85,11 +91,11 @@ def guarded(prog: str, run) -> int:
         code = fail(f"permission denied: {e.filename or e}", NOPERM)
     except OSError as e:
         code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
-                    IOERR if e.errno in _DISK_ERRORS else SOFTWARE)
+                    IOERR if e.errno in DISK_ERRORS else SOFTWARE)
     except Exception as e:  # a bug: one line, the traceback only on request
-        if _redis_down(e):  # it went away mid-command (stopped, killed, a full disk)
-            code = fail(f"redis unavailable: {str(e).strip() or type(e).__name__}",
-                        UNAVAILABLE)
+        failure = _redis_failure(e)  # it went away mid-command, or cannot store a write
+        if failure is not None:
+            code = fail(str(failure), failure.exit_code)
         elif os.environ.get("MESH_DEBUG"):
             raise
         else:
@@ -102,19 +108,20 @@ def guarded(prog: str, run) -> int:
     return code if isinstance(code, int) else OK
 
 
-_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
+DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
 
 
-def _redis_down(error: Exception) -> bool:
-    """Whether error is Redis gone or refusing writes (queue.connection's word; asked only
-    when something imported redis-py, so start-up pays nothing)."""
+def _redis_failure(error: Exception) -> MeshError | None:
+    """The MeshError a redis-py error stands for: Redis gone (69) or unable to store a
+    write (74); None for anything else (queue.connection's word; asked only when something
+    imported redis-py, so start-up pays nothing)."""
     import sys
 
     if "redis" not in sys.modules:
-        return False
-    from ..queue.connection import unavailable
+        return None
+    from ..queue.connection import failure
 
-    return unavailable(error)
+    return failure(error)
 
 
 def quiet_broken_pipe() -> int:

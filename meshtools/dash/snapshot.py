@@ -38,7 +38,8 @@ class Link:
             from ..queue.connection import connect
             from ..queue.names import Names
 
-            self._broker = Broker(connect(self.home, self.url, start=False),
+            # loaded=False: a screen never stalls (nor prints) waiting for Redis to load
+            self._broker = Broker(connect(self.home, self.url, start=False, loaded=False),
                                   Names.from_env(self.namespace))
         return self._broker
 

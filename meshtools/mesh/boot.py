@@ -23,7 +23,7 @@ from ..agents import launch
 from ..agents.roles import ANCHOR, unknown
 from ..coord import registry
 from ..coord.sessions import WAITING
-from ..core import clock, config, errors, events, fs, proc
+from ..core import clock, config, errors, events, fs, lifecycle, proc
 
 STARTED, RUNNING, FATAL, RESTART, START, FAILED = ("started", "running", "fatal", "restart",
                                                    "start", "failed")
@@ -250,10 +250,16 @@ class Boot:
     def run(self, redis: bool = True, agents: bool = True):
         """The steps, each yielded when done, then the mesh record."""
         began = time.monotonic()
-        steps = []
         self.home.repository()  # no repository: say so before anything else
         if agents:
             self.check_agents()
+        # meshctl down waits for this boot to end (and stops all it started); a boot while
+        # a down runs is refused (75)
+        with lifecycle.starting(self.home):
+            yield from self._run(began, redis, agents)
+
+    def _run(self, began: float, redis: bool, agents: bool):
+        steps = []
         at = time.monotonic()
         mesh = prepare(self.home)
         yield _step("home", "done", at, detail=self.home.path, path=self.home.path,

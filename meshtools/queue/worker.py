@@ -1,15 +1,24 @@
 """The drain loop: read with XREADGROUP BLOCK, run, record the result and ACK atomically.
 
 A heartbeat thread (its own connection) keeps `tasks:workers` fresh, refreshes the idle time
-of the in-flight entry, and reclaims the pending entries of consumers whose heartbeat
-stopped (dead workers) — those come back to this worker's own pending list, which the main
-loop drains before reading new entries. The lease (XAUTOCLAIM min-idle) is only the fallback
-for consumers that never beat at all.
+of the in-flight entry, and reclaims the pending entries of dead workers (worker_dead) —
+those come back to this worker's own pending list, which the main loop drains before
+reading new entries. The lease (entries idle past LEASE_MS) is only the fallback for
+consumers that never beat at all.
 
 SIGTERM/SIGINT once: finish the current task, then exit. Twice: stop it and hand it back.
 Either way the worker says so on stderr and exits 128+signal (130 for ^C, 143 for SIGTERM):
 a stop by signal is reported as one. An idle worker leaves its blocking read at once (an
-entry that read took meanwhile stays pending, reclaimed like a dead worker's).
+entry that read took meanwhile stays pending, reclaimed like a dead worker's). A SIGTERM
+that comes with its parent gone (a supervisor's child gets one when the supervisor dies,
+even by kill -9: proc.die_with_parent) hands the task back at once: nothing watches it now.
+
+A task is never run again while its runner may still be alive. On this host a worker is
+dead only once its process and its task's runner (the task guard, recorded in its
+heartbeat) are both gone: a stopped worker (SIGSTOP, ^Z) is alive, however long it has not
+beaten. Only a worker on another host, which cannot be looked at, is dead once silent past
+WORKER_DEAD_AFTER. A worker that takes over a consumer name waits until the process that
+last used it is gone.
 
 Before each read the worker checks `mesh:paused` (and the daily budget) and waits while the
 mesh is paused. An agent run that ends on a usage window or a spend limit is handed back
@@ -41,6 +50,7 @@ BEAT_EVERY = 2.0
 WORKER_DEAD_AFTER = 10.0  # a worker silent this long is dead: its tasks move within ~12 s
 LEASE_MS = 3_600_000
 PAUSE_RECHECK = 0.25
+PREDECESSOR_POLL = 0.2
 
 # What the worker does with a finished run (decide_outcome)
 FINISH, RETRY, DEAD_LETTER, HAND_BACK, OVER_BUDGET = (
@@ -87,6 +97,8 @@ class Worker:
     _blocked: bool = False  # in the blocking read, which a stop ends (StopReading)
     _clear_until: float = 0.0  # no pause was in force when last asked: trust it until then
     _reclaimed: threading.Event = field(default_factory=threading.Event)
+    _parent: int = field(default_factory=os.getppid)  # a stop once it is gone hands back
+    _runner: dict | None = None  # the running task's guard: pid and start time
 
     @functools.cached_property
     def pauses(self) -> Pauses:
@@ -98,6 +110,8 @@ class Worker:
         for queue in self.queues:  # connected already: a cut now is waited out
             self._survive(lambda queue=queue: self.broker.ensure_group(queue))
         self._install_signals()
+        if not self._wait_for_predecessor():
+            return 128 + self.stopped_by
         self._reclaimed.set()  # first look at our own pending list (a restart's leftovers)
         beating = threading.Thread(target=self._beat_loop, daemon=True)
         self._survive(lambda: self.beat_broker.beat(self.consumer, self._beat_record()))
@@ -123,11 +137,12 @@ class Worker:
         def stop(signum, _frame):
             """Set state and say so; the notice goes straight to fd 2, since the signal may
             land while the main thread is inside sys.stderr (a "reentrant call" there)."""
-            self.stopping += 1
+            orphaned = os.getppid() != self._parent
+            self.stopping = max(self.stopping + 1, 2 if orphaned else 1)
             self.stopped_by = self.stopped_by or signum
             current = self._current
             self._said_idle = self._said_idle or current is None
-            notice = stop_notice(signum, self.stopping, current and current[2])
+            notice = stop_notice(signum, self.stopping, current and current[2], orphaned)
             try:
                 os.write(2, f"queue-drain: {notice}\n".encode(errors="replace"))
             except OSError:  # stderr closed or full: the stop goes ahead all the same
@@ -140,6 +155,24 @@ class Worker:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, stop)
+
+    def _wait_for_predecessor(self) -> bool:
+        """Before anything runs under this consumer name: wait while the last process that
+        used it (its heartbeat record) may still run a task of its pending list (a
+        supervisor respawned beside its orphaned worker, a stopped one). False when a stop
+        came first."""
+        said = False
+        while not self.stopping:
+            record = self._survive(lambda: self.broker.workers().get(self.consumer))
+            if record is None or worker_dead(record, time.time()):
+                return True
+            if not said:
+                said = True
+                print(f"queue-drain: consumer {self.consumer} is still in use by pid "
+                      f"{record.get('pid')} on {record.get('host')}; waiting for it to end",
+                      file=sys.stderr, flush=True)
+            time.sleep(PREDECESSOR_POLL)
+        return False
 
     def _survive(self, operation):
         """Run operation, waiting out a Redis that is down, restarting, or refusing writes
@@ -189,6 +222,8 @@ class Worker:
             got = self.broker.read(self.broker.redis, self.consumer, self.queues, True, 0)
             if got:
                 self._reclaimed.set()  # maybe more: look again next step
+            if got and not self.broker.touch(got[0], self.consumer, got[1]):
+                return True  # taken over meanwhile (a reclaimer that thought us dead)
         if got is None:
             got = self._blocking_read()
         if got is None:
@@ -252,7 +287,8 @@ class Worker:
         self._report_task(task["id"])
         try:
             outcome = self.executor.run(dict(task, **{ATTEMPT: attempt}), self.workdir,
-                                        task.get("timeout") or self.default_timeout)
+                                        task.get("timeout") or self.default_timeout,
+                                        self._runner_started)
         except Unavailable:  # the agent CLI vanished: not the task's fault; give it back
             self._hand_back(queue, entry, task, "handed_back")
             raise
@@ -260,7 +296,7 @@ class Worker:
             self._reject(queue, entry, task, str(e), attempt)
             return
         finally:
-            self._current = None
+            self._current = self._runner = None  # the run has ended: its guard is reaped
             self._report_task(None)
         if self.stopping >= 2:  # interrupted on purpose: not the task's fault
             self._hand_back(queue, entry, task, "handed_back")
@@ -302,6 +338,16 @@ class Worker:
         end = time.monotonic() + delay
         while not self.stopping and time.monotonic() < end:
             time.sleep(min(0.1, max(0.0, end - time.monotonic())))
+
+    def _runner_started(self, pid: int) -> None:
+        """Record the task's guard in the heartbeat at once: until it is gone, the task
+        is not run again, even once this worker is gone."""
+        self._runner = {"pid": pid, "pid_start": proc.start_time(pid)}
+        try:
+            self.broker.beat(self.consumer, self._beat_record())
+        except Exception as e:  # noqa: BLE001 - the beat thread writes it again
+            if not unavailable(e):
+                raise
 
     def _report_task(self, task_id: str | None) -> None:
         """Tell on_task; the registry is best-effort here (an unregistered session is simply
@@ -350,7 +396,7 @@ class Worker:
 
     def _beat_record(self) -> dict:
         return {**proc.identity(), "queues": self.queues, "started": clock.iso(),
-                "task": self._current[1] if self._current else None}
+                "task": self._current[1] if self._current else None, "runner": self._runner}
 
     def _beat_loop(self) -> None:
         while self.stopping == 0 or self._current is not None:
@@ -369,16 +415,21 @@ class Worker:
                 time.sleep(0.1)
 
     def _reclaim(self) -> None:
-        """Take over dead workers' pending entries (and, as a fallback, any entry idle past
-        the lease); the main loop finds them on its own pending list."""
-        for name, record in self.beat_broker.workers().items():
+        """Take over dead workers' pending entries (and, as a fallback, entries idle past
+        the lease of consumers with no heartbeat); the main loop finds them on its own
+        pending list."""
+        workers = self.beat_broker.workers()
+        for name, record in workers.items():
             if name != self.consumer and worker_dead(record, time.time()):
                 for queue in self.queues:
                     if self.beat_broker.claim_from(queue, name, self.consumer):
                         self._reclaimed.set()
                 self.beat_broker.forget_worker(name, record.get("queues") or self.queues)
-        for queue in self.queues:
-            if self.beat_broker.claim_idle(queue, self.consumer, LEASE_MS):
+        beating = {name for name, record in workers.items()
+                   if not worker_dead(record, time.time())}
+        for queue in self.queues:  # never from a worker that may still run it
+            if self.beat_broker.claim_idle(queue, self.consumer, LEASE_MS,
+                                           spare=beating.__contains__):
                 self._reclaimed.set()
 
 
@@ -387,19 +438,28 @@ class StopReading(BaseException):
     `except Exception` on the way may take it for a Redis error)."""
 
 
-def stop_notice(signum: int, count: int, task_id: str | None) -> str:
+def stop_notice(signum: int, count: int, task_id: str | None, orphaned: bool = False) -> str:
     """What a stop signal does, said at once: the first one is otherwise silent for as long
     as the task runs."""
+    why = "parent gone: " if orphaned else ""
     if task_id is None:
-        return "no task running, stopping"
+        return f"{why}no task running, stopping"
     if count >= 2:
-        return f"stopping task {task_id} and handing it back"
+        return f"{why}stopping task {task_id} and handing it back"
     again = "^C" if signum == signal.SIGINT else "SIGTERM"
     return f"finishing task {task_id}, {again} again to hand it back"
 
 
 def worker_dead(record: dict, now: float) -> bool:
-    """Silent past WORKER_DEAD_AFTER, or its process is gone from this host."""
-    if now - record.get("beat", 0) > WORKER_DEAD_AFTER:
-        return True
-    return proc.is_alive(record.get("pid"), record.get("pid_start"), record.get("host")) is False
+    """Whether a worker (its heartbeat record) is provably gone, so that its tasks may run
+    elsewhere. On this host: its process and its task's runner have both ended (a stopped
+    or hung one is alive, a zombie is not). On another host, which cannot be looked at:
+    silent past WORKER_DEAD_AFTER."""
+    processes = [record, *([record["runner"]] if record.get("runner") else [])]
+    alive = [proc.is_alive(p.get("pid"), p.get("pid_start"), record.get("host"))
+             for p in processes]
+    if True in alive:
+        return False
+    if None in alive:
+        return now - record.get("beat", 0) > WORKER_DEAD_AFTER
+    return True

@@ -48,7 +48,8 @@ def run_spec(spec: dict) -> int:
     report = ((lambda record: _write_line(1, jsonl.dumps(record))) if spec["json"]
               else lambda record: _write_line(2, describe(record)))
     outcome = Supervisor(home, spec["argv"], RestartPolicy(**spec["policy"]),
-                         session=spec["session"], grace=spec["grace"], report=report).run()
+                         session=spec["session"], grace=spec["grace"], report=report,
+                         starting_fd=spec.get("starting_fd")).run()
     if outcome.status == FATAL:
         raise errors.Busy(f"gave up: {outcome.failures} rapid failures "
                           f"(last exit {outcome.code})")

@@ -54,7 +54,7 @@ class Supervisor:
 
     def __init__(self, home, argv: list[str], policy: RestartPolicy = RestartPolicy(), *,
                  session: str | None = None, grace: float = 10.0,
-                 report=None):
+                 report=None, starting_fd: int | None = None):
         if not argv:
             raise errors.UsageError("no command to supervise")
         self.home, self.argv, self.policy, self.grace = home, list(argv), policy.check(), grace
@@ -79,6 +79,8 @@ class Supervisor:
         self._home_gone = False
         self._stopping_for_home = False  # the stop a gone MESH_HOME calls for was asked for
         self._disk_full: set[str] = set()  # what could not be written (said once)
+        # core.lifecycle's hold on meshctl down, let go once the first state is written
+        self._starting_fd = starting_fd
 
     # public ------------------------------------------------------------------------------
 
@@ -93,6 +95,7 @@ class Supervisor:
             try:
                 self._runs.end(group=self.state in CHILD_STATES)  # no orphans
             finally:
+                self._started_up()
                 self._signals.uninstall()
                 if self._was_subreaper is False:
                     proc.set_subreaper(False)
@@ -152,6 +155,13 @@ class Supervisor:
             return self._exited(code)
         self.change_state(RUNNING, session=self.session, spawn=self.spawn_id, pid=pid,
                           argv0=self.argv[0], n=self._n)
+        self._started_up()  # recorded: meshctl down finds it from here on
+
+    def _started_up(self) -> None:
+        """Let meshctl down go ahead (core.lifecycle): this supervisor is in its records."""
+        if self._starting_fd is not None:
+            os.close(self._starting_fd)
+            self._starting_fd = None
 
     def _watch(self) -> None:
         """RUNNING, RESTARTING, STOPPING: wait for the child to exit, obeying signals and
