@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PREFIX ?=
 PYTEST_ARGS ?=
 
-.PHONY: test release install-all bench man completions shims clean
+.PHONY: test test-fast release install-all bench man completions shims clean
 
 # The dev venv, refreshed only when pyproject.toml changes. `compat` editable mode is a
 # plain .pth path entry: no import hook taxing every command's start-up.
@@ -17,6 +17,12 @@ PYTEST_ARGS ?=
 
 test: .make-venv
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The pure-logic modules (marked `fast`): lock logic, supervisor states, routing, dash render,
+# worker outcome, anchor logic; seconds, no mesh to boot. Only the marked modules are
+# collected (collecting the whole suite alone takes longer than running these).
+test-fast: .make-venv
+	$(PY) -m pytest -q -m fast $(PYTEST_ARGS) $$(grep -l '^pytestmark = pytest.mark.fast' tests/test_*.py)
 
 release: .make-venv
 	$(PY) -m pip install -q build

@@ -7,11 +7,10 @@ subprocess would only add time.
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 
-BIN = os.path.dirname(sys.executable)  # the venv's bin dir, where the entry points live
+from .helpers import BIN, FAKES, git
 
 
 @pytest.fixture(autouse=True)
@@ -29,22 +28,6 @@ def mesh_home(tmp_path, monkeypatch):
         from meshtools.queue.server import EmbeddedRedis
 
         EmbeddedRedis(MeshHome(str(home))).stop()
-
-
-def git(cwd, *args):
-    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
-def commit(cwd, path, text, message):
-    """Write path (relative to cwd) and commit it there; the new commit's sha."""
-    full = os.path.join(cwd, path)
-    os.makedirs(os.path.dirname(full), exist_ok=True)
-    with open(full, "w") as f:
-        f.write(text)
-    git(cwd, "add", path)
-    git(cwd, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
-    return git(cwd, "rev-parse", "HEAD")
 
 
 @pytest.fixture
@@ -111,9 +94,6 @@ def anchor_process():
     for proc in procs:
         proc.kill()
         proc.wait()
-
-
-FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
 
 
 @pytest.fixture

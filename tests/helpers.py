@@ -1,8 +1,17 @@
 """Small helpers the test modules share."""
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import time
+
+import psutil
+
+BIN = os.path.dirname(sys.executable)  # the venv's bin dir, where the entry points live
+FAKES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fakes")
+USAGE_LIMITED, USAGE_LIMIT = "usage_limited", "usage_limit"  # a result's status, a pause's reason
 
 
 def wait_until(predicate, timeout=10.0):
@@ -60,8 +69,6 @@ def register_dead(run, role: str, session: str) -> None:
 def run_tree(pid: int) -> list:
     """The supervisor pid and every process under it (psutil), but the mesh's Redis: a
     worker may have started it on first need, and it outlives any run by design."""
-    import psutil
-
     from meshtools.core.home import MeshHome
     from meshtools.queue.server import EmbeddedRedis
 
@@ -191,3 +198,124 @@ def dash_snapshot(peers: int = 6, events: int = 40, gpus: int = 1) -> dict:
         "problems": [{"kind": "dead", "subject": r["id"], "text": f"{r['id']} is dead"}
                      for r in rows if r["state"] == "dead"],
     }
+
+
+# --- git -----------------------------------------------------------------------------------
+
+
+def git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit(cwd, path, text, message):
+    """Write path (relative to cwd) and commit it there; the new commit's sha."""
+    full = os.path.join(cwd, path)
+    os.makedirs(os.path.dirname(full), exist_ok=True)
+    with open(full, "w") as f:
+        f.write(text)
+    git(cwd, "add", path)
+    git(cwd, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", message)
+    return git(cwd, "rev-parse", "HEAD")
+
+
+# --- commands and their records ------------------------------------------------------------
+
+
+def status(run, *args, check=None):
+    return run("meshctl", "status", *args, check=check, timeout=60)
+
+
+def of_kind(result, kind):
+    return [r for r in result.records if r["kind"] == kind]
+
+
+def session_record(run, sid):
+    return next(r for r in run("coord-peers", "--json", check=0).records if r["id"] == sid)
+
+
+def calls(log):
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def redis_events(mesh_home, prefix=""):
+    records = [json.loads(f["e"]) for _, f in redis_of(mesh_home).xrange("mesh:events")]
+    return [r for r in records if r["event"].startswith(prefix)]
+
+
+def file_events(mesh_home, prefix):
+    path = mesh_home / "events.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in records if r["event"].startswith(prefix)]
+
+
+def paused(mesh_home):
+    """The mesh's pause in force (its record), or None."""
+    from meshtools.queue import pause
+    from meshtools.queue.names import Names
+
+    return pause.Pauses(redis_of(mesh_home), Names()).paused()
+
+
+# --- workers and supervisors ---------------------------------------------------------------
+
+
+def spawn(run, *args, check=0):
+    return run("mesh-spawn", *args, "--json", check=check, timeout=60)
+
+
+def spawn_worker(run, role="builder"):
+    record = run("mesh-spawn", role, "--queue", "--agent", "shell", "--detach", "--json",
+                 check=0, timeout=60).records[-1]
+    wait_until(lambda: any(r["phase"] == "waiting" for r in of_kind(status(run), "session")),
+               timeout=30)
+    return record
+
+
+def drain(*extra, capture=False):
+    """A queue-drain worker. Its output is captured only for tests that read it: an unread
+    pipe fills up (64 KiB of result lines) and stalls the worker."""
+    stream = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(["queue-drain", *extra], stdout=stream, stderr=stream, text=True)
+
+
+def pending(mesh_home) -> int:
+    import redis
+
+    try:
+        return redis_of(mesh_home).xpending("tasks:queue:default", "mesh")["pending"]
+    except redis.ResponseError:  # no group yet: the worker has not started
+        return 0
+
+
+def stop_tree(pid):
+    """SIGTERM the supervisor; return every pid that was under it (to check none is left)."""
+    try:
+        tree = run_tree(pid)
+    except psutil.NoSuchProcess:
+        return [pid]
+    os.kill(pid, signal.SIGTERM)
+    psutil.wait_procs(tree[:1], timeout=30)
+    return [p.pid for p in tree]
+
+
+def kill_tree(pid):
+    """kill -9 a supervisor and everything under it (its worker); wait until they are gone.
+    (Its worker stops its task when the supervisor goes: a process may be gone first.)"""
+    tree = run_tree(pid)
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(tree, timeout=10)
+
+
+def gone(pids):
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                return False
+        except psutil.NoSuchProcess:
+            pass
+    return True

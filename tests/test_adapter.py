@@ -17,27 +17,11 @@ from meshtools.agents.roles import Role
 from meshtools.core import proc
 from meshtools.queue import pause
 
-from .conftest import BIN, FAKES
-from .helpers import redis_of, wait_until
-
-
-def calls(log):
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+from .helpers import BIN, calls, FAKES, file_events, redis_events, redis_of, wait_until
 
 
 def register(run, pid, sid, role="builder"):
     run("coord-register", "--role", role, "--id", sid, "--pid", str(pid), check=0)
-
-
-def redis_events(mesh_home, prefix=""):
-    records = [json.loads(f["e"]) for _, f in redis_of(mesh_home).xrange("mesh:events")]
-    return [r for r in records if r["event"].startswith(prefix)]
-
-
-def file_events(mesh_home, prefix):
-    path = mesh_home / "events.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-    return [r for r in records if r["event"].startswith(prefix)]
 
 
 ROLE = Role(name="research", description="d", model="haiku", queue="research",
@@ -133,7 +117,7 @@ def test_the_lock_gate_hook_denies_then_allows(run, claude_cli, repo, anchor_pro
 def test_a_writing_role_never_works_in_the_main_checkout(run, claude_cli, repo,
                                                           anchor_process, monkeypatch):
     """#3: run from the repository, mesh-agent committed straight onto main."""
-    from .conftest import git
+    from .helpers import git
 
     main = git(repo, "rev-parse", "HEAD")
     run("coord-register", "--role", "builder", "--id", "b1", "--pid",
@@ -258,7 +242,7 @@ def test_the_plain_executor_does_not_load_the_claude_one():
 def test_queue_drain_for_a_writing_role_never_works_in_the_main_checkout(
         run, claude_cli, repo, anchor_process, monkeypatch):
     """A builder's queue worker started in the repository ran its tasks there: onto main."""
-    from .conftest import git
+    from .helpers import git
 
     main = git(repo, "rev-parse", "HEAD")
     run("coord-register", "--role", "builder", "--id", "b1", "--pid",

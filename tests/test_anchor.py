@@ -3,8 +3,7 @@
 import json
 import subprocess
 
-from .conftest import commit, git
-from .helpers import redis_of
+from .helpers import commit, git, redis_of
 
 COMMIT = "git -c user.name=w -c user.email=w@w commit -qam"
 

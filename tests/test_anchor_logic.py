@@ -4,6 +4,8 @@ import pytest
 
 from meshtools.agents import anchor, roles
 
+pytestmark = pytest.mark.fast  # pure logic, in seconds: `make test-fast`
+
 ROLES = roles.load()
 
 

@@ -14,16 +14,6 @@ def register(run, anchor, sid, role="builder"):
     run("coord-register", "--role", role, "--id", sid, "--pid", str(anchor.pid), check=0)
 
 
-def test_meshctl_init_is_idempotent_and_records_the_repository(run, repo, mesh_home):
-    first = run("meshctl", "init", "--no-agents", check=0).records[-1]
-    assert first["kind"] == "mesh" and first["new"] is True and first["root"] == str(repo)
-    assert oct(os.stat(mesh_home).st_mode & 0o777) == "0o700"
-    assert oct(os.stat(mesh_home / "config.toml").st_mode & 0o777) == "0o600"
-    again = run("meshctl", "init", "--no-agents", check=0).records[-1]
-    assert again["new"] is False and again["created"] == first["created"]
-    assert run("meshctl", "home", check=0).stdout.strip() == str(mesh_home)
-
-
 def test_meshctl_takes_the_common_options_before_the_subcommand(run, repo, tmp_path,
                                                                anchor_process):
     """`meshctl --home X peers` is `meshctl peers --home X`; a subcommand's own option
@@ -44,16 +34,6 @@ def test_meshctl_takes_the_common_options_before_the_subcommand(run, repo, tmp_p
     assert code == 0 and "ID" in shown and "{" not in shown
 
 
-def test_init_makes_an_existing_home_private_and_says_so(run, repo, mesh_home):
-    """A MESH_HOME the user made (0755) is tightened to 0700, once, with a note on stderr."""
-    mesh_home.mkdir(mode=0o755)
-    os.chmod(mesh_home, 0o755)
-    first = run("meshctl", "init", "--no-redis", check=0)
-    assert oct(os.stat(mesh_home).st_mode & 0o777) == "0o700"
-    assert "0755" in first.stderr and "0700" in first.stderr
-    assert run("meshctl", "init", "--no-redis", check=0).stderr == ""
-
-
 def test_default_home_is_shared_by_every_worktree(run, repo, monkeypatch):
     monkeypatch.delenv("MESH_HOME")
     subprocess.run(["git", "worktree", "add", "-q", "-b", "mesh/research",
@@ -61,11 +41,6 @@ def test_default_home_is_shared_by_every_worktree(run, repo, monkeypatch):
     main = run("meshctl", "home", check=0).stdout.strip()
     linked = run("meshctl", "home", cwd=str(repo.parent / "wt-research" / "docs"), check=0)
     assert main == linked.stdout.strip() == str(repo / ".git" / "meshtools")
-
-
-def test_meshctl_outside_a_repository_without_a_mesh_is_a_config_error(run, tmp_path):
-    result = run("meshctl", "init", cwd=str(tmp_path))
-    assert result.returncode == 78 and "not inside a git repository" in result.stderr
 
 
 def test_umbrella_and_group_serve_the_same_commands(run, anchor_process, repo):

@@ -14,6 +14,8 @@ from meshtools.dash import commands, keys, peers, render, theme, view
 from meshtools.dash.text import width
 from .helpers import dash_snapshot
 
+pytestmark = pytest.mark.fast  # pure logic, in seconds: `make test-fast`
+
 SIZES = [(80, 24), (120, 40), (200, 50)]
 COLOUR = re.compile(r"\x1b\[(?:[0-9]+;)*(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9]+)*m")
 SGR = re.compile(r"\x1b\[[0-9;]*m")

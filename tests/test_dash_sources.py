@@ -17,8 +17,7 @@ from meshtools.core.home import MeshHome
 from meshtools.dash import collector, snapshot, spark
 from meshtools.dash.sources import gitstate, gpu, offload, procs, services
 
-from .conftest import commit, git
-from .helpers import wait_until
+from .helpers import commit, git, wait_until
 
 
 def settings_from(mesh_home, text: str) -> config.Section:

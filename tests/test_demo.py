@@ -14,8 +14,7 @@ from meshtools.dash import text
 from meshtools.demo import agent, scenario
 from meshtools.demo.runner import Demo, StepFailed
 
-from .conftest import BIN
-from .helpers import interrupted_on_terminal, on_terminal
+from .helpers import BIN, interrupted_on_terminal, on_terminal
 
 STEP_NAMES = [step.name for step in scenario.STEPS]
 

@@ -9,9 +9,8 @@ import sys
 
 import pytest
 
-from .conftest import BIN
-from .helpers import on_terminal, read_terminal, redis_of, register_dead, wait_until
-from .test_status import kill_tree, spawn_worker
+from .helpers import (BIN, kill_tree, on_terminal, read_terminal, redis_of, register_dead,
+                      spawn_worker, wait_until)
 
 
 def _queued(mesh_home, queue: str) -> list[dict]:

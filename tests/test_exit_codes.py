@@ -1,4 +1,4 @@
-"""Every entry point keeps the README's exit codes when its reader goes away (141) and on
+"""Every entry point keeps meshtools(7)'s exit codes when its reader goes away (141) and on
 ^C (130): each one writing real output into a pipe nobody reads, and each one stopped while
 it waits (a follow, a lock, stdin, a child). pyproject's [project.scripts] is the list."""
 
@@ -12,8 +12,7 @@ import tomllib
 import psutil
 import pytest
 
-from .conftest import commit
-from .helpers import wait_until
+from .helpers import commit, wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 with open(os.path.join(ROOT, "pyproject.toml"), "rb") as _f:

@@ -1,5 +1,6 @@
 """meshctl init: the whole mesh booted (real supervisors, workers and Redis; --agent shell
-but once), idempotent, and its pieces: mesh-anchor --drain, the pure plan."""
+but once), idempotent (its state directory private, the repository recorded; none outside a
+repository), and its pieces: mesh-anchor --drain, the pure plan."""
 
 import contextlib
 import json
@@ -15,8 +16,7 @@ from meshtools.agents.roles import load
 from meshtools.core.errors import BadInput, UsageError
 from meshtools.mesh.boot import describe, plan, select
 
-from .conftest import git
-from .helpers import on_terminal, run_tree, wait_until
+from .helpers import git, on_terminal, run_tree, wait_until
 
 SEVEN = ["anchor", "builder", "groomer", "memory", "research", "security", "triage"]
 
@@ -56,6 +56,32 @@ def peers(run):
 
 def steps(result):
     return {r["session"]: r for r in result.records if r["kind"] == "step" and r.get("session")}
+
+
+def test_meshctl_init_is_idempotent_and_records_the_repository(run, repo, mesh_home):
+    first = run("meshctl", "init", "--no-agents", check=0).records[-1]
+    assert first["kind"] == "mesh" and first["new"] is True and first["root"] == str(repo)
+    assert oct(os.stat(mesh_home).st_mode & 0o777) == "0o700"
+    assert oct(os.stat(mesh_home / "config.toml").st_mode & 0o777) == "0o600"
+    again = run("meshctl", "init", "--no-agents", check=0).records[-1]
+    assert again["new"] is False and again["created"] == first["created"]
+    assert run("meshctl", "home", check=0).stdout.strip() == str(mesh_home)
+
+
+def test_init_makes_an_existing_home_private_and_says_so(run, repo, mesh_home):
+    """A MESH_HOME the user made (0755) is tightened to 0700, once, with a note on stderr."""
+    mesh_home.mkdir(mode=0o755)
+    os.chmod(mesh_home, 0o755)
+    first = run("meshctl", "init", "--no-redis", check=0)
+    assert oct(os.stat(mesh_home).st_mode & 0o777) == "0o700"
+    assert "0755" in first.stderr and "0700" in first.stderr
+    assert run("meshctl", "init", "--no-redis", check=0).stderr == ""
+
+
+def test_meshctl_outside_a_repository_without_a_mesh_is_a_config_error(run, tmp_path):
+    result = run("meshctl", "init", cwd=str(tmp_path))
+    assert result.returncode == 78 and "not inside a git repository" in result.stderr
+
 
 
 def test_init_boots_seven_ready_sessions_and_a_second_init_starts_nothing(run, mesh):

@@ -16,7 +16,7 @@ import pytest
 from meshtools.core import fs
 from meshtools.core.home import MeshHome
 
-from .conftest import commit, git
+from .helpers import commit, git
 
 GATE_SECONDS = 0.4
 PHASES = ("launch", "start", "end")  # killed soon after launch, in the gate, after the gate

@@ -14,8 +14,7 @@ import pytest
 
 from meshtools.executors import steps
 
-from .helpers import redis_of, wait_until
-from .test_adapter import calls, file_events, redis_events
+from .helpers import calls, file_events, redis_events, redis_of, wait_until
 
 FAST_RETRY = "[retry]\nbase = 0.2\ncap = 1.0\n"  # seconds: the backoff, kept short here
 

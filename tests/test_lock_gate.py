@@ -14,8 +14,7 @@ import pytest
 from meshtools.core.errors import BadInput
 from meshtools.locks import gate, readonly
 
-from .conftest import git
-from .helpers import wait_until
+from .helpers import git, wait_until
 
 
 def call(tool, tool_input=None, cwd=None, **extra):

@@ -8,6 +8,8 @@ from meshtools.locks import graph, policy
 from meshtools.locks.scopes import ScopeRules, scope_of
 from meshtools.locks.table import empty_table
 
+pytestmark = pytest.mark.fast  # pure logic, in seconds: `make test-fast`
+
 MANIFEST_DIRS = {"crates/core", "crates/cli", "web"}
 
 

@@ -8,8 +8,7 @@ import time
 
 import psutil
 
-from .conftest import commit, git
-from .helpers import run_tree, wait_until
+from .helpers import commit, git, run_tree, wait_until
 
 COMMIT = "git -c user.name=b -c user.email=b@b"
 

@@ -166,3 +166,33 @@ def test_the_licence_is_declared_as_setuptools_wants_it():
     assert project["project"]["license"] == "MIT"
     assert all((ROOT / f).is_file() for f in project["project"]["license-files"])
     assert "setuptools>=77" in project["build-system"]["requires"][0]
+
+
+def test_the_lists_kept_by_hand_match_the_entry_points():
+    """meshctl's SUBCOMMANDS and the package's _is_command are written by hand: every
+    [project.scripts] entry must be behind a meshctl subcommand and be a command to the ^C
+    guard, and every subcommand must resolve to a click command."""
+    import importlib
+
+    import click
+
+    from meshtools import _is_command
+    from meshtools.commands.meshctl import SUBCOMMANDS
+
+    assert {name for name in SCRIPTS if not _is_command(name)} == set()
+    assert not any(_is_command(name) for name in ("python3", "pytest", "bash", "meshtools"))
+    umbrella = SCRIPTS["meshctl"]
+    missing = {name: target for name, target in SCRIPTS.items()
+               if target != umbrella and target not in SUBCOMMANDS.values()}
+    assert missing == {}, "add them to SUBCOMMANDS in meshtools/commands/meshctl.py"
+    for name, target in SUBCOMMANDS.items():
+        module, attr = target.split(":")
+        assert isinstance(getattr(importlib.import_module(module), attr), click.Command), name
+
+
+def test_the_readme_commands_table_names_every_command():
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("\n## The commands\n", 1)[1].split("\n## ", 1)[0]
+    first_cells = [row.split("|")[1] for row in table.splitlines() if row.startswith("| `")]
+    named = {name for cell in first_cells for name in re.findall(r"`([a-z][a-z-]*)", cell)}
+    assert set(SCRIPTS) - {"coord"} <= named, set(SCRIPTS) - named  # coord: its coord-* ones

@@ -8,7 +8,7 @@ from meshtools.landing import advance, gitops, history, pick, state, work
 from meshtools.core import config, events
 from meshtools.core.home import MeshHome
 
-from .conftest import commit, git
+from .helpers import commit, git
 
 
 @pytest.fixture

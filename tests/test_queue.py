@@ -12,7 +12,7 @@ import pytest
 
 from meshtools.core import proc
 
-from .helpers import redis_of, wait_for_output, wait_until
+from .helpers import drain, pending, redis_of, wait_for_output, wait_until
 
 
 def results_by_id(run):
@@ -20,22 +20,6 @@ def results_by_id(run):
     for record in run("queue-results", check=0).records:
         out.setdefault(record["id"], []).append(record)
     return out
-
-
-def pending(mesh_home) -> int:
-    import redis
-
-    try:
-        return redis_of(mesh_home).xpending("tasks:queue:default", "mesh")["pending"]
-    except redis.ResponseError:  # no group yet: the worker has not started
-        return 0
-
-
-def drain(*extra, capture=False):
-    """A queue-drain worker. Its output is captured only for tests that read it: an unread
-    pipe fills up (64 KiB of result lines) and stalls the worker."""
-    stream = subprocess.PIPE if capture else subprocess.DEVNULL
-    return subprocess.Popen(["queue-drain", *extra], stdout=stream, stderr=stream, text=True)
 
 
 def test_push_drain_results(run, tmp_path):

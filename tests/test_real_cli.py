@@ -21,8 +21,7 @@ from meshtools.landing.worktree import install_gate
 
 from . import anthropic_api as api
 from . import realcli
-from .helpers import on_terminal, wait_until
-from .test_recorded import USAGE_LIMITED, paused
+from .helpers import on_terminal, paused, USAGE_LIMITED, wait_until
 
 CLAUDE, VERSION = realcli.find()
 if CLAUDE is None:

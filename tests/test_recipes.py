@@ -1,4 +1,5 @@
-"""The README's recipes, run exactly as written there (bash -c on the line in its fence)."""
+"""docs/recipes.md's recipes, run exactly as written there (bash -c on the line in its plain
+fence; its ```sh blocks are sketches, not run)."""
 
 import json
 import os
@@ -15,11 +16,10 @@ BIN = Path(sys.executable).parent  # the venv's bin dir, where the entry points 
 
 
 def recipe(word: str) -> str:
-    """The one line in a fence of the README's Recipes section that mentions word."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split("\n## Recipes\n", 1)[1].split("\n## ", 1)[0]
-    [line] = [block.strip() for block in re.findall(r"```\n(.*?)```", section, re.S)
-              if word in block]
+    """The one line in a plain fence of docs/recipes.md that mentions word."""
+    recipes = (ROOT / "docs" / "recipes.md").read_text()
+    fences = re.findall(r"^```(\w*)\n(.*?)^```$", recipes, re.S | re.M)
+    [line] = [block.strip() for language, block in fences if not language and word in block]
     return line
 
 
@@ -128,7 +128,7 @@ def test_mesh_top_into_a_monitoring_line(repo, run):
 def test_the_mesh_in_a_tmux_session_of_its_own(tmp_path, claude_cli, run):
     """The line up to its attach (a test has no terminal to attach): a window per agent and
     one for the dash, in the session the line attaches to."""
-    from .conftest import git
+    from .helpers import git
 
     home = tmp_path / "home"
     app = home / "projects" / "app"

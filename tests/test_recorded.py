@@ -13,12 +13,11 @@ import pytest
 from meshtools.executors import stream
 from meshtools.queue import pause
 
-from .helpers import redis_of
+from .helpers import paused, USAGE_LIMIT, USAGE_LIMITED
 from .realcli import RECORDED
 
 RESETS_AT = 1796680800  # the window end recorded in subscription_429_rejected
 BEFORE_RESET = RESETS_AT - 3600
-USAGE_LIMITED, USAGE_LIMIT = "usage_limited", "usage_limit"  # a result's status, a pause's reason
 
 
 def index() -> dict:
@@ -156,12 +155,6 @@ def drain(run, tmp_path, task_id, case):
     run("queue-push", "--role", "builder", "--id", task_id, f"@replay {case}", check=0)
     return run("queue-drain", "--agent", "claude", "--queue", "builder", "--once",
                "--workdir", str(tmp_path), check=0).records
-
-
-def paused(mesh_home):
-    from meshtools.queue.names import Names
-
-    return pause.Pauses(redis_of(mesh_home), Names()).paused()
 
 
 def test_a_replayed_subscription_limit_hands_the_task_back_and_pauses(run, claude_cli,

@@ -12,6 +12,8 @@ from meshtools.core.errors import BadInput, ConfigError, Refused
 from meshtools.core.home import MeshHome
 from meshtools.mesh import dispatch
 
+pytestmark = pytest.mark.fast  # pure logic, in seconds: `make test-fast`
+
 RULES = routing.rules_of(roles.load())
 BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench",
                      "routing.py")

@@ -17,8 +17,7 @@ from meshtools.core.home import MeshHome
 from meshtools.queue.connection import connect
 from meshtools.queue.server import EmbeddedRedis, binary
 
-from .conftest import commit, git
-from .helpers import redis_of, wait_until
+from .helpers import commit, git, redis_of, wait_until
 
 BIN = os.path.dirname(sys.executable)
 

@@ -9,36 +9,7 @@ import subprocess
 import psutil
 import pytest
 
-from .helpers import run_tree, wait_until
-
-
-def spawn(run, *args, check=0):
-    return run("mesh-spawn", *args, "--json", check=check, timeout=60)
-
-
-def session_record(run, sid):
-    return next(r for r in run("coord-peers", "--json", check=0).records if r["id"] == sid)
-
-
-def stop_tree(pid):
-    """SIGTERM the supervisor; return every pid that was under it (to check none is left)."""
-    try:
-        tree = run_tree(pid)
-    except psutil.NoSuchProcess:
-        return [pid]
-    os.kill(pid, signal.SIGTERM)
-    psutil.wait_procs(tree[:1], timeout=30)
-    return [p.pid for p in tree]
-
-
-def gone(pids):
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                return False
-        except psutil.NoSuchProcess:
-            pass
-    return True
+from .helpers import gone, run_tree, session_record, spawn, stop_tree, wait_until
 
 
 def test_detach_and_tmux_are_refused_together(run, repo, mesh_home):

@@ -4,12 +4,11 @@ import os
 import time
 from pathlib import Path
 
-import psutil
-
 from meshtools.coord import registry
 from meshtools.mesh import health
 
-from .helpers import on_terminal, redis_of, register_dead, run_tree, wait_until
+from .helpers import (kill_tree, of_kind, on_terminal, redis_of, register_dead, spawn_worker,
+                      status, wait_until)
 
 # --- pure: problems, records, render, peer_state ----------------------------------------
 
@@ -104,33 +103,6 @@ def test_peer_state_is_fatal_or_stuck_before_its_liveness():
 
 
 # --- the command, on a real mesh ------------------------------------------------------------
-
-def status(run, *args, check=None):
-    return run("meshctl", "status", *args, check=check, timeout=60)
-
-
-def of_kind(result, kind):
-    return [r for r in result.records if r["kind"] == kind]
-
-
-def spawn_worker(run, role="builder"):
-    record = run("mesh-spawn", role, "--queue", "--agent", "shell", "--detach", "--json",
-                 check=0, timeout=60).records[-1]
-    wait_until(lambda: any(r["phase"] == "waiting" for r in of_kind(status(run), "session")),
-               timeout=30)
-    return record
-
-
-def kill_tree(pid):
-    """kill -9 a supervisor and everything under it (its worker); wait until they are gone.
-    (Its worker stops its task when the supervisor goes: a process may be gone first.)"""
-    tree = run_tree(pid)
-    for p in tree:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(tree, timeout=10)
 
 
 def test_a_healthy_mesh_checks_silently_and_shows_one_screen(run, repo):
@@ -368,7 +340,7 @@ def test_status_check_names_queued_work_with_no_mesh_and_a_dead_anchor(run, repo
 
 
 def test_status_check_names_a_landing_that_waits_for_the_main_checkout(run, repo, mesh_home):
-    from .conftest import commit
+    from .helpers import commit
 
     redis_of(mesh_home)
     builder = run("mesh-worktree", "ensure", "builder", check=0).records[0]["path"]

@@ -11,6 +11,8 @@ from meshtools.agents.supervisor import (FATAL, RESTART, BadTransition, RestartP
                                          Supervisor, decide_restart, states)
 from meshtools.core.home import MeshHome
 
+pytestmark = pytest.mark.fast  # pure logic, in seconds: `make test-fast`
+
 S = State
 
 

@@ -8,8 +8,7 @@ import subprocess
 
 from meshtools.core import proc
 
-from .helpers import redis_of, wait_for_output, wait_until
-from .test_queue import drain, pending
+from .helpers import drain, pending, redis_of, wait_for_output, wait_until
 
 
 def gone(pid: int) -> bool:

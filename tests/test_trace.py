@@ -11,8 +11,8 @@ from meshtools.core.home import MeshHome
 from meshtools.executors import steps
 from meshtools.landing import work
 
-from .helpers import on_terminal, redis_of, wait_for_output, wait_until
-from .test_spawn import gone, session_record, spawn, stop_tree
+from .helpers import (gone, on_terminal, redis_of, session_record, spawn, stop_tree,
+                      wait_for_output, wait_until)
 
 SECRET = "ant-" + "A1b2" * 8  # printed as "sk-" + SECRET: the prompt itself holds no secret
 

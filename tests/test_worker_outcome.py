@@ -12,6 +12,8 @@ from meshtools.queue.worker import (DEAD_LETTER, FINISH, HAND_BACK, OVER_BUDGET,
 
 from .helpers import redis_of
 
+pytestmark = pytest.mark.fast  # pure logic, in seconds: `make test-fast`
+
 
 @pytest.mark.parametrize("status, error, attempt, limit, expected", [
     ("ok", None, 1, 3, FINISH),

@@ -9,7 +9,7 @@ from meshtools.landing import worktree
 from meshtools.core import events
 from meshtools.core.home import MeshHome
 
-from .conftest import commit, git
+from .helpers import commit, git
 
 
 def event_names(mesh_home):

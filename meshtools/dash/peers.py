@@ -56,7 +56,7 @@ COLUMNS = (
 )
 BY_NAME = {c.name: c for c in COLUMNS}
 # Narrow screens drop columns in this order until the table fits; id, role, state and
-# phase always stay. (Documented in the README's dash section.)
+# phase always stay. (Documented in meshtools(7), THE MESH: the dash and mesh-top.)
 DROP_ORDER = ("branch", "forecast", "unpicked", "cost", "mem", "phase_age", "heartbeat",
               "cpu", "task")
 FLEX = "task"  # the column that takes the width left over
