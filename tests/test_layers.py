@@ -32,7 +32,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("meshtools.coord.inbox", "meshtools.agents.roles"): "roles are data: move down to core",
     ("meshtools.coord.sessions", "meshtools.agents.roles"): "roles are data: move down to core",
     ("meshtools.queue.broker", "meshtools.agents.roles"): "roles are data: move down to core",
-    ("meshtools.core.errors", "meshtools.queue.connection"): "classify Redis errors by class",
     ("meshtools.dash.app", "meshtools.cli"): "exit_on_sigterm belongs below cli",
     ("meshtools.demo.runner", "meshtools.commands.meshctl"): "runs meshctl in-process",
     ("meshtools.queue.executor", "meshtools.executors.trace"): "executors to split out",
@@ -40,9 +39,6 @@ ALLOWED_UPWARD: dict[tuple[str, str], str] = {
     ("meshtools.queue.worker", "meshtools.executors.stream"): "executors to split out",
 }
 ALLOWED_CYCLES: dict[frozenset, str] = {
-    frozenset({"meshtools.core.errors", "meshtools.core.home", "meshtools.core.ids",
-               "meshtools.core.lifecycle", "meshtools.core.trust", "meshtools.queue.connection",
-               "meshtools.queue.server"}): "core.errors asks queue.connection",
     frozenset({"meshtools.cli", "meshtools.complete"}): "or_umbrella lives in cli",
 }
 
