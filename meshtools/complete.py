@@ -41,7 +41,7 @@ def _home(ctx):
 
 
 def _roles(ctx) -> dict:
-    from .agents import roles
+    from .core import roles
 
     return roles.load(_home(ctx))
 

@@ -258,7 +258,7 @@ def _role(mesh, me: str):
     record = registry.get(mesh.home, me)
     if not record or not record.get("role"):
         return None
-    from ..agents import roles
+    from ..core import roles
 
     return roles.load(mesh.home).get(record["role"])
 
@@ -266,7 +266,7 @@ def _role(mesh, me: str):
 def _outside_role(role, path: str) -> str | None:
     """The role boundary: why the role may not write path, or None if it may (or the
     session has no mesh role)."""
-    from ..agents import roles
+    from ..core import roles
 
     if role is None or roles.may_write(role, path):
         return None

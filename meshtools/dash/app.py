@@ -82,7 +82,7 @@ def run(home, redis_url: str | None = None, namespace: str | None = None,
 
 class Loop:
     def __init__(self, home, collector, detail, link):
-        from ..agents import roles
+        from ..core import roles
         from . import commands, view
 
         self.home, self.collector, self.detail, self.link = home, collector, detail, link
