@@ -152,6 +152,14 @@ def _write_refusal(error: Exception, classes: set[str]) -> str | None:
     return None
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like ^C (finally blocks run) and exits 143, as a killed process would."""
+    import signal
+    import sys
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(TERMINATED))
+
+
 def quiet_broken_pipe() -> int:
     """The reader went away (`| head`): point stdout at /dev/null so the interpreter's final
     flush cannot raise again, and exit as a C filter killed by SIGPIPE would."""
