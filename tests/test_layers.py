@@ -29,9 +29,6 @@ LAYERS = (
 
 # Known violations still to fix: (importer, imported) → why it is still here. Goal: empty.
 ALLOWED_UPWARD: dict[tuple[str, str], str] = {
-    ("meshtools.queue.executor", "meshtools.executors.trace"): "executors to split out",
-    ("meshtools.queue.pause", "meshtools.executors.stream"): "executors to split out",
-    ("meshtools.queue.worker", "meshtools.executors.stream"): "executors to split out",
 }
 ALLOWED_CYCLES: dict[frozenset, str] = {
 }
