@@ -12,7 +12,8 @@ import json
 import os
 import sys
 
-from meshtools.agents import roles, routing
+from meshtools.core import roles
+from meshtools.mesh import routing
 
 TARGET = 0.95
 SET = os.path.join(os.path.dirname(os.path.abspath(__file__)), "routing_set.jsonl")

@@ -34,7 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from meshtools.core.home import MeshHome  # noqa: E402
 from meshtools.queue.broker import Broker  # noqa: E402
 from meshtools.queue.connection import connect  # noqa: E402
-from meshtools.queue.executor import Outcome, ShellExecutor  # noqa: E402
+from meshtools.executors.process import ShellExecutor  # noqa: E402
+from meshtools.queue.outcome import Outcome  # noqa: E402
 from meshtools.queue.names import Names  # noqa: E402
 from meshtools.queue.server import APPENDFSYNC, EmbeddedRedis  # noqa: E402
 from meshtools.queue.worker import Worker  # noqa: E402

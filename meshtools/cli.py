@@ -15,7 +15,9 @@ import click
 
 from . import complete
 from .core import errors, jsonl
+from .core.errors import exit_on_sigterm  # noqa: F401 - the commands' cli.exit_on_sigterm
 from .core.home import MeshHome
+from .umbrella import UMBRELLA, or_umbrella
 
 SESSION_ENV = "MESH_SESSION"
 MESH = "meshtools.mesh"  # ctx.meta key: the invocation's Mesh, for _Contract.invoke
@@ -258,9 +260,6 @@ def mesh_options(identity: bool = False, redis: bool = False):
     return decorate
 
 
-UMBRELLA = "meshtools.umbrella"
-
-
 def umbrella_options(f):
     """The common options before the subcommand too (`meshctl --home X peers` is `meshctl
     peers --home X`): kept in ctx.meta, which every subcommand's context shares, for
@@ -275,32 +274,12 @@ def umbrella_options(f):
     return f
 
 
-def or_umbrella(name: str, value, ctx: click.Context | None = None):
-    """A common option's value: the subcommand's own when typed on its command line, else
-    the umbrella's (given before the subcommand), else its own (from the environment).
-    ctx: the subcommand's context, where none is current (TAB completion)."""
-    from click.core import ParameterSource
-
-    ctx = ctx or click.get_current_context(silent=True)
-    if ctx is None or ctx.get_parameter_source(name) is ParameterSource.COMMANDLINE:
-        return value
-    given = ctx.meta.get(UMBRELLA, {})
-    return given.get(name, value)
-
-
 def exclusive(*options: tuple[str, object]) -> None:
     """A usage error (64) when more than one of these (flag, value) options was given (a
     value other than None or False: -w 0 is given)."""
     given = [flag for flag, value in options if value is not None and value is not False]
     if len(given) > 1:
         raise errors.UsageError(f"{' and '.join(given)} exclude each other")
-
-
-def exit_on_sigterm() -> None:
-    """SIGTERM unwinds like ^C (finally blocks run) and exits 143, as a killed process would."""
-    import signal
-
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(errors.TERMINATED))
 
 
 def stdin_lines():

@@ -29,7 +29,7 @@ def _quiet(source):
 def _given(ctx, name: str):
     """A common option as the command would see it: typed on the command, else before the
     subcommand (`meshctl --home X peers`), else from the environment; None: the default."""
-    from .cli import or_umbrella
+    from .umbrella import or_umbrella
 
     return or_umbrella(name, ctx.params.get(name), ctx)
 
@@ -41,7 +41,7 @@ def _home(ctx):
 
 
 def _roles(ctx) -> dict:
-    from .agents import roles
+    from .core import roles
 
     return roles.load(_home(ctx))
 

@@ -13,7 +13,7 @@ import pytest
 
 from meshtools.executors.base import compose_prompt
 from meshtools.executors.claude import claude_argv
-from meshtools.agents.roles import Role
+from meshtools.core.roles import Role
 from meshtools.core import proc
 from meshtools.queue import pause
 

@@ -2,7 +2,8 @@
 
 import pytest
 
-from meshtools.agents import anchor, roles
+from meshtools.agents import anchor
+from meshtools.core import roles
 
 pytestmark = pytest.mark.fast  # pure logic, in seconds: `make test-fast`
 

@@ -9,7 +9,8 @@ import subprocess
 
 import pytest
 
-from meshtools.agents import roles, routing
+from meshtools.core import roles
+from meshtools.mesh import routing
 from meshtools.dash import text
 from meshtools.demo import agent, scenario
 from meshtools.demo.runner import Demo, StepFailed

@@ -12,7 +12,7 @@ import subprocess
 import psutil
 import pytest
 
-from meshtools.agents.roles import load
+from meshtools.core.roles import load
 from meshtools.core.errors import BadInput, UsageError
 from meshtools.mesh.boot import describe, plan, select
 

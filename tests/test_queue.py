@@ -517,7 +517,7 @@ import os, signal, sys
 from meshtools.core.home import MeshHome
 from meshtools.queue.broker import Broker
 from meshtools.queue.connection import connect
-from meshtools.queue.executor import ShellExecutor
+from meshtools.executors.process import ShellExecutor
 from meshtools.queue.names import Names
 from meshtools.queue.worker import Worker
 
@@ -570,7 +570,7 @@ import sys
 from meshtools.core.home import MeshHome
 from meshtools.queue.broker import Broker
 from meshtools.queue.connection import connect
-from meshtools.queue.executor import ShellExecutor
+from meshtools.executors.process import ShellExecutor
 from meshtools.queue.names import Names
 from meshtools.queue.worker import Worker
 

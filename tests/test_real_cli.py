@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from meshtools.agents import roles
+from meshtools.core import roles
 from meshtools.core.home import MeshHome
 from meshtools.executors import stream
 from meshtools.executors.claude import ClaudeExecutor

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from meshtools.agents import roles
+from meshtools.core import roles
 from meshtools.core.errors import ConfigError
 
 SEVEN = {"anchor": "opus", "builder": "sonnet", "memory": "haiku", "triage": "sonnet",
@@ -124,7 +124,7 @@ def test_the_gate_keeps_a_role_inside_its_write_boundary(run, repo, anchor_proce
 
 
 def test_of_queue_finds_a_role_by_its_queue_not_its_name(mesh_home):
-    from meshtools.agents import roles
+    from meshtools.core import roles
     from meshtools.core.home import MeshHome
 
     mesh_home.mkdir(parents=True, exist_ok=True)

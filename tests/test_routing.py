@@ -1,4 +1,4 @@
-"""Routing a task in plain words to a role: pure functions (agents/routing.py,
+"""Routing a task in plain words to a role: pure functions (mesh/routing.py,
 mesh/dispatch.py) and the labelled set of bench/routing.py."""
 
 import importlib.util
@@ -6,8 +6,9 @@ import os
 
 import pytest
 
-from meshtools.agents import roles, routing
-from meshtools.agents.routing import ANCHOR, Rules, decide, paths_named, score
+from meshtools.core import roles
+from meshtools.mesh import routing
+from meshtools.mesh.routing import ANCHOR, Rules, decide, paths_named, score
 from meshtools.core.errors import BadInput, ConfigError, Refused
 from meshtools.core.home import MeshHome
 from meshtools.mesh import dispatch

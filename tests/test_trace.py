@@ -313,7 +313,7 @@ def test_only_the_newest_tasks_traces_are_kept(mesh_home, monkeypatch):
 def test_a_peers_run_over_between_two_looks_is_still_shown(run, mesh_home, anchor_process):
     from meshtools.coord.sessions import task_reporter
     from meshtools.executors import trace
-    from meshtools.queue.executor import Outcome
+    from meshtools.queue.outcome import Outcome
 
     anchor = anchor_process()
     run("coord-register", "--role", "builder", "--id", "b1", "--pid", str(anchor.pid), check=0)

@@ -32,7 +32,7 @@ from ..queue.results import Results
 from ..queue.tasks import normalise
 from . import spawns
 from ..landing.pick import tail
-from .roles import Role, of_queue, parse_duration
+from ..core.roles import Role, of_queue, parse_duration
 
 TAIL = 1500
 RESULTS_BATCH = 100
@@ -173,7 +173,7 @@ class AnchorWorker:
     @classmethod
     def start(cls, home, agent: str, workdir: str) -> "AnchorWorker":
         from . import launch
-        from .roles import ANCHOR, get
+        from ..core.roles import ANCHOR, get
 
         argv = launch.child_argv(get(home, ANCHOR), workdir, True, agent)
         # a kill -9 of mesh-anchor stops its worker too (it hands its task back at once)

@@ -40,7 +40,7 @@ from ..core import clock, config, errors, jsonl
 @cli.mesh_options(identity=True, redis=True)
 def mesh_agent(role_name, prompt, workdir, timeout, startup_timeout, agent, mesh):
     """Run PROMPT (default: ROLE's standing prompt; `-`: stdin) as ROLE; print the result."""
-    from ..agents import roles
+    from ..core import roles
     from ..coord.sessions import task_reporter
     from ..executors import choose
     from ..landing import worktree

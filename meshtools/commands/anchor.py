@@ -42,7 +42,7 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, no_schedule, dr
     (JSON lines when piped) and is an event (mesh-events --event anchor.). One mesh-anchor
     runs per mesh (it is no session: the anchor's session is its agent's); another is
     refused (75)."""
-    from ..agents import roles
+    from ..core import roles
     from ..agents.anchor import Anchor, AnchorWorker, describe, hold_the_anchor
 
     cli.exclusive(("--once", once), ("--drain", drain))

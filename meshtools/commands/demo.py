@@ -42,7 +42,8 @@ def demo(ctx, keep, as_json):
     def report(record: dict, text: str) -> None:
         mesh.emit(record, ("\r\x1b[K" if live else "") + text)
 
-    record = Demo(keep, report, progress, screen=not mesh.as_json).run()
+    record = Demo(keep, report, progress, screen=not mesh.as_json,
+                  snapshot=snapshot_command()).run()
     lines = [f"demo done in {record['seconds']:.1f}s"]
     if keep:
         lines += [f"the mesh is still up: {record['dash']}",
@@ -50,3 +51,11 @@ def demo(ctx, keep, as_json):
                   f"`cd {record['repository']} && meshctl down --all`, then rm -r "
                   f"{record['scratch']}"]
     mesh.emit(record, "\n".join(lines))
+
+
+def snapshot_command() -> tuple[str, ...]:
+    """The mesh at a glance: mesh-top's snapshot (meshctl top) where this install has it,
+    else meshctl status."""
+    from .meshctl import SUBCOMMANDS
+
+    return ("meshctl", "top" if "top" in SUBCOMMANDS else "status")

@@ -31,6 +31,15 @@ class FileLockGroup(cli.Group):
         return super().parse_args(ctx, args)
 
 
+def _service(mesh: cli.Mesh) -> LockService:
+    """The lock service, told who is registered (a session's locks are its own process's)."""
+    import functools
+
+    from ..coord import registry
+
+    return LockService(mesh.home, registered=functools.partial(registry.get, mesh.home))
+
+
 def _refuse_typo(word: str, names: list[str]) -> None:
     """`file-lock acqure x` is a misspelt subcommand, not `run` on a path named acqure."""
     if word.startswith("-") or os.path.lexists(word):
@@ -103,7 +112,7 @@ def acquire(paths, nonblock, timeout, lease, owner_pid, mesh):
     """Lock the scopes of PATHs for the calling session (without one: for the calling
     shell, as flock(1) does): all of them or none."""
     timeout = _timeout(nonblock, timeout)
-    service = LockService(mesh.home)
+    service = _service(mesh)
     targets = service.resolve(list(paths))
     if owner_pid is not None and proc.is_alive(owner_pid) is not True:
         raise errors.BadInput(f"--pid {owner_pid}: no such process")
@@ -125,7 +134,7 @@ def release(paths, everything, force, mesh):
     """Release the scopes of PATHs (or --all). Releasing what nobody holds is not an error."""
     if bool(paths) == everything:
         raise click.UsageError("name PATHs or give --all (not both)")
-    service = LockService(mesh.home)
+    service = _service(mesh)
     scopes = None if everything else [t.scope for t in service.resolve(list(paths))]
     me = service.claimant(mesh.session(required=False)).id  # the session, else the shell
     for holding in service.release(me, scopes, force=force):
@@ -148,7 +157,7 @@ def check(paths, generation, hook, quiet, mesh):
         sys.exit(_hook(mesh))
     if not paths:
         raise click.UsageError("name at least one PATH")
-    service = LockService(mesh.home)
+    service = _service(mesh)
     me = mesh.session(required=False)
     targets = service.resolve(list(paths))
     missing = service.unproven(me, [t.scope for t in targets], generation)
@@ -221,7 +230,7 @@ def _gate(mesh, call: gate.Call) -> str | None:
     paths = [gate.anchored(p, cwd) for p in gate.write_paths(call, exists=_entries_of(cwd))]
     if not paths:
         return None
-    service = LockService(mesh.home)
+    service = _service(mesh)
     targets = service.resolve(paths)  # BadInput outside the repository
     for path, target in zip(paths, targets):
         reason = _outside_role(role, target.path)
@@ -258,7 +267,7 @@ def _role(mesh, me: str):
     record = registry.get(mesh.home, me)
     if not record or not record.get("role"):
         return None
-    from ..agents import roles
+    from ..core import roles
 
     return roles.load(mesh.home).get(record["role"])
 
@@ -266,7 +275,7 @@ def _role(mesh, me: str):
 def _outside_role(role, path: str) -> str | None:
     """The role boundary: why the role may not write path, or None if it may (or the
     session has no mesh role)."""
-    from ..agents import roles
+    from ..core import roles
 
     if role is None or roles.may_write(role, path):
         return None
@@ -278,7 +287,7 @@ def _outside_role(role, path: str) -> str | None:
 @cli.mesh_options()
 def status(mesh):
     """Holders and waiters, and since when."""
-    service = LockService(mesh.home)
+    service = _service(mesh)
     table = service.snapshot()
     now = clock.now()
     records = []
@@ -310,7 +319,7 @@ def status(mesh):
 @cli.mesh_options()
 def graph_command(mesh):
     """The wait-for graph as one JSON object: nodes, edges (waiter, scope, holder), cycles."""
-    table = LockService(mesh.home).snapshot()
+    table = _service(mesh).snapshot()
     edges = policy.wait_for_edges(table)
     nodes = sorted({h["holder"] for h in table["locks"].values()}
                    | {w["waiter"] for w in table["waits"].values()})
@@ -330,7 +339,7 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     if not argv:
         raise click.UsageError("give the command after '--': file-lock PATH... -- COMMAND")
     timeout = _timeout(nonblock, timeout)
-    service = LockService(mesh.home)
+    service = _service(mesh)
     targets = service.resolve(list(paths))
     # This process owns the lock: if it dies, even by kill -9, the lock is reclaimable.
     claimant = service.claimant(mesh.session(required=False), owner_pid=os.getpid())

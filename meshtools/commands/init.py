@@ -35,7 +35,7 @@ def init(roles_spec, agent, tmux, restart_fatal, no_agents, no_redis, mesh):
     id). One line per step on a terminal; JSON lines (kind "step", then "mesh") when piped.
     A session that fails to start is named with its log's last line: exit 69. While
     meshctl down runs it is refused (75)."""
-    from ..agents import roles
+    from ..core import roles
     from ..mesh import boot
 
     agents = not (no_agents or no_redis)

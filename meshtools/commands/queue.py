@@ -57,7 +57,7 @@ def push(prompt, role, task_id, max_attempts, timeout, mesh):
 
     known = None
     if role is not None or any(t.get("role") for t in tasks):  # start-up: roles only if named
-        from ..agents import roles
+        from ..core import roles
 
         known = roles.load(mesh.home)
     batch = [(t, Broker.queue_for(t, role, known)) for t in tasks]
@@ -119,7 +119,7 @@ def drain(queues, agent, role_name, consumer, workdir, once, max_tasks, burst, d
     consumer = consumer or session or f"{proc.hostname()}-{os.getpid()}"
     validate_name(consumer, "consumer name")
     choose.validate_agent(config.of(mesh.home), agent)  # before the role: name the wrong flag
-    from ..agents import roles
+    from ..core import roles
 
     role = None
     if role_name is not None:
@@ -235,7 +235,7 @@ def _consumers_cell(consumers: list[dict]) -> str:
 @cli.mesh_options(redis=True)
 def pause(duration, reason, mesh):
     """Stop workers from starting tasks, mesh-wide, for a while (a running task finishes)."""
-    from ..agents.roles import parse_duration
+    from ..core.roles import parse_duration
     from ..queue.pause import Pauses
 
     try:

@@ -3,7 +3,7 @@
 import click
 
 from .. import cli, complete
-from ..agents import roles as role_defs
+from ..core import roles as role_defs
 from ..core import clock
 
 COLUMNS = ["name", "model", "queue", "concurrency", "lands", "every", "description"]

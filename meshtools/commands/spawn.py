@@ -39,7 +39,7 @@ def mesh_spawn(role, queue, session_id, agent, root, detach, tmux, tmux_session,
     """Register a session for ROLE, ensure its worktree and run its agent under
     mesh-supervise. With --detach or --tmux, prints the session record once the agent is
     registered (JSON lines when piped) and exits."""
-    from ..agents import roles
+    from ..core import roles
     from ..landing import worktree
     from ..core.ids import validate_name
 

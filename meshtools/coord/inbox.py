@@ -124,7 +124,7 @@ def person() -> str:
 def targets(home: MeshHome, to: str, sender: str) -> list[str]:
     """The session ids a message to `to` reaches now (recipients over the registry), or
     BadInput: unknown peer, or no live peer of that role (or none at all for `all`)."""
-    from ..agents import roles
+    from ..core import roles
     from . import registry
 
     sessions = [registry.classify(home, r) for r in registry.all_sessions(home)]

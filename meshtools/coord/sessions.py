@@ -20,7 +20,7 @@ def join(home, role: str, session_id: str | None, pid: int, phase: str | None = 
     """Register as a role the mesh defines (BadInput, 65, otherwise); Busy (75) for a live
     duplicate id or a role at its limit. Returns the record. Taking over a dead session's
     id frees its locks: they were the dead process's, never the newcomer's."""
-    from ..agents import roles
+    from ..core import roles
 
     limit = roles.get(home, role).concurrency
     record, previous = registry.register(home, role, session_id, pid, phase, limit=limit)

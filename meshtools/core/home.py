@@ -165,7 +165,7 @@ class MeshHome:
 
     @property
     def roles_file(self) -> str:
-        """The mesh's own roles.toml, over the packaged roles (agents.roles)."""
+        """The mesh's own roles.toml, over the packaged roles (core.roles)."""
         return self.sub("roles.toml")
 
     @property

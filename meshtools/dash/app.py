@@ -82,7 +82,7 @@ def run(home, redis_url: str | None = None, namespace: str | None = None,
 
 class Loop:
     def __init__(self, home, collector, detail, link):
-        from ..agents import roles
+        from ..core import roles
         from . import commands, view
 
         self.home, self.collector, self.detail, self.link = home, collector, detail, link
@@ -100,10 +100,10 @@ class Loop:
         return assemble(self.collector.snapshot(), clock.iso(), self.mesh, self.roles)
 
     def run(self, term) -> None:
-        from .. import cli
+        from ..core.errors import exit_on_sigterm
         from . import render, theme
 
-        cli.exit_on_sigterm()
+        exit_on_sigterm()
         signal.signal(signal.SIGWINCH, lambda *_: self.resized.set())
         out = sys.stdout
         old, size, repainted, last_key, shown = None, None, 0.0, -BUSY_FOR, None

@@ -111,7 +111,7 @@ def _pick(args, known):
 
 
 def _pause(args, known):
-    from ..agents.roles import parse_duration
+    from ..core.roles import parse_duration
 
     if len(args) > 1:
         raise BadInput("too many words: pause [DURATION]")

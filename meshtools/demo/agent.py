@@ -35,7 +35,7 @@ def target(role: str, task: str) -> str | None:
     """The file a role that writes edits for task: the builder the first path the task
     names; None for a role that only reports."""
     if role == "builder":
-        from ..agents.routing import paths_named
+        from ..mesh.routing import paths_named
 
         return next(iter(paths_named(task)), DEFAULT_TARGET)
     return WRITES.get(role)

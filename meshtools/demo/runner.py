@@ -40,8 +40,10 @@ class Demo:
     """One `meshctl demo`. report(record, text) shows a finished step; progress(text) says
     which one runs now (a terminal only)."""
 
-    def __init__(self, keep: bool, report, progress=lambda text: None, screen: bool = False):
+    def __init__(self, keep: bool, report, progress=lambda text: None, screen: bool = False,
+                 snapshot: tuple[str, ...] = ("meshctl", "status")):
         self.keep, self.report, self.progress = keep, report, progress
+        self.snapshot_argv = list(snapshot)  # the snapshot step's command (the caller's pick)
         self.screen = screen  # show screens as on a terminal (else their JSON records)
         self.tmp: str | None = None  # the scratch directory: the repository, its worktrees
         self.repo: str | None = None
@@ -303,7 +305,7 @@ class Demo:
                     "records": self.records(self.command(*argv, "--json").stdout)}
 
     def snapshot(self):
-        return self.shown(snapshot_command())
+        return self.shown(self.snapshot_argv)
 
     def on_terminal(self, argv: list[str]) -> list[str]:
         """argv's screen: run on a pseudo-terminal of its own, as a person would see it."""
@@ -341,11 +343,3 @@ class Demo:
             holder.kill()
             holder.wait()
         self.holders = []
-
-
-def snapshot_command() -> list[str]:
-    """The mesh at a glance: mesh-top's snapshot (meshctl top) where this install has it,
-    else meshctl status."""
-    from ..commands.meshctl import SUBCOMMANDS
-
-    return ["meshctl", "top" if "top" in SUBCOMMANDS else "status"]

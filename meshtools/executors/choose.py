@@ -49,7 +49,7 @@ def make_executor(name: str, *, home, role=None, session: str | None = None,
     max_bytes()
     settings = config.of(home) if home is not None else config.Section({})
     if name == "shell":
-        from ..queue.executor import ShellExecutor
+        from .process import ShellExecutor
 
         return ShellExecutor(home, session, role.name if role else None)
     spec = configured_agents(settings).get(validate_agent(settings, name))

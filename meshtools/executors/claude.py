@@ -26,8 +26,10 @@ import uuid
 
 from ..core import config, events, jsonl, redact
 from ..core.errors import Unavailable
-from ..queue import executor, limits
-from ..queue.executor import OUTPUT_TAIL, Outcome, end_group
+from ..queue import limits
+from ..queue.outcome import Outcome
+from . import process
+from .process import OUTPUT_TAIL, end_group
 from . import stream, trace
 from .base import (MISSING, child_env, command_list, compose_prompt, find_executable,
                    take_messages)
@@ -116,9 +118,9 @@ class ClaudeExecutor:
         return find_executable(self.command, self.env)
 
     def interrupt(self) -> None:
-        """Stop the run; safe in a signal handler (see executor.terminate)."""
+        """Stop the run; safe in a signal handler (see process.terminate)."""
         if self._child is not None:
-            executor.terminate(self._child)
+            process.terminate(self._child)
 
     # --- one run ------------------------------------------------------------------------
 
@@ -137,7 +139,7 @@ class ClaudeExecutor:
         argv = claude_argv(self.role, prompt, self.command, session_id=str(uuid.uuid4()))
         state, phases = stream.StreamState(), []
         try:
-            child = executor.start(argv, workdir, task, env=self.env, stdin=True,
+            child = process.start(argv, workdir, task, env=self.env, stdin=True,
                                    stderr=subprocess.PIPE)
         except FileNotFoundError:
             raise Unavailable(MISSING.format(name=self.command[0]))
@@ -149,10 +151,10 @@ class ClaudeExecutor:
         self._phase(stream.STARTING, phases)
         announce = functools.partial(self._event, "agent.started", pid=child.pid,
                                      task=task.get("id"), prompt=preview(task["prompt"]))
-        lines, err = queues.Queue(), executor.Tail()
-        executor.PipeReader(child, child.stdout, executor.LineSplitter(lines.put, ends=True))
-        err_reader = executor.PipeReader(child, child.stderr, err)
-        executor.feed(child, prompt.encode())
+        lines, err = queues.Queue(), process.Tail()
+        process.PipeReader(child, child.stdout, process.LineSplitter(lines.put, ends=True))
+        err_reader = process.PipeReader(child, child.stderr, err)
+        process.feed(child, prompt.encode())
         reason = None
         try:
             reason = self._follow(child, lines, state, phases, started, timeout, writer,
@@ -209,7 +211,7 @@ class ClaudeExecutor:
             code = child.wait()
         end_group(child)  # whatever it left behind in its group goes too
         reader, tail = err
-        reader.join()  # at most executor.DRAIN more: the child has exited
+        reader.join()  # at most process.DRAIN more: the child has exited
         stderr = tail.text()
         details = {"agent": self.name, "role": self.role.name, **stream.summary(state)}
         if reason == "timeout":

@@ -6,7 +6,8 @@ placeholder gets the prompt on stdin.
 """
 
 from ..core.errors import Unavailable
-from ..queue.executor import CapturingExecutor, Outcome
+from ..queue.outcome import Outcome
+from .process import CapturingExecutor
 from .base import child_env, compose_prompt, find_executable, take_messages
 
 PLACEHOLDER = "{prompt}"

@@ -23,12 +23,9 @@ import time
 from dataclasses import dataclass, field
 
 from ..queue.limits import (OVERLOADED, RATE_LIMIT, SPEND_LIMIT, USAGE_LIMIT, status_of)
+from ..queue.outcome import AUTH, BUDGET, EXECUTION, MAX_TURNS, UNKNOWN  # noqa: F401 - the kinds
 
 STARTING, THINKING, DONE, FAILED = "starting", "thinking", "done", "failed"
-
-# error kinds, as the result record and the worker name them (the limits: queue.limits)
-AUTH, MAX_TURNS, BUDGET, EXECUTION, UNKNOWN = (
-    "auth", "max_turns", "budget", "execution", "unknown")
 
 _ASSISTANT_ERRORS = {"authentication_failed": AUTH, "overloaded": OVERLOADED}
 _SUBTYPE_ERRORS = {"error_max_turns": MAX_TURNS, "error_max_budget_usd": BUDGET,

@@ -50,8 +50,12 @@ def is_dead(owner: dict) -> bool:
 
 
 class LockService:
-    def __init__(self, home: MeshHome, table: LockTable | None = None):
+    def __init__(self, home: MeshHome, table: LockTable | None = None,
+                 registered: Callable[[str], dict | None] = lambda session_id: None):
+        """registered: a session id's registry record, or None (the caller's lookup, e.g.
+        coord.registry's, so the lock layer asks no other); by default none is registered."""
         self.home = home
+        self.registered = registered
         self.table = table if table is not None else FileLockTable(home.locks)
         self.waiting_process = proc.identity()  # what owns a recorded wait
 
@@ -61,7 +65,7 @@ class LockService:
         """A registered session's locks are owned by its own process; anyone else's by owner_pid
         (default: the parent, the shell or agent that outlives this command)."""
         if session_id is not None and owner_pid is None:
-            record = _registered(self.home, session_id)
+            record = self.registered(session_id)
             if record and record.get("host") == proc.hostname() and record.get("pid"):
                 return policy.Claimant(session_id, record["pid"], record.get("pid_start"),
                                        record["host"])
@@ -76,7 +80,7 @@ class LockService:
         host = proc.hostname()
         found = {(pid, started, host) for pid, started in proc.ancestors()}
         if session_id is not None:
-            record = _registered(self.home, session_id)
+            record = self.registered(session_id)
             if record and record.get("host") == host and record.get("pid"):
                 found.add((record["pid"], record.get("pid_start"), host))
         return found
@@ -198,12 +202,6 @@ class LockService:
 def _event_fields(holding: dict) -> dict:
     keep = ("scope", "holder", "generation", "pid", "reason")
     return {k: holding[k] for k in keep if k in holding}
-
-
-def _registered(home: MeshHome, session_id: str) -> dict | None:
-    from ..coord import registry
-
-    return registry.get(home, session_id)
 
 
 def _jitter() -> float:

@@ -20,7 +20,7 @@ import re
 import time
 
 from ..agents import launch
-from ..agents.roles import ANCHOR, unknown
+from ..core.roles import ANCHOR, unknown
 from ..coord import registry
 from ..coord.sessions import WAITING
 from ..core import clock, config, errors, events, fs, lifecycle, proc

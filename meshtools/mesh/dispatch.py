@@ -1,10 +1,11 @@
 """What `meshctl execute` enqueues: a task in plain words, routed to a role
-(agents/routing.py), with its lineage (hops, parent) and the lock scopes of the paths it
+(mesh/routing.py), with its lineage (hops, parent) and the lock scopes of the paths it
 names. Pure but for scopes_of, which reads the repository and config.toml."""
 
 from typing import Callable, NamedTuple
 
-from ..agents import roles as role_defs, routing
+from ..core import roles as role_defs
+from . import routing
 from ..core import jsonl
 from ..core.errors import BadInput, ConfigError, Refused
 from ..core.ids import validate_task_id

@@ -113,7 +113,7 @@ class Broker:
         name = explicit or task.get("role")
         if name is None:
             return "default"
-        from ..agents.roles import queue_of
+        from ..core.roles import queue_of
 
         return queue_of(roles or {}, name)
 

@@ -6,7 +6,7 @@ import os
 import sys
 import time
 
-from ..core.errors import DiskError, MeshError, Unavailable
+from ..core.errors import DiskError, MeshError, Unavailable, describe
 from ..core.home import MeshHome
 
 MIN_VERSION = (6, 2)  # XAUTOCLAIM
@@ -183,42 +183,6 @@ def _checked(url: str, shown: str, blocking: bool, refused: str, on_connect=None
         raise Unavailable(f"redis {version} at {shown} is too old: meshtools needs >= "
                           f"{'.'.join(map(str, MIN_VERSION))} (XAUTOCLAIM)")
     return client
-
-
-def describe(error: Exception | str) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:200]
-
-
-def failure(error: Exception) -> MeshError | None:
-    """What a redis-py error means to a command that stops on it: Redis refusing a write it
-    cannot store (MISCONF: it cannot persist it, a full or failing disk; OOM: maxmemory is
-    reached) is an I/O error (74); Redis down, restarting or loading is unavailable (69);
-    None for anything else (a bug)."""
-    import redis
-
-    if isinstance(error, (redis.ConnectionError, redis.TimeoutError)):
-        return Unavailable(f"redis unavailable: {describe(error)}")
-    refusal = _write_refusal(error)
-    if refusal:
-        return DiskError(f"redis cannot store the write: {refusal}")
-    return None
-
-
-def _write_refusal(error: Exception) -> str | None:
-    """The MISCONF or OOM reply in error, alone (a script or pipeline wraps it in its own
-    words), or None. redis-py strips "OOM" from the reply it raises OutOfMemoryError for."""
-    import redis
-
-    if isinstance(error, redis.OutOfMemoryError):  # a pipeline's words, then the reply's
-        return f"OOM {describe(str(error).rpartition('caused error: ')[2])}"
-    if not isinstance(error, redis.ResponseError):
-        return None
-    text = str(error)
-    for code in ("MISCONF ", "OOM "):
-        if code in text:
-            return describe(text[text.index(code):])
-    return None
 
 
 def lost_to_disk(error: Exception, home: MeshHome) -> DiskError | None:

@@ -16,8 +16,8 @@ import json
 import time
 from datetime import datetime, timedelta, timezone
 
-from ..executors.stream import AUTH as AUTH_ERROR
 from ..core import clock
+from . import outcome
 from .broker import _EVENT  # the scripts write their events as the queue's scripts do
 from .limits import SPEND_LIMIT, pauses_mesh
 
@@ -50,7 +50,7 @@ def for_outcome(details: dict, now: float) -> tuple[float, str] | None:
         until = float(resets) if isinstance(resets, (int, float)) and resets > now \
             else now + unknown
         return max(until, now + MIN_PAUSE), kind
-    if kind == AUTH_ERROR:
+    if kind == outcome.AUTH:  # a failed login (the error kind; AUTH here is the reason)
         return now + AUTH_PAUSE, AUTH
     return None
 

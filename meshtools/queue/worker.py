@@ -36,12 +36,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from ..executors.stream import BUDGET
 from ..core import clock, proc
 from ..core.errors import BadInput, MeshError, Unavailable
 from .broker import Broker
 from .connection import describe, unavailable
-from .executor import Executor, Outcome
+from .outcome import BUDGET, Executor, Outcome
 from .limits import BACKOFF_BASE, BACKOFF_CAP, USAGE_LIMITED, backoff, pauses_mesh
 from .pause import Pauses, after_run
 from .tasks import ATTEMPT, DEFAULT_MAX_ATTEMPTS, from_entry, result_record, unrunnable

@@ -25,7 +25,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, ROOT)
 
-from meshtools.agents import roles  # noqa: E402
+from meshtools.core import roles  # noqa: E402
 from meshtools.executors.claude import claude_argv  # noqa: E402
 from tests import anthropic_api as api  # noqa: E402
 from tests import realcli  # noqa: E402

@@ -61,7 +61,7 @@ class Route(NamedTuple):
 
 
 def rules_of(roles: dict) -> dict[str, Rules]:
-    """The rules of every role that has some (agents.roles.Role records), every word
+    """The rules of every role that has some (core.roles.Role records), every word
     pattern compiled: ConfigError (78) names the role and file of one that does not
     compile or that matches the empty string (it would match anywhere)."""
     for name, role in roles.items():

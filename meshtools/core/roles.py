@@ -9,9 +9,9 @@ import os
 import re
 from typing import NamedTuple
 
-from ..core.errors import BadInput, ConfigError
-from ..core.home import MeshHome
-from ..core.ids import validate_name
+from .errors import BadInput, ConfigError
+from .home import MeshHome
+from .ids import validate_name
 
 ANCHOR = "anchor"
 # A role without a `tools` key gets these (`--tools`): never the CLI's whole default set,
@@ -37,7 +37,7 @@ class Role(NamedTuple):
     every: float | None = None  # seconds between standing tasks
     timeout: float | None = None
     max_budget_usd: float | None = None
-    route_words: tuple[tuple[str, float], ...] = ()  # (regex, weight): agents.routing
+    route_words: tuple[tuple[str, float], ...] = ()  # (regex, weight): mesh.routing
     route_paths: tuple[tuple[str, float], ...] = ()  # (glob, weight)
     source: str = ""
 
@@ -81,7 +81,7 @@ def default_tools(writes) -> tuple[str, ...]:
 
 def _weights(table: dict) -> tuple[tuple[str, float], ...]:
     """A routing table, pattern -> weight (a finite number). Checked cheaply here: the word
-    patterns are compiled where they are used (agents.routing), not on every load (the
+    patterns are compiled where they are used (mesh.routing), not on every load (the
     lock gate loads the roles)."""
     import math
 
@@ -267,7 +267,7 @@ def get(home: MeshHome | None, name: str) -> Role:
 
 def unknown(name: str, roles) -> str:
     """The refusal of a role the mesh does not define: the roles, and `did you mean`."""
-    from ..core.errors import did_you_mean
+    from .errors import did_you_mean
 
     known = sorted(roles)
     return f"unknown role {name!r} (roles: {', '.join(known)}){did_you_mean(name, known)}"

@@ -1,42 +1,23 @@
-"""How a task runs. An executor takes a task and gives back an Outcome; the worker does the
-rest (attempts, results, ACK). The agent executors (meshtools.executors) plug in beside
-`shell`: an Outcome's details (cost, turns, error kind, resets_at) go into the result
-record, and the worker reads `details["error"]` to tell a limit (queue.limits: hand back and
-pause the mesh, or back off) from a failure."""
+"""The process-running executors and their pieces: a task's process in its own session
+under the task guard (start, terminate, end_group), its pipes read as they fill (PipeReader,
+LineSplitter, Tail, Fan), and the executors built on them (CapturingExecutor, ShellExecutor).
+What they give back, the Outcome, and the executor protocol are the queue's
+(queue.outcome)."""
 
 import os
 import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol
 
 from ..core import proc
+from ..queue.outcome import Outcome
 
 OUTPUT_TAIL = 4000
 GRACE = 2.0  # after SIGTERM, a task's processes get this long before SIGKILL
 KILL_AFTER = 3.0  # and the guard this long more to end before its group is killed
 DRAIN = 0.5  # output still read this long after a task's process exited
 POLL = 0.1  # how often a reader looks whether the process exited
-
-
-@dataclass
-class Outcome:
-    status: str  # ok | failed | timeout | usage_limited | rate_limited (queue.limits)
-    exit_code: int | None
-    output: str
-    duration: float
-    details: dict = field(default_factory=dict)  # merged into the result record (cost, ...)
-
-
-class Executor(Protocol):
-    def check(self) -> None: ...
-
-    def run(self, task: dict, workdir: str, timeout: float | None,
-            on_start: Callable[[int], None]) -> Outcome: ...
-
-    def interrupt(self) -> None: ...
 
 
 class CapturingExecutor:
@@ -61,7 +42,7 @@ class CapturingExecutor:
         """Run argv for task to its end; OSError (cannot start) is the caller's to turn
         into words. The timeout is the task's own process's: whatever it left holding its
         output does not hold the task."""
-        from ..executors import trace
+        from . import trace
 
         writer = trace.Writer.open(self.home, task, agent=self.name, session=self.session,
                                    role=self.role)
