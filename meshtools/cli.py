@@ -15,7 +15,6 @@ import click
 
 from . import complete
 from .core import errors, jsonl
-from .core.errors import exit_on_sigterm  # noqa: F401 - the commands' cli.exit_on_sigterm
 from .core.home import MeshHome
 from .umbrella import UMBRELLA, or_umbrella
 

@@ -6,6 +6,7 @@ import time
 import click
 
 from .. import cli
+from ..core import errors
 from ..core import clock, events
 
 
@@ -46,7 +47,7 @@ def mesh_anchor(once, gate, interval, max_handbacks, no_respawn, no_schedule, dr
     from ..agents.anchor import Anchor, AnchorWorker, describe, hold_the_anchor
 
     cli.exclusive(("--once", once), ("--drain", drain))
-    cli.exit_on_sigterm()
+    errors.exit_on_sigterm()
     repo = mesh.home.repository()
     hold_the_anchor(mesh.home)
     anchor = Anchor(mesh.home, mesh.broker(blocking=True), roles.load(mesh.home), repo.root,

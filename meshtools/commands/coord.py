@@ -184,7 +184,7 @@ def recv(peek, follow, everything, limit, mesh):
         for record in inbox.read_messages(mesh.home, me, warn=_warn):
             _show(mesh, record)
     if follow:
-        cli.exit_on_sigterm()
+        errors.exit_on_sigterm()
         messages = inbox.follow(mesh.home, me, warn=_warn)
     else:
         messages = inbox.receive(mesh.home, me, peek=peek, limit=limit, warn=_warn)

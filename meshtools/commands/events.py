@@ -49,7 +49,7 @@ def _from_stream(home, client, names, follow: bool, wanted: tuple) -> None:
         _show(record, wanted)
     last_id = entries[-1][0] if entries else "0-0"
     if follow:
-        cli.exit_on_sigterm()
+        errors.exit_on_sigterm()
     while True:
         mirror.forward(client, names, home)
         records, last_id = mirror.read_after(client, names, last_id,
@@ -64,7 +64,7 @@ def _from_log(home, follow: bool, wanted: tuple) -> None:
     """No Redis running: the log file is all there is."""
     position = None
     if follow:
-        cli.exit_on_sigterm()
+        errors.exit_on_sigterm()
     while True:
         lines, position = events.lines_after(home, position)
         for line in lines:

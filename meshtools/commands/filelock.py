@@ -117,7 +117,7 @@ def acquire(paths, nonblock, timeout, lease, owner_pid, mesh):
     if owner_pid is not None and proc.is_alive(owner_pid) is not True:
         raise errors.BadInput(f"--pid {owner_pid}: no such process")
     claimant = service.claimant(mesh.session(required=False), owner_pid)
-    cli.exit_on_sigterm()  # a waiter always takes its wait record with it
+    errors.exit_on_sigterm()  # a waiter always takes its wait record with it
     granted = service.acquire(claimant, [t.scope for t in targets], timeout=timeout,
                               lease=lease, on_wait=_say_waiting())
     for holding in granted:
@@ -343,7 +343,7 @@ def run(ctx, paths, nonblock, timeout, lease, mesh):
     targets = service.resolve(list(paths))
     # This process owns the lock: if it dies, even by kill -9, the lock is reclaimable.
     claimant = service.claimant(mesh.session(required=False), owner_pid=os.getpid())
-    cli.exit_on_sigterm()
+    errors.exit_on_sigterm()
     scopes = [t.scope for t in targets]
     mine = lambda: {s for s in scopes  # noqa: E731
                     if (service.holding(s) or {}).get("holder") == claimant.id}

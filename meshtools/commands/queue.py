@@ -186,7 +186,7 @@ def results(follow, task_ids, wait_id, timeout, mesh):
     for last, record in results.follow(last):
         _show_result(mesh, record, wanted)
     if follow:
-        cli.exit_on_sigterm()
+        errors.exit_on_sigterm()
         while True:
             for last, record in results.follow(last, block=1000):
                 _show_result(mesh, record, wanted)

@@ -6,6 +6,7 @@ import time
 import click
 
 from .. import cli
+from ..core import errors
 
 PANEL_NAMES = ("redis", "peers", "queues", "services", "offload", "gpus", "problems", "events")
 SETTLE = 5.0  # seconds a round waits for slow sources (each still bounded by its timeout)
@@ -42,7 +43,7 @@ def mesh_top(rounds, interval, panels, mesh):
     if "gpus" not in chosen:  # NVML costs a start-up; not sampled when not shown
         sources = [s for s in sources if s.name != "gpus"]
     if mesh.as_json:
-        cli.exit_on_sigterm()
+        errors.exit_on_sigterm()
     with Collector(sources) as collector:
         done = 0
         while True:

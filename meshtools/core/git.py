@@ -14,7 +14,7 @@ class Worktree(NamedTuple):
     common_dir: str  # the repository's shared git dir, the same for every worktree
 
 
-def _read(path: str) -> str | None:
+def read_file(path: str) -> str | None:
     try:
         with open(path, encoding="utf-8") as f:
             return f.read().strip()
@@ -27,11 +27,11 @@ def worktree_at(root: str) -> Worktree | None:
     dotgit = os.path.join(root, ".git")
     if os.path.isdir(dotgit):
         return Worktree(root, dotgit, dotgit)
-    text = _read(dotgit)
+    text = read_file(dotgit)
     if not text or not text.startswith("gitdir:"):
         return None
     git_dir = os.path.normpath(os.path.join(root, text[len("gitdir:"):].strip()))
-    common = _read(os.path.join(git_dir, "commondir"))
+    common = read_file(os.path.join(git_dir, "commondir"))
     common_dir = os.path.normpath(os.path.join(git_dir, common)) if common else git_dir
     return Worktree(root, git_dir, common_dir)
 
@@ -57,7 +57,7 @@ def main_root(common_dir: str) -> str:
 
 def current_branch(worktree: Worktree) -> str | None:
     """The checked-out branch, or the first 12 hex digits of a detached HEAD."""
-    head = _read(os.path.join(worktree.git_dir, "HEAD"))
+    head = read_file(os.path.join(worktree.git_dir, "HEAD"))
     if not head:
         return None
     if head.startswith("ref:"):

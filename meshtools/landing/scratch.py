@@ -49,18 +49,8 @@ def forget_half_made(home, root: str) -> None:
     ours = os.path.join(os.path.realpath(where), ".git")
     for name in names:
         entry = os.path.join(admin, name)
-        try:
-            with open(os.path.join(entry, "gitdir"), encoding="utf-8") as f:
-                target = f.read().strip()
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if os.path.realpath(target) == ours and not _commondir_readable(entry):
+        target = git.read_file(os.path.join(entry, "gitdir"))
+        common = git.read_file(os.path.join(entry, "commondir"))
+        # a missing commondir git reads as "none"; an empty one is what it dies on
+        if target and os.path.realpath(target) == ours and common == "":
             shutil.rmtree(entry, ignore_errors=True)
-
-
-def _commondir_readable(entry: str) -> bool:
-    try:
-        with open(os.path.join(entry, "commondir"), encoding="utf-8") as f:
-            return bool(f.read().strip())
-    except FileNotFoundError:
-        return True  # git reads a missing commondir as "none": not what breaks it
